@@ -1,0 +1,189 @@
+//! Configuration: the TOML file (or the embedded development default) turned
+//! into a typed, validated [`Config`]. Raw serde structs live in `raw.rs`;
+//! `validate.rs` turns them into these types and reports *every* problem with
+//! its key path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The validated configuration every other module reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// EHLO name, banner and `Received:` host name.
+    pub hostname: String,
+    /// Time given to sessions and deliveries after SIGTERM.
+    pub shutdown_grace: Duration,
+    pub listeners: Vec<ListenerConfig>,
+    /// Where the server certificate comes from.
+    pub tls: TlsSource,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+    pub queue: QueueConfig,
+    pub dns: DnsConfig,
+    pub delivery: DeliveryConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub tls: ListenerTls,
+}
+
+/// `listener.tls`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerTls {
+    /// RFC 3207: plaintext greeting, STARTTLS offered (port 587 style).
+    StartTls,
+    /// RFC 8314: TLS from the first byte (port 465 style).
+    Implicit,
+    /// No TLS at all; only sensible for trusted in-cluster clients.
+    None,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM chain and key, re-read when the files change.
+    Files {
+        certificate: PathBuf,
+        private_key: PathBuf,
+    },
+    /// Development default: a self-signed certificate generated at start.
+    SelfSigned,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `None` = no users file (only trusted networks can relay).
+    pub users_file: Option<PathBuf>,
+    pub trusted_networks: Vec<IpNet>,
+    pub sender_policy: SenderPolicy,
+}
+
+/// `auth.sender_policy`: what envelope sender an authenticated user may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderPolicy {
+    /// Exactly the login address (case-insensitive domain).
+    OwnAddress,
+    /// Any address in the login address's domain.
+    OwnDomain,
+    /// Anything (trusted applications sending on behalf of others).
+    Any,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_auth_failures: u32,
+    /// RFC 5321 §4.5.3.2 server timeout per command (default 5 min).
+    pub command_timeout: Duration,
+}
+
+/// `[queue]`
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub path: PathBuf,
+    /// Retry intervals; the last one repeats (with jitter). Never empty.
+    pub retry: Vec<Duration>,
+    pub max_age: Duration,
+    /// `None` when configured as `"0s"`.
+    pub delay_warning: Option<Duration>,
+}
+
+/// `[dns]`
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Empty = use /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    pub dnssec: DnssecMode,
+    /// `None` = the IANA root anchor.
+    pub trust_anchor: Option<PathBuf>,
+    /// `None` = no start-up probe.
+    pub dnssec_probe: Option<String>,
+}
+
+/// `dns.dnssec`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnssecMode {
+    /// Trust the AD bit of a validating resolver (the Postfix model).
+    TrustAd,
+    /// Validate in process with hickory's validator.
+    Validate,
+    /// Everything is insecure; DANE never engages.
+    Off,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub concurrency: usize,
+    pub per_destination: usize,
+    pub tls: TlsLevel,
+    /// Resolved: never empty (falls back to `hostname`).
+    pub helo_name: String,
+    pub connect_timeout: Duration,
+    pub routes: Vec<Route>,
+}
+
+/// The outbound TLS security level, as Postfix's `smtp_tls_security_level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLevel {
+    /// Plaintext only.
+    None,
+    /// Opportunistic STARTTLS, unauthenticated.
+    May,
+    /// TLS mandatory, unauthenticated.
+    Encrypt,
+    /// DANE where secure usable TLSA exist, else opportunistic.
+    Dane,
+    /// DANE mandatory: no usable secure TLSA ⇒ defer.
+    DaneOnly,
+}
+
+/// One `[[delivery.route]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub domain: DomainPattern,
+    pub tls: Option<TlsLevel>,
+    pub next_hop: Option<NextHop>,
+}
+
+/// `route.domain`: an exact domain or `*.example.com` (subdomains only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainPattern {
+    /// Lower-case, no trailing dot.
+    Exact(String),
+    /// The suffix after `*.`, lower-case.
+    Subdomains(String),
+}
+
+/// `route.next_hop`: bypasses MX lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: NextHopHost,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHopHost {
+    /// A host name whose A/AAAA records are used directly.
+    Name(String),
+    /// `[ip]:port`
+    Ip(std::net::IpAddr),
+}
+
+/// `[http]`
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub address: SocketAddr,
+    /// `None` = `/api` only from loopback.
+    pub admin_token: Option<String>,
+}
