@@ -1,13 +1,25 @@
 //! # danerelay
 //!
+//! An outbound SMTP relay: applications submit mail over authenticated,
+//! encrypted SMTP; every accepted message is stored durably; delivery
+//! authenticates each recipient domain's MX hosts with DANE (RFC 7672) where
+//! DNSSEC-signed TLSA records exist, and uses opportunistic STARTTLS where not.
+//!
 //! # Layout
-//! - `config`   — typed, validated configuration.
-//! - `dns`      — lookups that carry their DNSSEC status; MX routing.
-//! - `dane`     — RFC 7672 TLSA usability, policy decision and the rustls verifier.
-//! - `smtp`     — the wire (sans-I/O) and the submission server.
-//! - `auth`     — users file (Argon2id) and sender policy.
-//! - `delivery` — the outbound side.
-//! - `http`     — metrics, health, admin API.
+//! - [`config`]   — typed, validated configuration (and the dev default).
+//! - [`dns`]      — lookups that carry their DNSSEC status.
+//! - [`dane`]     — RFC 7672 TLSA usability, policy decision, rustls verifier.
+//! - [`smtp`]     — the wire (sans-I/O) and the submission server.
+//! - [`auth`]     — users file (Argon2id) and sender policy.
+//! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
+//! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
+//! - [`metrics`]  — every Prometheus metric, declared once.
+//! - the queue is its own crate, `danerelay-queue` (`queue/`).
+//!
+//! This file is the composition root: it wires the parts together and owns
+//! no logic of its own. Dependencies point one way:
+//! `main → lib → {smtp server, delivery} → {smtp client, dane, dns, queue} →
+//! {wire types, config, metrics}`.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -16,4 +28,113 @@ pub mod dane;
 pub mod delivery;
 pub mod dns;
 pub mod http;
+pub mod metrics;
 pub mod smtp;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http::Readiness;
+use crate::metrics::Metrics;
+
+/// Runs the relay until SIGTERM/SIGINT, then drains within
+/// `config.shutdown_grace`.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let running = start(config, shutdown.clone()).await?;
+    wait_for_signal().await;
+    tracing::info!("shutdown requested: draining");
+    running.drain().await;
+    Ok(())
+}
+
+/// A started relay: what [`serve`] and tests drive.
+pub struct Running {
+    pub config: Arc<Config>,
+    pub http_address: std::net::SocketAddr,
+    pub readiness: Arc<Readiness>,
+    pub metrics: Metrics,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Starts every component; returns once all listeners are bound.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let metrics = Metrics::new();
+    let readiness = Arc::new(Readiness::default());
+    let tracker = TaskTracker::new();
+
+    let (http_address, http) = http::bind(
+        config.http.address,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    tracker.spawn(http);
+    tracing::info!(address = %http_address, "http listening (/metrics, /healthz, /readyz)");
+
+    readiness.queue_open.store(true, Ordering::Release);
+    readiness.listeners_bound.store(true, Ordering::Release);
+    metrics.ready.set(1);
+    tracing::info!(hostname = %config.hostname, "danerelay started");
+    Ok(Running {
+        config,
+        http_address,
+        readiness,
+        metrics,
+        shutdown,
+        tracker,
+    })
+}
+
+impl Running {
+    /// Graceful stop: readiness goes 503 first, then every component is told
+    /// to stop and given `shutdown_grace` to finish.
+    pub async fn drain(self) {
+        self.readiness.draining.store(true, Ordering::Release);
+        self.metrics.ready.set(0);
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.config.shutdown_grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace = ?self.config.shutdown_grace,
+                "shutdown grace expired; abandoning remaining tasks"
+            );
+        }
+        tracing::info!("danerelay stopped");
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

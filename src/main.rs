@@ -1,1 +1,255 @@
-fn main() {}
+//! The `danerelay` command line: parse arguments, set up logging, load and
+//! validate the configuration (exit 64 when invalid), run.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use danerelay::config::{self, Config};
+
+/// sysexits.h: configuration or usage data were wrong.
+const EX_CONFIG: u8 = 64;
+/// sysexits.h: a service is unavailable.
+const EX_UNAVAILABLE: u8 = 69;
+
+#[derive(Parser)]
+#[command(
+    name = "danerelay",
+    version,
+    about = "Outbound SMTP relay with DANE (RFC 7672)"
+)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter in RUST_LOG syntax, e.g. "info,danerelay::dns=debug".
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file; without it, the embedded development default.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve(ConfigArg),
+    /// Validate a configuration and print every problem with its key path.
+    CheckConfig(ConfigArg),
+    /// Manage submission users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Administer the queue of a running relay (through its admin API).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Offline DANE checks.
+    #[command(subcommand)]
+    Dane(DaneCommand),
+    /// Show what a delivery to DOMAIN would do, without sending mail.
+    TlsCheck {
+        domain: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Read a password from stdin and add or update EMAIL with an Argon2id hash.
+    Add {
+        email: String,
+        /// Users file (default: auth.users_file of --config, else /etc/danerelay/users.toml).
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// List queued messages.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show one message.
+    Show {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Hold messages (no delivery until released).
+    Hold {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Release held messages.
+    Release {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete messages without notifying anyone.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Retry messages now.
+    Retry {
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum DaneCommand {
+    /// Check a certificate chain (leaf first) against TLSA records.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    chain: PathBuf,
+    #[arg(long, required = true)]
+    tlsa: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, cli.log.as_deref());
+    match cli.command {
+        Command::Serve(arg) => serve(arg),
+        Command::CheckConfig(arg) => check_config(arg),
+        Command::User(UserCommand::Add { .. }) => not_yet("user add"),
+        Command::Queue(_) => not_yet("queue"),
+        Command::Dane(DaneCommand::Verify(_)) => not_yet("dane verify"),
+        Command::TlsCheck { .. } => not_yet("tls-check"),
+    }
+}
+
+/// Commands whose machinery has not landed say so plainly and fail.
+fn not_yet(what: &str) -> ExitCode {
+    eprintln!("danerelay {what}: not available in this build yet");
+    ExitCode::from(EX_UNAVAILABLE)
+}
+
+fn init_tracing(format: LogFormat, filter: Option<&str>) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info")).unwrap_or_else(|e| {
+            eprintln!("invalid log filter ({e}); using \"info\"");
+            tracing_subscriber::EnvFilter::new("info")
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+/// Loads `--config` or the embedded default, printing every error.
+/// Warnings go to the log (`serve`) or plainly to stderr (`check-config`).
+fn load(arg: &ConfigArg, plain_warnings: bool) -> Result<Config, ExitCode> {
+    let Some(path) = &arg.config else {
+        return Ok(config::development());
+    };
+    match config::load_file(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                if plain_warnings {
+                    eprintln!("{}: warning: {w}", path.display());
+                } else {
+                    tracing::warn!("{}: {w}", path.display());
+                }
+            }
+            Ok(loaded.config)
+        }
+        Err(errors) => {
+            let mut err = std::io::stderr().lock();
+            for e in &errors {
+                let _ = writeln!(err, "{}: {e}", path.display());
+            }
+            let _ = writeln!(err, "{}: {} error(s)", path.display(), errors.len());
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
+}
+
+fn check_config(arg: ConfigArg) -> ExitCode {
+    match load(&arg, true) {
+        Ok(_) => {
+            let what = arg
+                .config
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "embedded development default".into());
+            println!("{what}: valid");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn serve(arg: ConfigArg) -> ExitCode {
+    let config = match load(&arg, false) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if arg.config.is_none() {
+        tracing::info!("no --config: running on the embedded development default (loopback only)");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(danerelay::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

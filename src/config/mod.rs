@@ -187,3 +187,15 @@ pub struct HttpConfig {
     /// `None` = `/api` only from loopback.
     pub admin_token: Option<String>,
 }
+
+mod dev;
+pub mod raw;
+mod validate;
+
+pub use dev::development;
+pub use validate::{
+    is_hostname, load_file, os_hostname, parse, parse_next_hop, ConfigError, Loaded,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,5 @@
 //! Integration tests: one binary, one module per area.
+#![allow(clippy::unwrap_used)]
 
+mod cli;
 mod support;

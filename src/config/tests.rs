@@ -1,0 +1,277 @@
+//! Table tests for configuration validation: every mistake is reported with
+//! its key path, all at once.
+
+use super::*;
+use std::path::Path;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn ok(text: &str) -> Config {
+    match parse(text) {
+        Ok(l) => l.config,
+        Err(errs) => panic!("unexpected errors: {errs:?}"),
+    }
+}
+
+const PLAIN: &str = "[[listener]]\naddress = \"127.0.0.1:2525\"\ntls = \"none\"\n";
+
+#[test]
+fn defaults_match_the_contract() {
+    let cfg = ok(PLAIN);
+    assert_eq!(cfg.shutdown_grace, Duration::from_secs(25));
+    assert_eq!(cfg.limits.max_message_size, 25 * 1024 * 1024);
+    assert_eq!(cfg.limits.max_recipients, 100);
+    assert_eq!(cfg.limits.max_connections, 1000);
+    assert_eq!(cfg.limits.max_auth_failures, 3);
+    assert_eq!(cfg.limits.command_timeout, Duration::from_secs(300));
+    assert_eq!(cfg.auth.sender_policy, SenderPolicy::OwnAddress);
+    assert!(cfg.auth.trusted_networks.is_empty());
+    assert_eq!(cfg.queue.path, PathBuf::from("/var/lib/danerelay/queue"));
+    let mins: Vec<u64> = cfg.queue.retry.iter().map(|d| d.as_secs() / 60).collect();
+    assert_eq!(mins, [5, 10, 30, 60, 120, 240]);
+    assert_eq!(cfg.queue.max_age, Duration::from_secs(5 * 86400));
+    assert_eq!(cfg.queue.delay_warning, Some(Duration::from_secs(4 * 3600)));
+    assert!(cfg.dns.nameservers.is_empty());
+    assert_eq!(cfg.dns.dnssec, DnssecMode::TrustAd);
+    assert_eq!(cfg.dns.trust_anchor, None);
+    assert_eq!(cfg.dns.dnssec_probe.as_deref(), Some("."));
+    assert_eq!(cfg.delivery.concurrency, 256);
+    assert_eq!(cfg.delivery.per_destination, 16);
+    assert_eq!(cfg.delivery.tls, TlsLevel::Dane);
+    assert_eq!(cfg.delivery.helo_name, cfg.hostname);
+    assert_eq!(cfg.delivery.connect_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.http.address.to_string(), "127.0.0.1:9587");
+    assert_eq!(cfg.http.admin_token, None);
+}
+
+#[test]
+fn three_mistakes_three_errors_with_key_paths() {
+    let errs = errors(
+        r#"
+[[listener]]
+address = "127.0.0.1:2525"
+tls = "none"
+[[listener]]
+address = "0.0.0.0:99999"
+tls = "none"
+[limits]
+max_recipients = 0
+[queue]
+retry = []
+"#,
+    );
+    assert_eq!(
+        errs,
+        [
+            "listener[1].address: invalid socket address \"0.0.0.0:99999\"",
+            "limits.max_recipients: must be at least 1",
+            "queue.retry: needs at least one interval",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_types_are_all_reported() {
+    let errs = errors(
+        r#"
+colour = "blue"
+[[listener]]
+address = "127.0.0.1:2525"
+tls = "none"
+prot = 5
+[delivery]
+tls = "sometimes"
+[limits]
+max_recipients = "many"
+max_conections = 5
+[queue]
+max_age = "forever"
+"#,
+    );
+    let joined = errs.join("\n");
+    for needle in [
+        "colour: unknown field `colour`",
+        "delivery.tls: unknown variant `sometimes`",
+        "listener[0].prot: unknown field `prot`",
+        "limits.max_recipients: invalid type",
+        "limits.max_conections: unknown field `max_conections`",
+        "queue.max_age: invalid duration \"forever\"",
+    ] {
+        assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+    }
+    assert_eq!(errs.len(), 6, "{joined}");
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let errs = errors("[limits]\nmax_recipients = = 3\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].contains("line 2"), "{errs:?}");
+}
+
+#[test]
+fn semantic_rules() {
+    let errs = errors(
+        r#"
+hostname = "not a host"
+[[listener]]
+address = "127.0.0.1:2525"
+tls = "none"
+[[listener]]
+address = "127.0.0.1:2525"
+tls = "none"
+[[listener]]
+tls = "none"
+[queue]
+retry = ["1h"]
+max_age = "30m"
+delay_warning = "0s"
+[auth]
+trusted_networks = ["10.0.0.0/8", "10.0.0.0/33"]
+[delivery]
+concurrency = 0
+[[delivery.route]]
+domain = "*.example.com"
+next_hop = "[300.1.1.1]:25"
+[[delivery.route]]
+domain = "bad domain"
+tls = "dane-only"
+"#,
+    );
+    let want = [
+        "hostname: \"not a host\" is not a valid host name",
+        "listener[1].address: 127.0.0.1:2525 is already used by listener[0]",
+        "listener[2].address: missing",
+        "auth.trusted_networks[1]: invalid network \"10.0.0.0/33\"",
+        "queue.max_age: 30m is shorter than the first retry interval (1h)",
+        "delivery.concurrency: must be at least 1",
+        "delivery.route[0].next_hop: invalid next hop \"[300.1.1.1]:25\"",
+        "delivery.route[1].domain: invalid domain \"bad domain\"",
+    ];
+    let joined = errs.join("\n");
+    for w in want {
+        assert!(joined.contains(w), "missing {w:?} in:\n{joined}");
+    }
+    assert_eq!(errs.len(), want.len(), "{joined}");
+}
+
+#[test]
+fn tls_listener_needs_a_certificate_outside_the_dev_default() {
+    let errs = errors("[[listener]]\naddress = \"127.0.0.1:2587\"\ntls = \"starttls\"\n");
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("tls.certificate: required: listener[0]"),
+        "{errs:?}"
+    );
+    // The file default has TLS listeners on 587 and 465, so an empty file errs too.
+    assert!(parse("").is_err());
+}
+
+#[test]
+fn certificate_files_missing_warn_unreadable_or_garbage_err() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not pem").unwrap();
+    let text = format!(
+        "[tls]\ncertificate = {:?}\nprivate_key = {:?}\n",
+        garbage.display(),
+        dir.path().join("absent.key").display()
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("tls.certificate:") && errs[0].contains("no PEM certificate"));
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["relay.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert_file = dir.path().join("tls.crt");
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    let text = format!(
+        "[tls]\ncertificate = {:?}\nprivate_key = {:?}\n",
+        cert_file.display(),
+        dir.path().join("absent.key").display()
+    );
+    let loaded = parse(&text).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0]
+        .to_string()
+        .starts_with("tls.private_key:"));
+}
+
+#[test]
+fn routes_and_next_hops() {
+    let cfg = ok(&format!(
+        "{PLAIN}[[delivery.route]]\ndomain = \"Example.COM.\"\ntls = \"dane-only\"\n\
+         [[delivery.route]]\ndomain = \"*.corp.example\"\nnext_hop = \"[192.0.2.7]:2525\"\n"
+    ));
+    assert_eq!(
+        cfg.delivery.routes[0].domain,
+        DomainPattern::Exact("example.com".into())
+    );
+    assert_eq!(cfg.delivery.routes[0].tls, Some(TlsLevel::DaneOnly));
+    assert_eq!(
+        cfg.delivery.routes[1].domain,
+        DomainPattern::Subdomains("corp.example".into())
+    );
+    assert_eq!(
+        cfg.delivery.routes[1].next_hop,
+        Some(NextHop {
+            host: NextHopHost::Ip("192.0.2.7".parse().unwrap()),
+            port: 2525
+        })
+    );
+    assert_eq!(
+        parse_next_hop("smarthost.example:587"),
+        Some(NextHop {
+            host: NextHopHost::Name("smarthost.example".into()),
+            port: 587
+        })
+    );
+    assert_eq!(parse_next_hop("mx.example").map(|h| h.port), Some(25));
+    assert_eq!(
+        parse_next_hop("[::1]:26").map(|h| h.host),
+        Some(NextHopHost::Ip("::1".parse().unwrap()))
+    );
+    assert_eq!(parse_next_hop("host:0"), None);
+    assert_eq!(parse_next_hop("[host]:25"), None);
+}
+
+#[test]
+fn sizes_durations_and_off_switches() {
+    let cfg = ok(&format!(
+        "{PLAIN}[limits]\nmax_message_size = \"10MiB\"\n[queue]\nretry = [\"1m\", \"2m 30s\"]\ndelay_warning = \"0s\"\n\
+         [dns]\ndnssec_probe = \"\"\ndnssec = \"off\"\nnameservers = [\"127.0.0.1:53\", \"[::1]:5353\"]\n"
+    ));
+    assert_eq!(cfg.limits.max_message_size, 10 << 20);
+    assert_eq!(cfg.queue.retry[1], Duration::from_secs(150));
+    assert_eq!(cfg.queue.delay_warning, None);
+    assert_eq!(cfg.dns.dnssec_probe, None);
+    assert_eq!(cfg.dns.dnssec, DnssecMode::Off);
+    assert_eq!(cfg.dns.nameservers.len(), 2);
+    let cfg = ok(&format!("{PLAIN}[limits]\nmax_message_size = 2048\n"));
+    assert_eq!(cfg.limits.max_message_size, 2048);
+}
+
+/// Every file shipped in `config/` is a valid configuration.
+#[test]
+fn shipped_config_files_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(errs) = load_file(&path) {
+                panic!("{} is invalid: {errs:?}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 1, "no config files found in {}", dir.display());
+}
