@@ -1,52 +1,323 @@
 //! Every Prometheus metric danerelay exports, declared in one place. Help
-//! text is the documentation; label values come only from fixed enums, never
-//! from hostnames, addresses or user input (unbounded cardinality).
+//! text is the documentation; label values come only from the enums below,
+//! never from hostnames, domains, addresses or user input (unbounded
+//! cardinality would take Prometheus down with the relay).
 
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::core::Collector;
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
-/// The registry and the handles the rest of the program updates. Cloned
-/// freely (the handles are reference-counted); passed down, never global.
+/// A fixed set of label values.
+pub trait Label: Copy {
+    fn label(self) -> &'static str;
+}
+
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+        }
+        impl Label for $name {
+            fn label(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// `listener`: the kind of listener a session arrived on.
+    ListenerLabel { StartTls => "starttls", Implicit => "implicit", None => "none" }
+);
+label_enum!(
+    /// `tls` of a finished submission session.
+    SessionTls { Tls => "tls", Plaintext => "plaintext" }
+);
+label_enum!(
+    /// `reason` a submission was refused.
+    RejectReason {
+        AuthRequired => "auth-required",
+        SenderPolicy => "sender-policy",
+        TooLarge => "too-large",
+        TooManyRecipients => "too-many-recipients",
+        BareLineEnding => "bare-line-ending",
+        Syntax => "syntax",
+        Storage => "storage",
+        Shutdown => "shutdown",
+        RateLimit => "rate-limit",
+    }
+);
+label_enum!(
+    /// `state` of queued recipients.
+    QueueState { Pending => "pending", Deferred => "deferred", Held => "held", Leased => "leased" }
+);
+label_enum!(
+    /// `outcome` of one delivery attempt for one recipient.
+    DeliveryOutcome { Delivered => "delivered", Deferred => "deferred", Bounced => "bounced" }
+);
+label_enum!(
+    /// `tls` of one delivery attempt, as the delivery log line says it.
+    DeliveryTls {
+        DaneVerified => "dane-verified",
+        Unauthenticated => "tls-unauthenticated",
+        Plaintext => "plaintext",
+        None => "none",
+    }
+);
+label_enum!(
+    /// `result` of the DANE step for one MX host (RFC 7672 terms).
+    DaneResult {
+        /// Usable TLSA matched the peer.
+        Ok => "ok",
+        /// Secure TLSA, none usable: TLS required, unauthenticated (§2.2).
+        Unusable => "unusable",
+        /// No secure TLSA RRset: DANE does not apply.
+        NotApplicable => "not-applicable",
+        /// MX or host address insecure: no TLSA lookup (§2.2.2).
+        Insecure => "insecure",
+        /// TLSA lookup failed or bogus: defer (§2.2).
+        Tempfail => "tempfail",
+        /// Usable TLSA, the peer did not match: defer.
+        Mismatch => "mismatch",
+    }
+);
+label_enum!(
+    /// `type` of a DNS query.
+    DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA" }
+);
+label_enum!(
+    /// `status` of a DNS answer.
+    DnsStatus {
+        Secure => "secure",
+        Insecure => "insecure",
+        NxDomain => "nxdomain",
+        NoData => "nodata",
+        Bogus => "bogus",
+        Error => "error",
+    }
+);
+
+/// The registry and every handle the rest of the program updates. Cloning is
+/// cheap (reference-counted handles); passed down, never global.
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    /// Constant 1, labelled with the version: lets dashboards show what runs.
+    /// Constant 1, labelled with the version.
     pub build_info: IntGaugeVec,
-    /// 1 once every listener is bound and the queue is open, 0 while draining.
+    /// 1 while ready (listeners bound, queue open, not draining).
     pub ready: IntGauge,
+    /// Submission sessions finished, by listener kind and whether TLS was used.
+    pub smtp_sessions_total: IntCounterVec,
+    /// Submission sessions open now.
+    pub smtp_sessions_active: IntGauge,
+    /// Messages accepted (answered 250 after being made durable).
+    pub messages_received_total: IntCounter,
+    /// Submissions refused, by reason.
+    pub messages_rejected_total: IntCounterVec,
+    /// Failed AUTH attempts.
+    pub auth_failures_total: IntCounter,
+    /// Message bytes accepted.
+    pub received_bytes_total: IntCounter,
+    /// Queued recipients by state.
+    pub queue_messages: IntGaugeVec,
+    /// Age of the oldest queued message.
+    pub queue_oldest_message_age_seconds: IntGauge,
+    /// Delivery attempts per recipient, by outcome and TLS result.
+    pub delivery_attempts_total: IntCounterVec,
+    /// DANE results per MX host tried.
+    pub dane_results_total: IntCounterVec,
+    /// DNS lookups by query type and answer status.
+    pub dns_lookups_total: IntCounterVec,
+    /// 1 when the start-up probe proved the resolver validates DNSSEC.
+    pub dnssec_validating: IntGauge,
+    /// Time of one delivery attempt (connect to QUIT).
+    pub delivery_duration_seconds: Histogram,
+    /// Time from acceptance to final delivery or bounce.
+    pub queue_time_seconds: Histogram,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Definitions below are static; an error is a programming mistake caught
+    // by the unit test, never input-dependent.
+    r.unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    must(IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "danerelay_build_info",
-                "Constant 1, labelled with the running danerelay version.",
+        let m = Metrics {
+            registry: Registry::new(),
+            build_info: must(IntGaugeVec::new(
+                Opts::new("danerelay_build_info", "Constant 1, labelled with the running danerelay version."),
+                &["version"],
+            )),
+            ready: must(IntGauge::new(
+                "danerelay_ready",
+                "1 while the relay is ready to accept mail (listeners bound, queue open, not draining).",
+            )),
+            smtp_sessions_total: counter_vec(
+                "danerelay_smtp_sessions_total",
+                "Submission sessions finished, by listener kind and whether TLS was in use.",
+                &["listener", "tls"],
             ),
-            &["version"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        build_info
+            smtp_sessions_active: must(IntGauge::new(
+                "danerelay_smtp_sessions_active",
+                "Submission sessions open now.",
+            )),
+            messages_received_total: must(IntCounter::new(
+                "danerelay_messages_received_total",
+                "Messages accepted: answered 250 after being stored durably.",
+            )),
+            messages_rejected_total: counter_vec(
+                "danerelay_messages_rejected_total",
+                "Submissions refused, by reason.",
+                &["reason"],
+            ),
+            auth_failures_total: must(IntCounter::new(
+                "danerelay_auth_failures_total",
+                "Failed AUTH attempts.",
+            )),
+            received_bytes_total: must(IntCounter::new(
+                "danerelay_received_bytes_total",
+                "Bytes of accepted messages.",
+            )),
+            queue_messages: must(IntGaugeVec::new(
+                Opts::new("danerelay_queue_messages", "Queued recipients by state."),
+                &["state"],
+            )),
+            queue_oldest_message_age_seconds: must(IntGauge::new(
+                "danerelay_queue_oldest_message_age_seconds",
+                "Age of the oldest message in the queue (0 when empty).",
+            )),
+            delivery_attempts_total: counter_vec(
+                "danerelay_delivery_attempts_total",
+                "Delivery attempts per recipient, by outcome and TLS result.",
+                &["outcome", "tls"],
+            ),
+            dane_results_total: counter_vec(
+                "danerelay_dane_results_total",
+                "DANE results per MX host tried (RFC 7672).",
+                &["result"],
+            ),
+            dns_lookups_total: counter_vec(
+                "danerelay_dns_lookups_total",
+                "DNS lookups by query type and DNSSEC/answer status.",
+                &["type", "status"],
+            ),
+            dnssec_validating: must(IntGauge::new(
+                "danerelay_dnssec_validating",
+                "1 when the start-up probe proved that DNSSEC validation works (DANE active), else 0.",
+            )),
+            delivery_duration_seconds: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "danerelay_delivery_duration_seconds",
+                    "Duration of one delivery attempt to one host, connect to QUIT.",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            )),
+            queue_time_seconds: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "danerelay_queue_time_seconds",
+                    "Time from acceptance to final delivery or bounce.",
+                )
+                .buckets(vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0]),
+            )),
+        };
+        m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let ready = IntGauge::new(
-            "danerelay_ready",
-            "1 while the relay is ready to accept mail (listeners bound, queue open, not draining).",
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        for c in [
-            Box::new(build_info.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(ready.clone()),
-        ] {
-            registry
-                .register(c)
-                .unwrap_or_else(|e| unreachable!("metric registered twice: {e}"));
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(m.build_info.clone()),
+            Box::new(m.ready.clone()),
+            Box::new(m.smtp_sessions_total.clone()),
+            Box::new(m.smtp_sessions_active.clone()),
+            Box::new(m.messages_received_total.clone()),
+            Box::new(m.messages_rejected_total.clone()),
+            Box::new(m.auth_failures_total.clone()),
+            Box::new(m.received_bytes_total.clone()),
+            Box::new(m.queue_messages.clone()),
+            Box::new(m.queue_oldest_message_age_seconds.clone()),
+            Box::new(m.delivery_attempts_total.clone()),
+            Box::new(m.dane_results_total.clone()),
+            Box::new(m.dns_lookups_total.clone()),
+            Box::new(m.dnssec_validating.clone()),
+            Box::new(m.delivery_duration_seconds.clone()),
+            Box::new(m.queue_time_seconds.clone()),
+        ];
+        for c in collectors {
+            must(m.registry.register(c));
         }
-        Metrics {
-            registry,
-            build_info,
-            ready,
+        m.prefill();
+        m
+    }
+
+    /// Creates every labelled series at 0, so dashboards and `rate()` see
+    /// them before the first event.
+    fn prefill(&self) {
+        for l in ListenerLabel::ALL {
+            for t in SessionTls::ALL {
+                self.smtp_sessions_total
+                    .with_label_values(&[l.label(), t.label()]);
+            }
         }
+        for r in RejectReason::ALL {
+            self.messages_rejected_total.with_label_values(&[r.label()]);
+        }
+        for s in QueueState::ALL {
+            self.queue_messages.with_label_values(&[s.label()]);
+        }
+        for o in DeliveryOutcome::ALL {
+            for t in DeliveryTls::ALL {
+                self.delivery_attempts_total
+                    .with_label_values(&[o.label(), t.label()]);
+            }
+        }
+        for r in DaneResult::ALL {
+            self.dane_results_total.with_label_values(&[r.label()]);
+        }
+    }
+
+    pub fn session_finished(&self, listener: ListenerLabel, tls: SessionTls) {
+        self.smtp_sessions_total
+            .with_label_values(&[listener.label(), tls.label()])
+            .inc();
+    }
+
+    pub fn rejected(&self, reason: RejectReason) {
+        self.messages_rejected_total
+            .with_label_values(&[reason.label()])
+            .inc();
+    }
+
+    pub fn delivery_attempt(&self, outcome: DeliveryOutcome, tls: DeliveryTls) {
+        self.delivery_attempts_total
+            .with_label_values(&[outcome.label(), tls.label()])
+            .inc();
+    }
+
+    pub fn dane_result(&self, result: DaneResult) {
+        self.dane_results_total
+            .with_label_values(&[result.label()])
+            .inc();
+    }
+
+    pub fn dns_lookup(&self, kind: DnsType, status: DnsStatus) {
+        self.dns_lookups_total
+            .with_label_values(&[kind.label(), status.label()])
+            .inc();
+    }
+
+    pub fn queue_state(&self, state: QueueState, count: u64) {
+        self.queue_messages
+            .with_label_values(&[state.label()])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format for `GET /metrics`.
@@ -71,15 +342,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exposition_names_start_with_prefix() {
+    fn every_series_is_prefixed_and_present_before_first_event() {
         let m = Metrics::new();
         m.ready.set(1);
+        m.delivery_attempt(DeliveryOutcome::Delivered, DeliveryTls::DaneVerified);
         let text = m.render();
         assert!(text.contains("danerelay_ready 1"), "{text}");
         assert!(text.contains(&format!(
             "danerelay_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
+        assert!(text.contains(
+            "danerelay_delivery_attempts_total{outcome=\"delivered\",tls=\"dane-verified\"} 1"
+        ));
+        assert!(text.contains(
+            "danerelay_delivery_attempts_total{outcome=\"bounced\",tls=\"plaintext\"} 0"
+        ));
+        assert!(text.contains("danerelay_dane_results_total{result=\"tempfail\"} 0"));
+        for name in [
+            "danerelay_smtp_sessions_total",
+            "danerelay_smtp_sessions_active",
+            "danerelay_messages_received_total",
+            "danerelay_messages_rejected_total",
+            "danerelay_auth_failures_total",
+            "danerelay_received_bytes_total",
+            "danerelay_queue_messages",
+            "danerelay_queue_oldest_message_age_seconds",
+            "danerelay_dnssec_validating",
+            "danerelay_delivery_duration_seconds_bucket",
+            "danerelay_queue_time_seconds_count",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("danerelay_"), "{line}");
         }
