@@ -33,6 +33,10 @@ pub mod smtp;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use danerelay_queue::{Queue, QueueOptions};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,6 +62,7 @@ pub struct Running {
     pub http_address: std::net::SocketAddr,
     pub readiness: Arc<Readiness>,
     pub metrics: Metrics,
+    pub queue: Queue,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -69,17 +74,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let readiness = Arc::new(Readiness::default());
     let tracker = TaskTracker::new();
 
+    let queue = open_queue(&config).await?;
+    readiness.queue_open.store(true, Ordering::Release);
+    tracker.spawn(refresh_queue_metrics(
+        queue.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let admin = http::admin::AdminState {
+        queue: queue.clone(),
+        token: config.http.admin_token.clone(),
+    };
     let (http_address, http) = http::bind(
         config.http.address,
         metrics.clone(),
         readiness.clone(),
+        Some(admin),
         shutdown.clone(),
     )
     .await?;
     tracker.spawn(http);
     tracing::info!(address = %http_address, "http listening (/metrics, /healthz, /readyz)");
 
-    readiness.queue_open.store(true, Ordering::Release);
     readiness.listeners_bound.store(true, Ordering::Release);
     metrics.ready.set(1);
     tracing::info!(hostname = %config.hostname, "danerelay started");
@@ -88,9 +105,61 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         http_address,
         readiness,
         metrics,
+        queue,
         shutdown,
         tracker,
     })
+}
+
+/// How long a delivery worker owns a leased message. Longer than any one
+/// attempt can take (connect timeouts × hosts + RFC 5321 data timeouts), so a
+/// live worker never loses its lease; a crashed process's leases return at open.
+const DELIVERY_LEASE: Duration = Duration::from_secs(3600);
+
+async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
+    let path = config.queue.path.clone();
+    let options = QueueOptions {
+        retry: config.queue.retry.clone(),
+        max_age: config.queue.max_age,
+        lease: DELIVERY_LEASE,
+    };
+    let shown = path.display().to_string();
+    let queue = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&path)?;
+        Queue::open(&path, options).map_err(anyhow::Error::from)
+    })
+    .await?
+    .with_context(|| format!("queue.path: cannot open the queue at {shown}"))?;
+    let counts = queue.counts();
+    tracing::info!(path = %shown, messages = counts.total(), "queue open");
+    Ok(queue)
+}
+
+/// Keeps `danerelay_queue_messages{state}` and the oldest-age gauge current.
+async fn refresh_queue_metrics(queue: Queue, metrics: Metrics, shutdown: CancellationToken) {
+    use crate::metrics::QueueState;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let counts = queue.counts();
+        metrics.queue_state(QueueState::Pending, counts.pending);
+        metrics.queue_state(QueueState::Deferred, counts.deferred);
+        metrics.queue_state(QueueState::Held, counts.held);
+        metrics.queue_state(QueueState::Active, counts.active);
+        let q = queue.clone();
+        let oldest = tokio::task::spawn_blocking(move || q.oldest_age(SystemTime::now()))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or_default();
+        metrics
+            .queue_oldest_message_age_seconds
+            .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
+    }
 }
 
 impl Running {
@@ -109,6 +178,12 @@ impl Running {
                 grace = ?self.config.shutdown_grace,
                 "shutdown grace expired; abandoning remaining tasks"
             );
+        }
+        let queue = self.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "queue flush at shutdown failed"),
+            Err(e) => tracing::error!(error = %e, "queue flush at shutdown failed"),
         }
         tracing::info!("danerelay stopped");
     }

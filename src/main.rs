@@ -82,6 +82,20 @@ enum UserCommand {
     },
 }
 
+/// Where the admin API is: `http.address`/`http.admin_token` of `--config`
+/// (the embedded default without it), overridden by `--api`/`--token`.
+#[derive(Args)]
+struct ApiArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Admin API address (host:port), instead of http.address.
+    #[arg(long, value_name = "ADDR")]
+    api: Option<std::net::SocketAddr>,
+    /// Bearer token, instead of http.admin_token.
+    #[arg(long, env = "DANERELAY_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum QueueCommand {
     /// List queued messages.
@@ -89,34 +103,43 @@ enum QueueCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        config: ConfigArg,
+        api: ApiArgs,
     },
     /// Show one message.
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
-        config: ConfigArg,
+        api: ApiArgs,
+    },
+    /// Open recipients per destination domain, with ages (like Postfix qshape).
+    Summary {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Hold messages (no delivery until released).
     Hold {
         #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
-        config: ConfigArg,
+        api: ApiArgs,
     },
     /// Release held messages.
     Release {
         #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
-        config: ConfigArg,
+        api: ApiArgs,
     },
     /// Delete messages without notifying anyone.
     Delete {
         #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
-        config: ConfigArg,
+        api: ApiArgs,
     },
     /// Retry messages now.
     Retry {
@@ -125,7 +148,7 @@ enum QueueCommand {
         #[arg(long, conflicts_with = "ids")]
         all: bool,
         #[command(flatten)]
-        config: ConfigArg,
+        api: ApiArgs,
     },
 }
 
@@ -154,7 +177,7 @@ fn main() -> ExitCode {
         Command::Serve(arg) => serve(arg),
         Command::CheckConfig(arg) => check_config(arg),
         Command::User(UserCommand::Add { .. }) => not_yet("user add"),
-        Command::Queue(_) => not_yet("queue"),
+        Command::Queue(cmd) => queue(cmd),
         Command::Dane(DaneCommand::Verify(_)) => not_yet("dane verify"),
         Command::TlsCheck { .. } => not_yet("tls-check"),
     }
@@ -250,6 +273,45 @@ fn serve(arg: ConfigArg) -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn queue(cmd: QueueCommand) -> ExitCode {
+    use danerelay::http::admin_client::{AdminClient, QueueAction};
+    let (action, api) = match cmd {
+        QueueCommand::List { json, api } => (QueueAction::List { json }, api),
+        QueueCommand::Show { id, json, api } => (QueueAction::Show { id, json }, api),
+        QueueCommand::Summary { json, api } => (QueueAction::Summary { json }, api),
+        QueueCommand::Hold { ids, api } => (QueueAction::Hold(ids), api),
+        QueueCommand::Release { ids, api } => (QueueAction::Release(ids), api),
+        QueueCommand::Delete { ids, api } => (QueueAction::Delete(ids), api),
+        QueueCommand::Retry { all: true, api, .. } => (QueueAction::RetryAll, api),
+        QueueCommand::Retry { ids, api, .. } => (QueueAction::Retry(ids), api),
+    };
+    let config = match load(&api.config, false) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let client = AdminClient::new(
+        api.api.unwrap_or(config.http.address),
+        api.token.or(config.http.admin_token),
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("danerelay queue: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(client.run(action, &mut std::io::stdout().lock())) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("danerelay queue: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
         }
     }
 }

@@ -52,8 +52,8 @@ label_enum!(
     }
 );
 label_enum!(
-    /// `state` of queued recipients.
-    QueueState { Pending => "pending", Deferred => "deferred", Held => "held", Leased => "leased" }
+    /// `state` of queued messages (`active` = leased to a delivery worker).
+    QueueState { Pending => "pending", Deferred => "deferred", Held => "held", Active => "active" }
 );
 label_enum!(
     /// `outcome` of one delivery attempt for one recipient.
@@ -122,7 +122,7 @@ pub struct Metrics {
     pub auth_failures_total: IntCounter,
     /// Message bytes accepted.
     pub received_bytes_total: IntCounter,
-    /// Queued recipients by state.
+    /// Queued messages by state.
     pub queue_messages: IntGaugeVec,
     /// Age of the oldest queued message.
     pub queue_oldest_message_age_seconds: IntGauge,
@@ -189,7 +189,7 @@ impl Metrics {
                 "Bytes of accepted messages.",
             )),
             queue_messages: must(IntGaugeVec::new(
-                Opts::new("danerelay_queue_messages", "Queued recipients by state."),
+                Opts::new("danerelay_queue_messages", "Queued messages by state (active = being delivered now)."),
                 &["state"],
             )),
             queue_oldest_message_age_seconds: must(IntGauge::new(

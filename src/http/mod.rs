@@ -1,5 +1,9 @@
 //! The HTTP side: `/metrics` (Prometheus), `/healthz` (the process runs),
-//! `/readyz` (listeners bound, queue open, not draining).
+//! `/readyz` (listeners bound, queue open, not draining), and the admin API
+//! under `/api` (see [`admin`]).
+
+pub mod admin;
+pub mod admin_client;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +56,7 @@ pub async fn bind(
     address: SocketAddr,
     metrics: Metrics,
     readiness: Arc<Readiness>,
+    admin: Option<admin::AdminState>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), HttpError> {
     let listener = TcpListener::bind(address)
@@ -60,11 +65,17 @@ pub async fn bind(
     let local = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { address, source })?;
-    let app = router(AppState { metrics, readiness });
+    let mut app = router(AppState { metrics, readiness });
+    if let Some(admin) = admin {
+        app = app.merge(admin::router(admin));
+    }
     let serve = async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "http server stopped");
         }

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 #![allow(clippy::unwrap_used)]
 
+mod admin;
 mod cli;
 mod support;

@@ -1,0 +1,158 @@
+//! The admin API and `danerelay queue …` against a running relay.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::SystemTime;
+
+use danerelay::config;
+use danerelay_queue::{Envelope, Notify, Queue, QueueId, RecipientSpec};
+use tokio_util::sync::CancellationToken;
+
+fn test_config(dir: &std::path::Path, token: &str) -> config::Config {
+    let text = format!(
+        "hostname = \"relay.test\"\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\
+         [queue]\npath = {:?}\n[http]\naddress = \"127.0.0.1:0\"\nadmin_token = {token:?}\n\
+         [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\n",
+        dir.join("queue").display()
+    );
+    config::parse(&text).unwrap().config
+}
+
+fn enqueue(queue: &Queue, sender: &str, rcpt: &str) -> QueueId {
+    let mut w = queue.begin().unwrap();
+    w.write_all(b"Subject: admin test\r\n\r\nhello\r\n")
+        .unwrap();
+    w.commit(
+        Envelope {
+            sender: sender.into(),
+            ret: None,
+            envid: None,
+            body_8bit: false,
+            smtputf8: false,
+            auth_user: Some(sender.into()),
+            client_addr: None,
+            received_at: SystemTime::now(),
+        },
+        vec![RecipientSpec {
+            address: rcpt.into(),
+            orcpt: None,
+            notify: Notify::default(),
+        }],
+    )
+    .unwrap()
+}
+
+/// Runs `danerelay queue ARGS --api ADDR` (blocking, off the runtime).
+async fn cli(api: std::net::SocketAddr, args: &[&str]) -> (i32, String) {
+    let mut full: Vec<String> = vec!["queue".into()];
+    full.extend(args.iter().map(|s| s.to_string()));
+    full.extend(["--api".into(), api.to_string()]);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_danerelay"))
+            .args(&full)
+            .env_remove("DANERELAY_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_cli_round_trip_through_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = danerelay::start(test_config(dir.path(), ""), CancellationToken::new())
+        .await
+        .unwrap();
+    let api = running.http_address;
+    let a = enqueue(&running.queue, "alice@example.org", "bob@example.net");
+    let b = enqueue(&running.queue, "carol@example.org", "dave@example.com");
+
+    let (code, out) = cli(api, &["list"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(a.as_str()) && out.contains(b.as_str()),
+        "{out}"
+    );
+    assert!(out.contains("-- 2 message(s)"), "{out}");
+
+    let (code, out) = cli(api, &["hold", a.as_str()]).await;
+    assert_eq!((code, out.trim()), (0, format!("{a}: held").as_str()));
+    let (_, out) = cli(api, &["list", "--json"]).await;
+    let list: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let state_of = |id: &QueueId| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id.as_str())
+            .map(|m| m["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state_of(&a).as_deref(), Some("held"));
+    assert_eq!(state_of(&b).as_deref(), Some("pending"));
+
+    let (code, out) = cli(api, &["hold", a.as_str()]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("unchanged"), "{out}");
+    let (code, out) = cli(api, &["release", a.as_str()]).await;
+    assert_eq!((code, out.trim()), (0, format!("{a}: released").as_str()));
+
+    let (code, out) = cli(api, &["show", b.as_str()]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("carol@example.org") && out.contains("dave@example.com pending"),
+        "{out}"
+    );
+
+    let (code, out) = cli(api, &["summary", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["pending"], 2);
+    let domains: Vec<&str> = summary["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(domains.len(), 2);
+    assert!(domains.contains(&"example.net") && domains.contains(&"example.com"));
+
+    let (code, out) = cli(api, &["retry", "--all"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(api, &["delete", a.as_str(), "0000000000ZZ"]).await;
+    assert_eq!(code, 1, "an unknown id makes the command fail: {out}");
+    assert!(out.contains(&format!("{a}: deleted")), "{out}");
+    assert!(out.contains("0000000000ZZ: no message"), "{out}");
+    let (code, out) = cli(api, &["show", "not-an-id"]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("not a queue id"), "{out}");
+    let (_, out) = cli(api, &["list"]).await;
+    assert!(
+        !out.contains(a.as_str()) && out.contains("-- 1 message(s)"),
+        "{out}"
+    );
+    running.drain().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_is_required_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = danerelay::start(test_config(dir.path(), "s3cret"), CancellationToken::new())
+        .await
+        .unwrap();
+    let api = running.http_address;
+    let (code, out) = cli(api, &["list"]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("403") && out.contains("bearer token"), "{out}");
+    let (code, out) = cli(api, &["list", "--token", "wrong"]).await;
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = cli(api, &["list", "--token", "s3cret"]).await;
+    assert_eq!(code, 0, "{out}");
+    // Health and metrics stay open: probes and Prometheus carry no token.
+    let (status, _) = crate::cli::http_get(api.port(), "/healthz");
+    assert_eq!(status, 200);
+    running.drain().await;
+}
