@@ -186,6 +186,7 @@ pub fn normalize_name(name: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use Security::{Insecure, Secure};

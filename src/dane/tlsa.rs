@@ -218,6 +218,7 @@ fn digest_strength(matching: u8) -> u8 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
