@@ -207,11 +207,16 @@ pub fn client_setup(decision: &Decision, host: &str) -> Result<Option<TlsClientS
             true,
         ),
     };
-    let server_name = ServerName::try_from(sni.trim_end_matches('.').to_owned()).map_err(|_| {
-        DaneError::InvalidName {
+    // An address literal ("[192.0.2.1]") becomes an IP server name: rustls
+    // then sends no SNI, which is right for a host without a name.
+    let bare = sni
+        .trim_end_matches('.')
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let server_name =
+        ServerName::try_from(bare.to_owned()).map_err(|_| DaneError::InvalidName {
             name: sni.to_owned(),
-        }
-    })?;
+        })?;
     Ok(Some(TlsClientSetup {
         config: Arc::new(client_config(verifier)?),
         server_name,

@@ -7,6 +7,7 @@
 mod cli;
 mod handshake;
 mod openssl_peer;
+mod properties;
 mod verdicts;
 
 use base64::Engine;

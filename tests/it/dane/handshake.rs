@@ -7,7 +7,7 @@ use rustls::crypto::ring::default_provider;
 use rustls::server::ResolvesServerCert;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ProtocolVersion, ServerConfig, SupportedProtocolVersion};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use danerelay::dane::{
@@ -209,4 +209,10 @@ fn no_tls_for_plaintext_and_defer() {
         .unwrap()
         .unwrap();
     assert!(!auth.plaintext_fallback && auth.dane.is_some());
+    assert_eq!(auth.server_name, ServerName::try_from(MX).unwrap());
+    let literal = client_setup(&Decision::Opportunistic, "[127.0.0.1]")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(literal.server_name, ServerName::IpAddress(_)));
+    assert!(client_setup(&Decision::Opportunistic, "not a host name!").is_err());
 }
