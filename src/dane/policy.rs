@@ -146,6 +146,10 @@ pub fn decide(
         TlsaLookup::NoRecords { .. } | TlsaLookup::Records { secure: false, .. } => {
             no_dane(DeferReason::NoSecureTlsa)
         }
+        // An empty RRset is NODATA, not "records that are all unusable".
+        TlsaLookup::Records { records, .. } if records.is_empty() => {
+            no_dane(DeferReason::NoSecureTlsa)
+        }
         TlsaLookup::Records {
             secure: true,
             records,
@@ -252,6 +256,7 @@ mod tests {
             base_domain: "mx.example.net".into(),
         };
         assert_eq!(d(Secure, Secure, insecure), Decision::Opportunistic);
+        assert_eq!(d(Secure, Secure, found(vec![])), Decision::Opportunistic);
         // No TLSA lookup matters for an insecure MX RRset or host (§2.2.1, §2.2.3).
         assert_eq!(
             d(Insecure, Secure, TlsaLookup::Failed("x".into())),

@@ -265,3 +265,29 @@ fn empty_chain_fails() {
         Verdict::Failed(Failure::EmptyChain)
     );
 }
+
+#[test]
+fn dane_ta_accepts_a_chain_sent_out_of_order() {
+    let pki = Pki::new();
+    let chain = vec![
+        pki.leaf.cert.clone(),
+        pki.root.cert.clone(),
+        pki.inter.cert.clone(),
+    ];
+    let r = tlsa(2, 1, 1, &pki.root.cert);
+    assert_eq!(check(&chain, &[r]), verified(2, 1, 1, 2));
+}
+
+#[test]
+fn dane_ta_checks_the_leaf_dates_too() {
+    // Unlike DANE-EE (RFC 7672 §3.1.1), a DANE-TA chain is validated fully.
+    let pki = Pki::new();
+    let expired = leaf(&[MX], Some(&pki.inter), true);
+    let chain = vec![expired.cert.clone(), pki.inter.cert.clone()];
+    match check(&chain, &[tlsa(2, 0, 1, &pki.inter.cert)]) {
+        Verdict::Failed(Failure::TaChain { error, .. }) => {
+            assert!(error.contains("Expired"), "{error}")
+        }
+        other => panic!("expected a TA chain failure, got {other:?}"),
+    }
+}
