@@ -85,6 +85,7 @@ impl ServerCertVerifier for DaneVerifier {
             &self.target.records,
             now,
         );
+        tracing::debug!(base_domain = %self.target.base_domain, ?verdict, "DANE verdict");
         self.outcome.set(verdict.clone());
         match verdict {
             Verdict::Verified(_) => Ok(ServerCertVerified::assertion()),

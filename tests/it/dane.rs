@@ -83,6 +83,13 @@ pub fn leaf(names: &[&str], parent: Option<&Node>, expired: bool) -> Node {
     sign(params, parent)
 }
 
+/// A server certificate with no SANs, only the subject CN `cn`.
+pub fn cn_only_leaf(cn: &str, parent: &Node) -> Node {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    sign(params, Some(parent))
+}
+
 /// root → intermediate → leaf for [`MX`].
 pub struct Pki {
     pub root: Node,

@@ -4,7 +4,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use danerelay::dane::{verify_chain, DaneMatch, Failure, TlsaRecord, Verdict};
 
-use super::{ca, leaf, tlsa, Pki, MX};
+use super::{ca, cn_only_leaf, leaf, tlsa, Pki, MX};
 
 fn check(chain: &[CertificateDer<'_>], records: &[TlsaRecord]) -> Verdict {
     verify_chain(MX, &[], chain, records, UnixTime::now())
@@ -290,4 +290,33 @@ fn dane_ta_checks_the_leaf_dates_too() {
         }
         other => panic!("expected a TA chain failure, got {other:?}"),
     }
+}
+
+#[test]
+fn dane_ta_name_from_cn_only_without_dns_sans() {
+    // RFC 7672 §3.2.3: the CN is consulted only when there are no DNS SANs.
+    let pki = Pki::new();
+    let r = tlsa(2, 0, 1, &pki.inter.cert);
+    let cn_leaf = cn_only_leaf(MX, &pki.inter);
+    assert_eq!(
+        check(
+            &[cn_leaf.cert.clone(), pki.inter.cert.clone()],
+            std::slice::from_ref(&r)
+        ),
+        verified(2, 0, 1, 1)
+    );
+    // pki.leaf has SAN mx.example.net and CN "smtp server": the CN is ignored.
+    let run = |base: &str| {
+        verify_chain(
+            base,
+            &[],
+            &pki.chain(),
+            std::slice::from_ref(&r),
+            UnixTime::now(),
+        )
+    };
+    assert!(matches!(
+        run("smtp server"),
+        Verdict::Failed(Failure::NameMismatch { .. })
+    ));
 }
