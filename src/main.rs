@@ -154,20 +154,8 @@ enum QueueCommand {
 
 #[derive(Subcommand)]
 enum DaneCommand {
-    /// Check a certificate chain (leaf first) against TLSA records.
-    Verify(VerifyArgs),
-}
-
-#[derive(Args)]
-struct VerifyArgs {
-    #[arg(long)]
-    name: String,
-    #[arg(long)]
-    chain: PathBuf,
-    #[arg(long, required = true)]
-    tlsa: Vec<String>,
-    #[arg(long)]
-    json: bool,
+    /// Check a certificate chain (leaf first) against TLSA records (RFC 7672).
+    Verify(danerelay::dane::cli::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -178,7 +166,10 @@ fn main() -> ExitCode {
         Command::CheckConfig(arg) => check_config(arg),
         Command::User(UserCommand::Add { .. }) => not_yet("user add"),
         Command::Queue(cmd) => queue(cmd),
-        Command::Dane(DaneCommand::Verify(_)) => not_yet("dane verify"),
+        Command::Dane(DaneCommand::Verify(args)) => {
+            let code = danerelay::dane::cli::run_verify(&args, &mut std::io::stdout().lock());
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
+        }
         Command::TlsCheck { .. } => not_yet("tls-check"),
     }
 }

@@ -1,0 +1,168 @@
+//! DANE (RFC 7672/7671): verdicts on rcgen-made chains, real TLS 1.2/1.3
+//! handshakes through the rustls verifiers, and `danerelay dane verify`.
+//! Certificates and keys are generated per test; nothing is checked in.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (BRIEF)
+
+mod cli;
+mod handshake;
+mod openssl_peer;
+mod properties;
+mod verdicts;
+
+use base64::Engine;
+use rcgen::{
+    date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256, Sha512};
+
+use danerelay::dane::TlsaRecord;
+
+/// The leaf's name; the TLSA base domain in most tests.
+pub const MX: &str = "mx.example.net";
+
+/// One certificate with its key and the parameters that issue children.
+pub struct Node {
+    pub cert: CertificateDer<'static>,
+    pub key: KeyPair,
+    params: CertificateParams,
+}
+
+impl Node {
+    fn issuer(&self) -> Issuer<'_, &KeyPair> {
+        Issuer::from_params(&self.params, &self.key)
+    }
+}
+
+fn expire(params: &mut CertificateParams) {
+    params.not_before = date_time_ymd(2019, 1, 1);
+    params.not_after = date_time_ymd(2020, 1, 1);
+}
+
+fn sign(params: CertificateParams, parent: Option<&Node>) -> Node {
+    let key = KeyPair::generate().unwrap();
+    let cert = match parent {
+        Some(p) => params.signed_by(&key, &p.issuer()).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    Node {
+        cert: cert.der().clone(),
+        key,
+        params,
+    }
+}
+
+/// A CA certificate named `cn`, self-signed when `parent` is `None`.
+pub fn ca(cn: &str, parent: Option<&Node>, expired: bool) -> Node {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    if expired {
+        expire(&mut params);
+    }
+    sign(params, parent)
+}
+
+/// A server certificate for `names` (DNS SANs).
+pub fn leaf(names: &[&str], parent: Option<&Node>, expired: bool) -> Node {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "smtp server");
+    if expired {
+        expire(&mut params);
+    }
+    sign(params, parent)
+}
+
+/// A server certificate with no SANs, only the subject CN `cn`.
+pub fn cn_only_leaf(cn: &str, parent: &Node) -> Node {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    sign(params, Some(parent))
+}
+
+/// root → intermediate → leaf for [`MX`].
+pub struct Pki {
+    pub root: Node,
+    pub inter: Node,
+    pub leaf: Node,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        Self::with(false, &[MX])
+    }
+
+    pub fn with(expired_intermediate: bool, leaf_names: &[&str]) -> Self {
+        let root = ca("DANE Test Root", None, false);
+        let inter = ca("DANE Test Intermediate", Some(&root), expired_intermediate);
+        let leaf = leaf(leaf_names, Some(&inter), false);
+        Self { root, inter, leaf }
+    }
+
+    /// What a server sends: leaf, intermediate, root.
+    pub fn full_chain(&self) -> Vec<CertificateDer<'static>> {
+        vec![
+            self.leaf.cert.clone(),
+            self.inter.cert.clone(),
+            self.root.cert.clone(),
+        ]
+    }
+
+    /// What most servers send: leaf and intermediate, no root.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        vec![self.leaf.cert.clone(), self.inter.cert.clone()]
+    }
+}
+
+/// The SubjectPublicKeyInfo DER of `cert`, parsed independently of the code
+/// under test.
+pub fn spki(cert: &CertificateDer<'_>) -> Vec<u8> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).unwrap();
+    parsed.tbs_certificate.subject_pki.raw.to_vec()
+}
+
+/// The TLSA record `usage selector matching` that matches `cert`.
+pub fn tlsa(usage: u8, selector: u8, matching: u8, cert: &CertificateDer<'_>) -> TlsaRecord {
+    let selected = if selector == 0 {
+        cert.to_vec()
+    } else {
+        spki(cert)
+    };
+    let data = match matching {
+        0 => selected,
+        1 => Sha256::digest(&selected).to_vec(),
+        2 => Sha512::digest(&selected).to_vec(),
+        _ => panic!("test helper only makes known matching types"),
+    };
+    TlsaRecord {
+        usage,
+        selector,
+        matching,
+        data,
+    }
+}
+
+/// `chain` as a PEM file's text.
+pub fn pem(chain: &[CertificateDer<'_>]) -> String {
+    let mut out = String::new();
+    for cert in chain {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).unwrap());
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
+}
