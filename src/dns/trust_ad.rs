@@ -1,0 +1,211 @@
+//! `dns.dnssec = "trust-ad"` (the Postfix model) and `"off"`: one query per
+//! lookup to the configured recursive resolver(s) through hickory-net's
+//! low-level client, UDP first and TCP when the reply is truncated
+//! (RFC 7766 §5).
+//!
+//! In `trust-ad` mode every query carries AD=1 (RFC 6840 §5.7: ask for the
+//! AD bit) and DO=1 (RFC 3225), and the reply's AD bit *is* the status:
+//! AD=1 ⇒ [`Security::Secure`], AD=0 ⇒ [`Security::Insecure`], SERVFAIL ⇒
+//! temporary failure (a validating resolver answers SERVFAIL for bogus data,
+//! RFC 4035 §5.5). hickory-resolver's high-level API never sets AD, which is
+//! why this module talks to the wire itself. The resolver must be trusted and
+//! the path to it secure (loopback or a local network), as RFC 7672 §1.3 and
+//! Postfix assume.
+//!
+//! In `off` mode neither bit is sent and everything is `Insecure`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::FirstAnswer;
+use hickory_net::{DnsHandle, NetError};
+use hickory_proto::op::{
+    DnsRequest, DnsRequestOptions, DnsResponse, Edns, Message, Query, ResponseCode,
+};
+use hickory_proto::rr::{RData, Record as HRecord};
+use tracing::debug;
+
+use super::types::{
+    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security,
+};
+use super::wire::{follow_chain, min_ttl, to_fqdn, to_hickory_type};
+
+/// Whether the AD bit is asked for and trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdMode {
+    TrustAd,
+    Off,
+}
+
+/// The wire client for `trust-ad` and `off`.
+#[derive(Debug, Clone)]
+pub struct TrustAdResolver {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    mode: AdMode,
+}
+
+impl TrustAdResolver {
+    /// `servers` are tried in order when one does not answer (timeouts,
+    /// transport errors, REFUSED); an answer, even SERVFAIL, is final.
+    pub fn new(
+        servers: Vec<SocketAddr>,
+        timeout: Duration,
+        mode: AdMode,
+    ) -> Result<Self, DnsError> {
+        if servers.is_empty() {
+            return Err(DnsError::Setup {
+                detail: "no name servers configured".into(),
+            });
+        }
+        Ok(TrustAdResolver {
+            servers,
+            timeout,
+            mode,
+        })
+    }
+
+    fn request(&self, qname: &str, rtype: RecordType) -> Result<DnsRequest, DnsError> {
+        let mut message = Message::query();
+        message.add_query(Query::query(to_fqdn(qname)?, to_hickory_type(rtype)));
+        message.metadata.recursion_desired = true;
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        if self.mode == AdMode::TrustAd {
+            // RFC 6840 §5.7: AD=1 in a query asks for the AD bit in the reply.
+            message.metadata.authentic_data = true;
+            edns.set_dnssec_ok(true);
+        }
+        message.set_edns(edns);
+        let mut options = DnsRequestOptions::default();
+        options.edns_set_dnssec_ok = self.mode == AdMode::TrustAd;
+        options.edns_payload_len = 1232;
+        Ok(DnsRequest::new(message, options))
+    }
+
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        request: DnsRequest,
+    ) -> Result<DnsResponse, NetError> {
+        let provider = TokioRuntimeProvider::default();
+        let udp = UdpClientStream::builder(server, provider.clone())
+            .with_timeout(Some(self.timeout))
+            .exchange();
+        let response = udp.send(request.clone()).first_answer().await?;
+        if !response.metadata.truncation {
+            return Ok(response);
+        }
+        debug!(%server, "truncated UDP reply, retrying over TCP");
+        let tcp = TcpClientStream::exchange(server, None, self.timeout, None, provider).await?;
+        tcp.send(request).first_answer().await
+    }
+
+    async fn resolve(&self, name: &str, rtype: RecordType) -> Result<Answer, DnsError> {
+        let request = self.request(name, rtype)?;
+        let mut last = DnsError::Setup {
+            detail: "no name servers".into(),
+        };
+        for server in &self.servers {
+            match self.exchange(*server, request.clone()).await {
+                Ok(response) => match interpret(name, rtype, response.into_message(), self.mode) {
+                    Err(DnsError::ResponseCode { code, .. }) if code == "REFUSED" => {
+                        last = DnsError::ResponseCode {
+                            name: normalize_name(name),
+                            rtype,
+                            code,
+                        };
+                    }
+                    result => return result,
+                },
+                Err(NetError::Timeout) => {
+                    last = DnsError::Timeout {
+                        name: normalize_name(name),
+                        rtype,
+                    }
+                }
+                Err(e) => {
+                    last = DnsError::Transport {
+                        name: normalize_name(name),
+                        rtype,
+                        detail: format!("{server}: {e}"),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+impl DnsLookup for TrustAdResolver {
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        rtype: RecordType,
+    ) -> BoxFuture<'a, Result<Answer, DnsError>> {
+        Box::pin(async move {
+            let result = self.resolve(name, rtype).await;
+            super::log_result(name, rtype, &result);
+            result
+        })
+    }
+}
+
+/// Turns a reply into an [`Answer`]: a pure function of the message.
+pub(crate) fn interpret(
+    name: &str,
+    rtype: RecordType,
+    message: Message,
+    mode: AdMode,
+) -> Result<Answer, DnsError> {
+    let qname = normalize_name(name);
+    let security = match mode {
+        AdMode::TrustAd if message.metadata.authentic_data => Security::Secure,
+        _ => Security::Insecure,
+    };
+    let code = message.metadata.response_code;
+    let chain = follow_chain(&qname, rtype, &message.answers);
+    let outcome = match code {
+        ResponseCode::NoError if !chain.records.is_empty() => Outcome::Records(chain.records),
+        ResponseCode::NoError => Outcome::NoData,
+        // RFC 6604: with a CNAME chain the RCODE describes the last name.
+        ResponseCode::NXDomain => Outcome::NxDomain,
+        ResponseCode::ServFail => {
+            return Err(DnsError::ServFail { name: qname, rtype });
+        }
+        other => {
+            return Err(DnsError::ResponseCode {
+                name: qname,
+                rtype,
+                code: other.to_str().to_string(),
+            })
+        }
+    };
+    let ttl = match outcome {
+        Outcome::Records(_) => min_ttl(&chain.used),
+        Outcome::NoData | Outcome::NxDomain => negative_ttl(&message.authorities),
+    };
+    Ok(Answer {
+        name: qname,
+        rtype,
+        canonical_name: chain.canonical_name,
+        outcome,
+        security,
+        ttl,
+    })
+}
+
+/// RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM); no SOA ⇒ 0
+/// (do not cache).
+pub(crate) fn negative_ttl(authorities: &[HRecord]) -> u32 {
+    authorities
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
+        })
+        .unwrap_or(0)
+}

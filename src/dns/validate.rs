@@ -1,0 +1,237 @@
+//! `dns.dnssec = "validate"`: hickory-resolver validates in process
+//! (`dnssec-ring`) from the IANA root anchor, or from `dns.trust_anchor` (a
+//! file of DNSKEY records, needed for private test roots). Each record comes
+//! back with a `Proof`; an answer is [`Security::Secure`] only when every
+//! record used (CNAMEs included) is secure, and any bogus or indeterminate
+//! record makes the whole lookup a [`DnsError::Bogus`] (temporary).
+//!
+//! Denials: hickory reports NXDOMAIN/NODATA as `NoRecordsFound` carrying the
+//! authority section it validated; the denial is secure when that section's
+//! NSEC/NSEC3 records are secure, and a failed denial proof arrives as
+//! `DnsError::Nsec { proof }`.
+//!
+//! Known behaviour (measured in `tests/it/dns.rs`): pointed at a *recursive*
+//! validating resolver (unbound) instead of an authoritative server, a
+//! secure `CNAME → TLSA` answer can come back bogus, because hickory
+//! validates the CNAME and the target RRset with the DNSKEYs it fetches for
+//! the *query* name's zone path; see the module-level notes in the test and
+//! the report. With `trust-ad` the same answer is secure. Prefer `trust-ad`
+//! with a local validating resolver in production (as Postfix does).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::{DnsError as HDnsError, NetError};
+use hickory_proto::dnssec::{Proof, TrustAnchors};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::Record as HRecord;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::TokioResolver;
+
+use super::trust_ad::negative_ttl;
+use super::types::{
+    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security,
+};
+use super::wire::{follow_chain, min_ttl, to_fqdn, to_hickory_type};
+
+/// The in-process validating resolver.
+#[derive(Clone)]
+pub struct ValidatingResolver {
+    inner: TokioResolver,
+}
+
+impl std::fmt::Debug for ValidatingResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatingResolver").finish_non_exhaustive()
+    }
+}
+
+impl ValidatingResolver {
+    /// `servers` empty ⇒ /etc/resolv.conf. `trust_anchor` `None` ⇒ the IANA
+    /// root anchors built into hickory.
+    pub fn new(
+        servers: &[SocketAddr],
+        trust_anchor: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Self, DnsError> {
+        let setup = |detail: String| DnsError::Setup { detail };
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if servers.is_empty() {
+            TokioResolver::builder(provider).map_err(|e| setup(format!("/etc/resolv.conf: {e}")))?
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(name_servers),
+                provider,
+            )
+        };
+        let mut opts = ResolverOpts::default();
+        opts.validate = true;
+        opts.timeout = timeout;
+        opts.attempts = 2;
+        opts.ndots = 0;
+        opts.preserve_intermediates = true;
+        opts.cache_size = 1024;
+        *builder.options_mut() = opts;
+        if let Some(path) = trust_anchor {
+            let anchors = TrustAnchors::from_file(path)
+                .map_err(|e| setup(format!("trust anchor {}: {e}", path.display())))?;
+            builder = builder.with_trust_anchor(Arc::new(anchors));
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| setup(format!("building resolver: {e}")))?;
+        Ok(ValidatingResolver { inner })
+    }
+
+    async fn resolve(&self, name: &str, rtype: RecordType) -> Result<Answer, DnsError> {
+        let qname = normalize_name(name);
+        let fqdn = to_fqdn(&qname)?;
+        match self.inner.lookup(fqdn, to_hickory_type(rtype)).await {
+            Ok(lookup) => positive(&qname, rtype, lookup.answers()),
+            Err(e) => negative(qname, rtype, e),
+        }
+    }
+}
+
+impl DnsLookup for ValidatingResolver {
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        rtype: RecordType,
+    ) -> BoxFuture<'a, Result<Answer, DnsError>> {
+        Box::pin(async move {
+            let result = self.resolve(name, rtype).await;
+            super::log_result(name, rtype, &result);
+            result
+        })
+    }
+}
+
+/// Security of a set of records; bogus/indeterminate ⇒ error.
+fn proofs(qname: &str, rtype: RecordType, records: &[&HRecord]) -> Result<Security, DnsError> {
+    if let Some(bad) = records
+        .iter()
+        .find(|r| matches!(r.proof, Proof::Bogus | Proof::Indeterminate))
+    {
+        return Err(DnsError::Bogus {
+            name: qname.to_string(),
+            rtype,
+            detail: format!("{} {} is {}", bad.name, bad.record_type(), bad.proof),
+        });
+    }
+    if !records.is_empty() && records.iter().all(|r| r.proof == Proof::Secure) {
+        Ok(Security::Secure)
+    } else {
+        Ok(Security::Insecure)
+    }
+}
+
+fn positive(qname: &str, rtype: RecordType, answers: &[HRecord]) -> Result<Answer, DnsError> {
+    let chain = follow_chain(qname, rtype, answers);
+    let security = proofs(qname, rtype, &chain.used)?;
+    let ttl = min_ttl(&chain.used);
+    let outcome = if chain.records.is_empty() {
+        Outcome::NoData
+    } else {
+        Outcome::Records(chain.records)
+    };
+    Ok(Answer {
+        name: qname.to_string(),
+        rtype,
+        canonical_name: chain.canonical_name,
+        outcome,
+        security,
+        ttl,
+    })
+}
+
+fn negative(qname: String, rtype: RecordType, error: NetError) -> Result<Answer, DnsError> {
+    let dns = match error {
+        NetError::Dns(dns) => dns,
+        NetError::Timeout => return Err(DnsError::Timeout { name: qname, rtype }),
+        other => {
+            return Err(DnsError::Transport {
+                name: qname,
+                rtype,
+                detail: other.to_string(),
+            })
+        }
+    };
+    match dns {
+        HDnsError::NoRecordsFound(no) => {
+            let authorities: Vec<&HRecord> = no.authorities.iter().flat_map(|a| a.iter()).collect();
+            let security = proofs(&qname, rtype, &authorities)?;
+            let ttl = no
+                .authorities
+                .as_deref()
+                .map(negative_ttl)
+                .or(no.negative_ttl)
+                .unwrap_or(0);
+            let outcome = if no.response_code == ResponseCode::NXDomain {
+                Outcome::NxDomain
+            } else {
+                Outcome::NoData
+            };
+            Ok(Answer {
+                canonical_name: qname.clone(),
+                name: qname,
+                rtype,
+                outcome,
+                security,
+                ttl,
+            })
+        }
+        HDnsError::Nsec {
+            proof: Proof::Insecure,
+            response,
+            ..
+        } => Ok(Answer {
+            canonical_name: qname.clone(),
+            name: qname,
+            rtype,
+            outcome: if response.metadata.response_code == ResponseCode::NXDomain {
+                Outcome::NxDomain
+            } else {
+                Outcome::NoData
+            },
+            security: Security::Insecure,
+            ttl: 0,
+        }),
+        HDnsError::Nsec { proof, .. } => Err(DnsError::Bogus {
+            name: qname,
+            rtype,
+            detail: format!("denial of existence is {proof}"),
+        }),
+        HDnsError::DnssecBogus => Err(DnsError::Bogus {
+            name: qname,
+            rtype,
+            detail: "validation failed".into(),
+        }),
+        HDnsError::ResponseCode(ResponseCode::ServFail) => {
+            Err(DnsError::ServFail { name: qname, rtype })
+        }
+        HDnsError::ResponseCode(code) => Err(DnsError::ResponseCode {
+            name: qname,
+            rtype,
+            code: code.to_str().to_string(),
+        }),
+        other => Err(DnsError::Transport {
+            name: qname,
+            rtype,
+            detail: other.to_string(),
+        }),
+    }
+}
