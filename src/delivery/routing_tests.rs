@@ -1,4 +1,5 @@
 //! Table tests for the routing decisions, with the in-process fake resolver.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -57,7 +58,12 @@ fn names(t: &MxTargets) -> Vec<&str> {
 fn mx_decision_table() {
     let rng = &mut StdRng::seed_from_u64(7);
     // (case, MX answer, expected hosts or expected error status)
-    let cases: Vec<(&str, Result<Answer, DnsError>, Result<Vec<&str>, &str>)> = vec![
+    type Case = (
+        &'static str,
+        Result<Answer, DnsError>,
+        Result<Vec<&'static str>, &'static str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "preference order",
             mx_answer(

@@ -117,6 +117,7 @@ impl<L: DnsLookup> DnsLookup for CachingLookup<L> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -60,6 +60,7 @@ pub async fn dnssec_probe(dns: &dyn DnsLookup, name: &str) -> ProbeResult {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::dns::{FakeDns, Record};

@@ -101,6 +101,7 @@ fn none(base: String, security: Security) -> TlsaLookup {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::dns::FakeDns;
