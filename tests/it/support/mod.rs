@@ -20,3 +20,5 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
     eprintln!("SKIPPED: {tool} is not installed; run .ci/run or install it (this is a failure under CI=true)");
     None
 }
+
+pub mod dnsenv;

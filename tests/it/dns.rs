@@ -1,0 +1,274 @@
+//! The DNS layer against a real signed world (see `support::dnsenv`): the
+//! same matrix through `trust-ad` (a validating unbound) and through
+//! `validate` (hickory's own validator talking to knotd directly), then the
+//! routing and TLSA decisions on top, the start-up probe, and what hickory's
+//! validator does behind unbound.
+//!
+//! Run with `RUST_LOG=danerelay::dns=debug` to see every answer's status.
+#![allow(clippy::unwrap_used)] // tests may unwrap (BRIEF)
+
+use std::sync::Arc;
+
+use danerelay::config::DnssecMode;
+use danerelay::delivery::routing::{plan_route, RouteSource, RoutingError};
+use danerelay::dns::{
+    self, dnssec_probe, lookup_tlsa, Answer, DnsError, DnsLookup, Outcome, Record, RecordType,
+    Security,
+};
+
+use crate::support::dnsenv::{DnsEnv, TLSA_HEX};
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn ok(dns: &dyn DnsLookup, name: &str, rtype: RecordType) -> Answer {
+    match dns.lookup(name, rtype).await {
+        Ok(a) => a,
+        Err(e) => panic!("{name} {rtype}: unexpected error {e}"),
+    }
+}
+
+async fn temp_err(dns: &dyn DnsLookup, name: &str, rtype: RecordType) -> DnsError {
+    match dns.lookup(name, rtype).await {
+        Ok(a) => panic!("{name} {rtype}: expected a temporary failure, got {a:?}"),
+        Err(e) => {
+            assert!(e.is_temporary(), "{name} {rtype}: {e}");
+            e
+        }
+    }
+}
+
+fn a(ip: &str) -> Record {
+    Record::A(ip.parse().unwrap())
+}
+
+/// The matrix both modes must pass.
+async fn matrix(dns: &dyn DnsLookup, mode: &str) {
+    use Security::{Insecure, Secure};
+    // Secure MX + secure A + secure TLSA.
+    let mx = ok(dns, "secure.example", RecordType::Mx).await;
+    assert_eq!(mx.security, Secure, "{mode}: MX");
+    let hosts: Vec<_> = mx
+        .mx()
+        .map(|m| (m.preference, m.exchange.as_str()))
+        .collect();
+    assert_eq!(hosts, vec![(10, "mx.secure.example")], "{mode}");
+    let addr = ok(dns, "mx.secure.example", RecordType::A).await;
+    assert_eq!(
+        (addr.records(), addr.security),
+        (&[a("127.0.0.25")][..], Secure),
+        "{mode}: A"
+    );
+    let tlsa = ok(dns, "_25._tcp.mx.secure.example", RecordType::Tlsa).await;
+    assert_eq!(tlsa.security, Secure, "{mode}: TLSA");
+    let t: Vec<_> = tlsa.tlsa().collect();
+    assert_eq!(t.len(), 1, "{mode}");
+    assert_eq!(
+        (t[0].usage, t[0].selector, t[0].matching),
+        (3, 1, 1),
+        "{mode}"
+    );
+    assert_eq!(hex::encode(&t[0].data), TLSA_HEX, "{mode}");
+
+    // NODATA and NXDOMAIN, secure.
+    let nodata = ok(dns, "mx.secure.example", RecordType::Aaaa).await;
+    assert_eq!(
+        (&nodata.outcome, nodata.security),
+        (&Outcome::NoData, Secure),
+        "{mode}: secure NODATA"
+    );
+    let nx = ok(dns, "nope.secure.example", RecordType::A).await;
+    assert_eq!(
+        (&nx.outcome, nx.security),
+        (&Outcome::NxDomain, Secure),
+        "{mode}: secure NXDOMAIN"
+    );
+
+    // Insecure child zone (delegated without DS).
+    let mx = ok(dns, "insecure.example", RecordType::Mx).await;
+    assert_eq!(
+        (mx.mx().count(), mx.security),
+        (1, Insecure),
+        "{mode}: insecure MX"
+    );
+    let addr = ok(dns, "mx.insecure.example", RecordType::A).await;
+    assert_eq!(
+        (addr.records(), addr.security),
+        (&[a("127.0.0.27")][..], Insecure),
+        "{mode}"
+    );
+    let tlsa = ok(dns, "_25._tcp.mx.insecure.example", RecordType::Tlsa).await;
+    assert_eq!(
+        (tlsa.tlsa().count(), tlsa.security),
+        (1, Insecure),
+        "{mode}: insecure TLSA"
+    );
+    let nodata = ok(dns, "mx.insecure.example", RecordType::Aaaa).await;
+    assert_eq!(
+        (&nodata.outcome, nodata.security),
+        (&Outcome::NoData, Insecure),
+        "{mode}: insecure NODATA"
+    );
+
+    // Bogus: tampered and expired signatures ⇒ temporary failure.
+    for name in ["bogus.example", "expired.example"] {
+        temp_err(dns, name, RecordType::Mx).await;
+    }
+    for name in ["mx.bogus.example", "mx.expired.example"] {
+        temp_err(dns, name, RecordType::A).await;
+    }
+    temp_err(dns, "_25._tcp.mx.bogus.example", RecordType::Tlsa).await;
+
+    // Secure CNAME → A, and the TLSA base domain it leads to.
+    let alias = ok(dns, "mxalias.secure.example", RecordType::A).await;
+    assert_eq!(alias.canonical_name, "mx.secure.example", "{mode}");
+    assert_eq!(
+        (alias.records(), alias.security),
+        (&[a("127.0.0.25")][..], Secure),
+        "{mode}: CNAME→A"
+    );
+    let found = lookup_tlsa(
+        dns,
+        "mxalias.secure.example",
+        &alias.canonical_name,
+        alias.security,
+        25,
+    )
+    .await
+    .unwrap();
+    assert!(found.has_secure_tlsa(), "{mode}: {found:?}");
+    assert_eq!(
+        found.base_domain, "mx.secure.example",
+        "{mode}: expanded name first"
+    );
+
+    // Secure CNAME → TLSA (the TLSA owner itself is an alias).
+    let tlsa = ok(dns, "_25._tcp.tlsalias.secure.example", RecordType::Tlsa).await;
+    assert_eq!(tlsa.canonical_name, "_25._tcp.mx.secure.example", "{mode}");
+    assert_eq!(
+        (tlsa.tlsa().count(), tlsa.security),
+        (1, Secure),
+        "{mode}: CNAME→TLSA"
+    );
+
+    // CNAME at a mail domain is followed.
+    let mx = ok(dns, "cnamedomain.secure.example", RecordType::Mx).await;
+    assert_eq!(mx.canonical_name, "target.secure.example", "{mode}");
+    assert_eq!((mx.mx().count(), mx.security), (1, Secure), "{mode}");
+}
+
+/// Routing on top of the real resolver: null MX, implicit MX, bogus.
+async fn routing_matrix(dns: &dyn DnsLookup, mode: &str) {
+    let plan = plan_route(dns, "secure.example", &[]).await.unwrap();
+    assert_eq!(plan.source, RouteSource::Mx, "{mode}");
+    assert!(plan.hosts[0].dnssec_secure(), "{mode}: {plan:?}");
+    let host = &plan.hosts[0];
+    let found = lookup_tlsa(
+        dns,
+        &host.name,
+        &host.canonical_name,
+        host.address_security,
+        host.port,
+    )
+    .await
+    .unwrap();
+    assert!(found.has_secure_tlsa(), "{mode}");
+
+    let plan = plan_route(dns, "insecure.example", &[]).await.unwrap();
+    assert!(!plan.hosts[0].dnssec_secure(), "{mode}");
+
+    let err = plan_route(dns, "nullmx.secure.example", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RoutingError::NullMx {
+            domain: "nullmx.secure.example".into()
+        },
+        "{mode}"
+    );
+    assert_eq!(err.enhanced_status(), "5.1.10");
+
+    let plan = plan_route(dns, "nomx.secure.example", &[]).await.unwrap();
+    assert_eq!(plan.source, RouteSource::ImplicitMx, "{mode}");
+    assert_eq!(plan.hosts[0].name, "nomx.secure.example", "{mode}");
+    assert!(
+        plan.hosts[0].dnssec_secure(),
+        "{mode}: secure denial + secure A"
+    );
+
+    for domain in ["bogus.example", "expired.example"] {
+        let err = plan_route(dns, domain, &[]).await.unwrap_err();
+        assert!(!err.is_permanent(), "{mode}: {domain}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_ad_via_unbound_passes_the_matrix() {
+    init_logs();
+    let Some(env) = DnsEnv::start() else { return };
+    let dns = dns::build(&env.dns_config(DnssecMode::TrustAd)).unwrap();
+    matrix(dns.as_ref(), "trust-ad").await;
+    routing_matrix(dns.as_ref(), "trust-ad").await;
+    assert!(dnssec_probe(dns.as_ref(), ".").await.validating);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_against_knot_passes_the_matrix() {
+    init_logs();
+    let Some(env) = DnsEnv::start() else { return };
+    let dns = dns::build(&env.dns_config(DnssecMode::Validate)).unwrap();
+    matrix(dns.as_ref(), "validate").await;
+    routing_matrix(dns.as_ref(), "validate").await;
+    assert!(dnssec_probe(dns.as_ref(), ".").await.validating);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_and_off_mode_report_no_validation() {
+    init_logs();
+    let Some(env) = DnsEnv::start() else { return };
+    // `off` through the validating unbound: everything insecure.
+    let off = dns::build(&env.dns_config(DnssecMode::Off)).unwrap();
+    let mx = ok(off.as_ref(), "secure.example", RecordType::Mx).await;
+    assert_eq!(mx.security, Security::Insecure);
+    assert!(!dnssec_probe(off.as_ref(), ".").await.validating);
+    // `trust-ad` pointed at a non-validating server (knotd sets no AD bit).
+    let mut config = env.dns_config(DnssecMode::TrustAd);
+    config.nameservers = vec![env.knot_addr];
+    let plain = dns::build(&config).unwrap();
+    let probe = dnssec_probe(plain.as_ref(), ".").await;
+    assert!(!probe.validating, "{probe:?}");
+    // An unreachable resolver is a temporary failure, not a crash.
+    let mut config = env.dns_config(DnssecMode::TrustAd);
+    config.nameservers = vec!["127.0.53.3:9".parse().unwrap()];
+    let dead = dns::build(&config).unwrap();
+    temp_err(dead.as_ref(), "secure.example", RecordType::Mx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_records_are_served_and_signed() {
+    init_logs();
+    let Some(env) = DnsEnv::builder()
+        .record(
+            crate::support::dnsenv::Zone::Secure,
+            "extra 60 IN A 127.0.0.77",
+        )
+        .start()
+    else {
+        return;
+    };
+    assert!(
+        env.trust_anchor.starts_with(env.dir()),
+        "everything lives in the temp dir"
+    );
+    let dns: Arc<dyn DnsLookup> = dns::build(&env.dns_config(DnssecMode::TrustAd)).unwrap();
+    let answer = ok(dns.as_ref(), "extra.secure.example", RecordType::A).await;
+    assert_eq!(
+        (answer.records(), answer.security),
+        (&[a("127.0.0.77")][..], Security::Secure)
+    );
+}
