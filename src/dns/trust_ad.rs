@@ -168,6 +168,9 @@ pub(crate) fn interpret(
     };
     let code = message.metadata.response_code;
     let chain = follow_chain(&qname, rtype, &message.answers);
+    if code == ResponseCode::NoError {
+        chain.check_connected(&qname, rtype, &message.answers)?;
+    }
     let outcome = match code {
         ResponseCode::NoError if !chain.records.is_empty() => Outcome::Records(chain.records),
         ResponseCode::NoError => Outcome::NoData,
@@ -208,4 +211,138 @@ pub(crate) fn negative_ttl(authorities: &[HRecord]) -> u32 {
             _ => None,
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::op::{MessageType, OpCode};
+    use hickory_proto::rr::rdata::{A, CNAME, SOA};
+    use hickory_proto::rr::{Name, RData, Record as HRecord};
+
+    use super::*;
+    use crate::dns::Record;
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn reply(
+        code: ResponseCode,
+        ad: bool,
+        answers: Vec<HRecord>,
+        authorities: Vec<HRecord>,
+    ) -> Message {
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = code;
+        m.metadata.authentic_data = ad;
+        m.answers = answers;
+        m.authorities = authorities;
+        m
+    }
+
+    fn a(owner: &str, ttl: u32, ip: [u8; 4]) -> HRecord {
+        HRecord::from_rdata(name(owner), ttl, RData::A(A(Ipv4Addr::from(ip))))
+    }
+
+    fn cname(owner: &str, target: &str) -> HRecord {
+        HRecord::from_rdata(name(owner), 600, RData::CNAME(CNAME(name(target))))
+    }
+
+    fn soa(ttl: u32, minimum: u32) -> HRecord {
+        let soa = SOA::new(name("ns.example."), name("h.example."), 1, 1, 1, 1, minimum);
+        HRecord::from_rdata(name("example."), ttl, RData::SOA(soa))
+    }
+
+    #[test]
+    fn the_ad_bit_is_the_status_only_in_trust_ad_mode() {
+        let m = || {
+            reply(
+                ResponseCode::NoError,
+                true,
+                vec![a("mx.example.", 60, [192, 0, 2, 1])],
+                vec![],
+            )
+        };
+        let got = interpret("MX.example.", RecordType::A, m(), AdMode::TrustAd).unwrap();
+        assert_eq!(got.security, Security::Secure);
+        assert_eq!(got.name, "mx.example");
+        assert_eq!(got.records(), &[Record::A(Ipv4Addr::new(192, 0, 2, 1))]);
+        assert_eq!(got.ttl, 60);
+        let got = interpret("mx.example", RecordType::A, m(), AdMode::Off).unwrap();
+        assert_eq!(got.security, Security::Insecure, "off ignores AD");
+        let mut plain = m();
+        plain.metadata.authentic_data = false;
+        let got = interpret("mx.example", RecordType::A, plain, AdMode::TrustAd).unwrap();
+        assert_eq!(got.security, Security::Insecure);
+    }
+
+    #[test]
+    fn denials_and_failures() {
+        let nx = reply(ResponseCode::NXDomain, true, vec![], vec![soa(300, 60)]);
+        let got = interpret("x.example", RecordType::A, nx, AdMode::TrustAd).unwrap();
+        assert_eq!(
+            (got.outcome, got.security, got.ttl),
+            (Outcome::NxDomain, Security::Secure, 60)
+        );
+        let nodata = reply(ResponseCode::NoError, false, vec![], vec![soa(30, 600)]);
+        let got = interpret("x.example", RecordType::Aaaa, nodata, AdMode::TrustAd).unwrap();
+        assert_eq!(
+            (got.outcome, got.security, got.ttl),
+            (Outcome::NoData, Security::Insecure, 30)
+        );
+        let sf = reply(ResponseCode::ServFail, false, vec![], vec![]);
+        let err = interpret("x.example", RecordType::Mx, sf, AdMode::TrustAd).unwrap_err();
+        assert!(matches!(err, DnsError::ServFail { .. }) && err.is_temporary());
+        let refused = reply(ResponseCode::Refused, false, vec![], vec![]);
+        let err = interpret("x.example", RecordType::Mx, refused, AdMode::TrustAd).unwrap_err();
+        assert!(matches!(err, DnsError::ResponseCode { .. }));
+    }
+
+    #[test]
+    fn cname_chains_are_followed_and_must_connect() {
+        let chain = vec![
+            cname("alias.example.", "mid.example."),
+            cname("mid.example.", "mx.example."),
+            a("mx.example.", 120, [192, 0, 2, 7]),
+        ];
+        let got = interpret(
+            "alias.example",
+            RecordType::A,
+            reply(ResponseCode::NoError, true, chain, vec![]),
+            AdMode::TrustAd,
+        )
+        .unwrap();
+        assert_eq!(got.canonical_name, "mx.example");
+        assert_eq!(got.records().len(), 1);
+        assert_eq!(got.ttl, 120, "the smallest TTL along the chain");
+        // Records that the chain does not reach are an error, not NODATA.
+        let broken = vec![
+            cname("alias.example.", "mid.example."),
+            a("mx.example.", 120, [192, 0, 2, 7]),
+        ];
+        let err = interpret(
+            "alias.example",
+            RecordType::A,
+            reply(ResponseCode::NoError, true, broken, vec![]),
+            AdMode::TrustAd,
+        )
+        .unwrap_err();
+        assert!(err.is_temporary(), "{err}");
+        // A CNAME loop ends without records instead of spinning.
+        let looped = vec![
+            cname("a.example.", "b.example."),
+            cname("b.example.", "a.example."),
+        ];
+        let got = interpret(
+            "a.example",
+            RecordType::A,
+            reply(ResponseCode::NoError, true, looped, vec![]),
+            AdMode::TrustAd,
+        )
+        .unwrap();
+        assert_eq!(got.outcome, Outcome::NoData);
+    }
 }

@@ -10,13 +10,29 @@
 //! NSEC/NSEC3 records are secure, and a failed denial proof arrives as
 //! `DnsError::Nsec { proof }`.
 //!
-//! Known behaviour (measured in `tests/it/dns.rs`): pointed at a *recursive*
-//! validating resolver (unbound) instead of an authoritative server, a
-//! secure `CNAME → TLSA` answer can come back bogus, because hickory
-//! validates the CNAME and the target RRset with the DNSKEYs it fetches for
-//! the *query* name's zone path; see the module-level notes in the test and
-//! the report. With `trust-ad` the same answer is secure. Prefer `trust-ad`
-//! with a local validating resolver in production (as Postfix does).
+//! What hickory 0.26.3's validator gets wrong, measured in
+//! `tests/it/dns.rs` (`hickory_validator_misreports_wildcard_tlsa_behind_cnames`)
+//! against a private signed root served by knotd, directly and through a
+//! validating unbound:
+//!
+//! * A TLSA RRset synthesised from a wildcard (`*._tcp.mx.example.net`),
+//!   asked for directly or behind a secure CNAME, comes back **bogus**:
+//!   hickory checks the NSEC wildcard-expansion proof against the original
+//!   query name instead of the CNAME target, and rejects the direct
+//!   wildcard proof as well. unbound (trust-ad) calls both secure. The
+//!   result is the same direct and behind unbound, so unbound itself is not
+//!   the cause. Bogus is a temporary failure, so this mode defers mail to such
+//!   domains (it fails closed) instead of downgrading.
+//! * Plain CNAME → TLSA chains, in one zone or across zone cuts, validate
+//!   correctly, directly and behind unbound.
+//! * hickory's response cache answers a CNAME whose target is already cached
+//!   with the target records only (the CNAMEs are dropped), so the chain
+//!   cannot be followed; its cache is therefore disabled here (our
+//!   `CachingLookup` caches whole answers), and an answer whose records do
+//!   not connect to the query name is an error, never NODATA.
+//!
+//! Prefer `trust-ad` with a local validating resolver in production (the
+//! Postfix model); `validate` is for hosts without one.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -83,7 +99,11 @@ impl ValidatingResolver {
         opts.attempts = 2;
         opts.ndots = 0;
         opts.preserve_intermediates = true;
-        opts.cache_size = 1024;
+        // hickory's own cache answers a CNAME whose target it has cached with
+        // the target records only, dropping the CNAMEs (measured with
+        // 0.26.3): the chain, and so its security, could not be checked.
+        // Our `CachingLookup` caches whole answers instead.
+        opts.cache_size = 0;
         *builder.options_mut() = opts;
         if let Some(path) = trust_anchor {
             let anchors = TrustAnchors::from_file(path)
@@ -141,6 +161,7 @@ fn proofs(qname: &str, rtype: RecordType, records: &[&HRecord]) -> Result<Securi
 
 fn positive(qname: &str, rtype: RecordType, answers: &[HRecord]) -> Result<Answer, DnsError> {
     let chain = follow_chain(qname, rtype, answers);
+    chain.check_connected(qname, rtype, answers)?;
     let security = proofs(qname, rtype, &chain.used)?;
     let ttl = min_ttl(&chain.used);
     let outcome = if chain.records.is_empty() {

@@ -67,6 +67,31 @@ pub(crate) struct Chain<'r> {
     pub used: Vec<&'r HRecord>,
 }
 
+impl Chain<'_> {
+    /// Records of the requested type that the chain from the query name
+    /// does not reach mean a broken answer, not NODATA: calling it NODATA
+    /// would turn, say, an existing TLSA RRset into "no TLSA" (a downgrade).
+    pub(crate) fn check_connected(
+        &self,
+        qname: &str,
+        rtype: RecordType,
+        answers: &[HRecord],
+    ) -> Result<(), DnsError> {
+        let stray = answers
+            .iter()
+            .any(|r| convert_rdata(rtype, &r.data).is_some());
+        if self.records.is_empty() && stray && rtype != RecordType::Cname {
+            return Err(DnsError::Transport {
+                name: normalize_name(qname),
+                rtype,
+                detail: "answer records do not connect to the query name (incomplete CNAME chain)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Follows CNAMEs from `qname` (RFC 1034 §3.6.2) through `answers`, bounded
 /// so that a CNAME loop cannot spin.
 pub(crate) fn follow_chain<'r>(

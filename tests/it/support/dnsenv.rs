@@ -101,8 +101,14 @@ pub const TLSA_HEX: &str = "8bd1da95272f7fa4ffb24137fc0ed03aae67e5c4d8b3c50734e1
 /// syntax). Addresses are in 127.0.0.0/8 and nothing listens there.
 pub fn default_records(zone: Zone) -> Vec<String> {
     let tlsa = format!("3 1 1 {TLSA_HEX}");
-    let lines: Vec<String> = match zone {
-        Zone::Root | Zone::Tld => vec![],
+    let mut lines: Vec<String> = match zone {
+        Zone::Root => vec![],
+        // Targets of cross-zone CNAMEs (a "provider" in another signed zone).
+        Zone::Tld => vec![
+            "mx A 127.0.0.32".into(),
+            format!("_25._tcp.mx TLSA {tlsa}"),
+            "hop CNAME _25._tcp.mx.secure.example.".into(),
+        ],
         Zone::Secure => vec![
             "@ MX 10 mx".into(),
             "mx A 127.0.0.25".into(),
@@ -113,6 +119,22 @@ pub fn default_records(zone: Zone) -> Vec<String> {
             // A TLSA name that is a CNAME to another TLSA RRset.
             "tlsalias A 127.0.0.31".into(),
             "_25._tcp.tlsalias CNAME _25._tcp.mx".into(),
+            // The same across a zone cut: secure.example → example.
+            "xhost CNAME mx.example.".into(),
+            "xtlsa A 127.0.0.33".into(),
+            "_25._tcp.xtlsa CNAME _25._tcp.mx.example.".into(),
+            // Secure CNAME into the insecure zone.
+            "tlsainsecure A 127.0.0.34".into(),
+            "_25._tcp.tlsainsecure CNAME _25._tcp.mx.insecure.example.".into(),
+            // Wildcard TLSA, directly and behind a CNAME (RFC 4035 §5.3.4:
+            // the expansion needs an NSEC proof).
+            "*._tcp.wild TLSA 3 1 1 {TLSA_HEX}".replace("{TLSA_HEX}", TLSA_HEX),
+            "wild A 127.0.0.35".into(),
+            "xwild A 127.0.0.36".into(),
+            "_25._tcp.xwild CNAME _25._tcp.wild".into(),
+            // Two hops across the zone cut and back.
+            "hop2 A 127.0.0.37".into(),
+            "_25._tcp.hop2 CNAME hop.example.".into(),
             // Domains of the routing matrix.
             "nullmx MX 0 .".into(),
             "nomx A 127.0.0.26".into(),
@@ -135,6 +157,10 @@ pub fn default_records(zone: Zone) -> Vec<String> {
             format!("_25._tcp.mx TLSA {tlsa}"),
         ],
     };
+    if zone == Zone::Secure {
+        // Larger than a 1232-byte UDP reply: forces the TCP fallback.
+        lines.extend((1..=100).map(|i| format!("big A 127.0.1.{i}")));
+    }
     lines
 }
 
