@@ -86,9 +86,7 @@ impl<L: DnsLookup> CachingLookup<L> {
     async fn cached(&self, name: &str, rtype: RecordType) -> Result<Answer, DnsError> {
         let key = (normalize_name(name), rtype);
         let slot = self.slot(&key);
-        if slot.initialized() {
-            trace!(name = %key.0, %rtype, "dns cache hit");
-        }
+        let hit = slot.initialized();
         let cached = slot
             .get_or_init(|| async {
                 let result = self.inner.lookup(&key.0, rtype).await;
@@ -102,6 +100,10 @@ impl<L: DnsLookup> CachingLookup<L> {
                 }
             })
             .await;
+        if hit {
+            trace!(name = %key.0, %rtype, "dns cache hit");
+            super::log_result(&key.0, rtype, &cached.result);
+        }
         cached.result.clone()
     }
 }

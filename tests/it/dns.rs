@@ -282,11 +282,16 @@ async fn probe_and_off_mode_report_no_validation() {
     let plain = dns::build(&config).unwrap();
     let probe = dnssec_probe(plain.as_ref(), ".").await;
     assert!(!probe.validating, "{probe:?}");
-    // An unreachable resolver is a temporary failure, not a crash.
-    let mut config = env.dns_config(DnssecMode::TrustAd);
-    config.nameservers = vec!["127.0.53.3:9".parse().unwrap()];
-    let dead = dns::build(&config).unwrap();
-    temp_err(dead.as_ref(), "secure.example", RecordType::Mx).await;
+    // An unreachable resolver is a temporary failure, not a crash; a dead
+    // first server falls through to the next one.
+    let dead: std::net::SocketAddr = "127.0.53.3:9".parse().unwrap();
+    let short = std::time::Duration::from_millis(300);
+    let only_dead = dns::TrustAdResolver::new(vec![dead], short, dns::AdMode::TrustAd).unwrap();
+    temp_err(&only_dead, "secure.example", RecordType::Mx).await;
+    let servers = vec![dead, env.unbound_addr];
+    let second = dns::TrustAdResolver::new(servers, short, dns::AdMode::TrustAd).unwrap();
+    let mx = ok(&second, "secure.example", RecordType::Mx).await;
+    assert_eq!(mx.security, Security::Secure);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +316,18 @@ async fn caller_records_are_served_and_signed() {
         (answer.records(), answer.security),
         (&[a("127.0.0.77")][..], Security::Secure)
     );
+    // Dropping the environment kills both servers.
+    let (knot, unbound) = (env.knot_addr, env.unbound_addr);
+    drop(env);
+    for server in [knot, unbound] {
+        let probe = dns::TrustAdResolver::new(
+            vec![server],
+            std::time::Duration::from_millis(300),
+            dns::AdMode::Off,
+        )
+        .unwrap();
+        temp_err(&probe, "secure.example", RecordType::Mx).await;
+    }
 }
 
 /// What hickory's in-process validator (0.26.3) gets wrong, measured here
