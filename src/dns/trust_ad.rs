@@ -31,7 +31,7 @@ use tracing::debug;
 use super::types::{
     normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security,
 };
-use super::wire::{follow_chain, min_ttl, to_fqdn, to_hickory_type};
+use super::wire::{follow_chain, min_ttl, to_fqdn, to_hickory_type, wire_name};
 
 /// Whether the AD bit is asked for and trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +161,7 @@ pub(crate) fn interpret(
     message: Message,
     mode: AdMode,
 ) -> Result<Answer, DnsError> {
-    let qname = normalize_name(name);
+    let qname = wire_name(name);
     let security = match mode {
         AdMode::TrustAd if message.metadata.authentic_data => Security::Secure,
         _ => Security::Insecure,
@@ -331,6 +331,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.is_temporary(), "{err}");
+        // IDN query names are matched in their A-label form.
+        let idn = vec![a("xn--bcher-kva.example.", 60, [192, 0, 2, 8])];
+        let got = interpret(
+            "Bücher.example",
+            RecordType::A,
+            reply(ResponseCode::NoError, true, idn, vec![]),
+            AdMode::TrustAd,
+        )
+        .unwrap();
+        assert_eq!(
+            (got.name.as_str(), got.records().len()),
+            ("xn--bcher-kva.example", 1)
+        );
         // A CNAME loop ends without records instead of spinning.
         let looped = vec![
             cname("a.example.", "b.example."),

@@ -48,10 +48,8 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::TokioResolver;
 
 use super::trust_ad::negative_ttl;
-use super::types::{
-    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security,
-};
-use super::wire::{follow_chain, min_ttl, to_fqdn, to_hickory_type};
+use super::types::{Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security};
+use super::wire::{follow_chain, min_ttl, name_to_string, to_fqdn, to_hickory_type};
 
 /// The in-process validating resolver.
 #[derive(Clone)]
@@ -117,8 +115,8 @@ impl ValidatingResolver {
     }
 
     async fn resolve(&self, name: &str, rtype: RecordType) -> Result<Answer, DnsError> {
-        let qname = normalize_name(name);
-        let fqdn = to_fqdn(&qname)?;
+        let fqdn = to_fqdn(name)?;
+        let qname = name_to_string(&fqdn);
         match self.inner.lookup(fqdn, to_hickory_type(rtype)).await {
             Ok(lookup) => positive(&qname, rtype, lookup.answers()),
             Err(e) => negative(qname, rtype, e),

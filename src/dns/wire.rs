@@ -32,6 +32,12 @@ pub(crate) fn to_fqdn(name: &str) -> Result<Name, DnsError> {
     Ok(parsed)
 }
 
+/// The query name as it appears on the wire (A-labels, lower case, no
+/// trailing dot), so CNAME chains of IDN names can be matched.
+pub(crate) fn wire_name(name: &str) -> String {
+    to_fqdn(name).map_or_else(|_| normalize_name(name), |n| name_to_string(&n))
+}
+
 pub(crate) fn name_to_string(name: &Name) -> String {
     normalize_name(&name.to_ascii())
 }
