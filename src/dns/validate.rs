@@ -106,6 +106,12 @@ impl ValidatingResolver {
         if let Some(path) = trust_anchor {
             let anchors = TrustAnchors::from_file(path)
                 .map_err(|e| setup(format!("trust anchor {}: {e}", path.display())))?;
+            if anchors.is_empty() {
+                return Err(setup(format!(
+                    "trust anchor {}: no DNSKEY records",
+                    path.display()
+                )));
+            }
             builder = builder.with_trust_anchor(Arc::new(anchors));
         }
         let inner = builder
@@ -252,5 +258,38 @@ fn negative(qname: String, rtype: RecordType, error: NetError) -> Result<Answer,
             rtype,
             detail: other.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const ROOT_DNSKEY: &str = ". IN DNSKEY 257 3 13 jW4b7dCspRb+K6v0qmJxg5v5ZgIt/nGopr2odE4QC0KHmNu8RWdBwI400omvPtbslcwdmev7lP1XTMk8r49nmQ==\n";
+
+    #[tokio::test]
+    async fn trust_anchor_file_is_dnskey_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let servers = ["127.0.0.1:53".parse().unwrap()];
+        let t = Duration::from_secs(1);
+        let good = dir.path().join("root.key");
+        std::fs::write(&good, ROOT_DNSKEY).unwrap();
+        assert!(ValidatingResolver::new(&servers, Some(&good), t).is_ok());
+        // hickory reads DNSKEY anchors only: a DS anchor is a setup error,
+        // reported at start, never a silently empty anchor set.
+        let ds = dir.path().join("root.ds");
+        std::fs::write(
+            &ds,
+            ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n",
+        )
+        .unwrap();
+        let err = ValidatingResolver::new(&servers, Some(&ds), t).unwrap_err();
+        assert!(matches!(err, DnsError::Setup { .. }), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "; nothing\n").unwrap();
+        assert!(ValidatingResolver::new(&servers, Some(&empty), t).is_err());
+        let missing = dir.path().join("missing");
+        assert!(ValidatingResolver::new(&servers, Some(&missing), t).is_err());
     }
 }
