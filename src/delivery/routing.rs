@@ -245,6 +245,17 @@ pub async fn plan_route(
     domain: &str,
     routes: &[Route],
 ) -> Result<RoutePlan, RoutingError> {
+    plan_route_with_port(dns, domain, routes, SMTP_PORT).await
+}
+
+/// [`plan_route`] with another port for MX and implicit-MX hosts (end-to-end
+/// tests run their MX on an ephemeral port; a next hop keeps its own port).
+pub async fn plan_route_with_port(
+    dns: &dyn DnsLookup,
+    domain: &str,
+    routes: &[Route],
+    mx_port: u16,
+) -> Result<RoutePlan, RoutingError> {
     let domain = normalize_name(domain);
     let route = match_route(routes, &domain);
     let tls = route.and_then(|r| r.tls);
@@ -280,7 +291,7 @@ pub async fn plan_route(
         None => {
             let mx = dns.lookup(&domain, RecordType::Mx).await;
             let targets = mx_targets(&domain, &mx, &mut rand::rng())?;
-            (targets, SMTP_PORT)
+            (targets, mx_port)
         }
     };
     let mut hosts = Vec::new();

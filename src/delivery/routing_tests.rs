@@ -334,6 +334,28 @@ async fn plan_carries_mx_and_address_security_per_host() {
 }
 
 #[tokio::test]
+async fn mx_port_applies_to_mx_hosts_only() {
+    let dns = fake_secure_domain();
+    dns.a("smarthost.example.net", Secure, &["192.0.2.50"]);
+    let plan = plan_route_with_port(&dns, "example.com", &[], 2525)
+        .await
+        .unwrap();
+    assert!(plan.hosts.iter().all(|h| h.port == 2525));
+    let routes = vec![route(
+        DomainPattern::Exact("example.com".into()),
+        None,
+        Some(NextHop {
+            host: NextHopHost::Name("smarthost.example.net".into()),
+            port: 587,
+        }),
+    )];
+    let plan = plan_route_with_port(&dns, "example.com", &routes, 2525)
+        .await
+        .unwrap();
+    assert_eq!(plan.hosts[0].port, 587);
+}
+
+#[tokio::test]
 async fn insecure_mx_makes_every_host_insecure() {
     let dns = fake_secure_domain();
     dns.mx("example.com", Insecure, &[(10, "mx1.example.com")]);
