@@ -13,11 +13,19 @@
 //! test matrix (listed in [`default_records`]); callers add theirs with
 //! [`DnsEnvBuilder::record`] before [`DnsEnvBuilder::start`].
 //!
+//! A delivery test gives its own mail domain a name under a zone, so it
+//! never collides with the matrix records:
+//!
 //! ```ignore
+//! let smtp = TcpListener::bind("127.0.0.1:0")?;          // the test's MX
+//! let port = smtp.local_addr()?.port();
 //! let Some(env) = DnsEnv::builder()
-//!     .record(Zone::Secure, "mail 300 IN A 127.0.0.1")
+//!     .record(Zone::Secure, "shop MX 10 smtp.shop")      // shop.secure.example
+//!     .record(Zone::Secure, "smtp.shop A 127.0.0.1")
+//!     .record(Zone::Secure, &format!("_{port}._tcp.smtp.shop TLSA 3 1 1 {sha256_spki_hex}"))
 //!     .start() else { return };          // tools missing outside CI: skipped
-//! let config = env.dns_config(DnssecMode::TrustAd);   // via unbound
+//! let dns = danerelay::dns::build(&env.dns_config(DnssecMode::TrustAd))?; // via unbound
+//! let plan = plan_route_with_port(dns.as_ref(), "shop.secure.example", &[], port).await?;
 //! ```
 
 use std::fmt::Write as _;
@@ -114,7 +122,6 @@ pub fn default_records(zone: Zone) -> Vec<String> {
             "mx A 127.0.0.25".into(),
             format!("_25._tcp.mx TLSA {tlsa}"),
             // A host name that is a secure CNAME (RFC 7672 §2.2.3).
-            "alias A 127.0.0.30".into(),
             "mxalias CNAME mx".into(),
             // A TLSA name that is a CNAME to another TLSA RRset.
             "tlsalias A 127.0.0.31".into(),
@@ -128,7 +135,7 @@ pub fn default_records(zone: Zone) -> Vec<String> {
             "_25._tcp.tlsainsecure CNAME _25._tcp.mx.insecure.example.".into(),
             // Wildcard TLSA, directly and behind a CNAME (RFC 4035 §5.3.4:
             // the expansion needs an NSEC proof).
-            "*._tcp.wild TLSA 3 1 1 {TLSA_HEX}".replace("{TLSA_HEX}", TLSA_HEX),
+            format!("*._tcp.wild TLSA {tlsa}"),
             "wild A 127.0.0.35".into(),
             "xwild A 127.0.0.36".into(),
             "_25._tcp.xwild CNAME _25._tcp.wild".into(),
