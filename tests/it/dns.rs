@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use danerelay::config::DnssecMode;
-use danerelay::delivery::routing::{plan_route, RouteSource, RoutingError};
+use danerelay::delivery::routing::{plan_route, plan_route_with_port, RouteSource, RoutingError};
 use danerelay::dns::{
     self, dnssec_probe, lookup_tlsa, Answer, DnsError, DnsLookup, Outcome, Record, RecordType,
     Security,
@@ -297,10 +297,15 @@ async fn probe_and_off_mode_report_no_validation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_records_are_served_and_signed() {
     init_logs();
+    use crate::support::dnsenv::Zone;
+    let port = 2525;
     let Some(env) = DnsEnv::builder()
+        .record(Zone::Secure, "extra 60 IN A 127.0.0.77")
+        .record(Zone::Secure, "shop MX 10 smtp.shop")
+        .record(Zone::Secure, "smtp.shop A 127.0.0.1")
         .record(
-            crate::support::dnsenv::Zone::Secure,
-            "extra 60 IN A 127.0.0.77",
+            Zone::Secure,
+            &format!("_{port}._tcp.smtp.shop TLSA 3 1 1 {TLSA_HEX}"),
         )
         .start()
     else {
@@ -316,6 +321,26 @@ async fn caller_records_are_served_and_signed() {
         (answer.records(), answer.security),
         (&[a("127.0.0.77")][..], Security::Secure)
     );
+    // The pattern a delivery test uses: its own MX on its own port.
+    let plan = plan_route_with_port(dns.as_ref(), "shop.secure.example", &[], port)
+        .await
+        .unwrap();
+    let host = &plan.hosts[0];
+    assert_eq!(
+        (host.name.as_str(), host.port),
+        ("smtp.shop.secure.example", port)
+    );
+    assert!(host.dnssec_secure());
+    let tlsa = lookup_tlsa(
+        dns.as_ref(),
+        &host.name,
+        &host.canonical_name,
+        host.address_security,
+        host.port,
+    )
+    .await
+    .unwrap();
+    assert!(tlsa.has_secure_tlsa(), "{tlsa:?}");
     // Dropping the environment kills both servers.
     let (knot, unbound) = (env.knot_addr, env.unbound_addr);
     drop(env);
