@@ -4,4 +4,5 @@
 mod admin;
 mod cli;
 mod dane;
+mod dns;
 mod support;

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 /// fails under `CI=true` — CI installs every peer, so a missing one is a broken
 /// pipeline, never a reason to report success. Outside CI the caller skips,
 /// loudly, so a newcomer without the peers can still run the rest.
-#[allow(dead_code)] // used by the modules that need real peers
 pub fn require_tool(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
@@ -21,3 +20,5 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
     eprintln!("SKIPPED: {tool} is not installed; run .ci/run or install it (this is a failure under CI=true)");
     None
 }
+
+pub mod dnsenv;

@@ -1,0 +1,295 @@
+//! `dns.dnssec = "validate"`: hickory-resolver validates in process
+//! (`dnssec-ring`) from the IANA root anchor, or from `dns.trust_anchor` (a
+//! file of DNSKEY records, needed for private test roots). Each record comes
+//! back with a `Proof`; an answer is [`Security::Secure`] only when every
+//! record used (CNAMEs included) is secure, and any bogus or indeterminate
+//! record makes the whole lookup a [`DnsError::Bogus`] (temporary).
+//!
+//! Denials: hickory reports NXDOMAIN/NODATA as `NoRecordsFound` carrying the
+//! authority section it validated; the denial is secure when that section's
+//! NSEC/NSEC3 records are secure, and a failed denial proof arrives as
+//! `DnsError::Nsec { proof }`.
+//!
+//! What hickory 0.26.3's validator gets wrong, measured in
+//! `tests/it/dns.rs` (`hickory_validator_misreports_wildcard_tlsa_behind_cnames`)
+//! against a private signed root served by knotd, directly and through a
+//! validating unbound:
+//!
+//! * A TLSA RRset synthesised from a wildcard (`*._tcp.mx.example.net`),
+//!   asked for directly or behind a secure CNAME, comes back **bogus**:
+//!   hickory checks the NSEC wildcard-expansion proof against the original
+//!   query name instead of the CNAME target, and rejects the direct
+//!   wildcard proof as well. unbound (trust-ad) calls both secure. The
+//!   result is the same direct and behind unbound, so unbound itself is not
+//!   the cause. Bogus is a temporary failure, so this mode defers mail to such
+//!   domains (it fails closed) instead of downgrading.
+//! * Plain CNAME → TLSA chains, in one zone or across zone cuts, validate
+//!   correctly, directly and behind unbound.
+//! * hickory's response cache answers a CNAME whose target is already cached
+//!   with the target records only (the CNAMEs are dropped), so the chain
+//!   cannot be followed; its cache is therefore disabled here (our
+//!   `CachingLookup` caches whole answers), and an answer whose records do
+//!   not connect to the query name is an error, never NODATA.
+//!
+//! Prefer `trust-ad` with a local validating resolver in production (the
+//! Postfix model); `validate` is for hosts without one.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::{DnsError as HDnsError, NetError};
+use hickory_proto::dnssec::{Proof, TrustAnchors};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::Record as HRecord;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::TokioResolver;
+
+use super::trust_ad::negative_ttl;
+use super::types::{Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security};
+use super::wire::{follow_chain, min_ttl, name_to_string, to_fqdn, to_hickory_type};
+
+/// The in-process validating resolver.
+#[derive(Clone)]
+pub struct ValidatingResolver {
+    inner: TokioResolver,
+}
+
+impl std::fmt::Debug for ValidatingResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatingResolver").finish_non_exhaustive()
+    }
+}
+
+impl ValidatingResolver {
+    /// `servers` empty ⇒ /etc/resolv.conf. `trust_anchor` `None` ⇒ the IANA
+    /// root anchors built into hickory.
+    pub fn new(
+        servers: &[SocketAddr],
+        trust_anchor: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Self, DnsError> {
+        let setup = |detail: String| DnsError::Setup { detail };
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if servers.is_empty() {
+            TokioResolver::builder(provider).map_err(|e| setup(format!("/etc/resolv.conf: {e}")))?
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(name_servers),
+                provider,
+            )
+        };
+        let mut opts = ResolverOpts::default();
+        opts.validate = true;
+        opts.timeout = timeout;
+        opts.attempts = 2;
+        opts.ndots = 0;
+        opts.preserve_intermediates = true;
+        // hickory's own cache answers a CNAME whose target it has cached with
+        // the target records only, dropping the CNAMEs (measured with
+        // 0.26.3): the chain, and so its security, could not be checked.
+        // Our `CachingLookup` caches whole answers instead.
+        opts.cache_size = 0;
+        *builder.options_mut() = opts;
+        if let Some(path) = trust_anchor {
+            let anchors = TrustAnchors::from_file(path)
+                .map_err(|e| setup(format!("trust anchor {}: {e}", path.display())))?;
+            if anchors.is_empty() {
+                return Err(setup(format!(
+                    "trust anchor {}: no DNSKEY records",
+                    path.display()
+                )));
+            }
+            builder = builder.with_trust_anchor(Arc::new(anchors));
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| setup(format!("building resolver: {e}")))?;
+        Ok(ValidatingResolver { inner })
+    }
+
+    async fn resolve(&self, name: &str, rtype: RecordType) -> Result<Answer, DnsError> {
+        let fqdn = to_fqdn(name)?;
+        let qname = name_to_string(&fqdn);
+        match self.inner.lookup(fqdn, to_hickory_type(rtype)).await {
+            Ok(lookup) => positive(&qname, rtype, lookup.answers()),
+            Err(e) => negative(qname, rtype, e),
+        }
+    }
+}
+
+impl DnsLookup for ValidatingResolver {
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        rtype: RecordType,
+    ) -> BoxFuture<'a, Result<Answer, DnsError>> {
+        Box::pin(async move {
+            let result = self.resolve(name, rtype).await;
+            super::log_result(name, rtype, &result);
+            result
+        })
+    }
+}
+
+/// Security of a set of records; bogus/indeterminate ⇒ error.
+fn proofs(qname: &str, rtype: RecordType, records: &[&HRecord]) -> Result<Security, DnsError> {
+    if let Some(bad) = records
+        .iter()
+        .find(|r| matches!(r.proof, Proof::Bogus | Proof::Indeterminate))
+    {
+        return Err(DnsError::Bogus {
+            name: qname.to_string(),
+            rtype,
+            detail: format!("{} {} is {}", bad.name, bad.record_type(), bad.proof),
+        });
+    }
+    if !records.is_empty() && records.iter().all(|r| r.proof == Proof::Secure) {
+        Ok(Security::Secure)
+    } else {
+        Ok(Security::Insecure)
+    }
+}
+
+fn positive(qname: &str, rtype: RecordType, answers: &[HRecord]) -> Result<Answer, DnsError> {
+    let chain = follow_chain(qname, rtype, answers);
+    chain.check_connected(qname, rtype, answers)?;
+    let security = proofs(qname, rtype, &chain.used)?;
+    let ttl = min_ttl(&chain.used);
+    let outcome = if chain.records.is_empty() {
+        Outcome::NoData
+    } else {
+        Outcome::Records(chain.records)
+    };
+    Ok(Answer {
+        name: qname.to_string(),
+        rtype,
+        canonical_name: chain.canonical_name,
+        outcome,
+        security,
+        ttl,
+    })
+}
+
+fn negative(qname: String, rtype: RecordType, error: NetError) -> Result<Answer, DnsError> {
+    let dns = match error {
+        NetError::Dns(dns) => dns,
+        NetError::Timeout => return Err(DnsError::Timeout { name: qname, rtype }),
+        other => {
+            return Err(DnsError::Transport {
+                name: qname,
+                rtype,
+                detail: other.to_string(),
+            })
+        }
+    };
+    match dns {
+        HDnsError::NoRecordsFound(no) => {
+            let authorities: Vec<&HRecord> = no.authorities.iter().flat_map(|a| a.iter()).collect();
+            let security = proofs(&qname, rtype, &authorities)?;
+            let ttl = no
+                .authorities
+                .as_deref()
+                .map(negative_ttl)
+                .or(no.negative_ttl)
+                .unwrap_or(0);
+            let outcome = if no.response_code == ResponseCode::NXDomain {
+                Outcome::NxDomain
+            } else {
+                Outcome::NoData
+            };
+            Ok(Answer {
+                canonical_name: qname.clone(),
+                name: qname,
+                rtype,
+                outcome,
+                security,
+                ttl,
+            })
+        }
+        HDnsError::Nsec {
+            proof: Proof::Insecure,
+            response,
+            ..
+        } => Ok(Answer {
+            canonical_name: qname.clone(),
+            name: qname,
+            rtype,
+            outcome: if response.metadata.response_code == ResponseCode::NXDomain {
+                Outcome::NxDomain
+            } else {
+                Outcome::NoData
+            },
+            security: Security::Insecure,
+            ttl: 0,
+        }),
+        HDnsError::Nsec { proof, .. } => Err(DnsError::Bogus {
+            name: qname,
+            rtype,
+            detail: format!("denial of existence is {proof}"),
+        }),
+        HDnsError::DnssecBogus => Err(DnsError::Bogus {
+            name: qname,
+            rtype,
+            detail: "validation failed".into(),
+        }),
+        HDnsError::ResponseCode(ResponseCode::ServFail) => {
+            Err(DnsError::ServFail { name: qname, rtype })
+        }
+        HDnsError::ResponseCode(code) => Err(DnsError::ResponseCode {
+            name: qname,
+            rtype,
+            code: code.to_str().to_string(),
+        }),
+        other => Err(DnsError::Transport {
+            name: qname,
+            rtype,
+            detail: other.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const ROOT_DNSKEY: &str = ". IN DNSKEY 257 3 13 jW4b7dCspRb+K6v0qmJxg5v5ZgIt/nGopr2odE4QC0KHmNu8RWdBwI400omvPtbslcwdmev7lP1XTMk8r49nmQ==\n";
+
+    #[tokio::test]
+    async fn trust_anchor_file_is_dnskey_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let servers = ["127.0.0.1:53".parse().unwrap()];
+        let t = Duration::from_secs(1);
+        let good = dir.path().join("root.key");
+        std::fs::write(&good, ROOT_DNSKEY).unwrap();
+        assert!(ValidatingResolver::new(&servers, Some(&good), t).is_ok());
+        // hickory reads DNSKEY anchors only: a DS anchor is a setup error,
+        // reported at start, never a silently empty anchor set.
+        let ds = dir.path().join("root.ds");
+        std::fs::write(
+            &ds,
+            ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n",
+        )
+        .unwrap();
+        let err = ValidatingResolver::new(&servers, Some(&ds), t).unwrap_err();
+        assert!(matches!(err, DnsError::Setup { .. }), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "; nothing\n").unwrap();
+        assert!(ValidatingResolver::new(&servers, Some(&empty), t).is_err());
+        let missing = dir.path().join("missing");
+        assert!(ValidatingResolver::new(&servers, Some(&missing), t).is_err());
+    }
+}
