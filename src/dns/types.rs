@@ -83,15 +83,9 @@ pub struct Mx {
     pub exchange: String,
 }
 
-/// A TLSA record (RFC 6698 §2.1), field for field the DANE engine's
-/// `TlsaRecord`; the integrator unifies the two.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Tlsa {
-    pub usage: u8,
-    pub selector: u8,
-    pub matching: u8,
-    pub data: Vec<u8>,
-}
+/// A TLSA record (RFC 6698 §2.1): the DANE engine's own record type, so
+/// answers flow into the verdict without conversion.
+pub use crate::dane::TlsaRecord as Tlsa;
 
 /// One record of the requested type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
