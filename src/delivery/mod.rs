@@ -1,1 +1,5 @@
 //! (being built)
+
+pub mod dsn;
+pub mod outcome;
+pub mod retry;
