@@ -288,7 +288,10 @@ mod tests {
         }
     }
 
-    fn kind(o: &Outcome) -> (&'static str, Option<EnhancedCode>, bool) {
+    /// (label, status, remote)
+    type Kind = (&'static str, Option<EnhancedCode>, bool);
+
+    fn kind(o: &Outcome) -> Kind {
         match o {
             Outcome::Delivered(r) => ("delivered", Some(r.status()), true),
             Outcome::Deferred(r) => ("deferred", Some(r.status()), r.remote),
@@ -318,7 +321,7 @@ mod tests {
         let smtp = |e: ClientError| AttemptError::from(e);
         let s = |a, b, c| Some(EnhancedCode(a, b, c));
         let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        let cases: Vec<(AttemptError, (&str, Option<EnhancedCode>, bool), bool)> = vec![
+        let cases: Vec<(AttemptError, Kind, bool)> = vec![
             (
                 AttemptError::DnsLookup {
                     name: "x".into(),

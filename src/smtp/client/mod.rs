@@ -186,7 +186,9 @@ impl ClientError {
     fn keeps_session(&self) -> bool {
         match self {
             ClientError::Rejected { reply, .. } => !reply.is_closing(),
-            ClientError::SmtpUtf8NotOffered | ClientError::TooBig { .. } => true,
+            ClientError::SmtpUtf8NotOffered
+            | ClientError::TooBig { .. }
+            | ClientError::StartTlsNotOffered => true,
             _ => false,
         }
     }

@@ -1,0 +1,627 @@
+//! The outbound SMTP client against a scripted fake MX (`client/fake_mx.rs`):
+//! every phase, pipelining, per-recipient reply mixes, 421 mid-session,
+//! timeouts under paused time, STARTTLS, connection reuse, dot-stuffing, BDAT.
+#![allow(clippy::unwrap_used)]
+
+mod fake_mx;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use danerelay::delivery::outcome::{self, AttemptError, Outcome};
+use danerelay::smtp::client::{
+    Client, ClientError, EnhancedCode, Envelope, Notify, Phase, RcptResult, Recipient, Ret,
+    Timeouts,
+};
+use fake_mx::{Script, Transcript};
+use rustls::pki_types::ServerName;
+use tokio::io::DuplexStream;
+
+fn envelope(rcpts: &[&str]) -> Envelope {
+    Envelope::new(
+        "sender@relay.test",
+        rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+    )
+}
+
+const BODY: &[u8] = b"Subject: hi\r\n\r\nHello\r\n.leading dot\r\n..two\r\n.\r\nbye\r\n";
+
+/// Greeting + EHLO against `script`.
+async fn session(script: Script) -> (Client<DuplexStream>, fake_mx::Shared) {
+    let (io, t) = fake_mx::start(script);
+    let mut c = Client::new(io, Timeouts::default(), "relay.test");
+    c.greeting().await.unwrap();
+    c.ehlo().await.unwrap();
+    (c, t)
+}
+
+fn snapshot(t: &fake_mx::Shared) -> Transcript {
+    t.lock().unwrap().clone()
+}
+
+fn reply_of(r: &RcptResult) -> (u16, Option<EnhancedCode>) {
+    match r {
+        RcptResult::Reply(r) => (r.code, r.enhanced),
+        RcptResult::Error(e) => panic!("expected a reply, got error {e}"),
+    }
+}
+
+/// Undoes RFC 5321 §4.5.2 transparency, as a receiving server does.
+fn unstuff(wire: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in wire.split_inclusive(|b| *b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
+#[tokio::test]
+async fn pipelined_happy_path_with_dsn_parameters() {
+    let (mut c, t) = session(Script::default()).await;
+    assert!(c.capabilities().pipelining() && c.capabilities().dsn());
+    let mut env = envelope(&[]);
+    env.size = Some(BODY.len() as u64);
+    env.body_8bit = true;
+    env.ret = Some(Ret::Headers);
+    env.envid = Some("Q1".into());
+    env.recipients = vec![
+        Recipient {
+            address: "a@dest.test".into(),
+            orcpt: Some("a@dest.test".into()),
+            notify: Some(Notify {
+                failure: true,
+                ..Notify::default()
+            }),
+        },
+        Recipient::new("b@dest.test"),
+    ];
+    let result = c.transaction(&env, BODY).await;
+    assert_eq!(result.recipients.len(), 2);
+    for r in &result.recipients {
+        assert_eq!(reply_of(r), (250, Some(EnhancedCode(2, 0, 0))));
+        assert!(matches!(outcome::for_rcpt(r), Outcome::Delivered(_)));
+    }
+    c.quit().await.unwrap();
+    let tr = snapshot(&t);
+    let mail = format!(
+        "MAIL FROM:<sender@relay.test> SIZE={} BODY=8BITMIME RET=HDRS ENVID=Q1",
+        BODY.len()
+    );
+    let batch = vec![
+        mail,
+        "RCPT TO:<a@dest.test> NOTIFY=FAILURE ORCPT=rfc822;a@dest.test".to_string(),
+        "RCPT TO:<b@dest.test>".to_string(),
+    ];
+    assert!(
+        tr.batches.contains(&batch),
+        "MAIL+RCPTs must travel in one write: {:?}",
+        tr.batches
+    );
+    assert_eq!(tr.commands.first().unwrap(), "EHLO relay.test");
+    assert_eq!(tr.commands.last().unwrap(), "QUIT");
+    assert_eq!(tr.messages.len(), 1);
+    assert_eq!(
+        tr.messages[0],
+        b"Subject: hi\r\n\r\nHello\r\n..leading dot\r\n...two\r\n..\r\nbye\r\n"
+    );
+    assert_eq!(unstuff(&tr.messages[0]), BODY);
+}
+
+#[tokio::test]
+async fn without_pipelining_each_command_waits_for_its_reply() {
+    let (mut c, t) = session(Script::default().without("PIPELINING").without("DSN")).await;
+    let mut env = envelope(&["a@dest.test", "b@dest.test"]);
+    env.recipients[0].notify = Some(Notify::DEFAULT);
+    let result = c.transaction(&env, BODY).await;
+    assert!(result.recipients.iter().all(RcptResult::is_delivered));
+    let tr = snapshot(&t);
+    assert!(tr.batches.iter().all(|b| b.len() == 1), "{:?}", tr.batches);
+    // No DSN offered: no NOTIFY passed on.
+    assert!(
+        tr.commands.contains(&"RCPT TO:<a@dest.test>".to_string()),
+        "{:?}",
+        tr.commands
+    );
+}
+
+#[tokio::test]
+async fn helo_fallback_sends_no_extension_parameters() {
+    let script = Script {
+        ehlo_reply: Some("502 5.5.2 what is EHLO".into()),
+        ..Script::default()
+    };
+    let (mut c, t) = session(script).await;
+    assert_eq!(c.capabilities().extensions, 0);
+    let mut env = envelope(&["a@dest.test"]);
+    env.size = Some(10);
+    env.body_8bit = true;
+    env.ret = Some(Ret::Full);
+    let result = c.transaction(&env, BODY).await;
+    assert!(result.recipients[0].is_delivered());
+    let tr = snapshot(&t);
+    assert_eq!(
+        tr.commands[..3],
+        [
+            "EHLO relay.test",
+            "HELO relay.test",
+            "MAIL FROM:<sender@relay.test>"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn per_recipient_mix_of_2xx_4xx_5xx() {
+    let script = Script::default()
+        .rule("RCPT TO:<b@", "450 4.2.1 Mailbox busy")
+        .rule("RCPT TO:<c@", "550 5.1.1 No such user");
+    let (mut c, t) = session(script).await;
+    let result = c
+        .transaction(
+            &envelope(&["a@dest.test", "b@dest.test", "c@dest.test"]),
+            BODY,
+        )
+        .await;
+    let labels: Vec<_> = result
+        .recipients
+        .iter()
+        .map(|r| outcome::for_rcpt(r).label())
+        .collect();
+    assert_eq!(labels, ["delivered", "deferred", "bounced"]);
+    assert_eq!(
+        reply_of(&result.recipients[2]),
+        (550, Some(EnhancedCode(5, 1, 1)))
+    );
+    let Outcome::Bounced(reason) = outcome::for_rcpt(&result.recipients[2]) else {
+        panic!()
+    };
+    assert!(reason.remote);
+    assert_eq!(
+        snapshot(&t).messages.len(),
+        1,
+        "DATA still goes to the accepted recipient"
+    );
+}
+
+#[tokio::test]
+async fn data_reply_applies_to_every_accepted_recipient() {
+    let mut script = Script::default().rule("RCPT TO:<c@", "550 5.1.1 No such user");
+    script.final_replies.push_back("554 5.7.1 Spam".into());
+    let (mut c, _t) = session(script).await;
+    let result = c
+        .transaction(
+            &envelope(&["a@dest.test", "c@dest.test", "d@dest.test"]),
+            BODY,
+        )
+        .await;
+    let codes: Vec<_> = result.recipients.iter().map(|r| reply_of(r).1).collect();
+    let s = |a, b, c| Some(EnhancedCode(a, b, c));
+    assert_eq!(codes, [s(5, 7, 1), s(5, 1, 1), s(5, 7, 1)]);
+}
+
+#[tokio::test]
+async fn nobody_accepted_means_no_data_and_rset_before_the_next_message() {
+    let script = Script::default().rule("RCPT TO:<x@", "550 5.1.1 No");
+    let (mut c, t) = session(script).await;
+    let first = c.transaction(&envelope(&["x@dest.test"]), BODY).await;
+    assert_eq!(outcome::for_rcpt(&first.recipients[0]).label(), "bounced");
+    assert!(c.is_usable());
+    let second = c.transaction(&envelope(&["a@dest.test"]), BODY).await;
+    assert!(second.recipients[0].is_delivered());
+    let tr = snapshot(&t);
+    assert!(
+        !tr.commands
+            .iter()
+            .take_while(|c| *c != "RSET")
+            .any(|c| c == "DATA"),
+        "{:?}",
+        tr.commands
+    );
+    let rset = tr
+        .commands
+        .iter()
+        .position(|c| c == "RSET")
+        .expect("RSET before the 2nd MAIL");
+    assert!(
+        tr.commands[rset + 1].starts_with("MAIL FROM"),
+        "{:?}",
+        tr.commands
+    );
+}
+
+#[tokio::test]
+async fn mail_refused_applies_to_all_recipients() {
+    let script = Script::default()
+        .without("PIPELINING")
+        .rule("MAIL", "553 5.7.1 Sender not allowed");
+    let (mut c, t) = session(script).await;
+    let result = c
+        .transaction(&envelope(&["a@dest.test", "b@dest.test"]), BODY)
+        .await;
+    for r in &result.recipients {
+        assert_eq!(reply_of(r), (553, Some(EnhancedCode(5, 7, 1))));
+    }
+    assert!(!snapshot(&t).commands.iter().any(|c| c.starts_with("RCPT")));
+}
+
+#[tokio::test]
+async fn reply_421_mid_session_defers_and_ends_the_session() {
+    let script = Script::default()
+        .rule("RCPT TO:<a@", "550 5.1.1 Gone")
+        .rule("RCPT TO:<b@", "421 4.3.2 Shutting down");
+    let (mut c, t) = session(script).await;
+    let result = c
+        .transaction(
+            &envelope(&["a@dest.test", "b@dest.test", "c@dest.test"]),
+            BODY,
+        )
+        .await;
+    assert_eq!(
+        outcome::for_rcpt(&result.recipients[0]).label(),
+        "bounced",
+        "earlier 5xx stands"
+    );
+    for r in &result.recipients[1..] {
+        let Outcome::Deferred(reason) = outcome::for_rcpt(r) else {
+            panic!("{r:?}")
+        };
+        assert_eq!((reason.reply.code, reason.remote), (421, true));
+        assert_eq!(reason.status(), EnhancedCode(4, 3, 2));
+    }
+    assert!(!c.is_usable());
+    let again = c.transaction(&envelope(&["a@dest.test"]), BODY).await;
+    assert!(
+        matches!(&again.recipients[0], RcptResult::Error(e) if matches!(**e, ClientError::Unusable))
+    );
+    assert!(!snapshot(&t).commands.contains(&"DATA".to_string()));
+}
+
+#[tokio::test]
+async fn connection_reuse_two_messages_one_session() {
+    let mut script = Script::default();
+    script.final_replies.extend([
+        "250 2.0.0 Ok: queued as ONE".to_string(),
+        "250 2.0.0 Ok: queued as TWO".to_string(),
+    ]);
+    let (mut c, t) = session(script).await;
+    let first = c
+        .transaction(
+            &envelope(&["a@dest.test"]),
+            &b"Subject: 1\r\n\r\none\r\n"[..],
+        )
+        .await;
+    let second = c
+        .transaction(
+            &envelope(&["b@dest.test"]),
+            &b"Subject: 2\r\n\r\ntwo\r\n"[..],
+        )
+        .await;
+    let text = |r: &RcptResult| match r {
+        RcptResult::Reply(r) => r.text.clone(),
+        RcptResult::Error(e) => panic!("{e}"),
+    };
+    assert!(text(&first.recipients[0]).ends_with("ONE"));
+    assert!(text(&second.recipients[0]).ends_with("TWO"));
+    c.quit().await.unwrap();
+    let tr = snapshot(&t);
+    assert_eq!(
+        tr.commands.iter().filter(|c| c.starts_with("EHLO")).count(),
+        1
+    );
+    assert_eq!(
+        tr.commands.iter().filter(|c| c.starts_with("MAIL")).count(),
+        2
+    );
+    assert!(
+        !tr.commands.contains(&"RSET".to_string()),
+        "a completed DATA needs no RSET"
+    );
+    assert_eq!(
+        tr.messages,
+        [
+            b"Subject: 1\r\n\r\none\r\n".to_vec(),
+            b"Subject: 2\r\n\r\ntwo\r\n".to_vec()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bdat_when_chunking_is_offered() {
+    let (mut c, t) = session(Script::default().with("CHUNKING")).await;
+    // Over one 64 KiB chunk, with leading dots that BDAT must not stuff.
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..3000 {
+        body.extend_from_slice(format!(".line {i:05} {}\r\n", "x".repeat(20)).as_bytes());
+    }
+    let result = c.transaction(&envelope(&["a@dest.test"]), &body[..]).await;
+    assert!(
+        result.recipients[0].is_delivered(),
+        "{:?}",
+        result.recipients[0]
+    );
+    let tr = snapshot(&t);
+    assert!(!tr.commands.contains(&"DATA".to_string()));
+    assert!(tr.bdat.len() >= 2, "{:?}", tr.bdat);
+    assert!(tr.bdat.last().unwrap().ends_with(" LAST"));
+    assert!(tr.bdat[..tr.bdat.len() - 1]
+        .iter()
+        .all(|b| !b.ends_with("LAST")));
+    assert_eq!(tr.messages, [body]);
+}
+
+#[tokio::test]
+async fn smtputf8_message_to_a_peer_without_it_bounces_5_6_7_without_sending() {
+    let (mut c, t) = session(Script::default().without("SMTPUTF8")).await;
+    let mut env = envelope(&["jörg@dest.test"]);
+    env.smtputf8 = true;
+    let result = c.transaction(&env, BODY).await;
+    let Outcome::Bounced(reason) = outcome::for_rcpt(&result.recipients[0]) else {
+        panic!()
+    };
+    assert_eq!(reason.status(), EnhancedCode(5, 6, 7));
+    assert!(!snapshot(&t).commands.iter().any(|c| c.starts_with("MAIL")));
+    // The session is still good for the next message.
+    assert!(c.is_usable());
+    assert!(c
+        .transaction(&envelope(&["a@dest.test"]), BODY)
+        .await
+        .recipients[0]
+        .is_delivered());
+}
+
+#[tokio::test]
+async fn over_the_size_limit_bounces_5_3_4_without_sending() {
+    let (mut c, t) = session(Script::default().without("SIZE").with("SIZE 100")).await;
+    let mut env = envelope(&["a@dest.test"]);
+    env.size = Some(101);
+    let result = c.transaction(&env, BODY).await;
+    let Outcome::Bounced(reason) = outcome::for_rcpt(&result.recipients[0]) else {
+        panic!()
+    };
+    assert_eq!(reason.status(), EnhancedCode(5, 3, 4));
+    assert!(!snapshot(&t).commands.iter().any(|c| c.starts_with("MAIL")));
+}
+
+#[tokio::test]
+async fn a_line_over_998_octets_is_never_sent_and_the_data_is_abandoned() {
+    let (mut c, t) = session(Script::default()).await;
+    let mut body = b"Subject: long\r\n\r\n".to_vec();
+    body.extend_from_slice(&vec![b'x'; 999]);
+    body.extend_from_slice(b"\r\n");
+    let result = c.transaction(&envelope(&["a@dest.test"]), &body[..]).await;
+    let Outcome::Bounced(reason) = outcome::for_rcpt(&result.recipients[0]) else {
+        panic!()
+    };
+    assert_eq!(reason.status(), EnhancedCode(5, 6, 0));
+    assert!(!c.is_usable());
+    // Give the fake a moment to see the close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tr = snapshot(&t);
+    assert!(
+        tr.messages.is_empty(),
+        "the peer must never see a terminated message"
+    );
+    let partial = tr.incomplete.expect("the link was closed mid-data");
+    assert!(partial.len() < body.len());
+}
+
+/// (phase, script rule making the fake go silent there, expected timeout)
+#[tokio::test(start_paused = true)]
+async fn every_phase_times_out_per_rfc_5321() {
+    let t = Timeouts::default();
+    let cases: [(Phase, Script, Duration); 6] = [
+        (
+            Phase::Greeting,
+            Script {
+                greeting: "STALL".into(),
+                ..Script::default()
+            },
+            t.greeting,
+        ),
+        (Phase::Ehlo, Script::default().rule("EHLO", "STALL"), t.ehlo),
+        (
+            Phase::Mail,
+            Script::default()
+                .without("PIPELINING")
+                .rule("MAIL", "STALL"),
+            t.mail,
+        ),
+        (Phase::Rcpt, Script::default().rule("RCPT", "STALL"), t.rcpt),
+        (Phase::Data, Script::default().rule("DATA", "STALL"), t.data),
+        (
+            Phase::FinalDot,
+            {
+                let mut s = Script::default();
+                s.final_replies.push_back("STALL".into());
+                s
+            },
+            t.final_dot,
+        ),
+    ];
+    for (phase, script, limit) in cases {
+        let (io, _t) = fake_mx::start(script);
+        let mut c = Client::new(io, Timeouts::default(), "relay.test");
+        let start = tokio::time::Instant::now();
+        let err: Arc<ClientError> = match c.greeting().await {
+            Err(e) => Arc::new(e),
+            Ok(_) => match c.ehlo().await {
+                Err(e) => Arc::new(e),
+                Ok(_) => {
+                    let r = c.transaction(&envelope(&["a@dest.test"]), BODY).await;
+                    match &r.recipients[0] {
+                        RcptResult::Error(e) => e.clone(),
+                        other => panic!("{phase}: expected a timeout, got {other:?}"),
+                    }
+                }
+            },
+        };
+        let ClientError::Timeout { phase: got, after } = *err else {
+            panic!("{phase}: {err}")
+        };
+        assert_eq!((got, after), (phase, limit));
+        assert_eq!(start.elapsed(), limit, "{phase}");
+        assert!(!c.is_usable());
+        let Outcome::Deferred(reason) = outcome::from_error(&AttemptError::Smtp(err)) else {
+            panic!()
+        };
+        assert_eq!(reason.status(), EnhancedCode(4, 4, 2));
+    }
+}
+
+mod tls {
+    use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    /// Accepts any certificate (`accept = true`) or refuses every one, as a
+    /// DANE verifier does on a TLSA mismatch.
+    #[derive(Debug)]
+    struct TestVerifier {
+        accept: bool,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    }
+
+    impl ServerCertVerifier for TestVerifier {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            if self.accept {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn client_config(accept: bool) -> Arc<rustls::ClientConfig> {
+        let verifier = Arc::new(TestVerifier {
+            accept,
+            provider: provider(),
+        });
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth(),
+        )
+    }
+
+    fn acceptor() -> tokio_rustls::TlsAcceptor {
+        let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    fn name() -> ServerName<'static> {
+        ServerName::try_from("mx.test").unwrap()
+    }
+
+    #[tokio::test]
+    async fn starttls_upgrades_then_ehlo_again_then_delivers() {
+        let script = Script {
+            tls: Some(acceptor()),
+            ..Script::default()
+        };
+        let (mut c, t) = session(script).await;
+        assert!(c.capabilities().starttls());
+        let info = c.starttls(client_config(true), name()).await.unwrap();
+        assert_eq!(info.version, "TLSv1.3");
+        assert!(info.cipher.starts_with("TLS13_"), "{}", info.cipher);
+        assert_eq!(info.peer_certificates.len(), 1);
+        assert_eq!(c.tls(), Some(&info));
+        assert!(
+            c.capabilities().pipelining(),
+            "capabilities relearnt after TLS"
+        );
+        let result = c.transaction(&envelope(&["a@dest.test"]), BODY).await;
+        assert!(result.recipients[0].is_delivered());
+        c.quit().await.unwrap();
+        let tr = snapshot(&t);
+        assert_eq!(
+            tr.commands[..4],
+            ["EHLO relay.test", "STARTTLS", "<TLS>", "EHLO relay.test"]
+        );
+        assert_eq!(unstuff(&tr.messages[0]), BODY);
+    }
+
+    #[tokio::test]
+    async fn a_refusing_verifier_fails_the_handshake_and_defers_4_7_5() {
+        let script = Script {
+            tls: Some(acceptor()),
+            ..Script::default()
+        };
+        let (mut c, t) = session(script).await;
+        let err = c.starttls(client_config(false), name()).await.unwrap_err();
+        assert!(
+            matches!(err.tls_error(), Some(rustls::Error::InvalidCertificate(_))),
+            "{err:?}"
+        );
+        assert!(
+            !c.is_usable(),
+            "never continue in plaintext on the same stream"
+        );
+        let Outcome::Deferred(reason) = outcome::from_error(&err.into()) else {
+            panic!()
+        };
+        assert_eq!(reason.status(), EnhancedCode(4, 7, 5));
+        assert!(!snapshot(&t).commands.iter().any(|c| c.starts_with("MAIL")));
+    }
+
+    #[tokio::test]
+    async fn starttls_not_offered_is_reported_and_leaves_the_session_usable() {
+        let (mut c, _t) = session(Script::default()).await;
+        let err = c.starttls(client_config(true), name()).await.unwrap_err();
+        assert!(matches!(err, ClientError::StartTlsNotOffered));
+        assert!(c.is_usable());
+    }
+}
