@@ -406,11 +406,16 @@ async fn a_line_over_998_octets_is_never_sent_and_the_data_is_abandoned() {
     assert!(partial.len() < body.len());
 }
 
+fn big_body() -> Vec<u8> {
+    let line = format!("{}\r\n", "y".repeat(98));
+    line.repeat(40_000).into_bytes()
+}
+
 /// (phase, script rule making the fake go silent there, expected timeout)
 #[tokio::test(start_paused = true)]
 async fn every_phase_times_out_per_rfc_5321() {
     let t = Timeouts::default();
-    let cases: [(Phase, Script, Duration); 6] = [
+    let cases: [(Phase, Script, Duration); 7] = [
         (
             Phase::Greeting,
             Script {
@@ -430,6 +435,11 @@ async fn every_phase_times_out_per_rfc_5321() {
         (Phase::Rcpt, Script::default().rule("RCPT", "STALL"), t.rcpt),
         (Phase::Data, Script::default().rule("DATA", "STALL"), t.data),
         (
+            Phase::DataBlock,
+            Script::default().rule("DATA", "354 STALLREAD"),
+            t.data_block,
+        ),
+        (
             Phase::FinalDot,
             {
                 let mut s = Script::default();
@@ -448,7 +458,14 @@ async fn every_phase_times_out_per_rfc_5321() {
             Ok(_) => match c.ehlo().await {
                 Err(e) => Arc::new(e),
                 Ok(_) => {
-                    let r = c.transaction(&envelope(&["a@dest.test"]), BODY).await;
+                    // 4 MiB for DataBlock: more than the duplex buffer, so a
+                    // peer that stops reading blocks our writes.
+                    let body = if phase == Phase::DataBlock {
+                        big_body()
+                    } else {
+                        BODY.to_vec()
+                    };
+                    let r = c.transaction(&envelope(&["a@dest.test"]), &body[..]).await;
                     match &r.recipients[0] {
                         RcptResult::Error(e) => e.clone(),
                         other => panic!("{phase}: expected a timeout, got {other:?}"),

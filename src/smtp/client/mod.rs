@@ -18,6 +18,7 @@
 //! c.quit().await;
 //! ```
 
+mod blocking;
 mod body;
 mod command;
 mod phases;
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
+pub use blocking::BlockingBody;
 pub use body::{BodyEncoder, BodyError, MAX_LINE};
 pub use command::{
     mail_from_line, rcpt_to_line, strip_rfc822, xtext, Envelope, Notify, Recipient, Ret,

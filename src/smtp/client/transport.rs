@@ -162,7 +162,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.read_reply_raw(phase).await
         };
         let result = match tokio::time::timeout(limit, work).await {
-            Ok(Ok((reply, _))) if reply.is_closing() => Err(ClientError::Rejected { phase, reply }),
+            Ok(Ok((reply, raw))) => {
+                tracing::debug!(%phase, reply = %reply, "smtp reply");
+                if reply.is_closing() {
+                    Err(ClientError::Rejected { phase, reply })
+                } else {
+                    Ok((reply, raw))
+                }
+            }
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {
                 phase,

@@ -9,7 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream
 use tokio_rustls::TlsAcceptor;
 
 /// What the fake answers. Special replies: `STALL` never answers, `CLOSE`
-/// closes without a word; a `421` reply is sent and then the link closed.
+/// closes without a word, `354 STALLREAD` (to DATA) accepts and stops
+/// reading; a `421` reply is sent and then the link closed.
 pub struct Script {
     pub greeting: String,
     /// Extensions advertised after the first EHLO line.
@@ -255,6 +256,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             ("RCPT", None) => "250 2.1.5 Ok".into(),
             ("DATA", ruled) => {
                 let first = ruled.unwrap_or_else(|| "354 End data with <CR><LF>.<CR><LF>".into());
+                if first == "354 STALLREAD" {
+                    // Accept DATA, then never read again: the client's writes back up.
+                    let _ = c.send("354 go ahead").await;
+                    std::future::pending::<()>().await;
+                }
                 if !first.starts_with("354") {
                     if !c.send(&first).await {
                         return None;
