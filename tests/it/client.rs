@@ -553,3 +553,80 @@ mod tls {
         assert!(c.is_usable());
     }
 }
+
+#[tokio::test]
+async fn data_after_the_starttls_reply_is_refused_as_injection() {
+    // CVE-2011-0411 class: plaintext pipelined behind the 220 must never be
+    // read as if it came over TLS.
+    let script = Script::default()
+        .with("STARTTLS")
+        .rule("STARTTLS", "220 2.0.0 go ahead\r\n250 2.0.0 injected");
+    let (mut c, _t) = session(script).await;
+    let err = c
+        .starttls(
+            certs::client_config(true),
+            ServerName::try_from("mx.test").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Protocol {
+                phase: Phase::StartTls,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!c.is_usable());
+}
+
+#[tokio::test]
+async fn starttls_refused_with_454_leaves_plaintext_possible() {
+    let script = Script::default()
+        .with("STARTTLS")
+        .rule("STARTTLS", "454 4.7.0 TLS not available");
+    let (mut c, _t) = session(script).await;
+    let err = c
+        .starttls(
+            certs::client_config(true),
+            ServerName::try_from("mx.test").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Rejected { phase: Phase::StartTls, reply } if reply.code == 454)
+    );
+    assert!(
+        c.is_usable(),
+        "opportunistic TLS may go on in plaintext on this session"
+    );
+    assert_eq!(outcome::from_error(&err.into()).label(), "deferred");
+    assert!(c
+        .transaction(&envelope(&["a@dest.test"]), BODY)
+        .await
+        .recipients[0]
+        .is_delivered());
+}
+
+#[tokio::test]
+async fn greeting_554_is_not_this_host_and_multi_line_greetings_are_fine() {
+    let (io, _t) = fake_mx::start(Script {
+        greeting: "554 5.3.2 No SMTP service here".into(),
+        ..Script::default()
+    });
+    let mut c = Client::new(io, Timeouts::default(), "relay.test");
+    let err = AttemptError::from(c.greeting().await.unwrap_err());
+    assert_eq!(outcome::from_error(&err).label(), "deferred");
+    assert!(outcome::try_next_host(&err));
+
+    let script = Script {
+        greeting: "220-mx.test ESMTP\r\n220-more words\r\n220 ready".into(),
+        ..Script::default()
+    };
+    let (io, _t) = fake_mx::start(script);
+    let mut c = Client::new(io, Timeouts::default(), "relay.test");
+    let greeting = c.greeting().await.unwrap();
+    assert_eq!(greeting.text, "mx.test ESMTP\nmore words\nready");
+}
