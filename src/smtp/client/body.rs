@@ -164,3 +164,54 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        // Any octets but CR/LF, often starting with dots, up to the limit.
+        (
+            0usize..3,
+            proptest::collection::vec(
+                any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'),
+                0..40,
+            ),
+        )
+            .prop_map(|(dots, rest)| [vec![b'.'; dots], rest].concat())
+    }
+
+    proptest! {
+        /// Whatever the body and however it is chunked, the wire form ends
+        /// exactly once with CRLF.CRLF, unstuffs to the body, and has only CRLF.
+        #[test]
+        fn data_transparency(lines in proptest::collection::vec(line(), 0..30), cut in 1usize..50) {
+            let mut body = Vec::new();
+            for l in &lines {
+                body.extend_from_slice(l);
+                body.extend_from_slice(b"\r\n");
+            }
+            let mut enc = BodyEncoder::for_data();
+            let mut wire = Vec::new();
+            for piece in body.chunks(cut) {
+                enc.encode(piece, &mut wire).unwrap();
+            }
+            enc.finish(&mut wire).unwrap();
+            prop_assert!(wire.ends_with(b".\r\n"));
+            let framed = [b"\r\n".as_slice(), &wire].concat();
+            let first_end = framed.windows(5).position(|w| w == b"\r\n.\r\n").unwrap();
+            prop_assert_eq!(first_end + 5, framed.len(), "terminator appears early");
+            for (i, b) in wire.iter().enumerate() {
+                if *b == b'\n' { prop_assert!(i > 0 && wire[i - 1] == b'\r'); }
+                if *b == b'\r' { prop_assert!(wire.get(i + 1) == Some(&b'\n')); }
+            }
+            let mut unstuffed = Vec::new();
+            for l in wire[..wire.len() - 3].split_inclusive(|b| *b == b'\n') {
+                unstuffed.extend_from_slice(l.strip_prefix(b".").unwrap_or(l));
+            }
+            prop_assert_eq!(unstuffed, body);
+        }
+    }
+}

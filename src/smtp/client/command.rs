@@ -125,6 +125,12 @@ fn no_crlf(value: &str) -> String {
 /// `MAIL FROM:<…>` with SIZE, BODY=8BITMIME, SMTPUTF8, RET and ENVID — each
 /// only when the peer advertised the extension (RFC 5321 §4.1.1.11: a
 /// parameter the server did not announce must not be sent).
+///
+/// Decision: an 8-bit body to a peer without 8BITMIME is sent as it is,
+/// without `BODY=` (what Exim does, and Postfix with
+/// `disable_mime_output_conversion`); converting to 7-bit MIME would break
+/// signatures, and bouncing would fail mail that practically every server takes.
+/// An SMTPUTF8 message is different: it is refused before MAIL (RFC 6531 §3.4).
 pub fn mail_from_line(env: &Envelope, caps: &Capabilities) -> String {
     let mut line = format!("MAIL FROM:<{}>", no_crlf(&env.sender));
     if caps.size() {
