@@ -141,9 +141,13 @@ impl ReplyReader {
             Err(smtp_proto::Error::NeedsMoreData { .. }) => return (consumed, None),
             Ok(r) if !(200..=599).contains(&r.code) => Err(ReplyError::BadCode { code: r.code }),
             Ok(r) => {
+                // RFC 3463 §3: the class must agree with the reply code; a
+                // "1.2.3" in the text of a 250 is not a status code.
                 let enhanced = match r.esc {
-                    [0, _, _] => None,
-                    [a, b, c] => Some(EnhancedCode(a, b, c)),
+                    [a, b, c] if u16::from(a) == r.code / 100 && matches!(a, 2 | 4 | 5) => {
+                        Some(EnhancedCode(a, b, c))
+                    }
+                    _ => None,
                 };
                 Ok(Reply {
                     code: r.code,
@@ -280,6 +284,9 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let got = read_all(b"hello there\r\n", 64);
         assert!(matches!(got[0], Err(ReplyError::Syntax { .. })), "{got:?}");
+        let got = read_all(b"250 1.2.3 is my version\r\n550 4.1.1 mixed up\r\n", 64);
+        assert_eq!(got[0].as_ref().unwrap().enhanced, None);
+        assert_eq!(got[1].as_ref().unwrap().status(), EnhancedCode(5, 0, 0));
         let got = read_all(b"999 what\r\n", 64);
         assert_eq!(got[0], Err(ReplyError::BadCode { code: 999 }));
         let long = format!("250 {}\r\n", "x".repeat(MAX_RESPONSE_LENGTH + 10));
