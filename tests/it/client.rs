@@ -428,3 +428,31 @@ async fn greeting_554_is_not_this_host_and_multi_line_greetings_are_fine() {
     let greeting = c.greeting().await.unwrap();
     assert_eq!(greeting.text, "mx.test ESMTP\nmore words\nready");
 }
+
+#[tokio::test]
+async fn a_refused_bdat_chunk_bounces_and_the_session_is_reset_for_the_next_message() {
+    let script = Script::default()
+        .with("CHUNKING")
+        .rule("BDAT", "552 5.3.4 Message too big");
+    let (mut c, t) = session(script).await;
+    let first = c.transaction(&envelope(&["a@dest.test"]), BODY).await;
+    let Outcome::Bounced(reason) = outcome::for_rcpt(&first.recipients[0]) else {
+        panic!("{:?}", first.recipients[0])
+    };
+    assert_eq!(reason.status(), EnhancedCode(5, 3, 4));
+    assert!(c.is_usable());
+    // The next message on the same session starts with RSET.
+    let _ = c.transaction(&envelope(&["b@dest.test"]), BODY).await;
+    let tr = snapshot(&t);
+    let rset = tr.commands.iter().position(|c| c == "RSET").expect("RSET");
+    assert!(
+        tr.commands[rset - 1].starts_with("BDAT"),
+        "{:?}",
+        tr.commands
+    );
+    assert!(
+        tr.commands[rset + 1].starts_with("MAIL FROM"),
+        "{:?}",
+        tr.commands
+    );
+}

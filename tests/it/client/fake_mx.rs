@@ -243,7 +243,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             .to_ascii_uppercase();
         let ruled = rule_for(script, &cmd);
         let reply = match (verb.as_str(), ruled) {
-            (_, Some(r)) if verb != "DATA" => r,
+            (_, Some(r)) if verb != "DATA" && verb != "BDAT" => r,
             ("EHLO", None) => ehlo_reply(script),
             ("HELO", None) => "250 mx.test".into(),
             ("STARTTLS", None) => {
@@ -277,12 +277,20 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     .pop_front()
                     .unwrap_or_else(|| "250 2.0.0 Ok: queued".into())
             }
-            ("BDAT", None) => {
+            ("BDAT", ruled) => {
                 c.t.lock().unwrap().bdat.push(cmd.clone());
                 let mut parts = cmd.split_whitespace().skip(1);
                 let size: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 let last = parts.next().is_some_and(|p| p.eq_ignore_ascii_case("LAST"));
                 let chunk = c.exact(size).await?;
+                if let Some(r) = ruled {
+                    // RFC 3030: a refused chunk voids the whole message.
+                    bdat_body.clear();
+                    if !c.send(&r).await {
+                        return None;
+                    }
+                    continue;
+                }
                 bdat_body.extend_from_slice(&chunk);
                 if last {
                     c.t.lock()
