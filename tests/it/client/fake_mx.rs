@@ -175,20 +175,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// DATA content up to `CRLF.CRLF` (kept stuffed), or None if the link died.
     async fn data(&mut self) -> Option<Vec<u8>> {
+        // Where the terminator search resumes, so big bodies stay linear.
+        let mut from = 0;
         loop {
             let end = if self.buf.starts_with(b".\r\n") {
                 Some((0, 3))
             } else {
-                self.buf
+                self.buf[from..]
                     .windows(5)
                     .position(|w| w == b"\r\n.\r\n")
-                    .map(|p| (p + 2, p + 5))
+                    .map(|p| (from + p + 2, from + p + 5))
             };
             if let Some((body_end, consumed)) = end {
                 let body = self.buf[..body_end].to_vec();
                 self.buf.drain(..consumed);
                 return Some(body);
             }
+            from = self.buf.len().saturating_sub(4);
             if !self.fill().await {
                 self.t.lock().unwrap().incomplete = Some(std::mem::take(&mut self.buf));
                 return None;
