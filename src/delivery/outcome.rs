@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::smtp::client::{ClientError, EnhancedCode, Phase, RcptResult, Reply};
+use crate::smtp::client::{ClientError, EnhancedCode, Phase, RcptResult, Reply, TransactionResult};
 
 /// Why a recipient was deferred or bounced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +120,11 @@ pub fn for_rcpt(result: &RcptResult) -> Outcome {
         RcptResult::Reply(reply) => from_reply(reply),
         RcptResult::Error(e) => from_client_error(e),
     }
+}
+
+/// One outcome per recipient of a transaction, in envelope order.
+pub fn for_transaction(result: &TransactionResult) -> Vec<Outcome> {
+    result.recipients.iter().map(for_rcpt).collect()
 }
 
 /// THE mapping of every failure to an outcome.

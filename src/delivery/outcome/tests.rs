@@ -1,5 +1,6 @@
 //! The mapping table: every reply class and every error kind.
 use super::*;
+use crate::smtp::client::TransactionResult;
 
 fn reply(code: u16, e: Option<EnhancedCode>) -> Reply {
     Reply {
@@ -213,6 +214,11 @@ fn every_error_maps_as_the_spec_says() {
 fn rcpt_results_and_expiry() {
     let ok = RcptResult::Reply(reply(250, None));
     assert_eq!(for_rcpt(&ok).label(), "delivered");
+    let mixed = TransactionResult {
+        recipients: vec![ok.clone(), RcptResult::Reply(reply(550, None))],
+    };
+    let labels: Vec<_> = for_transaction(&mixed).iter().map(Outcome::label).collect();
+    assert_eq!(labels, ["delivered", "bounced"]);
     let gone = RcptResult::Error(Arc::new(ClientError::Closed {
         phase: Phase::FinalDot,
     }));
