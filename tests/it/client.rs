@@ -456,3 +456,22 @@ async fn a_refused_bdat_chunk_bounces_and_the_session_is_reset_for_the_next_mess
         tr.commands
     );
 }
+
+#[tokio::test]
+async fn a_whole_session_runs_in_a_spawned_task_with_a_blocking_body() {
+    // The delivery engine spawns one task per connection: the futures must be
+    // Send, with the queue's std::io::Read body behind BlockingBody.
+    let (io, t) = fake_mx::start(Script::default());
+    let task = tokio::spawn(async move {
+        let mut c = Client::new(io, Timeouts::default(), "relay.test");
+        c.greeting().await?;
+        c.ehlo().await?;
+        let body = danerelay::smtp::client::BlockingBody::new(std::io::Cursor::new(BODY.to_vec()));
+        let result = c.transaction(&envelope(&["a@dest.test"]), body).await;
+        c.quit().await?;
+        Ok::<_, ClientError>(result)
+    });
+    let result = task.await.unwrap().unwrap();
+    assert!(result.recipients[0].is_delivered());
+    assert_eq!(unstuff(&snapshot(&t).messages[0]), BODY);
+}
