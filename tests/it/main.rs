@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod client;
 mod dane;
 mod dns;
 mod support;
