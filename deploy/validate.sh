@@ -8,7 +8,8 @@
 #
 # Needs: python3 + pip (PyPI), kubectl (ships with this machine image; Debian's
 # kubernetes-client is installed as a fallback), promtool (Debian package
-# "prometheus"), unbound-checkconf (Debian package "unbound").
+# "prometheus"), unbound-checkconf (Debian package "unbound"), and Debian's
+# copy of the root trust anchors (package "dns-root-data").
 # Run from anywhere: bash deploy/validate.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v unbound-checkconf >/dev/null || [ -x /usr/sbin/unbound-checkconf ] || need_apt+=(unbound)
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+[ -f /usr/share/dns/root.ds ] || need_apt+=(dns-root-data)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "::: deploy: installing ${need_apt[*]}"
     apt-get update -q >/dev/null
@@ -87,5 +89,9 @@ mkdir -p "$work/unbound"
 sed "s#/var/lib/unbound#$work/unbound#g" deploy/kubernetes/config/unbound.conf > "$work/unbound.conf"
 cp deploy/kubernetes/config/root.key "$work/unbound/"
 PATH="$PATH:/usr/sbin" unbound-checkconf "$work/unbound.conf"
+
+echo "::: deploy: the sidecar's root trust anchors are IANA's (as Debian's dns-root-data)"
+diff <(grep -v '^;' deploy/kubernetes/config/root.key | sort) <(sort /usr/share/dns/root.ds)
+echo "root.key matches /usr/share/dns/root.ds"
 
 echo "::: deploy: all checks passed"

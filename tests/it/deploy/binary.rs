@@ -273,11 +273,12 @@ fn dns_goes_to_a_validating_unbound_sidecar() {
         .lines()
         .filter(|l| !l.starts_with(';'))
         .collect();
+    // deploy/validate.sh installs Debian's dns-root-data and makes the same
+    // comparison, so CI checks it whatever order its steps run in.
     match std::fs::read_to_string("/usr/share/dns/root.ds") {
         Ok(debian) => assert_eq!(ds, debian.lines().collect::<BTreeSet<_>>()),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("/usr/share/dns/root.ds (dns-root-data, installed with unbound) is missing")
-        }
-        Err(_) => eprintln!("SKIPPED: root anchor comparison, /usr/share/dns/root.ds missing"),
+        Err(_) => eprintln!(
+            "SKIPPED: root anchor comparison: /usr/share/dns/root.ds (dns-root-data) is missing"
+        ),
     }
 }
