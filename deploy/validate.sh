@@ -57,8 +57,10 @@ validate() {
         echo "$out"
         return 1
     }
-    if echo "$out" | grep -v -E '^WARN .*kind (ServiceMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 ' | grep -q .; then
-        echo "$out"
+    local unexpected
+    unexpected=$(echo "$out" | grep -v -E '^WARN .*kind (ServiceMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 ' || true)
+    if [ -n "$unexpected" ]; then
+        echo "$unexpected"
         return 1
     fi
 }
