@@ -5,5 +5,6 @@ mod admin;
 mod cli;
 mod client;
 mod dane;
+mod deploy;
 mod dns;
 mod support;
