@@ -345,6 +345,7 @@ pub fn failure_delay(n: u32) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

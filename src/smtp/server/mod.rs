@@ -1,8 +1,48 @@
-//! The submission server (SPEC "Submission (inbound)"): listeners, TLS, the
-//! sans-I/O session and the content readers. `listener.rs` accepts,
-//! `conn.rs` drives one connection's I/O, `session.rs` decides every reply.
+//! The submission server (SPEC "Submission (inbound)"): `listener.rs`
+//! accepts, `conn.rs` drives one connection's I/O, `session.rs` decides every
+//! reply (sans I/O), `data.rs` reads DATA/BDAT content, `headers.rs` adds
+//! trace and missing header fields, `store.rs` streams bodies into the queue,
+//! `tls.rs` holds the (reloadable) certificate.
 
+pub mod conn;
 pub mod data;
 pub mod headers;
+pub mod listener;
 pub mod session;
+pub mod store;
 pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+pub use store::{MessageSink, MessageStore, StoreError, Submitted};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("binding submission listener {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(tls::TlsError),
+    #[error("users file: {0}")]
+    Users(#[from] crate::auth::AuthError),
+}
+
+/// Binds every `[[listener]]` and serves until `shutdown` is cancelled, storing
+/// accepted messages in `store`. Returns the bound addresses (port 0 resolved)
+/// in `cfg.listeners` order. Connection tasks run under `tracker`; after
+/// cancellation listeners stop accepting and idle sessions get `421 4.3.2`.
+pub async fn run_with_store(
+    cfg: Arc<Config>,
+    store: Arc<dyn MessageStore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<Vec<SocketAddr>, ServerError> {
+    listener::serve(cfg, store, shutdown, tracker).await
+}

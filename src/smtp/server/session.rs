@@ -588,5 +588,6 @@ fn unsupported_mail_param(from: &MailFrom<String>) -> Option<&'static str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "session_tests.rs"]
 mod tests;
