@@ -1,0 +1,226 @@
+//! Durability: group commit and the fsyncs sled 0.34 leaves out.
+//!
+//! `sled::Db::flush` writes its log buffers with `pwrite` and then only
+//! `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`, which pushes the pages to the device but
+//! neither flushes the device's volatile cache nor persists the file size/extent metadata of a
+//! growing log, so an acknowledged write can vanish on power loss. Large values go to
+//! `blobs/<lsn>` files that sled writes without any sync at all. After every `flush` the
+//! committer therefore `fdatasync`s sled's log file, every blob file it has not synced yet,
+//! and the blob directory when it gained entries.
+//!
+//! Group commit: writers apply their sled transaction, then take a ticket and wait. One
+//! committer thread repeatedly takes everything requested so far, runs one flush + syncs for
+//! the whole batch, and wakes every writer whose ticket it covered. 128 concurrent writers
+//! therefore cost a handful of syncs, not 128, and a writer is only woken after a sync that
+//! started after its write.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crate::error::QueueError;
+
+#[derive(Default)]
+struct State {
+    /// Highest ticket handed out.
+    requested: u64,
+    /// Every ticket up to here is durable.
+    synced: u64,
+    /// Tickets up to here belonged to a batch whose sync failed.
+    failed_through: u64,
+    last_error: Option<String>,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Number of flush+sync rounds run (each covers a whole batch).
+    syncs: AtomicU64,
+    work: Condvar,
+    done: Condvar,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The group-commit handle; dropping it stops the committer thread after a last batch.
+pub(crate) struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GroupCommit {
+    pub(crate) fn start(db: sled::Db, sled_dir: &Path) -> Result<GroupCommit, QueueError> {
+        let mut syncer = SledSyncer::new(db, sled_dir)?;
+        // Everything sled created while opening (conf, db, snapshot) is made durable first.
+        syncer.sync()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            syncs: AtomicU64::new(0),
+            work: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("queue-commit".into())
+            .spawn(move || run(&worker, &mut syncer))
+            .map_err(QueueError::io("spawn committer", sled_dir))?;
+        Ok(GroupCommit {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Flush+sync rounds so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Durability requests so far (commits, completions, admin changes).
+    pub(crate) fn requests(&self) -> u64 {
+        lock(&self.shared.state).requested
+    }
+
+    /// Returns once everything written to sled before this call is on stable storage.
+    pub(crate) fn wait_durable(&self) -> Result<(), QueueError> {
+        let mut st = lock(&self.shared.state);
+        if st.shutdown {
+            return Err(QueueError::Sync {
+                reason: "queue is closing".into(),
+            });
+        }
+        st.requested += 1;
+        let ticket = st.requested;
+        self.shared.work.notify_one();
+        loop {
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if st.failed_through >= ticket {
+                return Err(QueueError::Sync {
+                    reason: st.last_error.clone().unwrap_or_default(),
+                });
+            }
+            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        lock(&self.shared.state).shutdown = true;
+        self.shared.work.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(shared: &Shared, syncer: &mut SledSyncer) {
+    loop {
+        let target = {
+            let mut st = lock(&shared.state);
+            while st.requested == st.synced.max(st.failed_through) && !st.shutdown {
+                st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.requested == st.synced.max(st.failed_through) && st.shutdown {
+                return;
+            }
+            st.requested
+        };
+        let result = syncer.sync();
+        shared.syncs.fetch_add(1, Ordering::Relaxed);
+        let mut st = lock(&shared.state);
+        match result {
+            Ok(()) => st.synced = target,
+            Err(e) => {
+                tracing::error!(error = %e, "queue sync failed; batch not acknowledged");
+                st.failed_through = target;
+                st.last_error = Some(e.to_string());
+            }
+        }
+        shared.done.notify_all();
+    }
+}
+
+/// Flushes sled and syncs the files it leaves unsynced.
+pub(crate) struct SledSyncer {
+    db: sled::Db,
+    log: File,
+    log_path: PathBuf,
+    blob_dir: PathBuf,
+    /// Blob files already synced, with the length they had then: sled may still be writing a
+    /// blob when we list it, so one whose length changed is synced again.
+    synced_blobs: HashMap<OsString, u64>,
+}
+
+impl SledSyncer {
+    pub(crate) fn new(db: sled::Db, sled_dir: &Path) -> Result<SledSyncer, QueueError> {
+        let log_path = sled_dir.join("db");
+        let log = File::open(&log_path).map_err(QueueError::io("open sled log", &log_path))?;
+        Ok(SledSyncer {
+            db,
+            log,
+            log_path,
+            blob_dir: sled_dir.join("blobs"),
+            synced_blobs: HashMap::new(),
+        })
+    }
+
+    pub(crate) fn sync(&mut self) -> Result<(), QueueError> {
+        self.db.flush().map_err(QueueError::db("flush"))?;
+        self.log
+            .sync_data()
+            .map_err(QueueError::io("fdatasync sled log", &self.log_path))?;
+        self.sync_blobs()
+    }
+
+    fn sync_blobs(&mut self) -> Result<(), QueueError> {
+        let entries = match std::fs::read_dir(&self.blob_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(QueueError::io("list sled blobs", &self.blob_dir)(e)),
+        };
+        let mut present = HashMap::new();
+        let mut new_entries = false;
+        for entry in entries {
+            let entry = entry.map_err(QueueError::io("list sled blobs", &self.blob_dir))?;
+            let name = entry.file_name();
+            let path = entry.path();
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                // sled garbage-collected it meanwhile: nothing to make durable.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(QueueError::io("stat sled blob", &path)(e)),
+            };
+            if self.synced_blobs.get(&name) != Some(&len) {
+                match File::open(&path) {
+                    Ok(f) => f
+                        .sync_data()
+                        .map_err(QueueError::io("fdatasync sled blob", &path))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(QueueError::io("open sled blob", &path)(e)),
+                }
+                new_entries = true;
+            }
+            present.insert(name, len);
+        }
+        if new_entries {
+            sync_dir(&self.blob_dir)?;
+        }
+        self.synced_blobs = present;
+        Ok(())
+    }
+}
+
+/// fsync of a directory, so that entries created or removed in it survive power loss.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), QueueError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(QueueError::io("fsync directory", dir))
+}

@@ -1,0 +1,386 @@
+//! The store: opening (and recovering) the sled trees and spool directory, record encoding,
+//! the counters behind `counts`, corrupt-record reporting, and `commit`.
+//!
+//! Layout under the queue directory: `sled/` (the database) and `spool/<ID>` (bodies larger
+//! than `inline_body_max`). Trees, all keyed by the big-endian queue id unless noted:
+//! `meta` (envelope and scheduling state, [`MessageRecord`]), `rcpt` (id ‖ index u32 →
+//! [`RecipientRecord`]), `body` (inline bodies), `due` (next-attempt ms ‖ id → empty; see
+//! [`crate::schedule`]) and `lease` (id → empty, the messages leased right now, so recovery at
+//! open touches only them).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::body::MessageWriter;
+use crate::durable::GroupCommit;
+use crate::error::QueueError;
+use crate::id::{IdGen, QueueId};
+use crate::model::{
+    BodyLoc, Counts, Envelope, MessageRecord, MessageState, QueueOptions, RecipientRecord,
+    RecipientSpec,
+};
+use crate::schedule::{due_key, rcpt_key, to_ms};
+
+/// The most recipients one message may have (the submission side caps far lower).
+pub const MAX_RECIPIENTS: usize = 65_535;
+
+/// Storage knobs with measured defaults; `Queue::open` uses `QueueTuning::default()`.
+#[derive(Debug, Clone)]
+pub struct QueueTuning {
+    /// Bodies up to this size live in sled; larger ones in spool files. 0 = always spool.
+    pub inline_body_max: usize,
+    /// sled's page cache, in bytes.
+    pub cache_capacity: u64,
+}
+
+impl Default for QueueTuning {
+    fn default() -> QueueTuning {
+        QueueTuning {
+            inline_body_max: 64 * 1024,
+            cache_capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A record that could not be read; reported (and logged) and skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord {
+    pub tree: &'static str,
+    pub key: String,
+    pub reason: String,
+}
+
+type DueHook = Arc<dyn Fn() + Send + Sync>;
+
+pub(crate) struct Inner {
+    pub opts: QueueOptions,
+    pub tuning: QueueTuning,
+    pub meta: sled::Tree,
+    pub rcpt: sled::Tree,
+    pub body: sled::Tree,
+    pub due: sled::Tree,
+    pub lease: sled::Tree,
+    spool_dir: PathBuf,
+    ids: IdGen,
+    counts: Mutex<[i64; 4]>,
+    corrupt: Mutex<Vec<CorruptRecord>>,
+    hook: Mutex<Option<DueHook>>,
+    // Last: dropped after the trees, stops the committer after its final batch.
+    pub commit: GroupCommit,
+}
+
+/// The durable queue. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("spool_dir", &self.inner.spool_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn state_slot(s: MessageState) -> usize {
+    match s {
+        MessageState::Pending => 0,
+        MessageState::Deferred => 1,
+        MessageState::Held => 2,
+        MessageState::Active => 3,
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, QueueError> {
+    serde_json::to_vec(v).map_err(|e| QueueError::Encode {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, QueueError> {
+    serde_json::from_slice(bytes).map_err(|e| QueueError::Corrupt {
+        tree,
+        key: key_name(key),
+        reason: e.to_string(),
+    })
+}
+
+/// A key as an operator can read it: the queue id (plus suffix) when it parses, else hex.
+pub(crate) fn key_name(key: &[u8]) -> String {
+    match (key.len(), QueueId::from_key(key)) {
+        (8, Some(id)) => id.to_string(),
+        (12, Some(id)) => format!(
+            "{id}#{}",
+            u32::from_be_bytes([key[8], key[9], key[10], key[11]])
+        ),
+        (16, _) => match crate::schedule::parse_due_key(key) {
+            Some((ms, id)) => format!("{ms}:{id}"),
+            None => hex(key),
+        },
+        _ => hex(key),
+    }
+}
+
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Maps a transaction failure onto the queue error.
+pub(crate) fn tx_err(op: &'static str) -> impl FnOnce(TransactionError<QueueError>) -> QueueError {
+    move |e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(source) => QueueError::Db { op, source },
+    }
+}
+
+pub(crate) fn abort<T>(e: QueueError) -> Result<T, ConflictableTransactionError<QueueError>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue in directory `path`, recovering from a crash:
+    /// leases held by a dead process become due now, orphaned spool files are removed, and
+    /// unreadable records are reported (see [`Queue::corrupt_records`]) instead of failing.
+    pub fn open(path: &Path, opts: QueueOptions) -> Result<Queue, QueueError> {
+        Queue::open_tuned(path, opts, QueueTuning::default())
+    }
+
+    /// [`Queue::open`] with explicit storage tuning (benchmarks, tests).
+    pub fn open_tuned(
+        path: &Path,
+        opts: QueueOptions,
+        tuning: QueueTuning,
+    ) -> Result<Queue, QueueError> {
+        if opts.retry.is_empty() {
+            return Err(QueueError::InvalidOptions {
+                reason: "retry schedule is empty",
+            });
+        }
+        if opts.lease.is_zero() {
+            return Err(QueueError::InvalidOptions {
+                reason: "lease duration is zero",
+            });
+        }
+        let sled_dir = path.join("sled");
+        let spool_dir = path.join("spool");
+        for dir in [path, &spool_dir] {
+            std::fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
+        }
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .cache_capacity(tuning.cache_capacity)
+            // Our committer decides when to flush (and then really syncs).
+            .flush_every_ms(None)
+            .open()
+            .map_err(QueueError::db("open"))?;
+        let tree = |name: &str| db.open_tree(name).map_err(QueueError::db("open tree"));
+        let (meta, rcpt, body, due, lease) = (
+            tree("meta")?,
+            tree("rcpt")?,
+            tree("body")?,
+            tree("due")?,
+            tree("lease")?,
+        );
+        crate::durable::sync_dir(path)?;
+        let commit = GroupCommit::start(db.clone(), &sled_dir)?;
+        let floor = meta
+            .last()
+            .map_err(QueueError::db("read last id"))?
+            .and_then(|(k, _)| QueueId::from_key(&k));
+        let inner = Inner {
+            opts,
+            tuning,
+            meta,
+            rcpt,
+            body,
+            due,
+            lease,
+            spool_dir,
+            ids: IdGen::new(floor),
+            counts: Mutex::new([0; 4]),
+            corrupt: Mutex::new(Vec::new()),
+            hook: Mutex::new(None),
+            commit,
+        };
+        let q = Queue {
+            inner: Arc::new(inner),
+        };
+        crate::recover::recover(&q.inner, SystemTime::now())?;
+        Ok(q)
+    }
+
+    /// Starts a message; write the raw message into the returned writer, then `commit`.
+    pub fn begin(&self) -> Result<MessageWriter, QueueError> {
+        Ok(MessageWriter::new(
+            Arc::clone(&self.inner),
+            self.inner.ids.next(),
+        ))
+    }
+
+    /// Makes everything done so far durable (at shutdown; `commit` needs no extra flush).
+    pub fn flush(&self) -> Result<(), QueueError> {
+        self.inner.commit.wait_durable()
+    }
+
+    /// Number of messages per state, maintained in memory (O(1)).
+    pub fn counts(&self) -> Counts {
+        let c = lock(&self.inner.counts);
+        let mut out = Counts::default();
+        for s in MessageState::ALL {
+            *out.slot(s) = u64::try_from(c[state_slot(s)]).unwrap_or(0);
+        }
+        out
+    }
+
+    /// Group-commit statistics: `(durability requests, flush+sync rounds)` since open. The
+    /// second staying well below the first under load is group commit at work.
+    pub fn sync_stats(&self) -> (u64, u64) {
+        (self.inner.commit.requests(), self.inner.commit.syncs())
+    }
+
+    /// Records found unreadable since open (at open and during operations), oldest first.
+    pub fn corrupt_records(&self) -> Vec<CorruptRecord> {
+        lock(&self.inner.corrupt).clone()
+    }
+
+    /// Registers a callback run whenever a message becomes due now (new message, release,
+    /// retry-now, abandoned lease), so a scheduler can sleep until `next_due` without polling.
+    /// It runs on the caller's thread and must not block (e.g. `tokio::sync::Notify::notify_one`).
+    pub fn on_due(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.inner.hook) = Some(Arc::new(hook));
+    }
+}
+
+impl Inner {
+    pub(crate) fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    pub(crate) fn spool_path(&self, id: QueueId) -> PathBuf {
+        self.spool_dir.join(id.as_str())
+    }
+
+    pub(crate) fn notify_due(&self) {
+        let hook = lock(&self.hook).clone();
+        if let Some(h) = hook {
+            h();
+        }
+    }
+
+    /// Moves one message between states in the counters (`None` = absent).
+    pub(crate) fn count(&self, from: Option<MessageState>, to: Option<MessageState>) {
+        if from == to {
+            return;
+        }
+        let mut c = lock(&self.counts);
+        if let Some(s) = from {
+            c[state_slot(s)] -= 1;
+        }
+        if let Some(s) = to {
+            c[state_slot(s)] += 1;
+        }
+    }
+
+    pub(crate) fn reset_counts(&self, counts: [i64; 4]) {
+        *lock(&self.counts) = counts;
+    }
+
+    pub(crate) fn report_corrupt(&self, err: &QueueError) {
+        if let QueueError::Corrupt { tree, key, reason } = err {
+            tracing::error!(tree, key = %key, reason = %reason, "corrupt queue record skipped");
+            let mut list = lock(&self.corrupt);
+            if !list.iter().any(|c| c.tree == *tree && c.key == *key) {
+                list.push(CorruptRecord {
+                    tree,
+                    key: key.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+
+    pub(crate) fn commit_message(
+        &self,
+        w: &mut MessageWriter,
+        env: Envelope,
+        rcpts: Vec<RecipientSpec>,
+    ) -> Result<QueueId, QueueError> {
+        if rcpts.is_empty() {
+            return Err(QueueError::NoRecipients);
+        }
+        if rcpts.len() > MAX_RECIPIENTS {
+            return Err(QueueError::TooManyRecipients {
+                count: rcpts.len(),
+                max: MAX_RECIPIENTS,
+            });
+        }
+        let id = w.id;
+        let spooled = w.finish_spool()?;
+        let now_ms = to_ms(SystemTime::now());
+        let rec = MessageRecord {
+            env,
+            body: if spooled {
+                BodyLoc::Spool
+            } else {
+                BodyLoc::Inline
+            },
+            size: w.size,
+            crc32: w.crc.clone().finalize(),
+            rcpts: u32::try_from(rcpts.len()).unwrap_or(u32::MAX),
+            hold: false,
+            deferrals: 0,
+            next_ms: now_ms,
+            lease: None,
+            delay_warned: false,
+        };
+        let meta_bytes = encode("message", &rec)?;
+        let mut rcpt_rows = Vec::with_capacity(rcpts.len());
+        for (i, spec) in (0u32..).zip(rcpts) {
+            rcpt_rows.push((
+                rcpt_key(id, i),
+                encode("recipient", &RecipientRecord::new(spec))?,
+            ));
+        }
+        let body = std::mem::take(&mut w.buf);
+        (&self.meta, &self.rcpt, &self.due, &self.body)
+            .transaction(|(meta, rcpt, due, bodies)| {
+                meta.insert(&id.key(), meta_bytes.as_slice())?;
+                for (k, v) in &rcpt_rows {
+                    rcpt.insert(k, v.as_slice())?;
+                }
+                due.insert(&due_key(now_ms, id), &[])?;
+                if !spooled {
+                    bodies.insert(&id.key(), body.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err("enqueue"))?;
+        self.count(None, Some(MessageState::Pending));
+        if let Err(e) = self.commit.wait_durable() {
+            // Not acknowledged, so not queued: take the records out again (best effort; the
+            // spool file goes with the writer's Drop).
+            if let Ok(Some(rec)) = crate::admin::remove_message(self, id) {
+                self.count(Some(rec.state()), None);
+            }
+            return Err(e);
+        }
+        w.committed = true;
+        self.notify_due();
+        Ok(id)
+    }
+}

@@ -1,0 +1,734 @@
+//! One test (or a few) per queue operation, against a real queue in a temp dir.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use danerelay_queue::*;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn delivered() -> Outcome {
+    Outcome::Delivered {
+        reply: "250 2.0.0 ok".into(),
+    }
+}
+
+fn deferred() -> Outcome {
+    Outcome::Deferred {
+        reply: "451 4.3.0 try later".into(),
+    }
+}
+
+fn bounced() -> Outcome {
+    Outcome::Bounced {
+        reply: "550 5.1.1 no such user".into(),
+    }
+}
+
+#[test]
+fn enqueue_then_show_and_lease_returns_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let data = body(10 * 1024, 1);
+    let e = env("alice@example.org");
+    let id = enqueue_env(&q, e.clone(), &data, &["b@example.net", "c@Example.COM"]);
+
+    let info = q.show(id).unwrap().unwrap();
+    assert_eq!(info.envelope, e);
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(info.state, MessageState::Pending);
+    assert_eq!(info.recipients.len(), 2);
+    assert_eq!(info.recipients[1].address, "c@Example.COM");
+    assert_eq!(info.recipients[1].domain(), "example.com");
+    assert_eq!(
+        info.recipients[0].orcpt.as_deref(),
+        Some("rfc822;b@example.net")
+    );
+    assert!(info
+        .recipients
+        .iter()
+        .all(|r| r.state == RecipientState::Pending && r.attempts == 0));
+    assert_eq!(q.counts().pending, 1);
+    assert!(spool_files(dir.path()).is_empty(), "10 KiB stays inline");
+
+    let mut leased = q.lease_due(SystemTime::now(), 10).unwrap();
+    assert_eq!(leased.len(), 1);
+    let l = leased.pop().unwrap();
+    assert_eq!(l.id, id);
+    assert_eq!(l.envelope, e);
+    assert_eq!(l.size, data.len() as u64);
+    assert_eq!(l.recipients.len(), 2);
+    assert_eq!(l.recipients[0].index, 0);
+    assert_eq!(read_all(l.body), data);
+    let again = read_all(q.body(id).unwrap());
+    assert_eq!(again, data);
+    assert_eq!(q.counts().active, 1);
+    assert_eq!(q.counts().pending, 0);
+}
+
+#[test]
+fn large_body_is_spooled_streamed_and_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let chunk = body(64 * 1024, 7);
+    let mut w = q.begin().unwrap();
+    let id = w.id();
+    for _ in 0..400 {
+        w.write_all(&chunk).unwrap(); // 25 MiB in total
+    }
+    assert_eq!(w.size(), 400 * 64 * 1024);
+    // Already on disk while being written, not in memory.
+    assert_eq!(spool_files(dir.path()), vec![id.to_string()]);
+    let id2 = w
+        .commit(env("a@example.org"), vec![rcpt("b@example.net")])
+        .unwrap();
+    assert_eq!(id, id2);
+    let meta = std::fs::metadata(dir.path().join("spool").join(id.as_str())).unwrap();
+    assert_eq!(meta.len(), 400 * 64 * 1024);
+
+    let mut l = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
+    let got = read_all(&mut l.body);
+    assert_eq!(got.len(), 400 * 64 * 1024);
+    assert!(got.chunks(chunk.len()).all(|c| c == chunk.as_slice()));
+    let done = q
+        .complete(&l, &[(0, delivered())], SystemTime::now())
+        .unwrap();
+    assert!(done.finished);
+    assert!(spool_files(dir.path()).is_empty(), "spool file removed");
+}
+
+#[test]
+fn dropped_writer_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let mut w = q.begin().unwrap();
+    let id = w.id();
+    w.write_all(&body(300 * 1024, 2)).unwrap();
+    assert_eq!(spool_files(dir.path()).len(), 1);
+    drop(w);
+    assert!(spool_files(dir.path()).is_empty());
+    assert!(q.show(id).unwrap().is_none());
+    assert_eq!(q.counts().total(), 0);
+}
+
+#[test]
+fn commit_without_recipients_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let mut w = q.begin().unwrap();
+    let id = w.id();
+    w.write_all(&body(200 * 1024, 3)).unwrap();
+    let err = w.commit(env("a@example.org"), vec![]).unwrap_err();
+    assert!(matches!(err, QueueError::NoRecipients), "{err}");
+    assert!(spool_files(dir.path()).is_empty());
+    assert!(q.show(id).unwrap().is_none());
+    assert!(q.lease_due(SystemTime::now(), 10).unwrap().is_empty());
+}
+
+#[test]
+fn two_workers_never_lease_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let mut ids = HashSet::new();
+    for i in 0..60 {
+        ids.insert(enqueue(&q, &body(500, i), &["x@example.net"]));
+    }
+    let now = SystemTime::now();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..20 {
+                    got.extend(q.lease_due(now, 3).unwrap().into_iter().map(|l| l.id));
+                }
+                got
+            })
+        })
+        .collect();
+    let all: Vec<QueueId> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let unique: HashSet<QueueId> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "a message was leased twice");
+    assert_eq!(unique, ids);
+    assert!(q.lease_due(now, 100).unwrap().is_empty());
+    assert_eq!(q.counts().active, 60);
+}
+
+#[test]
+fn lease_respects_max_and_due_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let a = enqueue(&q, b"a\r\n", &["x@example.net"]);
+    let b = enqueue(&q, b"b\r\n", &["x@example.net"]);
+    let past = SystemTime::now() - secs(60);
+    assert!(q.lease_due(past, 10).unwrap().is_empty(), "not due yet");
+    let first = q.lease_due(SystemTime::now(), 1).unwrap();
+    assert_eq!(first.iter().map(|l| l.id).collect::<Vec<_>>(), vec![a]);
+    let second = q.lease_due(SystemTime::now(), 5).unwrap();
+    assert_eq!(second.iter().map(|l| l.id).collect::<Vec<_>>(), vec![b]);
+}
+
+#[test]
+fn delivered_everywhere_finishes_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let id = enqueue(&q, b"hello\r\n", &["x@example.net", "y@example.net"]);
+    let l = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
+    let c = q
+        .complete(&l, &[(0, delivered()), (1, delivered())], SystemTime::now())
+        .unwrap();
+    assert!(c.finished);
+    assert!(c.expired.is_empty());
+    assert_eq!(c.next_attempt, None);
+    assert_eq!(read_all(c.body.unwrap()), b"hello\r\n");
+    assert!(q.show(id).unwrap().is_none());
+    assert_eq!(q.counts(), Counts::default());
+    assert_eq!(q.next_due().unwrap(), None);
+    assert!(matches!(
+        q.complete(&l, &[], SystemTime::now()),
+        Err(QueueError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn mixed_outcomes_keep_only_open_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let id = enqueue(&q, b"m\r\n", &["d@a.example", "t@b.example", "p@c.example"]);
+    let now = SystemTime::now();
+    let l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    let c = q
+        .complete(
+            &l,
+            &[(0, delivered()), (1, deferred()), (2, bounced())],
+            now,
+        )
+        .unwrap();
+    assert!(!c.finished);
+    assert!(c.body.is_none());
+    let next = c.next_attempt.unwrap();
+    assert_eq!(next.duration_since(now).unwrap().as_secs(), 60);
+
+    let info = q.show(id).unwrap().unwrap();
+    assert_eq!(info.state, MessageState::Deferred);
+    assert_eq!(info.deferrals, 1);
+    let states: Vec<_> = info.recipients.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        [
+            RecipientState::Delivered,
+            RecipientState::Deferred,
+            RecipientState::Bounced
+        ]
+    );
+    assert_eq!(
+        info.recipients[1].last_reply.as_deref(),
+        Some("451 4.3.0 try later")
+    );
+    assert_eq!(info.recipients[1].attempts, 1);
+    assert_eq!(q.counts().deferred, 1);
+
+    assert!(q.lease_due(now + secs(59), 5).unwrap().is_empty());
+    let l2 = q.lease_due(now + secs(61), 5).unwrap().pop().unwrap();
+    assert_eq!(l2.recipients.len(), 1);
+    assert_eq!(l2.recipients[0].index, 1);
+    assert_eq!(l2.recipients[0].attempts, 1);
+    assert_eq!(l2.deferrals, 1);
+    let bad = q.complete(&l2, &[(7, delivered())], now + secs(61));
+    assert!(matches!(
+        bad,
+        Err(QueueError::NoSuchRecipient { index: 7, .. })
+    ));
+    let c2 = q
+        .complete(&l2, &[(1, delivered())], now + secs(61))
+        .unwrap();
+    assert!(c2.finished);
+}
+
+#[test]
+fn retry_schedule_then_last_interval_repeats_with_jitter() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    enqueue(&q, b"r\r\n", &["x@example.net"]);
+    let mut now = SystemTime::now();
+    let mut gaps = Vec::new();
+    for _ in 0..6 {
+        let l = q.lease_due(now, 1).unwrap().pop().expect("due");
+        let c = q.complete(&l, &[(0, deferred())], now).unwrap();
+        let next = c.next_attempt.unwrap();
+        gaps.push(next.duration_since(now).unwrap());
+        now = next + Duration::from_millis(1);
+    }
+    assert_eq!(gaps[0], secs(60));
+    assert_eq!(gaps[1], secs(120));
+    for g in &gaps[2..] {
+        assert!(*g >= secs(540) && *g <= secs(660), "{g:?}");
+    }
+    // With jitter, four draws from [540, 660] s are not all exactly 600 s.
+    assert!(
+        gaps[2..].iter().any(|g| g.as_millis() != 600_000),
+        "{gaps:?}"
+    );
+}
+
+#[test]
+fn deferral_after_max_age_expires_and_returns_the_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let mut e = env("alice@example.org");
+    e.received_at = SystemTime::now() - secs(86_400) - secs(5);
+    let id = enqueue_env(&q, e, b"old\r\n", &["x@example.net", "y@example.net"]);
+    let now = SystemTime::now();
+    let l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    assert!(l.expires_at <= now);
+    let c = q
+        .complete(&l, &[(0, delivered()), (1, deferred())], now)
+        .unwrap();
+    assert!(c.finished);
+    assert_eq!(c.expired.len(), 1);
+    assert_eq!(c.expired[0].address, "y@example.net");
+    assert_eq!(c.expired[0].index, 1);
+    assert_eq!(
+        c.expired[0].last_reply.as_deref(),
+        Some("451 4.3.0 try later")
+    );
+    assert_eq!(
+        read_all(c.body.unwrap()),
+        b"old\r\n",
+        "body kept for the DSN"
+    );
+    assert!(q.show(id).unwrap().is_none());
+}
+
+#[test]
+fn next_attempt_never_scheduled_past_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let mut e = env("alice@example.org");
+    e.received_at = SystemTime::now() - secs(86_400) + secs(30);
+    enqueue_env(&q, e.clone(), b"x\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    let l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    let c = q.complete(&l, &[(0, deferred())], now).unwrap();
+    let next = c.next_attempt.unwrap();
+    assert_eq!(next, l.expires_at);
+    let l = q.lease_due(next, 1).unwrap().pop().unwrap();
+    let c = q.complete(&l, &[(0, deferred())], next).unwrap();
+    assert_eq!(c.expired.len(), 1);
+}
+
+#[test]
+fn expired_lease_becomes_due_and_old_holder_loses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.lease = secs(10);
+    let q = Queue::open(dir.path(), o).unwrap();
+    enqueue(&q, b"x\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    let old = q.lease_due(now, 1).unwrap().pop().unwrap();
+    assert!(q.lease_due(now + secs(5), 1).unwrap().is_empty());
+    let new = q.lease_due(now + secs(11), 1).unwrap().pop().unwrap();
+    assert_eq!(new.id, old.id);
+    let err = q.complete(&old, &[(0, delivered())], now).unwrap_err();
+    assert!(matches!(err, QueueError::LeaseLost { .. }), "{err}");
+    assert!(q.complete(&new, &[(0, delivered())], now).unwrap().finished);
+}
+
+#[test]
+fn hold_and_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let id = enqueue(&q, b"h\r\n", &["x@example.net"]);
+    assert!(q.hold(id).unwrap());
+    assert!(!q.hold(id).unwrap());
+    assert_eq!(q.counts().held, 1);
+    assert_eq!(q.counts().pending, 0);
+    assert!(q
+        .lease_due(SystemTime::now() + secs(1_000_000), 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(q.next_due().unwrap(), None);
+    assert_eq!(q.show(id).unwrap().unwrap().next_attempt, None);
+    assert!(!q.retry_now(id).unwrap(), "held messages are not retried");
+    assert!(q.release(id).unwrap());
+    assert!(!q.release(id).unwrap());
+    assert_eq!(q.counts().pending, 1);
+    assert_eq!(q.lease_due(SystemTime::now(), 10).unwrap().len(), 1);
+}
+
+#[test]
+fn hold_during_delivery_keeps_it_out_of_the_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let id = enqueue(&q, b"h\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    let l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    assert!(q.hold(id).unwrap());
+    let c = q.complete(&l, &[(0, deferred())], now).unwrap();
+    assert!(!c.finished);
+    assert_eq!(c.next_attempt, None);
+    assert_eq!(q.counts().held, 1);
+    assert_eq!(q.counts().active, 0);
+    assert!(q.lease_due(now + secs(100_000), 1).unwrap().is_empty());
+    q.release(id).unwrap();
+    assert_eq!(q.lease_due(SystemTime::now(), 1).unwrap().len(), 1);
+}
+
+#[test]
+fn delete_removes_even_while_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let big = enqueue(&q, &body(100 * 1024, 9), &["x@example.net"]);
+    let small = enqueue(&q, b"s\r\n", &["x@example.net"]);
+    assert_eq!(spool_files(dir.path()).len(), 1);
+    let l = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
+    assert_eq!(l.id, big);
+    assert!(q.delete(big).unwrap());
+    assert!(!q.delete(big).unwrap());
+    assert!(spool_files(dir.path()).is_empty());
+    assert!(matches!(
+        q.complete(&l, &[(0, delivered())], SystemTime::now()),
+        Err(QueueError::NotFound { .. })
+    ));
+    assert!(q.delete(small).unwrap());
+    assert_eq!(q.counts(), Counts::default());
+    assert_eq!(q.next_due().unwrap(), None);
+}
+
+#[test]
+fn retry_now_and_retry_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let a = enqueue(&q, b"a\r\n", &["x@example.net"]);
+    let b = enqueue(&q, b"b\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    for l in q.lease_due(now, 2).unwrap() {
+        q.complete(&l, &[(0, deferred())], now).unwrap();
+    }
+    assert!(q.lease_due(SystemTime::now(), 2).unwrap().is_empty());
+    assert!(q.retry_now(a).unwrap());
+    let got = q.lease_due(SystemTime::now(), 5).unwrap();
+    assert_eq!(got.iter().map(|l| l.id).collect::<Vec<_>>(), vec![a]);
+    assert!(!q.retry_now(a).unwrap(), "leased: nothing to do");
+    assert_eq!(q.retry_all().unwrap(), 1);
+    let got = q.lease_due(SystemTime::now(), 5).unwrap();
+    assert_eq!(got.iter().map(|l| l.id).collect::<Vec<_>>(), vec![b]);
+    let missing: QueueId = "000000000007".parse().unwrap();
+    assert!(matches!(
+        q.retry_now(missing),
+        Err(QueueError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn list_filters_by_state_domain_age_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let mut old = env("a@example.org");
+    old.received_at = SystemTime::now() - secs(7200);
+    let a = enqueue_env(&q, old, b"a\r\n", &["x@one.example", "y@two.example"]);
+    let b = enqueue(&q, b"b\r\n", &["z@TWO.example"]);
+    let c = enqueue(&q, b"c\r\n", &["w@three.example"]);
+    q.hold(c).unwrap();
+
+    let ids =
+        |f: ListFilter| -> Vec<QueueId> { q.list(&f).unwrap().into_iter().map(|m| m.id).collect() };
+    assert_eq!(ids(ListFilter::default()), vec![a, b, c]);
+    assert_eq!(
+        ids(ListFilter {
+            state: Some(MessageState::Held),
+            ..Default::default()
+        }),
+        vec![c]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            domain: Some("two.EXAMPLE".into()),
+            ..Default::default()
+        }),
+        vec![a, b]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            min_age: Some(secs(3600)),
+            ..Default::default()
+        }),
+        vec![a]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            max_age: Some(secs(3600)),
+            ..Default::default()
+        }),
+        vec![b, c]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            limit: Some(2),
+            ..Default::default()
+        }),
+        vec![a, b]
+    );
+    let d = q.domains().unwrap();
+    assert_eq!(d[0].domain, "two.example");
+    assert_eq!((d[0].messages, d[0].recipients), (2, 2));
+    assert_eq!(d.len(), 3);
+}
+
+#[test]
+fn counts_oldest_age_and_next_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    assert_eq!(q.next_due().unwrap(), None);
+    assert_eq!(q.oldest_age(SystemTime::now()).unwrap(), None);
+    let a = enqueue(&q, b"a\r\n", &["x@example.net"]);
+    enqueue(&q, b"b\r\n", &["x@example.net"]);
+    let due = q.next_due().unwrap().unwrap();
+    assert!(due <= SystemTime::now());
+    let age = q.oldest_age(a.time() + secs(42)).unwrap().unwrap();
+    assert_eq!(age, secs(42));
+    let now = SystemTime::now();
+    let l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    let c = q.complete(&l, &[(0, deferred())], now).unwrap();
+    assert_eq!(
+        q.counts(),
+        Counts {
+            pending: 1,
+            deferred: 1,
+            held: 0,
+            active: 0
+        }
+    );
+    // The pending one is due now, before the deferred one.
+    assert!(q.next_due().unwrap().unwrap() < c.next_attempt.unwrap());
+    q.lease_due(SystemTime::now(), 1).unwrap();
+    let next = q.next_due().unwrap().unwrap();
+    // Millisecond resolution in the index.
+    let gap = next.duration_since(now).unwrap();
+    assert!(
+        gap > Duration::from_millis(59_998) && gap <= secs(60),
+        "deferred one is next (the lease runs 300 s): {gap:?}"
+    );
+}
+
+#[test]
+fn abandon_returns_lease_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let id = enqueue(&q, b"a\r\n", &["x@example.net"]);
+    let l = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
+    q.abandon(&l).unwrap();
+    assert_eq!(q.counts().pending, 1);
+    let info = q.show(id).unwrap().unwrap();
+    assert_eq!(info.recipients[0].attempts, 0);
+    assert_eq!(info.deferrals, 0);
+    let l2 = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
+    assert!(matches!(q.abandon(&l), Err(QueueError::LeaseLost { .. })));
+    assert_eq!(l2.id, id);
+}
+
+#[test]
+fn delay_warning_is_marked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let id = enqueue(&q, b"a\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    let l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    assert!(!l.delay_warned);
+    assert!(q.mark_delay_warned(&l).unwrap());
+    assert!(!q.mark_delay_warned(&l).unwrap());
+    q.complete(&l, &[(0, deferred())], now).unwrap();
+    assert!(q.show(id).unwrap().unwrap().delay_warned);
+    let l = q.lease_due(now + secs(61), 1).unwrap().pop().unwrap();
+    assert!(l.delay_warned);
+}
+
+#[test]
+fn on_due_hook_fires_for_new_and_released_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let fired = Arc::new(AtomicUsize::new(0));
+    let f = Arc::clone(&fired);
+    q.on_due(move || {
+        f.fetch_add(1, Ordering::SeqCst);
+    });
+    let id = enqueue(&q, b"a\r\n", &["x@example.net"]);
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+    q.hold(id).unwrap();
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+    q.release(id).unwrap();
+    assert_eq!(fired.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn null_sender_dsn_is_an_ordinary_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let id = enqueue_env(&q, env(""), b"DSN\r\n", &["alice@example.org"]);
+    assert_eq!(q.show(id).unwrap().unwrap().envelope.sender, "");
+}
+
+#[test]
+fn reopen_recovers_leases_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c);
+    {
+        let q = open(dir.path());
+        a = enqueue(&q, b"a\r\n", &["x@example.net"]);
+        b = enqueue(&q, &body(200 * 1024, 4), &["x@example.net"]);
+        c = enqueue(&q, b"c\r\n", &["x@example.net"]);
+        q.hold(c).unwrap();
+        let leased = q.lease_due(SystemTime::now(), 10).unwrap();
+        assert_eq!(leased.len(), 2);
+        assert_eq!(q.counts().active, 2);
+        // The process "dies" holding both leases.
+    }
+    let q = open(dir.path());
+    assert_eq!(
+        q.counts(),
+        Counts {
+            pending: 2,
+            deferred: 0,
+            held: 1,
+            active: 0
+        }
+    );
+    let got: Vec<_> = q
+        .lease_due(SystemTime::now(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.id, read_all(l.body).len()))
+        .collect();
+    assert_eq!(got, vec![(a, 3), (b, 200 * 1024)]);
+    assert!(q.corrupt_records().is_empty());
+    // New ids sort after the old ones.
+    let d = enqueue(&q, b"d\r\n", &["x@example.net"]);
+    assert!(d > c);
+}
+
+#[test]
+fn orphan_spool_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = open(dir.path());
+        enqueue(&q, &body(100 * 1024, 5), &["x@example.net"]);
+    }
+    let orphan = dir.path().join("spool").join("00000000000Z");
+    std::fs::write(&orphan, b"half a body").unwrap();
+    let q = open(dir.path());
+    assert_eq!(spool_files(dir.path()).len(), 1);
+    assert!(!orphan.exists());
+    assert_eq!(q.counts().pending, 1);
+}
+
+#[test]
+fn corrupt_records_are_reported_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, truncated);
+    {
+        let q = open(dir.path());
+        good = enqueue(&q, b"good\r\n", &["x@example.net"]);
+        truncated = enqueue(&q, &body(100 * 1024, 6), &["x@example.net"]);
+        enqueue(&q, b"victim\r\n", &["x@example.net"]);
+    }
+    // Damage the store from outside: garbage in a message record, a malformed schedule key,
+    // and a spool file cut short.
+    let victim_key;
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        victim_key = meta.last().unwrap().unwrap().0;
+        meta.insert(&victim_key, &b"{not json"[..]).unwrap();
+        db.open_tree("due")
+            .unwrap()
+            .insert(&[0u8, 0, 1][..], &[])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let spool = dir.path().join("spool").join(truncated.as_str());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spool)
+        .unwrap();
+    f.set_len(1000).unwrap();
+
+    let q = open(dir.path());
+    let corrupt = q.corrupt_records();
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    assert_eq!(corrupt[0].tree, "meta");
+    assert_eq!(
+        corrupt[0].key,
+        QueueId::from_key(&victim_key).unwrap().to_string()
+    );
+    assert_eq!(q.list(&ListFilter::default()).unwrap().len(), 2);
+    assert_eq!(q.counts().total(), 2);
+
+    let leased = q.lease_due(SystemTime::now(), 10).unwrap();
+    let ids: Vec<_> = leased.iter().map(|l| l.id).collect();
+    assert_eq!(ids, vec![good, truncated]);
+    assert!(q.corrupt_records().iter().any(|c| c.tree == "due"));
+    let mut iter = leased.into_iter();
+    assert_eq!(read_all(iter.next().unwrap().body), b"good\r\n");
+    let mut damaged = Vec::new();
+    let err = std::io::Read::read_to_end(&mut iter.next().unwrap().body, &mut damaged).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+
+    // The corrupt message can be purged by the operator.
+    let victim = QueueId::from_key(&victim_key).unwrap();
+    assert!(matches!(q.show(victim), Err(QueueError::Corrupt { .. })));
+    assert!(q.delete(victim).unwrap());
+    assert!(q.show(victim).unwrap().is_none());
+}
+
+#[test]
+fn concurrent_commits_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let (req0, sync0) = q.sync_stats();
+    let handles: Vec<_> = (0..32)
+        .map(|t| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|i| enqueue(&q, &body(2048, (t * 8 + i) as u8), &["x@example.net"]))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let ids: HashSet<QueueId> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 256);
+    let (req, syncs) = q.sync_stats();
+    assert_eq!(req - req0, 256);
+    assert!(
+        syncs - sync0 < 200,
+        "group commit should batch: {} syncs for 256 commits",
+        syncs - sync0
+    );
+    assert_eq!(q.counts().pending, 256);
+}
+
+#[test]
+fn invalid_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.retry.clear();
+    assert!(matches!(
+        Queue::open(dir.path(), o),
+        Err(QueueError::InvalidOptions { .. })
+    ));
+}
