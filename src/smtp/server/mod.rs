@@ -34,6 +34,17 @@ pub enum ServerError {
     Users(#[from] crate::auth::AuthError),
 }
 
+/// The integrator's entry point: serves every `[[listener]]` into the queue.
+/// See [`run_with_store`].
+pub async fn run(
+    cfg: Arc<Config>,
+    queue: danerelay_queue::Queue,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<Vec<SocketAddr>, ServerError> {
+    run_with_store(cfg, Arc::new(queue), shutdown, tracker).await
+}
+
 /// Binds every `[[listener]]` and serves until `shutdown` is cancelled, storing
 /// accepted messages in `store`. Returns the bound addresses (port 0 resolved)
 /// in `cfg.listeners` order. Connection tasks run under `tracker`; after

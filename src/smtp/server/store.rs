@@ -123,3 +123,64 @@ impl BodyPipe {
             .map_err(|_| StoreError::new("message writer stopped"))?
     }
 }
+
+/// The production store: the durable queue.
+impl MessageStore for danerelay_queue::Queue {
+    fn begin(&self) -> Result<Box<dyn MessageSink>, StoreError> {
+        danerelay_queue::Queue::begin(self)
+            .map(|w| Box::new(w) as Box<dyn MessageSink>)
+            .map_err(StoreError::new)
+    }
+}
+
+impl MessageSink for danerelay_queue::MessageWriter {
+    fn commit(self: Box<Self>, msg: Submitted) -> Result<String, StoreError> {
+        let (env, rcpts) = to_queue(msg);
+        danerelay_queue::MessageWriter::commit(*self, env, rcpts)
+            .map(|id| id.to_string())
+            .map_err(StoreError::new)
+    }
+}
+
+/// Maps the session's transaction onto the queue's envelope model.
+pub fn to_queue(
+    msg: Submitted,
+) -> (
+    danerelay_queue::Envelope,
+    Vec<danerelay_queue::RecipientSpec>,
+) {
+    use super::session::RetParam;
+    let tx = msg.tx;
+    let env = danerelay_queue::Envelope {
+        sender: tx.sender,
+        ret: tx.ret.map(|r| match r {
+            RetParam::Full => danerelay_queue::Ret::Full,
+            RetParam::Headers => danerelay_queue::Ret::Headers,
+        }),
+        envid: tx.envid,
+        body_8bit: tx.body_8bit,
+        smtputf8: tx.smtputf8,
+        auth_user: msg.auth_user,
+        client_addr: Some(msg.client),
+        received_at: msg.received_at,
+    };
+    let rcpts = tx
+        .recipients
+        .into_iter()
+        .map(|r| danerelay_queue::RecipientSpec {
+            address: r.address,
+            // The queue keeps ORCPT with its address type, as received (RFC 3461 §4.2).
+            orcpt: r.orcpt.map(|a| format!("rfc822;{a}")),
+            notify: r
+                .notify
+                .map(|n| danerelay_queue::Notify {
+                    success: n.success,
+                    failure: n.failure,
+                    delay: n.delay,
+                    never: n.never,
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    (env, rcpts)
+}

@@ -3,7 +3,7 @@
 //! that records what was committed, and a small raw SMTP client.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use danerelay::config::*;
@@ -43,29 +43,21 @@ impl Default for Scenario {
     }
 }
 
-/// One committed message.
+/// One message as the queue holds it, read back through the queue API.
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub id: String,
-    pub env: Submitted,
+    pub info: danerelay_queue::MessageInfo,
     pub body: Vec<u8>,
 }
 
-#[derive(Default)]
-pub struct MemStore {
-    pub messages: Mutex<Vec<Stored>>,
-    pub begun: Mutex<u32>,
-    fail: bool,
-}
+/// A store whose commits always fail (storage error ⇒ 451).
+struct FailingStore;
 
-struct MemSink {
-    store: Arc<MemStore>,
-    body: Vec<u8>,
-}
+struct FailingSink;
 
-impl std::io::Write for MemSink {
+impl std::io::Write for FailingSink {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.body.extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -73,31 +65,15 @@ impl std::io::Write for MemSink {
     }
 }
 
-impl MessageSink for MemSink {
-    fn commit(self: Box<Self>, env: Submitted) -> Result<String, StoreError> {
-        if self.store.fail {
-            return Err(StoreError::new("disk on fire"));
-        }
-        let mut m = self.store.messages.lock().unwrap();
-        let id = format!("TEST{}", m.len() + 1);
-        m.push(Stored {
-            id: id.clone(),
-            env,
-            body: self.body,
-        });
-        Ok(id)
+impl MessageSink for FailingSink {
+    fn commit(self: Box<Self>, _: Submitted) -> Result<String, StoreError> {
+        Err(StoreError::new("disk on fire"))
     }
 }
 
-struct StoreHandle(Arc<MemStore>);
-
-impl MessageStore for StoreHandle {
+impl MessageStore for FailingStore {
     fn begin(&self) -> Result<Box<dyn MessageSink>, StoreError> {
-        *self.0.begun.lock().unwrap() += 1;
-        Ok(Box::new(MemSink {
-            store: self.0.clone(),
-            body: Vec::new(),
-        }))
+        Ok(Box::new(FailingSink))
     }
 }
 
@@ -105,7 +81,7 @@ pub struct Server {
     pub starttls: SocketAddr,
     pub implicit: SocketAddr,
     pub plain: SocketAddr,
-    pub store: Arc<MemStore>,
+    pub queue: danerelay_queue::Queue,
     pub ca_pem: String,
     pub _dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
@@ -119,8 +95,28 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Everything in the queue, with bodies.
     pub fn messages(&self) -> Vec<Stored> {
-        self.store.messages.lock().unwrap().clone()
+        use std::io::Read;
+        let list = self
+            .queue
+            .list(&danerelay_queue::ListFilter::default())
+            .unwrap();
+        list.into_iter()
+            .map(|info| {
+                let mut body = Vec::new();
+                self.queue
+                    .body(info.id)
+                    .unwrap()
+                    .read_to_end(&mut body)
+                    .unwrap();
+                Stored {
+                    id: info.id.to_string(),
+                    info,
+                    body,
+                }
+            })
+            .collect()
     }
 }
 
@@ -211,26 +207,28 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
 pub async fn start(s: Scenario) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&s, dir.path());
-    let store = Arc::new(MemStore {
-        fail: s.fail_storage,
-        ..Default::default()
-    });
+    let opts = danerelay_queue::QueueOptions {
+        retry: cfg.queue.retry.clone(),
+        max_age: cfg.queue.max_age,
+        lease: Duration::from_secs(60),
+    };
+    let queue = danerelay_queue::Queue::open(&cfg.queue.path, opts).unwrap();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let addrs = run_with_store(
-        Arc::new(cfg),
-        Arc::new(StoreHandle(store.clone())),
-        shutdown.clone(),
-        tracker.clone(),
-    )
-    .await
+    let cfg = Arc::new(cfg);
+    let (sd, tr) = (shutdown.clone(), tracker.clone());
+    let addrs = if s.fail_storage {
+        run_with_store(cfg, Arc::new(FailingStore), sd, tr).await
+    } else {
+        danerelay::smtp::server::run(cfg, queue.clone(), sd, tr).await
+    }
     .unwrap();
     let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
     Server {
         starttls: addrs[0],
         implicit: addrs[1],
         plain: addrs[2],
-        store,
+        queue,
         ca_pem,
         _dir: dir,
         shutdown,
