@@ -468,4 +468,19 @@ mod tests {
             501
         );
     }
+
+    proptest::proptest! {
+        /// The third-party grammar must never panic on client bytes.
+        #[test]
+        fn parse_command_never_panics(line in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = parse_command(&line);
+        }
+
+        #[test]
+        fn parse_command_never_panics_on_near_misses(
+            line in proptest::string::string_regex("(MAIL FROM|RCPT TO|BDAT|AUTH|EHLO)[:<> =@,;+0-9A-Za-z\"\\\\.\u{80}-\u{ff}-]{0,80}").unwrap()
+        ) {
+            let _ = parse_command(line.as_bytes());
+        }
+    }
 }

@@ -125,6 +125,8 @@ impl Conn {
     async fn read_more(&mut self, idle: bool) -> Result<ReadOutcome, ConnError> {
         self.flush().await?;
         let shutdown = self.shared.shutdown.clone();
+        // Reclaims consumed space or grows; avoids 64-byte reads on a drained buffer.
+        self.buf.reserve(16 * 1024);
         let read = tokio::time::timeout(
             self.shared.command_timeout,
             self.stream.read_buf(&mut self.buf),

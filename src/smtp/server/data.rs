@@ -306,4 +306,32 @@ mod tests {
         assert_eq!(c.feed(b"e"), b"");
         assert!(c.finish().too_large);
     }
+
+    proptest::proptest! {
+        /// Any bytes, cut anywhere: never a panic, same result as one piece,
+        /// and never past the first `CRLF.CRLF`-style end.
+        #[test]
+        fn data_reader_is_split_invariant(
+            body in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(b'\r'), proptest::strategy::Just(b'\n'),
+                proptest::strategy::Just(b'.'), proptest::num::u8::ANY], 0..300),
+            cut in 0usize..300,
+        ) {
+            let whole = run(&[&body], 200);
+            let cut = cut.min(body.len());
+            let mut r = DataReader::new(200);
+            let mut out = Vec::new();
+            let first = r.feed(&body[..cut], &mut out);
+            let end = match first {
+                Some(n) => Some(n),
+                None => r.feed(&body[cut..], &mut out).map(|n| n + cut),
+            };
+            proptest::prop_assert_eq!(&whole.0, &out);
+            proptest::prop_assert_eq!(whole.1, end);
+            proptest::prop_assert_eq!(whole.2, r.status());
+            if let Some(n) = end {
+                proptest::prop_assert!(body[..n].ends_with(b".\r\n"));
+            }
+        }
+    }
 }

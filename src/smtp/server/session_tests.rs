@@ -331,3 +331,29 @@ fn storage_failure_is_451() {
     );
     assert_eq!(s.message_done(MessageOutcome::TooLarge).code, 552);
 }
+
+proptest::proptest! {
+    /// Whatever a client sends, in any state, the session answers with a
+    /// value and never panics.
+    #[test]
+    fn arbitrary_lines_never_panic(lines in proptest::collection::vec(
+        proptest::prop_oneof![
+            proptest::string::string_regex("(EHLO|HELO|MAIL FROM:|RCPT TO:|AUTH PLAIN|AUTH LOGIN|BDAT|DATA|RSET|STARTTLS)[ -~]{0,40}").unwrap(),
+            proptest::string::string_regex(".{0,60}").unwrap(),
+        ], 0..30)) {
+        for trusted in [false, true] {
+            let mut s = Session::new(SessionConfig { trusted, ..cfg() }, Some(tls()));
+            for l in &lines {
+                let mut bytes = l.as_bytes().to_vec();
+                bytes.extend_from_slice(b"\r\n");
+                match s.on_line(&bytes) {
+                    Action::Authenticate { .. } => { let _ = s.auth_result(None); }
+                    Action::ReadData(_) => { let _ = s.message_done(MessageOutcome::TooLarge); }
+                    Action::ReadChunk { reject: None, last: false, size } => { let _ = s.chunk_done(size); }
+                    Action::ReadChunk { reject: None, last: true, .. } => { let _ = s.message_done(MessageOutcome::BareLineEnding); }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
