@@ -591,3 +591,52 @@ async fn shutdown_answers_421_and_stops_accepting() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn certificate_rotation_applies_to_new_sessions_without_dropping_old_ones() {
+    let srv = start(Scenario::default()).await;
+    let (mut old, _) = Client::connect_tls(srv.implicit, &srv.ca_pem).await;
+    assert_eq!(old.cmd("EHLO c").await.0, 250);
+    let first = old.peer_cert.clone().unwrap();
+    // cert-manager style rotation: a new chain from a new CA, written in place.
+    let (ca2, leaf2, key2) = harness::make_ca_and_leaf();
+    std::fs::write(srv.dir().join("tls.key"), key2).unwrap();
+    std::fs::write(srv.dir().join("tls.crt"), leaf2).unwrap();
+    let both_cas = format!("{}{}", srv.ca_pem, ca2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rotated = loop {
+        let (c, g) = Client::connect_tls(srv.implicit, &both_cas).await;
+        assert_eq!(g.0, 220);
+        if c.peer_cert.as_ref() != Some(&first) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "new certificate never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(rotated);
+    // The session that started before the rotation still works end to end.
+    assert_eq!(old.login(USER, PASSWORD).await.0, 235);
+    old.cmd("MAIL FROM:<alice@example.com>").await;
+    old.cmd("RCPT TO:<bob@example.org>").await;
+    old.cmd("DATA").await;
+    assert_eq!(old.cmd(&format!("{MSG}.")).await.0, 250);
+    assert_eq!(srv.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn tls12_clients_are_served_and_recorded() {
+    let srv = start(Scenario::default()).await;
+    let (mut c, g) = Client::connect_tls12(srv.implicit, &srv.ca_pem).await;
+    assert_eq!(g.0, 220);
+    c.cmd("EHLO c").await;
+    assert_eq!(c.login(USER, PASSWORD).await.0, 235);
+    c.cmd("MAIL FROM:<alice@example.com>").await;
+    c.cmd("RCPT TO:<bob@example.org>").await;
+    c.cmd("DATA").await;
+    assert_eq!(c.cmd(&format!("{MSG}.")).await.0, 250);
+    let body = String::from_utf8(srv.messages()[0].body.clone()).unwrap();
+    assert!(
+        body.contains("\t(using TLSv1.2 with cipher TLS_ECDHE_"),
+        "{body}"
+    );
+}

@@ -178,7 +178,7 @@ impl Conn {
                     .and(Err(ConnError::Shutdown));
             }
             let action = match line {
-                Line::TooLong => Action::Reply(Reply::line_too_long()),
+                Line::TooLong => session.on_line_too_long(),
                 Line::Complete(line) => session.on_line(&line),
             };
             if !session.bdat_in_progress() {

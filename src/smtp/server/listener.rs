@@ -17,19 +17,17 @@ use super::conn::{Conn, Shared};
 use super::session::{Session, SessionConfig};
 use super::store::MessageStore;
 use super::tls::{watch, ServerTls, TlsError};
-use super::ServerError;
+use super::{ServerError, ServerOptions};
 use crate::auth::{FailureThrottle, UserStore};
 use crate::config::{Config, ListenerConfig, ListenerTls, TlsSource};
 use crate::smtp::wire::Reply;
-
-/// How often certificate files are checked for rotation.
-pub const CERT_POLL: Duration = Duration::from_secs(10);
 
 /// Binds all listeners and serves them with `store` until `shutdown`.
 /// Returns the bound addresses (port 0 resolved), in `cfg.listeners` order.
 pub async fn serve(
     cfg: Arc<Config>,
     store: Arc<dyn MessageStore>,
+    opts: ServerOptions,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Vec<SocketAddr>, ServerError> {
@@ -45,7 +43,7 @@ pub async fn serve(
                 tls.resolver.clone(),
                 certificate.clone(),
                 private_key.clone(),
-                CERT_POLL,
+                opts.cert_poll,
                 shutdown.clone(),
             ));
         }

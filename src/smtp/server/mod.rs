@@ -14,6 +14,7 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,6 +35,21 @@ pub enum ServerError {
     Users(#[from] crate::auth::AuthError),
 }
 
+/// Tuning that is not (yet) configuration.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// How often `[tls]` certificate files are checked for rotation.
+    pub cert_poll: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            cert_poll: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The integrator's entry point: serves every `[[listener]]` into the queue.
 /// See [`run_with_store`].
 pub async fn run(
@@ -42,7 +58,14 @@ pub async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Vec<SocketAddr>, ServerError> {
-    run_with_store(cfg, Arc::new(queue), shutdown, tracker).await
+    run_with_store(
+        cfg,
+        Arc::new(queue),
+        ServerOptions::default(),
+        shutdown,
+        tracker,
+    )
+    .await
 }
 
 /// Binds every `[[listener]]` and serves until `shutdown` is cancelled, storing
@@ -52,8 +75,9 @@ pub async fn run(
 pub async fn run_with_store(
     cfg: Arc<Config>,
     store: Arc<dyn MessageStore>,
+    opts: ServerOptions,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Vec<SocketAddr>, ServerError> {
-    listener::serve(cfg, store, shutdown, tracker).await
+    listener::serve(cfg, store, opts, shutdown, tracker).await
 }

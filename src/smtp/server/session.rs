@@ -208,6 +208,18 @@ impl Session {
         }
     }
 
+    /// An over-long input line (`500 5.5.6`). A SASL exchange in progress is
+    /// abandoned so the next line is read as a command again.
+    pub fn on_line_too_long(&mut self) -> Action {
+        if matches!(
+            self.state,
+            State::AuthPlain | State::AuthLoginUser | State::AuthLoginPass { .. }
+        ) {
+            self.state = State::Command;
+        }
+        Action::Reply(Reply::line_too_long())
+    }
+
     fn on_request(&mut self, req: Request<String>) -> Action {
         if self.bdat_in_progress()
             && !matches!(

@@ -173,6 +173,19 @@ fn auth_login_dialogue_cancel_and_failures() {
 }
 
 #[test]
+fn over_long_line_abandons_a_sasl_exchange() {
+    let mut s = Session::new(cfg(), Some(tls()));
+    s.on_line(b"EHLO c\r\n");
+    assert_eq!(code(&s.on_line(b"AUTH LOGIN\r\n")), 334);
+    let r = reply(&s.on_line_too_long());
+    assert_eq!(
+        (r.code, r.enhanced),
+        (500, Some(crate::smtp::wire::Enhanced(5, 5, 6)))
+    );
+    assert_eq!(code(&s.on_line(b"NOOP\r\n")), 250, "back to commands");
+}
+
+#[test]
 fn limits_and_parameters() {
     let mut s = logged_in(cfg());
     assert_eq!(

@@ -171,7 +171,12 @@ pub fn tls_info(conn: &rustls::ServerConnection) -> TlsInfo {
     };
     let cipher = conn
         .negotiated_cipher_suite()
-        .and_then(|s| s.suite().as_str().map(str::to_string))
+        .and_then(|s| s.suite().as_str())
+        // rustls says TLS13_AES_…; the IANA (and OpenSSL) name is TLS_AES_….
+        .map(|name| {
+            name.strip_prefix("TLS13_")
+                .map_or_else(|| name.to_string(), |rest| format!("TLS_{rest}"))
+        })
         .unwrap_or_else(|| "unknown".to_string());
     TlsInfo { version, cipher }
 }

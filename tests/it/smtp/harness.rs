@@ -95,6 +95,10 @@ impl Drop for Server {
 }
 
 impl Server {
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Everything in the queue, with bodies.
     pub fn messages(&self) -> Vec<Stored> {
         use std::io::Read;
@@ -204,6 +208,13 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
     }
 }
 
+/// Certificate files are polled every 100 ms so rotation tests are quick.
+fn opts_fast() -> danerelay::smtp::server::ServerOptions {
+    danerelay::smtp::server::ServerOptions {
+        cert_poll: Duration::from_millis(100),
+    }
+}
+
 pub async fn start(s: Scenario) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&s, dir.path());
@@ -218,9 +229,9 @@ pub async fn start(s: Scenario) -> Server {
     let cfg = Arc::new(cfg);
     let (sd, tr) = (shutdown.clone(), tracker.clone());
     let addrs = if s.fail_storage {
-        run_with_store(cfg, Arc::new(FailingStore), sd, tr).await
+        run_with_store(cfg, Arc::new(FailingStore), opts_fast(), sd, tr).await
     } else {
-        danerelay::smtp::server::run(cfg, queue.clone(), sd, tr).await
+        run_with_store(cfg, Arc::new(queue.clone()), opts_fast(), sd, tr).await
     }
     .unwrap();
     let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
@@ -243,9 +254,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub struct Client {
     stream: Box<dyn Io>,
     buf: Vec<u8>,
+    /// DER of the server's leaf certificate, once TLS is up.
+    pub peer_cert: Option<Vec<u8>>,
 }
 
 fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    tls_connector_versions(ca_pem, rustls::DEFAULT_VERSIONS)
+}
+
+fn tls_connector_versions(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -254,11 +274,17 @@ fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+fn leaf_der(conn: &rustls::ClientConnection) -> Option<Vec<u8>> {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
 }
 
 impl Client {
@@ -268,6 +294,7 @@ impl Client {
         let mut c = Client {
             stream: Box::new(tcp),
             buf: Vec::new(),
+            peer_cert: None,
         };
         let greeting = c.reply().await;
         (c, greeting)
@@ -280,9 +307,28 @@ impl Client {
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap();
+        let peer_cert = leaf_der(tls.get_ref().1);
         let mut c = Client {
             stream: Box::new(tls),
             buf: Vec::new(),
+            peer_cert,
+        };
+        let greeting = c.reply().await;
+        (c, greeting)
+    }
+
+    /// Implicit TLS limited to TLS 1.2.
+    pub async fn connect_tls12(addr: SocketAddr, ca_pem: &str) -> (Client, (u16, String)) {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = tls_connector_versions(ca_pem, &[&rustls::version::TLS12])
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let peer_cert = leaf_der(tls.get_ref().1);
+        let mut c = Client {
+            stream: Box::new(tls),
+            buf: Vec::new(),
+            peer_cert,
         };
         let greeting = c.reply().await;
         (c, greeting)
@@ -294,9 +340,11 @@ impl Client {
             .connect(ServerName::try_from("localhost").unwrap(), self.stream)
             .await
             .unwrap();
+        let peer_cert = leaf_der(tls.get_ref().1);
         Client {
             stream: Box::new(tls),
             buf: Vec::new(),
+            peer_cert,
         }
     }
 
