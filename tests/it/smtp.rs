@@ -640,3 +640,108 @@ async fn tls12_clients_are_served_and_recorded() {
         "{body}"
     );
 }
+
+/// The SPEC's embedded development default as far as the server goes:
+/// self-signed certificate, 127.0.0.0/8 trusted, no users file — and the
+/// issue's acceptance command `swaks --to someone@example.com --tls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_default_accepts_swaks_tls_from_loopback() {
+    if require_tool("swaks").is_none() {
+        return;
+    }
+    let srv = start(Scenario {
+        self_signed: true,
+        users_file: false,
+        trusted: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    })
+    .await;
+    let server = format!("127.0.0.1:{}", srv.starttls.port());
+    let out = tokio::task::spawn_blocking(move || {
+        swaks(&["--to", "someone@example.com", "--server", &server, "--tls"])
+    })
+    .await
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "swaks failed:\n{log}");
+    assert!(
+        !log.contains("AUTH PLAIN"),
+        "no users file, no AUTH offered: {log}"
+    );
+    let m = srv.messages();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].info.recipients[0].address, "someone@example.com");
+    assert!(String::from_utf8_lossy(&m[0].body).contains("with ESMTPS;"));
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Measurement, not run by default (it moves ~1 GiB through loopback):
+/// `cargo test --test it smtp::memory -- --ignored --nocapture`.
+/// N concurrent clients each submit a large message; the process's peak RSS
+/// must stay far below N × size (bodies are streamed, never held whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly with --ignored --nocapture"]
+async fn memory_stays_bounded_under_concurrent_large_submissions() {
+    const N: usize = 200;
+    const SIZE: usize = 5 * 1024 * 1024;
+    let srv = start(Scenario {
+        trusted: vec!["127.0.0.0/8".parse().unwrap()],
+        max_message_size: 30 * 1024 * 1024,
+        max_connections: 2 * N,
+        ..Default::default()
+    })
+    .await;
+    let rss_before = proc_status_kib("VmRSS:");
+    let line = format!("{}\r\n", "x".repeat(998));
+    let block: std::sync::Arc<Vec<u8>> =
+        std::sync::Arc::new(line.repeat(64 * 1024 / line.len()).into_bytes());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let (addr, block) = (srv.plain, block.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut c, _) = Client::connect(addr).await;
+            c.cmd("EHLO load").await;
+            assert_eq!(
+                c.cmd(&format!("MAIL FROM:<load{i}@example.com>")).await.0,
+                250
+            );
+            assert_eq!(c.cmd("RCPT TO:<sink@example.org>").await.0, 250);
+            assert_eq!(c.cmd("DATA").await.0, 354);
+            c.send(format!("Subject: load {i}\r\n\r\n").as_bytes())
+                .await;
+            let mut sent = 0;
+            while sent < SIZE {
+                c.send(&block).await;
+                sent += block.len();
+            }
+            let (code, text) = c.cmd(".").await;
+            assert_eq!(code, 250, "{text}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let peak = proc_status_kib("VmHWM:");
+    let total_mib = (N * SIZE) as f64 / 1048576.0;
+    println!(
+        "{N} concurrent × {} MiB: {:.1} s, {:.0} MiB/s; RSS before {} MiB, peak {} MiB",
+        SIZE / 1048576,
+        elapsed.as_secs_f64(),
+        total_mib / elapsed.as_secs_f64(),
+        rss_before / 1024,
+        peak / 1024
+    );
+    assert_eq!(srv.messages().len(), N);
+    assert!(
+        ((peak.saturating_sub(rss_before)) * 1024) < (N * SIZE / 4) as u64,
+        "peak RSS grew by {} MiB for {total_mib} MiB submitted",
+        (peak - rss_before) / 1024
+    );
+}

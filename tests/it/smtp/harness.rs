@@ -26,6 +26,10 @@ pub struct Scenario {
     pub max_auth_failures: u32,
     pub command_timeout: Duration,
     pub fail_storage: bool,
+    /// `[tls]` absent: the development self-signed certificate.
+    pub self_signed: bool,
+    /// Write a users file (and so offer AUTH).
+    pub users_file: bool,
 }
 
 impl Default for Scenario {
@@ -39,6 +43,8 @@ impl Default for Scenario {
             max_auth_failures: 3,
             command_timeout: Duration::from_secs(10),
             fail_storage: false,
+            self_signed: false,
+            users_file: true,
         }
     }
 }
@@ -165,12 +171,16 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
                 tls: ListenerTls::None,
             },
         ],
-        tls: TlsSource::Files {
-            certificate: dir.join("tls.crt"),
-            private_key: dir.join("tls.key"),
+        tls: if s.self_signed {
+            TlsSource::SelfSigned
+        } else {
+            TlsSource::Files {
+                certificate: dir.join("tls.crt"),
+                private_key: dir.join("tls.key"),
+            }
         },
         auth: AuthConfig {
-            users_file: Some(users),
+            users_file: s.users_file.then_some(users),
             trusted_networks: s.trusted.clone(),
             sender_policy: s.policy,
         },
