@@ -8,6 +8,8 @@ pub mod conn;
 pub mod data;
 pub mod headers;
 pub mod listener;
+pub mod params;
+pub mod sasl;
 pub mod session;
 pub mod store;
 pub mod tls;

@@ -4,9 +4,9 @@
 //! a socket, a clock or the queue; `conn.rs` performs what it asks for and
 //! reports back (`tls_established`, `auth_result`, `message_done`).
 
-use base64::Engine as _;
 use smtp_proto::{MailFrom, RcptTo, Request};
 
+use super::{params, sasl};
 use crate::auth::sender_allowed;
 use crate::config::SenderPolicy;
 use crate::smtp::wire::{parse_command, Reply};
@@ -136,8 +136,6 @@ pub struct Session {
     auth_failures: u32,
     tx: Option<Transaction>,
 }
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 impl Session {
     /// `tls` is `Some` on an implicit-TLS listener (handshake already done).
@@ -346,75 +344,47 @@ impl Session {
             smtp_proto::AUTH_PLAIN => self.auth_plain_response(initial.as_bytes()),
             smtp_proto::AUTH_LOGIN if initial.is_empty() => {
                 self.state = State::AuthLoginUser;
-                Action::Reply(Reply::auth_challenge(&B64.encode("Username:")))
+                Action::Reply(sasl::challenge("Username:"))
             }
             smtp_proto::AUTH_LOGIN => self.auth_login_user(initial.as_bytes()),
             _ => Action::Reply(Reply::auth_mechanism_unsupported()),
         }
     }
 
-    /// Decodes a SASL response line; `Err` carries the reply (cancel or bad base64).
-    fn sasl_decode(line: &[u8]) -> Result<Vec<u8>, Reply> {
-        let text = std::str::from_utf8(line).unwrap_or("").trim();
-        if text == "*" {
-            return Err(Reply::auth_cancelled());
-        }
-        // RFC 4954 §4: "=" is an empty initial response.
-        if text == "=" {
-            return Ok(Vec::new());
-        }
-        B64.decode(text)
-            .map_err(|_| Reply::syntax("Cannot decode base64 response"))
-    }
-
-    /// RFC 4616: `[authzid] NUL authcid NUL passwd`. An authzid other than
-    /// the login itself is refused (no proxy authorization).
+    /// RFC 4616: an authzid other than the login itself is refused (no
+    /// proxy authorization).
     fn auth_plain_response(&mut self, line: &[u8]) -> Action {
-        let raw = match Self::sasl_decode(line) {
-            Ok(raw) => raw,
-            Err(reply) => return Action::Reply(reply),
-        };
-        let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-        let (Some(&authz), Some(&authc), Some(&pass), 3) =
-            (parts.first(), parts.get(1), parts.get(2), parts.len())
-        else {
-            return Action::Reply(Reply::syntax("Malformed PLAIN response"));
-        };
-        let (Ok(authz), Ok(login), Ok(password)) = (
-            std::str::from_utf8(authz),
-            std::str::from_utf8(authc),
-            std::str::from_utf8(pass),
-        ) else {
-            return Action::Reply(Reply::syntax("Malformed PLAIN response"));
-        };
-        if !authz.is_empty() && !authz.eq_ignore_ascii_case(login) {
-            return self.auth_result(None);
-        }
-        self.state = State::AuthPending;
-        Action::Authenticate {
-            login: login.to_string(),
-            password: password.to_string(),
+        match sasl::parse_plain(line) {
+            Ok(p) if !p.authzid.is_empty() && !p.authzid.eq_ignore_ascii_case(&p.login) => {
+                self.auth_result(None)
+            }
+            Ok(p) => {
+                self.state = State::AuthPending;
+                Action::Authenticate {
+                    login: p.login,
+                    password: p.password,
+                }
+            }
+            Err(reply) => Action::Reply(reply),
         }
     }
 
     fn auth_login_user(&mut self, line: &[u8]) -> Action {
-        match Self::sasl_decode(line).map(String::from_utf8) {
-            Ok(Ok(login)) => {
+        match sasl::decode_text(line) {
+            Ok(login) => {
                 self.state = State::AuthLoginPass { login };
-                Action::Reply(Reply::auth_challenge(&B64.encode("Password:")))
+                Action::Reply(sasl::challenge("Password:"))
             }
-            Ok(Err(_)) => Action::Reply(Reply::syntax("Malformed LOGIN response")),
             Err(reply) => Action::Reply(reply),
         }
     }
 
     fn auth_login_pass(&mut self, login: String, line: &[u8]) -> Action {
-        match Self::sasl_decode(line).map(String::from_utf8) {
-            Ok(Ok(password)) => {
+        match sasl::decode_text(line) {
+            Ok(password) => {
                 self.state = State::AuthPending;
                 Action::Authenticate { login, password }
             }
-            Ok(Err(_)) => Action::Reply(Reply::syntax("Malformed LOGIN response")),
             Err(reply) => Action::Reply(reply),
         }
     }
@@ -456,7 +426,7 @@ impl Session {
         if !self.cfg.trusted && self.auth_user.is_none() {
             return Action::Reply(Reply::auth_required());
         }
-        if let Some(param) = unsupported_mail_param(&from) {
+        if let Some(param) = params::unsupported_mail_param(&from) {
             return Action::Reply(Reply::param_not_supported(param));
         }
         if from.size as u64 > self.cfg.max_message_size {
@@ -471,13 +441,7 @@ impl Session {
                 return Action::Reply(Reply::sender_not_owned(&from.address));
             }
         }
-        let ret = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
-            Some(RetParam::Full)
-        } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
-            Some(RetParam::Headers)
-        } else {
-            None
-        };
+        let ret = params::ret(from.flags);
         self.tx = Some(Transaction {
             sender: from.address,
             body_8bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
@@ -503,16 +467,7 @@ impl Session {
         if !tx.smtputf8 && !to.address.is_ascii() {
             return Action::Reply(Reply::non_ascii_needs_smtputf8());
         }
-        use smtp_proto::{
-            RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
-        };
-        let any = RCPT_NOTIFY_DELAY | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_NEVER | RCPT_NOTIFY_SUCCESS;
-        let notify = (to.flags & any != 0).then_some(NotifyFlags {
-            success: to.flags & RCPT_NOTIFY_SUCCESS != 0,
-            failure: to.flags & RCPT_NOTIFY_FAILURE != 0,
-            delay: to.flags & RCPT_NOTIFY_DELAY != 0,
-            never: to.flags & RCPT_NOTIFY_NEVER != 0,
-        });
+        let notify = params::notify(to.flags);
         tx.recipients.push(Recipient {
             address: to.address,
             orcpt: to.orcpt,
@@ -567,35 +522,6 @@ impl Session {
             MessageOutcome::BareLineEnding => Reply::bare_line_ending(),
             MessageOutcome::StorageFailed => Reply::storage_failure(),
         }
-    }
-}
-
-/// Parameters of extensions this server does not advertise (RFC 5321 §4.1.1.11:
-/// 555 for unrecognised MAIL parameters).
-fn unsupported_mail_param(from: &MailFrom<String>) -> Option<&'static str> {
-    use smtp_proto::{
-        MAIL_BODY_BINARYMIME, MAIL_BY_NOTIFY, MAIL_BY_RETURN, MAIL_CONPERM, MAIL_REQUIRETLS,
-    };
-    if from.flags & MAIL_BODY_BINARYMIME != 0 {
-        Some("BODY=BINARYMIME")
-    } else if from.flags & MAIL_REQUIRETLS != 0 {
-        Some("REQUIRETLS")
-    } else if from.flags & MAIL_CONPERM != 0 {
-        Some("CONPERM")
-    } else if from.flags & (MAIL_BY_NOTIFY | MAIL_BY_RETURN) != 0 || from.by != 0 {
-        Some("BY")
-    } else if from.hold_for != 0 || from.hold_until != 0 {
-        Some("HOLDFOR/HOLDUNTIL")
-    } else if from.mtrk.is_some() {
-        Some("MTRK")
-    } else if from.trans_id.is_some() {
-        Some("TRANSID")
-    } else if from.solicit.is_some() {
-        Some("SOLICIT")
-    } else if from.mt_priority != 0 {
-        Some("MT-PRIORITY")
-    } else {
-        None
     }
 }
 
