@@ -152,6 +152,27 @@ pub(crate) fn abort<T>(e: QueueError) -> Result<T, ConflictableTransactionError<
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// Opens sled. A queue closed a moment ago in this process may still have sled's background
+/// I/O threads holding the directory lock for a few milliseconds, so a lock conflict is retried
+/// briefly before it is reported (a second process keeps failing, as it must).
+fn open_sled(dir: &Path, tuning: &QueueTuning) -> Result<sled::Db, QueueError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(tuning.cache_capacity)
+        // Our committer decides when to flush (and then really syncs).
+        .flush_every_ms(None);
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if tries < 200 && e.to_string().contains("acquire lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(QueueError::db("open")),
+        }
+    }
+}
+
 impl Queue {
     /// Opens (creating if needed) the queue in directory `path`, recovering from a crash:
     /// leases held by a dead process become due now, orphaned spool files are removed, and
@@ -181,13 +202,7 @@ impl Queue {
         for dir in [path, &spool_dir] {
             std::fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
         }
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            .cache_capacity(tuning.cache_capacity)
-            // Our committer decides when to flush (and then really syncs).
-            .flush_every_ms(None)
-            .open()
-            .map_err(QueueError::db("open"))?;
+        let db = open_sled(&sled_dir, &tuning)?;
         let tree = |name: &str| db.open_tree(name).map_err(QueueError::db("open tree"));
         let (meta, rcpt, body, due, lease) = (
             tree("meta")?,
