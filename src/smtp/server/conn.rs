@@ -239,7 +239,7 @@ impl Conn {
             }
             Ok(None) => {
                 let delay = self.shared.throttle.record_failure(self.peer);
-                tracing::info!(peer = %self.peer, login = %login, delay_ms = delay.as_millis() as u64, "authentication failed");
+                tracing::info!(peer = %self.peer, login = ?login, delay_ms = delay.as_millis() as u64, "authentication failed");
                 self.flush().await.ok();
                 tokio::time::sleep(delay).await;
                 session.auth_result(None)
