@@ -399,3 +399,8 @@ struct BdatState {
     pipe: BodyPipe,
     now: SystemTime,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "conn_tests.rs"]
+mod tests;
