@@ -745,3 +745,47 @@ async fn memory_stays_bounded_under_concurrent_large_submissions() {
         (peak - rss_before) / 1024
     );
 }
+
+/// SPEC command line: `danerelay user add EMAIL [--users FILE]`, password on stdin.
+#[test]
+fn user_add_command_writes_an_argon2id_user_that_can_log_in() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let add = |email: &str, password: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_danerelay"))
+            .args(["user", "add", email, "--users"])
+            .arg(&users)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(add("carol@example.com", "pa ss\n").status.success());
+    assert!(add("dave@example.com", "other\n").status.success());
+    assert!(
+        !add("carol@example.com", "").status.success(),
+        "empty password refused"
+    );
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert_eq!(text.matches("$argon2id$").count(), 2, "{text}");
+    let store = danerelay::auth::UserStore::open(&users).unwrap();
+    assert_eq!(
+        store
+            .verify_blocking("carol@example.com", "pa ss")
+            .as_deref(),
+        Some("carol@example.com")
+    );
+    assert_eq!(
+        store.verify_blocking("carol@example.com", "pa ss\n"),
+        None,
+        "line ending is not part of the password"
+    );
+}
