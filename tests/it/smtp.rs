@@ -555,10 +555,16 @@ async fn max_connections_refused_with_421_greeting() {
     assert!(g2.1.starts_with("4.7.0"), "{}", g2.1);
     assert_eq!(second.reply().await.0, 0);
     assert_eq!(first.cmd("QUIT").await.0, 221);
-    // The slot is free again.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (_third, g3) = Client::connect(srv.plain).await;
-    assert_eq!(g3.0, 220);
+    // The slot is free again once the first session's task has ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_third, g3) = Client::connect(srv.plain).await;
+        if g3.0 == 220 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed: {g3:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
