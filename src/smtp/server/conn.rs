@@ -251,8 +251,9 @@ impl Conn {
         }
     }
 
-    fn received_header(&self, session: &Session, now: SystemTime) -> String {
+    fn received_header(&self, session: &Session, id: Option<&str>, now: SystemTime) -> String {
         received(&ReceivedInfo {
+            id,
             helo: session.helo(),
             client: self.peer,
             tls: session.tls(),
@@ -267,10 +268,10 @@ impl Conn {
     /// DATA: reads to the real `<CRLF>.<CRLF>`, streaming into the store.
     async fn read_data(&mut self, session: &mut Session) -> Result<Reply, ConnError> {
         let now = SystemTime::now();
-        let mut assembler =
-            MessageAssembler::new(self.received_header(session, now), session.hostname(), now);
+        let (mut pipe, id) = BodyPipe::start(self.shared.store.clone()).await;
+        let received = self.received_header(session, id.as_deref(), now);
+        let mut assembler = MessageAssembler::new(received, session.hostname(), now);
         let mut reader = DataReader::new(session.max_message_size());
-        let mut pipe = BodyPipe::start(self.shared.store.clone());
         let mut content = Vec::with_capacity(CHUNK);
         let mut assembled = Vec::with_capacity(CHUNK);
         loop {
@@ -347,14 +348,12 @@ impl Conn {
         let mut left = size;
         if reject.is_none() && state.is_none() {
             let now = SystemTime::now();
+            let (pipe, id) = BodyPipe::start(self.shared.store.clone()).await;
+            let received = self.received_header(session, id.as_deref(), now);
             *state = Some(BdatState {
-                assembler: MessageAssembler::new(
-                    self.received_header(session, now),
-                    session.hostname(),
-                    now,
-                ),
+                assembler: MessageAssembler::new(received, session.hostname(), now),
                 checker: ChunkChecker::new(session.max_message_size()),
-                pipe: BodyPipe::start(self.shared.store.clone()),
+                pipe,
                 now,
             });
         }

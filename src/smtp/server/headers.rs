@@ -18,6 +18,8 @@ pub const HEADER_SCAN_LIMIT: usize = 128 * 1024;
 /// What the `Received:` field records.
 #[derive(Debug, Clone)]
 pub struct ReceivedInfo<'a> {
+    /// The queue id, when known before commit.
+    pub id: Option<&'a str>,
     pub helo: Option<&'a str>,
     pub client: IpAddr,
     pub tls: Option<&'a TlsInfo>,
@@ -86,8 +88,12 @@ pub fn received(info: &ReceivedInfo<'_>) -> String {
         info.tls.is_some(),
         info.auth_user.is_some(),
     );
+    let id = info
+        .id
+        .map(|id| format!(" id {}", sanitize(id)))
+        .unwrap_or_default();
     s.push_str(&format!(
-        "\tby {} (danerelay) with {proto};\r\n",
+        "\tby {} (danerelay) with {proto}{id};\r\n",
         info.hostname
     ));
     s.push_str(&format!("\t{}\r\n", rfc5322_date(info.when)));
@@ -267,6 +273,7 @@ mod tests {
             cipher: "TLS_AES_256_GCM_SHA384".into(),
         };
         let r = received(&ReceivedInfo {
+            id: Some("01ABC"),
             helo: Some("client(evil)\r\nX-Injected: 1"),
             client: "192.0.2.7".parse().unwrap(),
             tls: Some(&tls),
@@ -281,7 +288,7 @@ mod tests {
             "Received: from client?evil???X-Injected:?1 (unknown [192.0.2.7])\r\n\
              \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\
              \t(Authenticated sender: alice@example.com)\r\n\
-             \tby relay.example.com (danerelay) with ESMTPSA;\r\n\
+             \tby relay.example.com (danerelay) with ESMTPSA id 01ABC;\r\n\
              \tThu, 1 Jan 1970 00:00:00 +0000\r\n"
         );
         assert_eq!(protocol(false, false, false, false), "SMTP");

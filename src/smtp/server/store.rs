@@ -49,6 +49,12 @@ pub trait MessageStore: Send + Sync + 'static {
 
 /// One message being written. Dropping it without `commit` must leave nothing behind.
 pub trait MessageSink: Write + Send {
+    /// The id the message will have, if the store knows it before commit
+    /// (it then appears in the `Received:` field, as Postfix does).
+    fn queue_id(&self) -> Option<String> {
+        None
+    }
+
     /// Returns the queue id only once the message is durable.
     fn commit(self: Box<Self>, msg: Submitted) -> Result<String, StoreError>;
 }
@@ -64,11 +70,14 @@ pub struct BodyPipe {
 }
 
 impl BodyPipe {
-    /// Starts the writer on the blocking pool (`store.begin()` runs there too).
-    pub fn start(store: Arc<dyn MessageStore>) -> Self {
+    /// Starts the writer on the blocking pool (`store.begin()` runs there
+    /// too) and returns with the future queue id, when the store has one.
+    pub async fn start(store: Arc<dyn MessageStore>) -> (Self, Option<String>) {
         let (tx, mut rx) = mpsc::channel::<PipeMsg>(PIPE_DEPTH);
+        let (id_tx, id_rx) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
             let mut sink = store.begin();
+            let _ = id_tx.send(sink.as_ref().ok().and_then(|s| s.queue_id()));
             let mut failed: Option<StoreError> = None;
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
@@ -100,7 +109,8 @@ impl BodyPipe {
             }
             // Channel closed without commit: `sink` drops here and aborts.
         });
-        Self { tx }
+        let id = id_rx.await.ok().flatten();
+        (Self { tx }, id)
     }
 
     /// Hands a chunk to the writer, waiting while it is busy.
@@ -134,6 +144,10 @@ impl MessageStore for danerelay_queue::Queue {
 }
 
 impl MessageSink for danerelay_queue::MessageWriter {
+    fn queue_id(&self) -> Option<String> {
+        Some(self.id().to_string())
+    }
+
     fn commit(self: Box<Self>, msg: Submitted) -> Result<String, StoreError> {
         let (env, rcpts) = to_queue(msg);
         danerelay_queue::MessageWriter::commit(*self, env, rcpts)
