@@ -124,6 +124,45 @@ async fn python_smtp_ssl_on_implicit_listener() {
     assert!(body.contains("Message-ID: <keep@me>"));
 }
 
+const PY_UTF8: &str = r#"
+import smtplib, ssl
+ctx = ssl._create_unverified_context()
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=20)
+s.starttls(context=ctx)
+s.login("alice@example.com", "correct horse battery")
+assert s.has_extn("smtputf8") and s.has_extn("8bitmime")
+msg = "Subject: Grüße\r\nTo: jöran@bücher.example\r\n\r\nÄÖÜ ß 日本語 😀\r\n".encode("utf-8")
+s.sendmail("alice@example.com", ["jöran@bücher.example"], msg, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+s.quit()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_smtplib_smtputf8_message_is_stored_intact() {
+    if require_tool("python3").is_none() {
+        return;
+    }
+    let srv = start(Scenario::default()).await;
+    let port = srv.starttls.port();
+    let out = tokio::task::spawn_blocking(move || python(PY_UTF8, port))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = srv.messages();
+    assert_eq!(m.len(), 1);
+    assert!(m[0].info.envelope.smtputf8 && m[0].info.envelope.body_8bit);
+    assert_eq!(m[0].info.recipients[0].address, "jöran@bücher.example");
+    let body = String::from_utf8(m[0].body.clone()).expect("UTF-8 kept byte for byte");
+    assert!(
+        body.contains("\r\nSubject: Grüße\r\nTo: jöran@bücher.example\r\n"),
+        "{body}"
+    );
+    assert!(body.ends_with("\r\n\r\nÄÖÜ ß 日本語 😀\r\n"), "{body}");
+}
+
 fn swaks(args: &[&str]) -> std::process::Output {
     let swaks = require_tool("swaks").expect("swaks");
     std::process::Command::new(swaks)
