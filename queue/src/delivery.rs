@@ -342,26 +342,23 @@ impl Queue {
             expired,
             body,
         } = done;
-        let body = if finished {
+        if finished {
             inner.count(Some(before), None);
-            match (rec.body, body) {
-                (BodyLoc::Inline, Some(b)) => Some(BodyReader::inline(b, rec.size, rec.crc32)),
-                (BodyLoc::Spool, _) => {
-                    let path = inner.spool_path(id);
-                    // Opened before the unlink, so the DSN can still read it.
-                    let reader = BodyReader::spool(&path, rec.size, rec.crc32).ok();
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        tracing::warn!(path = %path.display(), error = %e, "could not remove spool file");
-                    }
-                    reader
-                }
-                _ => None,
-            }
         } else {
             inner.count(Some(before), Some(rec.state()));
-            None
+        }
+        // Opened before the body's storage is released, so a DSN can still read it.
+        let body = match (finished, rec.body, body) {
+            (false, _, _) => None,
+            (true, BodyLoc::Inline, Some(b)) => Some(BodyReader::inline(b, rec.size, rec.crc32)),
+            (true, BodyLoc::Inline, None) => None,
+            (true, _, _) => inner.open_body(id, &rec).ok(),
         };
         inner.commit.wait_durable()?;
+        if finished {
+            // Only now that the removal is durable may the body's storage go.
+            inner.release_body(id, rec.body);
+        }
         Ok(Completion {
             finished,
             expired,
@@ -461,6 +458,22 @@ impl Inner {
             .map_err(tx_err("update lease"))
     }
 
+    /// Frees a removed message's body storage (after the removal is durable).
+    pub(crate) fn release_body(&self, id: QueueId, loc: BodyLoc) {
+        match loc {
+            BodyLoc::Inline => {}
+            BodyLoc::Log { seg, .. } => self.bodylog.release(seg),
+            BodyLoc::Spool => {
+                let path = self.spool_path(id);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove spool file");
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn open_body(
         &self,
         id: QueueId,
@@ -479,7 +492,10 @@ impl Inner {
                     })?;
                 Ok(BodyReader::inline(data, rec.size, rec.crc32))
             }
-            BodyLoc::Spool => BodyReader::spool(&self.spool_path(id), rec.size, rec.crc32),
+            BodyLoc::Spool => BodyReader::spool(&self.spool_path(id), 0, rec.size, rec.crc32),
+            BodyLoc::Log { seg, off } => {
+                BodyReader::spool(&self.bodylog.path(seg), off, rec.size, rec.crc32)
+            }
         }
     }
 }

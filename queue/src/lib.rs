@@ -69,6 +69,7 @@
 
 mod admin;
 mod body;
+mod bodylog;
 mod delivery;
 mod durable;
 mod error;

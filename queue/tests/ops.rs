@@ -713,9 +713,10 @@ fn concurrent_commits_share_syncs() {
         .collect();
     assert_eq!(ids.len(), 256);
     let (req, syncs) = q.sync_stats();
-    assert_eq!(req - req0, 256);
+    // Two durability points per enqueue: the body, then the records pointing at it.
+    assert_eq!(req - req0, 512);
     assert!(
-        syncs - sync0 < 200,
+        syncs - sync0 < 256,
         "group commit should batch: {} syncs for 256 commits",
         syncs - sync0
     );
@@ -731,4 +732,65 @@ fn invalid_options_are_refused() {
         Queue::open(dir.path(), o),
         Err(QueueError::InvalidOptions { .. })
     ));
+}
+
+fn segments(dir: &std::path::Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir.join("bodies"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .into_string()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn body_log_segments_are_removed_when_no_message_needs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = QueueTuning {
+        body_segment_size: 8 * 1024,
+        ..QueueTuning::default()
+    };
+    let q = Queue::open_tuned(dir.path(), opts(), tuning.clone()).unwrap();
+    let ids: Vec<QueueId> = (0..6)
+        .map(|i| enqueue(&q, &body(5000, i), &["x@example.net"]))
+        .collect();
+    let segs = segments(dir.path());
+    assert!(
+        segs.len() >= 3,
+        "5000-byte bodies in 8 KiB segments: {segs:?}"
+    );
+    // Deliver the first three: their segments go, except the one still shared or current.
+    let now = SystemTime::now();
+    for mut l in q.lease_due(now, 3).unwrap() {
+        assert_eq!(
+            read_all(&mut l.body),
+            body(5000, ids.iter().position(|i| *i == l.id).unwrap() as u8)
+        );
+        q.complete(&l, &[(0, delivered())], now).unwrap();
+    }
+    let after = segments(dir.path());
+    assert!(after.len() < segs.len(), "{segs:?} -> {after:?}");
+    drop(q);
+    // Reopen: the rest still reads back intact; a stray segment nobody references is removed.
+    std::fs::write(dir.path().join("bodies").join("1"), b"stray").unwrap();
+    let q = Queue::open_tuned(dir.path(), opts(), tuning).unwrap();
+    assert!(
+        !after.contains(&1),
+        "segment 1 only held the first, delivered, body"
+    );
+    assert!(
+        !segments(dir.path()).contains(&1),
+        "stray segment removed at open"
+    );
+    for (i, id) in ids.iter().enumerate().skip(3) {
+        assert_eq!(read_all(q.body(*id).unwrap()), body(5000, i as u8));
+    }
+    assert!(q.corrupt_records().is_empty());
 }
