@@ -65,8 +65,16 @@ impl GroupCommit {
         bodies: Arc<BodyLog>,
     ) -> Result<GroupCommit, QueueError> {
         let mut syncer = SledSyncer::new(db, sled_dir, bodies)?;
-        // Everything sled created while opening (conf, db, snapshot) is made durable first.
+        // Everything sled created while opening is made durable first: it writes `conf`
+        // without any sync, and creates `db`, `blobs/` and snapshots in its directory.
+        let conf = sled_dir.join("conf");
+        if conf.exists() {
+            File::open(&conf)
+                .and_then(|f| f.sync_all())
+                .map_err(QueueError::io("fsync sled conf", &conf))?;
+        }
         syncer.sync()?;
+        sync_dir(sled_dir)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             syncs: AtomicU64::new(0),
