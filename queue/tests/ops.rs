@@ -794,3 +794,15 @@ fn body_log_segments_are_removed_when_no_message_needs_them() {
     }
     assert!(q.corrupt_records().is_empty());
 }
+
+/// Compile-time: what callers move across threads (`spawn_blocking`, worker pools) can go.
+#[test]
+fn handles_can_cross_threads() {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    fn send<T: Send>() {}
+    send_sync_clone::<Queue>();
+    send::<MessageWriter>();
+    send::<Leased>();
+    send::<BodyReader>();
+    send::<QueueError>();
+}
