@@ -202,9 +202,11 @@ impl Queue {
                 reason: "retry schedule is empty",
             });
         }
-        if opts.lease.is_zero() {
+        // Under a millisecond a lease would end in the millisecond it began (the index's
+        // resolution), and `lease_due` could hand the same message out twice in one call.
+        if opts.lease < std::time::Duration::from_millis(1) {
             return Err(QueueError::InvalidOptions {
-                reason: "lease duration is zero",
+                reason: "lease duration is under 1 ms",
             });
         }
         let sled_dir = path.join("sled");

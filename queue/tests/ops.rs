@@ -732,6 +732,13 @@ fn invalid_options_are_refused() {
         Queue::open(dir.path(), o),
         Err(QueueError::InvalidOptions { .. })
     ));
+    let mut o = opts();
+    o.lease = Duration::from_micros(10);
+    assert!(matches!(
+        Queue::open(dir.path(), o),
+        Err(QueueError::InvalidOptions { .. })
+    ));
+    assert!(Queue::open(dir.path(), opts()).is_ok());
 }
 
 fn segments(dir: &std::path::Path) -> Vec<u64> {
