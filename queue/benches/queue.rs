@@ -6,6 +6,7 @@
 //!   The prefill uses 128 concurrent durable writers with 200-byte bodies.
 //! - `QUEUE_BENCH_SECS` (default 4): length of each measured run.
 //! - `QUEUE_BENCH_DIR` (default the system temp dir): where the queues are created.
+//! - `QUEUE_BENCH_CACHE_MB`: sled cache size instead of the default (experiments).
 //! - `QUEUE_BENCH_ONLY`: comma list of sections to run: storage,writers,dequeue,scale.
 #![allow(clippy::unwrap_used)]
 
@@ -110,7 +111,10 @@ fn fill(q: &Queue, n: u64, data: &[u8]) {
     }
 }
 
-fn open(dir: &Path, tuning: QueueTuning) -> Queue {
+fn open(dir: &Path, mut tuning: QueueTuning) -> Queue {
+    if let Ok(mb) = std::env::var("QUEUE_BENCH_CACHE_MB") {
+        tuning.cache_capacity = mb.parse::<u64>().unwrap() * 1024 * 1024;
+    }
     Queue::open_tuned(dir, opts(), tuning).unwrap()
 }
 

@@ -386,6 +386,26 @@ impl Queue {
         Ok(())
     }
 
+    /// Extends a lease to `now + QueueOptions::lease` (a long delivery, e.g. a 25 MiB DATA
+    /// on a slow link, calls this before the lease runs out so nobody else picks it up).
+    pub fn extend_lease(&self, lease: &mut Leased, now: SystemTime) -> Result<(), QueueError> {
+        let until = now + self.inner.opts.lease;
+        let until_ms = to_ms(until);
+        let token = lease.token;
+        let id = lease.id;
+        self.inner.update_leased(lease, |rec, due| {
+            if rec.scheduled() {
+                due.remove(&due_key(rec.next_ms, id))?;
+                due.insert(&due_key(until_ms, id), &[])?;
+            }
+            rec.next_ms = until_ms;
+            rec.lease = Some(LeaseRec { token, until_ms });
+            Ok(())
+        })?;
+        lease.lease_until = until;
+        Ok(())
+    }
+
     /// Records that the delay warning DSN for this message was sent; `false` if it already was
     /// (so at most one is ever sent).
     pub fn mark_delay_warned(&self, lease: &Leased) -> Result<bool, QueueError> {

@@ -43,8 +43,10 @@
 //!   the next attempt is never scheduled past `expires_at`); if `now >= expires_at` they are
 //!   bounced instead and returned in [`Completion::expired`] so the caller sends a 4.4.7 DSN.
 //!   A finished message leaves the queue and its body comes back in [`Completion::body`].
-//! - [`Queue::abandon`] gives a lease back untouched (shutdown); [`Queue::mark_delay_warned`]
-//!   makes the single delay warning idempotent.
+//! - [`Queue::abandon`] gives a lease back untouched (shutdown); [`Queue::extend_lease`]
+//!   keeps a long delivery's lease alive; [`Queue::mark_delay_warned`] makes the single delay
+//!   warning idempotent (send it when `now - received_at >= delay_warning` and
+//!   `!leased.delay_warned`, then mark).
 //! - A lease whose worker vanished becomes due when it runs out; at [`Queue::open`] every
 //!   lease of the previous process becomes due immediately.
 //!

@@ -813,3 +813,26 @@ fn handles_can_cross_threads() {
     send::<BodyReader>();
     send::<QueueError>();
 }
+
+#[test]
+fn extended_lease_is_not_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.lease = secs(10);
+    let q = Queue::open(dir.path(), o).unwrap();
+    enqueue(&q, b"x\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    let mut l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    q.extend_lease(&mut l, now + secs(8)).unwrap();
+    assert_eq!(l.lease_until, now + secs(18));
+    assert!(
+        q.lease_due(now + secs(12), 1).unwrap().is_empty(),
+        "still leased"
+    );
+    assert_eq!(q.counts().active, 1);
+    assert!(
+        q.complete(&l, &[(0, delivered())], now + secs(15))
+            .unwrap()
+            .finished
+    );
+}
