@@ -10,7 +10,7 @@
 //! - `store`: open, trees, counters, `commit`. `recover`: what `open` repairs after a crash.
 //! - `body`: [`MessageWriter`] (streaming in) and [`BodyReader`] (streaming out).
 //! - `durable`: group commit and the fsyncs sled 0.34 omits.
-//! - `delivery`: `lease_due`, `complete`, `abandon`, `next_due`.
+//! - `delivery`: `lease_due`, `abandon`, `extend_lease`, `next_due`; `complete`: outcomes.
 //! - `admin`: hold, release, delete, retry, list, show, domain summary.
 //! - [`schedule`]: pure retry math and the `due` index key.
 //!
@@ -98,6 +98,7 @@
 mod admin;
 mod body;
 mod bodylog;
+mod complete;
 mod delivery;
 mod durable;
 mod error;
@@ -109,7 +110,8 @@ mod store;
 
 pub use admin::DomainSummary;
 pub use body::{BodyReader, MessageWriter};
-pub use delivery::{Completion, Leased, EXPIRED_REPLY};
+pub use complete::Completion;
+pub use delivery::{Leased, EXPIRED_REPLY};
 pub use error::QueueError;
 pub use id::{ParseIdError, QueueId};
 pub use model::{
