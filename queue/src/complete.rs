@@ -13,7 +13,7 @@ use crate::model::{
     BodyLoc, ExpiredRecipient, MessageRecord, MessageState, Outcome, RecipientRecord,
     RecipientState,
 };
-use crate::schedule::{due_key, next_attempt, rcpt_key, retry_delay, to_ms};
+use crate::schedule::{due_key, later, next_attempt, rcpt_key, retry_delay, to_ms};
 use crate::store::{abort, decode, encode, tx_err, Queue};
 
 /// What [`Queue::complete`] did.
@@ -90,7 +90,7 @@ impl Queue {
                         apply(r, outcome, now);
                     }
                 }
-                let expires_at = rec.env.received_at + inner.opts.max_age;
+                let expires_at = later(rec.env.received_at, inner.opts.max_age);
                 let open = rcpts.iter().flatten().any(|r| r.state.is_open());
                 let mut expired = Vec::new();
                 if open && now >= expires_at {
@@ -136,7 +136,7 @@ impl Queue {
                         };
                     }
                 }
-                rec.deferrals += 1;
+                rec.deferrals = rec.deferrals.saturating_add(1);
                 let delay = retry_delay(&inner.opts.retry, rec.deferrals, jitter);
                 let next = next_attempt(now, delay, expires_at);
                 rec.lease = None;
@@ -207,7 +207,7 @@ fn apply(r: &mut RecipientRecord, outcome: &Outcome, now: SystemTime) {
         Outcome::Bounced { reply } => (RecipientState::Bounced, reply),
     };
     r.state = state;
-    r.attempts += 1;
+    r.attempts = r.attempts.saturating_add(1);
     r.last_reply = Some(reply.clone());
     r.last_attempt = Some(now);
 }

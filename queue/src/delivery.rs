@@ -15,7 +15,7 @@ use crate::body::BodyReader;
 use crate::error::QueueError;
 use crate::id::QueueId;
 use crate::model::{BodyLoc, Envelope, LeaseRec, LeasedRecipient, MessageRecord, MessageState};
-use crate::schedule::{due_key, from_ms, parse_due_key, to_ms};
+use crate::schedule::{due_key, from_ms, later, parse_due_key, to_ms};
 use crate::store::{abort, decode, encode, key_name, tx_err, Inner, Queue};
 
 /// The reply recorded for recipients that reached `max_age` (RFC 3463 X.4.7, "delivery time
@@ -68,7 +68,7 @@ impl Queue {
     pub fn lease_due(&self, now: SystemTime, max: usize) -> Result<Vec<Leased>, QueueError> {
         let inner = &self.inner;
         let now_ms = to_ms(now);
-        let until = now + inner.opts.lease;
+        let until = later(now, inner.opts.lease);
         let until_ms = to_ms(until);
         let upper = (now_ms.saturating_add(1)).to_be_bytes();
         let mut out = Vec::new();
@@ -163,7 +163,7 @@ impl Queue {
         };
         Ok(Some(Leased {
             id,
-            expires_at: rec.env.received_at + inner.opts.max_age,
+            expires_at: later(rec.env.received_at, inner.opts.max_age),
             envelope: rec.env,
             recipients,
             size: rec.size,
@@ -203,7 +203,7 @@ impl Queue {
     /// Extends a lease to `now + QueueOptions::lease` (a long delivery, e.g. a 25 MiB DATA
     /// on a slow link, calls this before the lease runs out so nobody else picks it up).
     pub fn extend_lease(&self, lease: &mut Leased, now: SystemTime) -> Result<(), QueueError> {
-        let until = now + self.inner.opts.lease;
+        let until = later(now, self.inner.opts.lease);
         let until_ms = to_ms(until);
         let token = lease.token;
         let id = lease.id;

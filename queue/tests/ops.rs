@@ -836,3 +836,20 @@ fn extended_lease_is_not_handed_out_again() {
             .finished
     );
 }
+
+#[test]
+fn absurd_durations_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = QueueOptions {
+        retry: vec![Duration::MAX],
+        max_age: Duration::MAX,
+        lease: Duration::MAX,
+    };
+    let q = Queue::open(dir.path(), o).unwrap();
+    enqueue(&q, b"x\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    let l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    let c = q.complete(&l, &[(0, deferred())], now).unwrap();
+    assert!(!c.finished);
+    assert!(c.next_attempt.unwrap() > now + secs(1_000_000_000));
+}
