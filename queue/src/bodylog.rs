@@ -66,21 +66,33 @@ impl BodyLog {
         self.dir.join(seg.to_string())
     }
 
-    /// Appends a body; returns (segment, offset). Durable after the next `sync`.
+    /// Appends a body and counts a reference to its segment (the caller `release`s it if the
+    /// message is not queued after all); returns (segment, offset). Durable after the next
+    /// `sync`. The reference is taken under the same lock as the offset, so a segment can
+    /// never be deleted between a writer's reservation and its record.
     pub(crate) fn append(&self, data: &[u8]) -> Result<(u64, u64), QueueError> {
+        let mut retired = None;
         let (n, file, off) = {
             let mut cur = lock(&self.current);
             if cur.len > 0 && cur.len + data.len() as u64 > self.segment_max {
+                retired = Some(cur.n);
                 *cur = create(&self.dir, cur.n + 1)?;
                 lock(&self.pending).new_entries = true;
             }
             let off = cur.len;
             cur.len += data.len() as u64;
+            *lock(&self.refs).entry(cur.n).or_insert(0) += 1;
             (cur.n, Arc::clone(&cur.file), off)
         };
+        if let Some(old) = retired {
+            // Every message in it may already be gone.
+            self.delete_if_unreferenced(old, n);
+        }
         // Outside the lock: concurrent writers copy their bodies in parallel.
-        file.write_all_at(data, off)
-            .map_err(QueueError::io("append body", self.path(n)))?;
+        if let Err(e) = file.write_all_at(data, off) {
+            self.release(n);
+            return Err(QueueError::io("append body", self.path(n))(e));
+        }
         lock(&self.pending).files.entry(n).or_insert(file);
         Ok((n, off))
     }
@@ -104,23 +116,43 @@ impl BodyLog {
         Ok(())
     }
 
-    /// Counts a queued message whose body is in `seg`.
+    /// Counts a queued message whose body is in `seg` (at open).
     pub(crate) fn add_ref(&self, seg: u64) {
         *lock(&self.refs).entry(seg).or_insert(0) += 1;
     }
 
     /// Drops a reference (the message's removal is durable); deletes a segment nobody needs.
     pub(crate) fn release(&self, seg: u64) {
-        let mut refs = lock(&self.refs);
-        let Some(count) = refs.get_mut(&seg) else {
+        let current = lock(&self.current).n;
+        {
+            let mut refs = lock(&self.refs);
+            let Some(count) = refs.get_mut(&seg) else {
+                return;
+            };
+            *count = count.saturating_sub(1);
+        }
+        self.delete_if_unreferenced(seg, current);
+    }
+
+    /// Deletes a closed segment with no references. Never holds `refs` and `current` at once
+    /// (`append` takes them in the order current → refs).
+    fn delete_if_unreferenced(&self, seg: u64, current: u64) {
+        if seg == current {
             return;
-        };
-        *count = count.saturating_sub(1);
-        if *count == 0 && seg != lock(&self.current).n {
+        }
+        {
+            let mut refs = lock(&self.refs);
+            if refs.get(&seg).is_some_and(|c| *c > 0) {
+                return;
+            }
             refs.remove(&seg);
-            let path = self.path(seg);
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove body segment");
+        }
+        let path = self.path(seg);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove body segment")
             }
         }
     }

@@ -369,7 +369,6 @@ impl Inner {
             BodyLoc::Inline
         } else {
             let (seg, off) = self.bodylog.append(&body)?;
-            self.bodylog.add_ref(seg);
             // The body must be durable before any record pointing at it can be.
             if let Err(e) = self.commit.wait_durable() {
                 self.bodylog.release(seg);
