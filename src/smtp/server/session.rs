@@ -429,6 +429,10 @@ impl Session {
         if let Some(param) = params::unsupported_mail_param(&from) {
             return Action::Reply(Reply::param_not_supported(param));
         }
+        // RFC 5321 §4.1.1.11: after HELO no service extension was negotiated.
+        if !self.esmtp && (from.flags != 0 || from.size != 0 || from.env_id.is_some()) {
+            return Action::Reply(Reply::param_not_supported("(extensions need EHLO)"));
+        }
         if from.size as u64 > self.cfg.max_message_size {
             return Action::Reply(Reply::message_too_large());
         }

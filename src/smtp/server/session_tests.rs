@@ -265,6 +265,23 @@ fn smtputf8_addresses_need_the_parameter() {
 }
 
 #[test]
+fn helo_clients_get_no_extension_parameters() {
+    let mut s = Session::new(
+        SessionConfig {
+            trusted: true,
+            ..cfg()
+        },
+        None,
+    );
+    assert_eq!(reply(&s.on_line(b"HELO c\r\n")).text, "relay.test");
+    assert_eq!(
+        code(&s.on_line(b"MAIL FROM:<a@b.example> BODY=8BITMIME\r\n")),
+        555
+    );
+    assert_eq!(code(&s.on_line(b"MAIL FROM:<a@b.example>\r\n")), 250);
+}
+
+#[test]
 fn sequence_and_unknown_commands() {
     let mut s = Session::new(
         SessionConfig {
