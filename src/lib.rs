@@ -60,6 +60,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub struct Running {
     pub config: Arc<Config>,
     pub http_address: std::net::SocketAddr,
+    /// The bound submission listeners, in `config.listeners` order.
+    pub smtp_addresses: Vec<std::net::SocketAddr>,
     pub readiness: Arc<Readiness>,
     pub metrics: Metrics,
     pub queue: Queue,
@@ -97,12 +99,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tracker.spawn(http);
     tracing::info!(address = %http_address, "http listening (/metrics, /healthz, /readyz)");
 
+    let smtp_addresses = smtp::server::run(
+        config.clone(),
+        queue.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    )
+    .await?;
     readiness.listeners_bound.store(true, Ordering::Release);
     metrics.ready.set(1);
     tracing::info!(hostname = %config.hostname, "danerelay started");
     Ok(Running {
         config,
         http_address,
+        smtp_addresses,
         readiness,
         metrics,
         queue,

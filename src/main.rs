@@ -164,7 +164,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(arg) => serve(arg),
         Command::CheckConfig(arg) => check_config(arg),
-        Command::User(UserCommand::Add { .. }) => not_yet("user add"),
+        Command::User(UserCommand::Add {
+            email,
+            users,
+            config,
+        }) => user_add(&email, users, &config),
         Command::Queue(cmd) => queue(cmd),
         Command::Dane(DaneCommand::Verify(args)) => {
             let code = danerelay::dane::cli::run_verify(&args, &mut std::io::stdout().lock());
@@ -303,6 +307,43 @@ fn queue(cmd: QueueCommand) -> ExitCode {
         Err(e) => {
             eprintln!("danerelay queue: {e}");
             ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// `user add`: the password is the first line of stdin (so `echo pw |` and
+/// a terminal both work); the users file is `--users`, else the config's
+/// `auth.users_file`, else the conventional path.
+fn user_add(email: &str, users: Option<PathBuf>, config: &ConfigArg) -> ExitCode {
+    use std::io::Read;
+    let users = match users {
+        Some(u) => u,
+        None if config.config.is_some() => match load(config, true) {
+            Ok(c) => match c.auth.users_file {
+                Some(u) => u,
+                None => {
+                    eprintln!("danerelay user add: auth.users_file is not set in the config; pass --users FILE");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            },
+            Err(code) => return code,
+        },
+        None => PathBuf::from("/etc/danerelay/users.toml"),
+    };
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("danerelay user add: reading the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = input.lines().next().unwrap_or("");
+    match danerelay::auth::user_add(&users, email, password) {
+        Ok(()) => {
+            eprintln!("user {email} written to {}", users.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("danerelay user add: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -109,25 +109,20 @@ impl Queue {
         let body = match remove_message(inner, id) {
             Ok(Some(rec)) => {
                 inner.count(Some(rec.state()), None);
-                rec.body
+                Some(rec.body)
             }
             Ok(None) => return Ok(false),
             Err(e @ QueueError::Corrupt { .. }) => {
                 inner.report_corrupt(&e);
                 purge(inner, id)?;
-                BodyLoc::Spool
+                // Unknown body location: a spool file is removed below; a body-log segment
+                // stays until the next open (nothing references it any more).
+                None
             }
             Err(e) => return Err(e),
         };
         inner.commit.wait_durable()?;
-        if body == BodyLoc::Spool {
-            let path = inner.spool_path(id);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(QueueError::io("remove spool file", path)(e)),
-            }
-        }
+        inner.release_body(id, body.unwrap_or(BodyLoc::Spool));
         Ok(true)
     }
 

@@ -10,7 +10,7 @@
 //! the body is read to its end, so a damaged body is an error, never silently delivered.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -138,8 +138,12 @@ impl Drop for MessageWriter {
 }
 
 enum Source {
-    Inline { data: sled::IVec, pos: usize },
-    Spool(BufReader<File>),
+    Inline {
+        data: sled::IVec,
+        pos: usize,
+    },
+    /// A spool file, or a slice of a body-log segment.
+    File(std::io::Take<BufReader<File>>),
 }
 
 /// Reads a stored body: exactly the bytes given to the [`MessageWriter`]. Reading to the end
@@ -157,9 +161,20 @@ impl BodyReader {
         BodyReader::new(Source::Inline { data, pos: 0 }, size, crc)
     }
 
-    pub(crate) fn spool(path: &Path, size: u64, crc: u32) -> Result<BodyReader, QueueError> {
-        let f = File::open(path).map_err(QueueError::io("open spool file", path))?;
-        let src = Source::Spool(BufReader::with_capacity(64 * 1024, f));
+    /// `size` bytes from `off` in the file at `path` (a spool file, or a body-log segment).
+    /// Reading stops at `size`, so a file that is too short fails the CRC check at the end.
+    pub(crate) fn spool(
+        path: &Path,
+        off: u64,
+        size: u64,
+        crc: u32,
+    ) -> Result<BodyReader, QueueError> {
+        let mut f = File::open(path).map_err(QueueError::io("open body file", path))?;
+        if off > 0 {
+            f.seek(SeekFrom::Start(off))
+                .map_err(QueueError::io("seek body file", path))?;
+        }
+        let src = Source::File(BufReader::with_capacity(64 * 1024, f).take(size));
         Ok(BodyReader::new(src, size, crc))
     }
 
@@ -189,7 +204,7 @@ impl Read for BodyReader {
                 *pos += n;
                 n
             }
-            Source::Spool(f) => f.read(out)?,
+            Source::File(f) => f.read(out)?,
         };
         self.crc.update(&out[..n]);
         self.read += n as u64;
@@ -213,7 +228,7 @@ impl std::fmt::Debug for BodyReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.source {
             Source::Inline { .. } => "inline",
-            Source::Spool(_) => "spool",
+            Source::File(_) => "file",
         };
         f.debug_struct("BodyReader")
             .field("source", &kind)

@@ -14,13 +14,8 @@ use sled::transaction::Transactional;
 use crate::body::BodyReader;
 use crate::error::QueueError;
 use crate::id::QueueId;
-use crate::model::{
-    BodyLoc, Envelope, ExpiredRecipient, LeaseRec, LeasedRecipient, MessageRecord, MessageState,
-    Outcome, RecipientRecord, RecipientState,
-};
-use crate::schedule::{
-    due_key, from_ms, next_attempt, parse_due_key, rcpt_key, retry_delay, to_ms,
-};
+use crate::model::{BodyLoc, Envelope, LeaseRec, LeasedRecipient, MessageRecord, MessageState};
+use crate::schedule::{due_key, from_ms, later, parse_due_key, to_ms};
 use crate::store::{abort, decode, encode, key_name, tx_err, Inner, Queue};
 
 /// The reply recorded for recipients that reached `max_age` (RFC 3463 X.4.7, "delivery time
@@ -45,29 +40,6 @@ pub struct Leased {
     /// The body, read from the start. [`Queue::body`] opens another reader if one is not enough.
     pub body: BodyReader,
     pub(crate) token: u64,
-}
-
-/// What [`Queue::complete`] did.
-#[derive(Debug)]
-pub struct Completion {
-    /// Every recipient is done; the message left the queue.
-    pub finished: bool,
-    /// Recipients that were still open at `max_age` and are now bounced: send a 4.4.7 DSN.
-    pub expired: Vec<ExpiredRecipient>,
-    /// When the remaining recipients are next due (`None` when finished or held).
-    pub next_attempt: Option<SystemTime>,
-    /// The body of a finished message, still readable after its removal (for a DSN with
-    /// RET=FULL or the original headers).
-    pub body: Option<BodyReader>,
-}
-
-struct Done {
-    before: MessageState,
-    rec: MessageRecord,
-    finished: bool,
-    next: Option<SystemTime>,
-    expired: Vec<ExpiredRecipient>,
-    body: Option<sled::IVec>,
 }
 
 struct LeaseTx {
@@ -96,7 +68,7 @@ impl Queue {
     pub fn lease_due(&self, now: SystemTime, max: usize) -> Result<Vec<Leased>, QueueError> {
         let inner = &self.inner;
         let now_ms = to_ms(now);
-        let until = now + inner.opts.lease;
+        let until = later(now, inner.opts.lease);
         let until_ms = to_ms(until);
         let upper = (now_ms.saturating_add(1)).to_be_bytes();
         let mut out = Vec::new();
@@ -191,7 +163,7 @@ impl Queue {
         };
         Ok(Some(Leased {
             id,
-            expires_at: rec.env.received_at + inner.opts.max_age,
+            expires_at: later(rec.env.received_at, inner.opts.max_age),
             envelope: rec.env,
             recipients,
             size: rec.size,
@@ -207,167 +179,6 @@ impl Queue {
     pub fn body(&self, id: QueueId) -> Result<BodyReader, QueueError> {
         let rec = self.inner.record(id)?.ok_or(QueueError::NotFound { id })?;
         self.inner.open_body(id, &rec)
-    }
-
-    /// Records the outcome of an attempt for the given recipients (by `LeasedRecipient::index`)
-    /// and releases the lease, in one atomic, durable step. Report every leased recipient:
-    /// those left open are retried per `QueueOptions::retry`, or, when `now` is at or past
-    /// `expires_at`, bounced as expired and returned in `Completion::expired`. When nothing is
-    /// left open the message leaves the queue.
-    pub fn complete(
-        &self,
-        lease: &Leased,
-        outcomes: &[(u32, Outcome)],
-        now: SystemTime,
-    ) -> Result<Completion, QueueError> {
-        let inner = &self.inner;
-        let id = lease.id;
-        let jitter: f64 = rand::random_range(0.9..1.1);
-        let res = (
-            &inner.meta,
-            &inner.rcpt,
-            &inner.due,
-            &inner.lease,
-            &inner.body,
-        )
-            .transaction(|(meta, rcpt, due, leases, bodies)| {
-                let Some(v) = meta.get(id.key())? else {
-                    return abort(QueueError::NotFound { id });
-                };
-                let mut rec: MessageRecord = match decode("meta", &id.key(), &v) {
-                    Ok(r) => r,
-                    Err(e) => return abort(e),
-                };
-                if rec.lease.map(|l| l.token) != Some(lease.token) {
-                    return abort(QueueError::LeaseLost { id });
-                }
-                let before = rec.state();
-                let mut rcpts = Vec::with_capacity(rec.rcpts as usize);
-                for i in 0..rec.rcpts {
-                    let k = rcpt_key(id, i);
-                    let r = match rcpt.get(k)? {
-                        Some(v) => decode::<RecipientRecord>("rcpt", &k, &v).ok(),
-                        None => None,
-                    };
-                    rcpts.push(r);
-                }
-                for (index, outcome) in outcomes {
-                    let Some(slot) = rcpts.get_mut(*index as usize) else {
-                        return abort(QueueError::NoSuchRecipient { id, index: *index });
-                    };
-                    if let Some(r) = slot.as_mut().filter(|r| r.state.is_open()) {
-                        apply(r, outcome, now);
-                    }
-                }
-                let expires_at = rec.env.received_at + inner.opts.max_age;
-                let open = rcpts.iter().flatten().any(|r| r.state.is_open());
-                let mut expired = Vec::new();
-                if open && now >= expires_at {
-                    for (i, r) in (0u32..).zip(rcpts.iter_mut()) {
-                        if let Some(r) = r.as_mut().filter(|r| r.state.is_open()) {
-                            expired.push(ExpiredRecipient {
-                                index: i,
-                                address: r.address.clone(),
-                                orcpt: r.orcpt.clone(),
-                                notify: r.notify,
-                                last_reply: r.last_reply.clone(),
-                            });
-                            r.state = RecipientState::Bounced;
-                            r.last_reply = Some(EXPIRED_REPLY.to_string());
-                        }
-                    }
-                }
-                let finished = !open || !expired.is_empty();
-                if rec.scheduled() {
-                    due.remove(&due_key(rec.next_ms, id))?;
-                }
-                leases.remove(&id.key())?;
-                if finished {
-                    meta.remove(&id.key())?;
-                    for i in 0..rec.rcpts {
-                        rcpt.remove(&rcpt_key(id, i))?;
-                    }
-                    let body = bodies.remove(&id.key())?;
-                    return Ok(Done {
-                        before,
-                        rec,
-                        finished: true,
-                        next: None,
-                        expired,
-                        body,
-                    });
-                }
-                for (i, r) in (0u32..).zip(&rcpts) {
-                    if let Some(r) = r {
-                        match encode("recipient", r) {
-                            Ok(b) => rcpt.insert(&rcpt_key(id, i), b)?,
-                            Err(e) => return abort(e),
-                        };
-                    }
-                }
-                rec.deferrals += 1;
-                let delay = retry_delay(&inner.opts.retry, rec.deferrals, jitter);
-                let next = next_attempt(now, delay, expires_at);
-                rec.lease = None;
-                rec.next_ms = to_ms(next);
-                if rec.scheduled() {
-                    due.insert(&due_key(rec.next_ms, id), &[])?;
-                }
-                match encode("message", &rec) {
-                    Ok(b) => meta.insert(&id.key(), b)?,
-                    Err(e) => return abort(e),
-                };
-                let next = rec.scheduled().then_some(next);
-                Ok(Done {
-                    before,
-                    rec,
-                    finished: false,
-                    next,
-                    expired,
-                    body: None,
-                })
-            });
-        let done = match res.map_err(tx_err("complete")) {
-            Ok(d) => d,
-            Err(e) => {
-                inner.report_corrupt(&e);
-                return Err(e);
-            }
-        };
-        let Done {
-            before,
-            rec,
-            finished,
-            next,
-            expired,
-            body,
-        } = done;
-        let body = if finished {
-            inner.count(Some(before), None);
-            match (rec.body, body) {
-                (BodyLoc::Inline, Some(b)) => Some(BodyReader::inline(b, rec.size, rec.crc32)),
-                (BodyLoc::Spool, _) => {
-                    let path = inner.spool_path(id);
-                    // Opened before the unlink, so the DSN can still read it.
-                    let reader = BodyReader::spool(&path, rec.size, rec.crc32).ok();
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        tracing::warn!(path = %path.display(), error = %e, "could not remove spool file");
-                    }
-                    reader
-                }
-                _ => None,
-            }
-        } else {
-            inner.count(Some(before), Some(rec.state()));
-            None
-        };
-        inner.commit.wait_durable()?;
-        Ok(Completion {
-            finished,
-            expired,
-            next_attempt: next,
-            body,
-        })
     }
 
     /// Gives a lease back without an attempt (shutdown, worker cancelled): the message is due
@@ -389,6 +200,26 @@ impl Queue {
         Ok(())
     }
 
+    /// Extends a lease to `now + QueueOptions::lease` (a long delivery, e.g. a 25 MiB DATA
+    /// on a slow link, calls this before the lease runs out so nobody else picks it up).
+    pub fn extend_lease(&self, lease: &mut Leased, now: SystemTime) -> Result<(), QueueError> {
+        let until = later(now, self.inner.opts.lease);
+        let until_ms = to_ms(until);
+        let token = lease.token;
+        let id = lease.id;
+        self.inner.update_leased(lease, |rec, due| {
+            if rec.scheduled() {
+                due.remove(&due_key(rec.next_ms, id))?;
+                due.insert(&due_key(until_ms, id), &[])?;
+            }
+            rec.next_ms = until_ms;
+            rec.lease = Some(LeaseRec { token, until_ms });
+            Ok(())
+        })?;
+        lease.lease_until = until;
+        Ok(())
+    }
+
     /// Records that the delay warning DSN for this message was sent; `false` if it already was
     /// (so at most one is ever sent).
     pub fn mark_delay_warned(&self, lease: &Leased) -> Result<bool, QueueError> {
@@ -399,19 +230,6 @@ impl Queue {
         self.inner.commit.wait_durable()?;
         Ok(!before.delay_warned)
     }
-}
-
-/// One recipient's outcome onto its record.
-fn apply(r: &mut RecipientRecord, outcome: &Outcome, now: SystemTime) {
-    let (state, reply) = match outcome {
-        Outcome::Delivered { reply } => (RecipientState::Delivered, reply),
-        Outcome::Deferred { reply } => (RecipientState::Deferred, reply),
-        Outcome::Bounced { reply } => (RecipientState::Bounced, reply),
-    };
-    r.state = state;
-    r.attempts += 1;
-    r.last_reply = Some(reply.clone());
-    r.last_attempt = Some(now);
 }
 
 impl Inner {
@@ -426,7 +244,7 @@ impl Inner {
     }
 
     /// Changes a leased message's record under its lease token; returns it before and after.
-    fn update_leased(
+    pub(crate) fn update_leased(
         &self,
         lease: &Leased,
         f: impl Fn(
@@ -461,6 +279,22 @@ impl Inner {
             .map_err(tx_err("update lease"))
     }
 
+    /// Frees a removed message's body storage (after the removal is durable).
+    pub(crate) fn release_body(&self, id: QueueId, loc: BodyLoc) {
+        match loc {
+            BodyLoc::Inline => {}
+            BodyLoc::Log { seg, .. } => self.bodylog.release(seg),
+            BodyLoc::Spool => {
+                let path = self.spool_path(id);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove spool file");
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn open_body(
         &self,
         id: QueueId,
@@ -479,7 +313,10 @@ impl Inner {
                     })?;
                 Ok(BodyReader::inline(data, rec.size, rec.crc32))
             }
-            BodyLoc::Spool => BodyReader::spool(&self.spool_path(id), rec.size, rec.crc32),
+            BodyLoc::Spool => BodyReader::spool(&self.spool_path(id), 0, rec.size, rec.crc32),
+            BodyLoc::Log { seg, off } => {
+                BodyReader::spool(&self.bodylog.path(seg), off, rec.size, rec.crc32)
+            }
         }
     }
 }

@@ -8,6 +8,9 @@
 //! committer therefore `fdatasync`s sled's log file, every blob file it has not synced yet,
 //! and the blob directory when it gained entries.
 //!
+//! The same round first `fdatasync`s the body-log segments written since the last round
+//! (see `bodylog`).
+//!
 //! Group commit: writers apply their sled transaction, then take a ticket and wait. One
 //! committer thread repeatedly takes everything requested so far, runs one flush + syncs for
 //! the whole batch, and wakes every writer whose ticket it covered. 128 concurrent writers
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use crate::bodylog::BodyLog;
 use crate::error::QueueError;
 
 #[derive(Default)]
@@ -55,10 +59,22 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(db: sled::Db, sled_dir: &Path) -> Result<GroupCommit, QueueError> {
-        let mut syncer = SledSyncer::new(db, sled_dir)?;
-        // Everything sled created while opening (conf, db, snapshot) is made durable first.
+    pub(crate) fn start(
+        db: sled::Db,
+        sled_dir: &Path,
+        bodies: Arc<BodyLog>,
+    ) -> Result<GroupCommit, QueueError> {
+        let mut syncer = SledSyncer::new(db, sled_dir, bodies)?;
+        // Everything sled created while opening is made durable first: it writes `conf`
+        // without any sync, and creates `db`, `blobs/` and snapshots in its directory.
+        let conf = sled_dir.join("conf");
+        if conf.exists() {
+            File::open(&conf)
+                .and_then(|f| f.sync_all())
+                .map_err(QueueError::io("fsync sled conf", &conf))?;
+        }
         syncer.sync()?;
+        sync_dir(sled_dir)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             syncs: AtomicU64::new(0),
@@ -148,8 +164,9 @@ fn run(shared: &Shared, syncer: &mut SledSyncer) {
     }
 }
 
-/// Flushes sled and syncs the files it leaves unsynced.
+/// Syncs the body log, flushes sled and syncs the files it leaves unsynced.
 pub(crate) struct SledSyncer {
+    bodies: Arc<BodyLog>,
     db: sled::Db,
     log: File,
     log_path: PathBuf,
@@ -160,10 +177,15 @@ pub(crate) struct SledSyncer {
 }
 
 impl SledSyncer {
-    pub(crate) fn new(db: sled::Db, sled_dir: &Path) -> Result<SledSyncer, QueueError> {
+    pub(crate) fn new(
+        db: sled::Db,
+        sled_dir: &Path,
+        bodies: Arc<BodyLog>,
+    ) -> Result<SledSyncer, QueueError> {
         let log_path = sled_dir.join("db");
         let log = File::open(&log_path).map_err(QueueError::io("open sled log", &log_path))?;
         Ok(SledSyncer {
+            bodies,
             db,
             log,
             log_path,
@@ -173,6 +195,8 @@ impl SledSyncer {
     }
 
     pub(crate) fn sync(&mut self) -> Result<(), QueueError> {
+        // Bodies first: a record reaching the disk must never point at a body that did not.
+        self.bodies.sync()?;
         self.db.flush().map_err(QueueError::db("flush"))?;
         self.log
             .sync_data()

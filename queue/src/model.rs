@@ -253,8 +253,10 @@ pub struct ExpiredRecipient {
 /// Where the body lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum BodyLoc {
-    /// In the `body` tree under the message key.
+    /// In the `body` tree under the message key (`QueueTuning::small_bodies_in_sled`).
     Inline,
+    /// In the body log: segment `bodies/<seg>` from byte `off`, `size` bytes.
+    Log { seg: u64, off: u64 },
     /// In `spool/<ID>`.
     Spool,
 }

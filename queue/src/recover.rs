@@ -17,6 +17,7 @@ use crate::store::{abort, decode, encode, key_name, state_slot, tx_err, Inner};
 pub(crate) fn recover(inner: &Inner, now: SystemTime) -> Result<(), QueueError> {
     let released = release_leases(inner, to_ms(now))?;
     let spool_files = spool_files(inner)?;
+    let segments = inner.bodylog.segment_set()?;
     let mut counts = [0i64; 4];
     let mut referenced = HashSet::new();
     for item in inner.meta.iter() {
@@ -31,16 +32,25 @@ pub(crate) fn recover(inner: &Inner, now: SystemTime) -> Result<(), QueueError> 
         let Some(id) = QueueId::from_key(&k) else {
             continue;
         };
-        if rec.body == BodyLoc::Spool {
-            if spool_files.contains(&id) {
+        let missing = match rec.body {
+            BodyLoc::Spool if spool_files.contains(&id) => {
                 referenced.insert(id);
-            } else {
-                inner.report_corrupt(&QueueError::Corrupt {
-                    tree: "meta",
-                    key: key_name(&k),
-                    reason: "spool file missing".into(),
-                });
+                None
             }
+            BodyLoc::Spool => Some("spool file missing"),
+            BodyLoc::Log { seg, .. } if segments.contains(&seg) => {
+                inner.bodylog.add_ref(seg);
+                None
+            }
+            BodyLoc::Log { .. } => Some("body log segment missing"),
+            BodyLoc::Inline => None,
+        };
+        if let Some(reason) = missing {
+            inner.report_corrupt(&QueueError::Corrupt {
+                tree: "meta",
+                key: key_name(&k),
+                reason: reason.into(),
+            });
         }
         counts[state_slot(rec.state())] += 1;
     }
@@ -50,6 +60,7 @@ pub(crate) fn recover(inner: &Inner, now: SystemTime) -> Result<(), QueueError> 
         tracing::info!(path = %path.display(), "removing orphaned spool file");
         std::fs::remove_file(&path).map_err(QueueError::io("remove orphan", &path))?;
     }
+    inner.bodylog.remove_unreferenced()?;
     if released > 0 {
         tracing::info!(released, "leases of a previous process returned to due");
         inner.commit.wait_durable()?;

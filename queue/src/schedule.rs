@@ -14,6 +14,13 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
+/// `t + d`, saturating at a far-future moment instead of panicking on overflow (a configured
+/// `max_age` of "1000000y" must not crash the relay).
+pub fn later(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d)
+        .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 64))
+}
+
 pub(crate) fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
@@ -56,14 +63,15 @@ pub fn retry_delay(retry: &[Duration], deferrals: u32, jitter: f64) -> Duration 
     match retry.get(i) {
         Some(d) if i + 1 < retry.len() => *d,
         // The last interval, and each repetition of it: jittered.
-        _ => last.mul_f64(jitter.clamp(0.5, 1.5)),
+        _ => Duration::try_from_secs_f64(last.as_secs_f64() * jitter.clamp(0.5, 1.5))
+            .unwrap_or(*last),
     }
 }
 
 /// When to try next: after the retry delay, but never later than the expiry moment, so that a
 /// message is given its last chance exactly at `max_age` rather than up to one interval late.
 pub fn next_attempt(now: SystemTime, delay: Duration, expires_at: SystemTime) -> SystemTime {
-    let at = now + delay;
+    let at = later(now, delay);
     if at > expires_at && expires_at > now {
         expires_at
     } else {
@@ -90,6 +98,7 @@ mod tests {
         assert_eq!(retry_delay(&r, 7, 1.1), m(33));
         assert_eq!(retry_delay(&r, 0, 1.0), m(5));
         assert_eq!(retry_delay(&[], 3, 1.0), m(5));
+        assert_eq!(retry_delay(&[Duration::MAX], 3, 1.1), Duration::MAX);
     }
 
     #[test]
@@ -99,6 +108,8 @@ mod tests {
         assert_eq!(next_attempt(now, m(5), now + m(2)), now + m(2));
         // Already expired: no cap (the caller expires it instead).
         assert_eq!(next_attempt(now, m(5), now - m(2)), now + m(5));
+        // Absurd durations saturate instead of panicking.
+        assert!(later(now, Duration::MAX) > now + m(1_000_000_000));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::body::MessageWriter;
+use crate::bodylog::BodyLog;
 use crate::durable::GroupCommit;
 use crate::error::QueueError;
 use crate::id::{IdGen, QueueId};
@@ -32,8 +33,14 @@ pub const MAX_RECIPIENTS: usize = 65_535;
 /// Storage knobs with measured defaults; `Queue::open` uses `QueueTuning::default()`.
 #[derive(Debug, Clone)]
 pub struct QueueTuning {
-    /// Bodies up to this size live in sled; larger ones in spool files. 0 = always spool.
+    /// Bodies up to this size are buffered in memory and appended to the shared body log;
+    /// larger ones are streamed to their own spool file. 0 = always a spool file.
     pub inline_body_max: usize,
+    /// Store the small bodies in a sled tree instead of the body log (kept for the
+    /// benchmark's comparison; slower, see the crate docs).
+    pub small_bodies_in_sled: bool,
+    /// Body-log segments are closed at this size (and deleted once no message needs them).
+    pub body_segment_size: u64,
     /// sled's page cache, in bytes.
     pub cache_capacity: u64,
 }
@@ -42,6 +49,8 @@ impl Default for QueueTuning {
     fn default() -> QueueTuning {
         QueueTuning {
             inline_body_max: 64 * 1024,
+            small_bodies_in_sled: false,
+            body_segment_size: 64 * 1024 * 1024,
             cache_capacity: 256 * 1024 * 1024,
         }
     }
@@ -66,6 +75,7 @@ pub(crate) struct Inner {
     pub due: sled::Tree,
     pub lease: sled::Tree,
     spool_dir: PathBuf,
+    pub bodylog: Arc<BodyLog>,
     ids: IdGen,
     counts: Mutex<[i64; 4]>,
     corrupt: Mutex<Vec<CorruptRecord>>,
@@ -152,6 +162,27 @@ pub(crate) fn abort<T>(e: QueueError) -> Result<T, ConflictableTransactionError<
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// Opens sled. A queue closed a moment ago in this process may still have sled's background
+/// I/O threads holding the directory lock for a few milliseconds, so a lock conflict is retried
+/// briefly before it is reported (a second process keeps failing, as it must).
+fn open_sled(dir: &Path, tuning: &QueueTuning) -> Result<sled::Db, QueueError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(tuning.cache_capacity)
+        // Our committer decides when to flush (and then really syncs).
+        .flush_every_ms(None);
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if tries < 200 && e.to_string().contains("acquire lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(QueueError::db("open")),
+        }
+    }
+}
+
 impl Queue {
     /// Opens (creating if needed) the queue in directory `path`, recovering from a crash:
     /// leases held by a dead process become due now, orphaned spool files are removed, and
@@ -171,9 +202,11 @@ impl Queue {
                 reason: "retry schedule is empty",
             });
         }
-        if opts.lease.is_zero() {
+        // Under a millisecond a lease would end in the millisecond it began (the index's
+        // resolution), and `lease_due` could hand the same message out twice in one call.
+        if opts.lease < std::time::Duration::from_millis(1) {
             return Err(QueueError::InvalidOptions {
-                reason: "lease duration is zero",
+                reason: "lease duration is under 1 ms",
             });
         }
         let sled_dir = path.join("sled");
@@ -181,13 +214,7 @@ impl Queue {
         for dir in [path, &spool_dir] {
             std::fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
         }
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            .cache_capacity(tuning.cache_capacity)
-            // Our committer decides when to flush (and then really syncs).
-            .flush_every_ms(None)
-            .open()
-            .map_err(QueueError::db("open"))?;
+        let db = open_sled(&sled_dir, &tuning)?;
         let tree = |name: &str| db.open_tree(name).map_err(QueueError::db("open tree"));
         let (meta, rcpt, body, due, lease) = (
             tree("meta")?,
@@ -196,8 +223,12 @@ impl Queue {
             tree("due")?,
             tree("lease")?,
         );
+        let bodylog = Arc::new(BodyLog::open(
+            &path.join("bodies"),
+            tuning.body_segment_size,
+        )?);
         crate::durable::sync_dir(path)?;
-        let commit = GroupCommit::start(db.clone(), &sled_dir)?;
+        let commit = GroupCommit::start(db.clone(), &sled_dir, Arc::clone(&bodylog))?;
         let floor = meta
             .last()
             .map_err(QueueError::db("read last id"))?
@@ -211,6 +242,7 @@ impl Queue {
             due,
             lease,
             spool_dir,
+            bodylog,
             ids: IdGen::new(floor),
             counts: Mutex::new([0; 4]),
             corrupt: Mutex::new(Vec::new()),
@@ -330,15 +362,29 @@ impl Inner {
             });
         }
         let id = w.id;
-        let spooled = w.finish_spool()?;
+        let body = std::mem::take(&mut w.buf);
+        let loc = if w.finish_spool()? {
+            BodyLoc::Spool
+        } else if self.tuning.small_bodies_in_sled {
+            BodyLoc::Inline
+        } else {
+            let (seg, off) = self.bodylog.append(&body)?;
+            // The body must be durable before any record pointing at it can be.
+            if let Err(e) = self.commit.wait_durable() {
+                self.bodylog.release(seg);
+                return Err(e);
+            }
+            BodyLoc::Log { seg, off }
+        };
+        let release = |loc: BodyLoc| {
+            if let BodyLoc::Log { seg, .. } = loc {
+                self.bodylog.release(seg);
+            }
+        };
         let now_ms = to_ms(SystemTime::now());
         let rec = MessageRecord {
             env,
-            body: if spooled {
-                BodyLoc::Spool
-            } else {
-                BodyLoc::Inline
-            },
+            body: loc,
             size: w.size,
             crc32: w.crc.clone().finalize(),
             rcpts: u32::try_from(rcpts.len()).unwrap_or(u32::MAX),
@@ -348,34 +394,48 @@ impl Inner {
             lease: None,
             delay_warned: false,
         };
-        let meta_bytes = encode("message", &rec)?;
-        let mut rcpt_rows = Vec::with_capacity(rcpts.len());
-        for (i, spec) in (0u32..).zip(rcpts) {
-            rcpt_rows.push((
-                rcpt_key(id, i),
-                encode("recipient", &RecipientRecord::new(spec))?,
-            ));
-        }
-        let body = std::mem::take(&mut w.buf);
-        (&self.meta, &self.rcpt, &self.due, &self.body)
+        let rows = encode("message", &rec).and_then(|m| {
+            let mut rows = Vec::with_capacity(rcpts.len());
+            for (i, spec) in (0u32..).zip(rcpts) {
+                rows.push((
+                    rcpt_key(id, i),
+                    encode("recipient", &RecipientRecord::new(spec))?,
+                ));
+            }
+            Ok((m, rows))
+        });
+        let (meta_bytes, rcpt_rows) = match rows {
+            Ok(r) => r,
+            Err(e) => {
+                release(loc);
+                return Err(e);
+            }
+        };
+        let in_sled = loc == BodyLoc::Inline;
+        let res = (&self.meta, &self.rcpt, &self.due, &self.body)
             .transaction(|(meta, rcpt, due, bodies)| {
                 meta.insert(&id.key(), meta_bytes.as_slice())?;
                 for (k, v) in &rcpt_rows {
                     rcpt.insert(k, v.as_slice())?;
                 }
                 due.insert(&due_key(now_ms, id), &[])?;
-                if !spooled {
+                if in_sled {
                     bodies.insert(&id.key(), body.as_slice())?;
                 }
                 Ok(())
             })
-            .map_err(tx_err("enqueue"))?;
+            .map_err(tx_err("enqueue"));
+        if let Err(e) = res {
+            release(loc);
+            return Err(e);
+        }
         self.count(None, Some(MessageState::Pending));
         if let Err(e) = self.commit.wait_durable() {
             // Not acknowledged, so not queued: take the records out again (best effort; the
             // spool file goes with the writer's Drop).
             if let Ok(Some(rec)) = crate::admin::remove_message(self, id) {
                 self.count(Some(rec.state()), None);
+                release(rec.body);
             }
             return Err(e);
         }

@@ -713,9 +713,10 @@ fn concurrent_commits_share_syncs() {
         .collect();
     assert_eq!(ids.len(), 256);
     let (req, syncs) = q.sync_stats();
-    assert_eq!(req - req0, 256);
+    // Two durability points per enqueue: the body, then the records pointing at it.
+    assert_eq!(req - req0, 512);
     assert!(
-        syncs - sync0 < 200,
+        syncs - sync0 < 256,
         "group commit should batch: {} syncs for 256 commits",
         syncs - sync0
     );
@@ -731,4 +732,185 @@ fn invalid_options_are_refused() {
         Queue::open(dir.path(), o),
         Err(QueueError::InvalidOptions { .. })
     ));
+    let mut o = opts();
+    o.lease = Duration::from_micros(10);
+    assert!(matches!(
+        Queue::open(dir.path(), o),
+        Err(QueueError::InvalidOptions { .. })
+    ));
+    assert!(Queue::open(dir.path(), opts()).is_ok());
+}
+
+fn segments(dir: &std::path::Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir.join("bodies"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .into_string()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn body_log_segments_are_removed_when_no_message_needs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = QueueTuning {
+        body_segment_size: 8 * 1024,
+        ..QueueTuning::default()
+    };
+    let q = Queue::open_tuned(dir.path(), opts(), tuning.clone()).unwrap();
+    let ids: Vec<QueueId> = (0..6)
+        .map(|i| enqueue(&q, &body(5000, i), &["x@example.net"]))
+        .collect();
+    let segs = segments(dir.path());
+    assert!(
+        segs.len() >= 3,
+        "5000-byte bodies in 8 KiB segments: {segs:?}"
+    );
+    // Deliver the first three: their segments go, except the one still shared or current.
+    let now = SystemTime::now();
+    for mut l in q.lease_due(now, 3).unwrap() {
+        assert_eq!(
+            read_all(&mut l.body),
+            body(5000, ids.iter().position(|i| *i == l.id).unwrap() as u8)
+        );
+        q.complete(&l, &[(0, delivered())], now).unwrap();
+    }
+    let after = segments(dir.path());
+    assert!(after.len() < segs.len(), "{segs:?} -> {after:?}");
+    drop(q);
+    // Reopen: the rest still reads back intact; a stray segment nobody references is removed.
+    std::fs::write(dir.path().join("bodies").join("1"), b"stray").unwrap();
+    let q = Queue::open_tuned(dir.path(), opts(), tuning).unwrap();
+    assert!(
+        !after.contains(&1),
+        "segment 1 only held the first, delivered, body"
+    );
+    assert!(
+        !segments(dir.path()).contains(&1),
+        "stray segment removed at open"
+    );
+    for (i, id) in ids.iter().enumerate().skip(3) {
+        assert_eq!(read_all(q.body(*id).unwrap()), body(5000, i as u8));
+    }
+    assert!(q.corrupt_records().is_empty());
+}
+
+/// Compile-time: what callers move across threads (`spawn_blocking`, worker pools) can go.
+#[test]
+fn handles_can_cross_threads() {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    fn send<T: Send>() {}
+    send_sync_clone::<Queue>();
+    send::<MessageWriter>();
+    send::<Leased>();
+    send::<BodyReader>();
+    send::<QueueError>();
+}
+
+#[test]
+fn extended_lease_is_not_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.lease = secs(10);
+    let q = Queue::open(dir.path(), o).unwrap();
+    enqueue(&q, b"x\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    let mut l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    q.extend_lease(&mut l, now + secs(8)).unwrap();
+    assert_eq!(l.lease_until, now + secs(18));
+    assert!(
+        q.lease_due(now + secs(12), 1).unwrap().is_empty(),
+        "still leased"
+    );
+    assert_eq!(q.counts().active, 1);
+    assert!(
+        q.complete(&l, &[(0, delivered())], now + secs(15))
+            .unwrap()
+            .finished
+    );
+}
+
+#[test]
+fn absurd_durations_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = QueueOptions {
+        retry: vec![Duration::MAX],
+        max_age: Duration::MAX,
+        lease: Duration::MAX,
+    };
+    let q = Queue::open(dir.path(), o).unwrap();
+    enqueue(&q, b"x\r\n", &["x@example.net"]);
+    let now = SystemTime::now();
+    let l = q.lease_due(now, 1).unwrap().pop().unwrap();
+    let c = q.complete(&l, &[(0, deferred())], now).unwrap();
+    assert!(!c.finished);
+    assert!(c.next_attempt.unwrap() > now + secs(1_000_000_000));
+}
+
+#[test]
+fn segments_survive_concurrent_enqueue_and_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = QueueTuning {
+        body_segment_size: 16 * 1024,
+        ..QueueTuning::default()
+    };
+    let q = Queue::open_tuned(dir.path(), opts(), tuning).unwrap();
+    let writers: Vec<_> = (0..8u8)
+        .map(|t| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for i in 0..25u8 {
+                    enqueue(
+                        &q,
+                        &body(3000, t.wrapping_mul(31).wrapping_add(i)),
+                        &["x@example.net"],
+                    );
+                }
+            })
+        })
+        .collect();
+    // Deliver while the writers are rolling segments.
+    let mut delivered_n = 0;
+    let mut idle = 0;
+    while idle < 50 {
+        let batch = q.lease_due(SystemTime::now(), 4).unwrap();
+        if batch.is_empty() {
+            idle += 1;
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        idle = 0;
+        for mut l in batch {
+            let got = read_all(&mut l.body); // CRC-checked: the segment was not deleted under it
+            assert_eq!(got.len(), 3000);
+            assert!(
+                q.complete(&l, &[(0, delivered())], SystemTime::now())
+                    .unwrap()
+                    .finished
+            );
+            delivered_n += 1;
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    for l in q.lease_due(SystemTime::now(), 1000).unwrap() {
+        q.complete(&l, &[(0, delivered())], SystemTime::now())
+            .unwrap();
+        delivered_n += 1;
+    }
+    assert_eq!(delivered_n, 200);
+    assert_eq!(q.counts().total(), 0);
+    assert_eq!(
+        segments(dir.path()).len(),
+        1,
+        "only the current segment is left"
+    );
 }

@@ -7,4 +7,5 @@ mod client;
 mod dane;
 mod deploy;
 mod dns;
+mod smtp;
 mod support;

@@ -1,0 +1,85 @@
+//! The submission server (SPEC "Submission (inbound)"): `listener.rs`
+//! accepts, `conn.rs` drives one connection's I/O, `session.rs` decides every
+//! reply (sans I/O), `data.rs` reads DATA/BDAT content, `headers.rs` adds
+//! trace and missing header fields, `store.rs` streams bodies into the queue,
+//! `tls.rs` holds the (reloadable) certificate.
+
+pub mod conn;
+pub mod data;
+pub mod headers;
+pub mod listener;
+pub mod params;
+pub mod sasl;
+pub mod session;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+pub use store::{MessageSink, MessageStore, StoreError, Submitted};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("binding submission listener {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(tls::TlsError),
+    #[error("users file: {0}")]
+    Users(#[from] crate::auth::AuthError),
+}
+
+/// Tuning that is not (yet) configuration.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// How often `[tls]` certificate files are checked for rotation.
+    pub cert_poll: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            cert_poll: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The integrator's entry point: serves every `[[listener]]` into the queue.
+/// See [`run_with_store`].
+pub async fn run(
+    cfg: Arc<Config>,
+    queue: danerelay_queue::Queue,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<Vec<SocketAddr>, ServerError> {
+    run_with_store(
+        cfg,
+        Arc::new(queue),
+        ServerOptions::default(),
+        shutdown,
+        tracker,
+    )
+    .await
+}
+
+/// Binds every `[[listener]]` and serves until `shutdown` is cancelled, storing
+/// accepted messages in `store`. Returns the bound addresses (port 0 resolved)
+/// in `cfg.listeners` order. Connection tasks run under `tracker`; after
+/// cancellation listeners stop accepting and idle sessions get `421 4.3.2`.
+pub async fn run_with_store(
+    cfg: Arc<Config>,
+    store: Arc<dyn MessageStore>,
+    opts: ServerOptions,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<Vec<SocketAddr>, ServerError> {
+    listener::serve(cfg, store, opts, shutdown, tracker).await
+}

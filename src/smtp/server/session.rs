@@ -1,0 +1,535 @@
+//! The submission session as a sans-I/O state machine: command lines in,
+//! [`Action`]s out. It decides every reply (RFC 5321 sequencing, RFC 4954
+//! AUTH, RFC 3207 STARTTLS, relay and sender policy, limits) and never touches
+//! a socket, a clock or the queue; `conn.rs` performs what it asks for and
+//! reports back (`tls_established`, `auth_result`, `message_done`).
+
+use smtp_proto::{MailFrom, RcptTo, Request};
+
+use super::{params, sasl};
+use crate::auth::sender_allowed;
+use crate::config::SenderPolicy;
+use crate::smtp::wire::{parse_command, Reply};
+
+/// What the session needs to know about its listener and peer.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub hostname: String,
+    /// STARTTLS may be offered (a `starttls` listener with a certificate).
+    pub starttls: bool,
+    /// A users file is configured, so AUTH can be offered inside TLS.
+    pub auth_available: bool,
+    /// The client address is in `auth.trusted_networks`.
+    pub trusted: bool,
+    pub sender_policy: SenderPolicy,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_auth_failures: u32,
+}
+
+/// The negotiated TLS parameters, for EHLO decisions and `Received:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// e.g. `TLSv1.3`
+    pub version: String,
+    /// IANA cipher suite name, e.g. `TLS_AES_256_GCM_SHA384`
+    pub cipher: String,
+}
+
+/// RFC 3461 NOTIFY as given on RCPT; `None` on the recipient = not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotifyFlags {
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+    pub never: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    pub orcpt: Option<String>,
+    pub notify: Option<NotifyFlags>,
+}
+
+/// RFC 3461 RET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetParam {
+    Full,
+    Headers,
+}
+
+/// One mail transaction (MAIL .. end of data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub sender: String,
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+    pub ret: Option<RetParam>,
+    pub envid: Option<String>,
+    pub recipients: Vec<Recipient>,
+}
+
+/// What the I/O layer must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send the reply; keep reading commands.
+    Reply(Reply),
+    /// Send the reply and close the connection.
+    Close(Reply),
+    /// Send the reply (220), discard any buffered plaintext (RFC 3207 §6 —
+    /// command injection), do the TLS handshake, then call
+    /// [`Session::tls_established`].
+    StartTls(Reply),
+    /// Verify these credentials (off the runtime) and call [`Session::auth_result`].
+    Authenticate { login: String, password: String },
+    /// Send the 354 reply, read the message until `<CRLF>.<CRLF>`, then call
+    /// [`Session::message_done`].
+    ReadData(Reply),
+    /// Read exactly `size` octets of BDAT chunk. With `reject`, discard them and
+    /// send that reply; otherwise append them to the message and call
+    /// [`Session::chunk_done`] (not last) or [`Session::message_done`] (last).
+    ReadChunk {
+        size: usize,
+        last: bool,
+        reject: Option<Reply>,
+    },
+}
+
+/// How a message transfer ended, as the I/O layer saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Durable in the queue under this id.
+    Queued(String),
+    TooLarge,
+    /// RFC 5321 §2.3.8: a CR or LF not part of CRLF (SMTP smuggling defence).
+    BareLineEnding,
+    /// The queue failed; nothing was stored.
+    StorageFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Command,
+    AuthPlain,
+    AuthLoginUser,
+    AuthLoginPass {
+        login: String,
+    },
+    /// Credentials handed to the I/O layer; waiting for `auth_result`.
+    AuthPending,
+    Data,
+    /// Between BDAT chunks; `octets` received so far.
+    Bdat {
+        octets: usize,
+    },
+}
+
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    state: State,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: Option<TlsInfo>,
+    auth_user: Option<String>,
+    auth_failures: u32,
+    tx: Option<Transaction>,
+}
+
+impl Session {
+    /// `tls` is `Some` on an implicit-TLS listener (handshake already done).
+    pub fn new(cfg: SessionConfig, tls: Option<TlsInfo>) -> Self {
+        Self {
+            cfg,
+            state: State::Command,
+            helo: None,
+            esmtp: false,
+            tls,
+            auth_user: None,
+            auth_failures: 0,
+            tx: None,
+        }
+    }
+
+    pub fn greeting(&self) -> Reply {
+        Reply::greeting(&self.cfg.hostname)
+    }
+    pub fn hostname(&self) -> &str {
+        &self.cfg.hostname
+    }
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+    pub fn esmtp(&self) -> bool {
+        self.esmtp
+    }
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
+    }
+    pub fn transaction(&self) -> Option<&Transaction> {
+        self.tx.as_ref()
+    }
+    /// True between a first BDAT chunk and its LAST (or an abort).
+    pub fn bdat_in_progress(&self) -> bool {
+        matches!(self.state, State::Bdat { .. })
+    }
+    pub fn max_message_size(&self) -> u64 {
+        self.cfg.max_message_size
+    }
+
+    /// Feeds one input line (line ending included).
+    pub fn on_line(&mut self, line: &[u8]) -> Action {
+        match std::mem::replace(&mut self.state, State::Command) {
+            State::AuthPlain => self.auth_plain_response(line),
+            State::AuthLoginUser => self.auth_login_user(line),
+            State::AuthLoginPass { login } => self.auth_login_pass(login, line),
+            State::AuthPending => {
+                self.state = State::AuthPending;
+                Action::Reply(Reply::bad_sequence("Authentication in progress"))
+            }
+            State::Data => {
+                // The I/O layer reads DATA itself; a line here is a caller bug.
+                self.state = State::Data;
+                Action::Reply(Reply::bad_sequence("Data transfer in progress"))
+            }
+            state @ (State::Command | State::Bdat { .. }) => {
+                self.state = state;
+                match parse_command(line) {
+                    Ok(req) => self.on_request(req),
+                    Err(e) => Action::Reply(e.reply()),
+                }
+            }
+        }
+    }
+
+    /// An over-long input line (`500 5.5.6`). A SASL exchange in progress is
+    /// abandoned so the next line is read as a command again.
+    pub fn on_line_too_long(&mut self) -> Action {
+        if matches!(
+            self.state,
+            State::AuthPlain | State::AuthLoginUser | State::AuthLoginPass { .. }
+        ) {
+            self.state = State::Command;
+        }
+        Action::Reply(Reply::line_too_long())
+    }
+
+    fn on_request(&mut self, req: Request<String>) -> Action {
+        if self.bdat_in_progress()
+            && !matches!(
+                req,
+                Request::Bdat { .. } | Request::Rset | Request::Quit | Request::Noop { .. }
+            )
+        {
+            // RFC 3030 §2: only further BDAT (or RSET/QUIT) may follow a non-LAST chunk.
+            return Action::Reply(Reply::bad_sequence(
+                "BDAT transfer in progress; send BDAT, RSET or QUIT",
+            ));
+        }
+        match req {
+            Request::Ehlo { host } => self.hello(host, true),
+            Request::Helo { host } => self.hello(host, false),
+            Request::StartTls => self.starttls(),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response),
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to),
+            Request::Data => self.data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last),
+            Request::Rset => {
+                self.reset_transaction();
+                Action::Reply(Reply::ok())
+            }
+            Request::Noop { .. } => Action::Reply(Reply::ok()),
+            Request::Vrfy { .. } => Action::Reply(Reply::vrfy()),
+            Request::Help { .. } => Action::Reply(Reply::help()),
+            Request::Quit => Action::Close(Reply::closing(&self.cfg.hostname)),
+            Request::Lhlo { .. }
+            | Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => Action::Reply(Reply::not_implemented()),
+        }
+    }
+
+    fn reset_transaction(&mut self) {
+        self.tx = None;
+        if self.bdat_in_progress() {
+            self.state = State::Command;
+        }
+    }
+
+    /// RFC 5321 §4.1.4: EHLO/HELO also resets any transaction.
+    fn hello(&mut self, host: String, esmtp: bool) -> Action {
+        self.reset_transaction();
+        self.helo = Some(host);
+        self.esmtp = esmtp;
+        if !esmtp {
+            return Action::Reply(Reply::new(250, None, self.cfg.hostname.clone()));
+        }
+        let mut lines = vec![
+            self.cfg.hostname.clone(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.cfg.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+            "DSN".into(),
+        ];
+        if self.tls.is_none() && self.cfg.starttls {
+            lines.push("STARTTLS".into());
+        }
+        // RFC 4954 §4 + SPEC: AUTH only inside TLS, and only until it succeeded.
+        if self.tls.is_some() && self.cfg.auth_available && self.auth_user.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.push("HELP".into());
+        Action::Reply(Reply::new(250, None, lines.join("\n")))
+    }
+
+    fn starttls(&mut self) -> Action {
+        if self.tls.is_some() {
+            return Action::Reply(Reply::bad_sequence("TLS already active"));
+        }
+        if !self.cfg.starttls {
+            return Action::Reply(Reply::not_implemented());
+        }
+        Action::StartTls(Reply::ready_for_tls())
+    }
+
+    /// RFC 3207 §4.2: after the handshake the session starts over; nothing
+    /// learned in plaintext (HELO, AUTH, transaction) survives.
+    pub fn tls_established(&mut self, info: TlsInfo) {
+        self.state = State::Command;
+        self.helo = None;
+        self.esmtp = false;
+        self.auth_user = None;
+        self.tx = None;
+        self.tls = Some(info);
+    }
+
+    fn auth(&mut self, mechanism: u64, initial: String) -> Action {
+        if self.tls.is_none() {
+            return Action::Reply(Reply::encryption_required());
+        }
+        if !self.cfg.auth_available {
+            return Action::Reply(Reply::not_implemented());
+        }
+        if self.helo.is_none() {
+            return Action::Reply(Reply::bad_sequence("Send EHLO first"));
+        }
+        if self.auth_user.is_some() {
+            return Action::Reply(Reply::bad_sequence("Already authenticated"));
+        }
+        if self.tx.is_some() {
+            return Action::Reply(Reply::bad_sequence(
+                "AUTH not permitted during a mail transaction",
+            ));
+        }
+        match mechanism {
+            smtp_proto::AUTH_PLAIN if initial.is_empty() => {
+                self.state = State::AuthPlain;
+                Action::Reply(Reply::auth_challenge(""))
+            }
+            smtp_proto::AUTH_PLAIN => self.auth_plain_response(initial.as_bytes()),
+            smtp_proto::AUTH_LOGIN if initial.is_empty() => {
+                self.state = State::AuthLoginUser;
+                Action::Reply(sasl::challenge("Username:"))
+            }
+            smtp_proto::AUTH_LOGIN => self.auth_login_user(initial.as_bytes()),
+            _ => Action::Reply(Reply::auth_mechanism_unsupported()),
+        }
+    }
+
+    /// RFC 4616: an authzid other than the login itself is refused (no
+    /// proxy authorization).
+    fn auth_plain_response(&mut self, line: &[u8]) -> Action {
+        match sasl::parse_plain(line) {
+            Ok(p) if !p.authzid.is_empty() && !p.authzid.eq_ignore_ascii_case(&p.login) => {
+                self.auth_result(None)
+            }
+            Ok(p) => {
+                self.state = State::AuthPending;
+                Action::Authenticate {
+                    login: p.login,
+                    password: p.password,
+                }
+            }
+            Err(reply) => Action::Reply(reply),
+        }
+    }
+
+    fn auth_login_user(&mut self, line: &[u8]) -> Action {
+        match sasl::decode_text(line) {
+            Ok(login) => {
+                self.state = State::AuthLoginPass { login };
+                Action::Reply(sasl::challenge("Password:"))
+            }
+            Err(reply) => Action::Reply(reply),
+        }
+    }
+
+    fn auth_login_pass(&mut self, login: String, line: &[u8]) -> Action {
+        match sasl::decode_text(line) {
+            Ok(password) => {
+                self.state = State::AuthPending;
+                Action::Authenticate { login, password }
+            }
+            Err(reply) => Action::Reply(reply),
+        }
+    }
+
+    /// The verification result: `Some(canonical email)` on success. After
+    /// `max_auth_failures` failures the connection is closed with `421 4.7.0`.
+    pub fn auth_result(&mut self, user: Option<String>) -> Action {
+        self.state = State::Command;
+        match user {
+            Some(user) => {
+                self.auth_user = Some(user);
+                Action::Reply(Reply::auth_ok())
+            }
+            None => {
+                self.auth_failures += 1;
+                if self.auth_failures >= self.cfg.max_auth_failures {
+                    Action::Close(Reply::too_many_auth_failures(&self.cfg.hostname))
+                } else {
+                    Action::Reply(Reply::auth_failed())
+                }
+            }
+        }
+    }
+
+    /// Verification could not run at all (task panicked, file unreadable).
+    pub fn auth_unavailable(&mut self) -> Action {
+        self.state = State::Command;
+        Action::Reply(Reply::auth_temp_failure())
+    }
+
+    fn mail(&mut self, from: MailFrom<String>) -> Action {
+        if self.helo.is_none() {
+            return Action::Reply(Reply::bad_sequence("Send EHLO/HELO first"));
+        }
+        if self.tx.is_some() {
+            return Action::Reply(Reply::bad_sequence("Nested MAIL command"));
+        }
+        // Never an open relay: trusted network or authenticated, nothing else (SPEC).
+        if !self.cfg.trusted && self.auth_user.is_none() {
+            return Action::Reply(Reply::auth_required());
+        }
+        if let Some(param) = params::unsupported_mail_param(&from) {
+            return Action::Reply(Reply::param_not_supported(param));
+        }
+        // RFC 5321 §4.1.1.11: after HELO no service extension was negotiated.
+        if !self.esmtp && (from.flags != 0 || from.size != 0 || from.env_id.is_some()) {
+            return Action::Reply(Reply::param_not_supported("(extensions need EHLO)"));
+        }
+        if from.size as u64 > self.cfg.max_message_size {
+            return Action::Reply(Reply::message_too_large());
+        }
+        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        if !smtputf8 && !from.address.is_ascii() {
+            return Action::Reply(Reply::non_ascii_needs_smtputf8());
+        }
+        if let Some(user) = &self.auth_user {
+            if !sender_allowed(self.cfg.sender_policy, user, &from.address) {
+                return Action::Reply(Reply::sender_not_owned(&from.address));
+            }
+        }
+        let ret = params::ret(from.flags);
+        self.tx = Some(Transaction {
+            sender: from.address,
+            body_8bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
+            smtputf8,
+            ret,
+            envid: from.env_id,
+            recipients: Vec::new(),
+        });
+        Action::Reply(Reply::ok_sender())
+    }
+
+    fn rcpt(&mut self, to: RcptTo<String>) -> Action {
+        let max = self.cfg.max_recipients;
+        let Some(tx) = self.tx.as_mut() else {
+            return Action::Reply(Reply::bad_sequence("Need MAIL before RCPT"));
+        };
+        if tx.recipients.len() >= max {
+            return Action::Reply(Reply::too_many_recipients());
+        }
+        if to.address.is_empty() {
+            return Action::Reply(Reply::syntax("Recipient address must be local@domain"));
+        }
+        if !tx.smtputf8 && !to.address.is_ascii() {
+            return Action::Reply(Reply::non_ascii_needs_smtputf8());
+        }
+        let notify = params::notify(to.flags);
+        tx.recipients.push(Recipient {
+            address: to.address,
+            orcpt: to.orcpt,
+            notify,
+        });
+        Action::Reply(Reply::ok_recipient())
+    }
+
+    fn data(&mut self) -> Action {
+        match &self.tx {
+            None => Action::Reply(Reply::bad_sequence("Need MAIL command")),
+            Some(tx) if tx.recipients.is_empty() => {
+                Action::Reply(Reply::bad_sequence("Need RCPT command"))
+            }
+            Some(_) => {
+                self.state = State::Data;
+                Action::ReadData(Reply::start_data())
+            }
+        }
+    }
+
+    fn bdat(&mut self, size: usize, last: bool) -> Action {
+        let reject = match &self.tx {
+            None => Some(Reply::bad_sequence("Need MAIL command")),
+            Some(tx) if tx.recipients.is_empty() => Some(Reply::bad_sequence("Need RCPT command")),
+            Some(_) => None,
+        };
+        if reject.is_none() && !self.bdat_in_progress() {
+            self.state = State::Bdat { octets: 0 };
+        }
+        Action::ReadChunk { size, last, reject }
+    }
+
+    /// A non-LAST BDAT chunk was taken in.
+    pub fn chunk_done(&mut self, octets: usize) -> Reply {
+        let total = match self.state {
+            State::Bdat { octets: so_far } => so_far.saturating_add(octets),
+            _ => octets,
+        };
+        self.state = State::Bdat { octets: total };
+        Reply::chunk_received(octets)
+    }
+
+    /// The message (DATA or BDAT LAST) ended; the transaction is over whatever
+    /// the outcome, as RFC 5321 §4.1.1.4 and RFC 3030 §2 require.
+    pub fn message_done(&mut self, outcome: MessageOutcome) -> Reply {
+        self.tx = None;
+        self.state = State::Command;
+        match outcome {
+            MessageOutcome::Queued(id) => Reply::queued(&id),
+            MessageOutcome::TooLarge => Reply::message_too_large(),
+            MessageOutcome::BareLineEnding => Reply::bare_line_ending(),
+            MessageOutcome::StorageFailed => Reply::storage_failure(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "session_tests.rs"]
+mod tests;
