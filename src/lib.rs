@@ -67,6 +67,8 @@ pub struct Running {
     pub queue: Queue,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    http_stop: CancellationToken,
+    http_task: tokio::task::JoinHandle<()>,
 }
 
 /// Starts every component; returns once all listeners are bound.
@@ -88,15 +90,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         queue: queue.clone(),
         token: config.http.admin_token.clone(),
     };
+    // HTTP outlives the drain, so that probes see /readyz turn 503 and
+    // Prometheus can scrape while sessions and deliveries finish.
+    let http_stop = CancellationToken::new();
     let (http_address, http) = http::bind(
         config.http.address,
         metrics.clone(),
         readiness.clone(),
         Some(admin),
-        shutdown.clone(),
+        http_stop.clone(),
     )
     .await?;
-    tracker.spawn(http);
+    let http_task = tokio::spawn(http);
     tracing::info!(address = %http_address, "http listening (/metrics, /healthz, /readyz)");
 
     let smtp_addresses = smtp::server::run(
@@ -118,6 +123,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         queue,
         shutdown,
         tracker,
+        http_stop,
+        http_task,
     })
 }
 
@@ -195,6 +202,8 @@ impl Running {
             Ok(Err(e)) => tracing::error!(error = %e, "queue flush at shutdown failed"),
             Err(e) => tracing::error!(error = %e, "queue flush at shutdown failed"),
         }
+        self.http_stop.cancel();
+        let _ = self.http_task.await;
         tracing::info!("danerelay stopped");
     }
 }

@@ -1,0 +1,218 @@
+//! Operations end to end with the real binary: graceful drain on SIGTERM
+//! (readiness, in-flight DATA, nothing lost across a restart) and JSON logs
+//! that follow a message by queue id.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::{danerelay, free_port, http_get, wait_for_port, Server};
+
+struct Relay {
+    server: Server,
+    smtp: u16,
+    http: u16,
+}
+
+fn config(dir: &Path, smtp: u16, http: u16) -> std::path::PathBuf {
+    let file = dir.join("relay.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "hostname = \"relay.test\"\nshutdown_grace = \"15s\"\n\
+             [[listener]]\naddress = \"127.0.0.1:{smtp}\"\ntls = \"none\"\n\
+             [auth]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
+             [queue]\npath = {:?}\n[http]\naddress = \"127.0.0.1:{http}\"\n\
+             [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\nnameservers = [\"127.0.0.1:9\"]\n\
+             [delivery]\ntls = \"none\"\n",
+            dir.join("queue").display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Relay {
+    let (smtp, http) = (free_port(), free_port());
+    let file = config(dir, smtp, http);
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["serve", "--config", file.to_str().unwrap()]);
+    let server = Server(
+        danerelay()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(http);
+    wait_for_port(smtp);
+    Relay { server, smtp, http }
+}
+
+/// A line-oriented SMTP conversation over a plain socket.
+struct Smtp {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Smtp {
+    fn connect(port: u16) -> Smtp {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Smtp {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        };
+        assert!(c.reply().starts_with("220"));
+        c
+    }
+
+    /// Reads one (possibly multi-line) reply; returns its last line.
+    fn reply(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.trim_end().to_string();
+            }
+        }
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        self.reply()
+    }
+
+    fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).unwrap();
+        self.writer.write_all(b"\r\n").unwrap();
+    }
+}
+
+fn sigterm(pid: u32) {
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn wait_exit(server: &mut Server) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "relay did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn queued_id(reply: &str) -> String {
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    reply.rsplit(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn sigterm_during_data_drains_then_the_message_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = start(dir.path(), &[]);
+    assert_eq!(http_get(relay.http, "/readyz").0, 200);
+
+    let mut c = Smtp::connect(relay.smtp);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<app@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<user@example.net>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send("Subject: in flight during SIGTERM\r\n\r\nfirst half");
+
+    sigterm(relay.server.0.id());
+    // Readiness turns 503 while the session is still in DATA.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(relay.http, "/readyz");
+        if status == 503 {
+            assert_eq!(body, "draining\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "readiness never went 503");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // New connections are refused once draining.
+    let refused = TcpStream::connect(("127.0.0.1", relay.smtp))
+        .map(|mut s| {
+            let mut buf = [0u8; 64];
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            matches!(s.read(&mut buf), Ok(0) | Err(_)) || buf.starts_with(b"421")
+        })
+        .unwrap_or(true);
+    assert!(refused, "a new session was served while draining");
+
+    // The DATA in progress completes and is stored durably…
+    c.send("second half\r\n.");
+    let id = queued_id(&c.reply());
+    // …and the next command is told the server is going away.
+    assert!(c.cmd("NOOP").starts_with("421 4.3.2"));
+    assert_eq!(wait_exit(&mut relay.server), 0);
+
+    // Restart on the same queue: the message is there, intact.
+    let relay = start(dir.path(), &[]);
+    let out = danerelay()
+        .args([
+            "queue",
+            "show",
+            &id,
+            "--api",
+            &format!("127.0.0.1:{}", relay.http),
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("app@example.org") && shown.contains("user@example.net"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn json_logs_follow_a_message_by_queue_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = start(dir.path(), &["--log-format", "json"]);
+    let mut c = Smtp::connect(relay.smtp);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<app@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<user@example.net>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let id = queued_id(&c.cmd("Subject: json\r\n\r\nhello\r\n."));
+    assert!(c.cmd("QUIT").starts_with("221"));
+    sigterm(relay.server.0.id());
+    assert_eq!(wait_exit(&mut relay.server), 0);
+    let mut log = String::new();
+    relay
+        .server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(events
+        .iter()
+        .all(|e| e["level"].is_string() && e["timestamp"].is_string()));
+    let accepted: Vec<_> = events
+        .iter()
+        .filter(|e| e["queue_id"].as_str() == Some(id.as_str()))
+        .collect();
+    assert!(
+        !accepted.is_empty(),
+        "no event carries queue_id {id}:\n{log}"
+    );
+}
