@@ -1,0 +1,373 @@
+//! The scheduler task: owns the queue's due list. It sleeps until
+//! `Queue::next_due` or until the queue's `on_due` hook fires (a tokio
+//! `Notify`: no polling), leases what is due, groups the recipients by
+//! destination (the recipient domain; a `next_hop` route shares the domain
+//! key), and runs one attempt per group under two caps: `delivery.concurrency`
+//! connections in total and `delivery.per_destination` per destination (one
+//! semaphore each). At most `concurrency` messages are leased at a time.
+//!
+//! When every group of a message is done, `report::report` records the
+//! outcomes and sends the DSNs. On shutdown nothing new is leased; attempts
+//! in flight get `shutdown_grace` (minus a margin for the bookkeeping) and
+//! are then cut off: a message nobody finished is given back untouched
+//! (`Queue::abandon`), one with some final answers is completed with just
+//! those — a recipient is never marked delivered unless a peer said 2xx.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use danerelay_queue::{Leased, Queue};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::smtp::client::{Envelope, Recipient, Ret};
+
+use super::attempt::{Engine, Job, RcptOutcome};
+use super::report::{self, ReportOptions, Reported};
+
+/// The longest the scheduler sleeps without a reason (a safety net against
+/// a missed wake-up; not a poll: nothing is done unless something is due).
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// Back-off after a queue error.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Caps, grace and reporting.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub concurrency: usize,
+    pub per_destination: usize,
+    /// `shutdown_grace`: in-flight attempts are cut off after it (less a margin).
+    pub grace: Duration,
+    pub report: ReportOptions,
+}
+
+/// The delivery scheduler. Cheap to clone (all shared).
+#[derive(Clone)]
+pub struct Scheduler {
+    queue: Queue,
+    engine: Engine,
+    options: SchedulerOptions,
+    connections: Arc<Semaphore>,
+    destinations: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    wake: Arc<Notify>,
+}
+
+/// One leased message while its groups are out.
+struct InFlight {
+    leased: Leased,
+    state: Mutex<FlightState>,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// One message's share of a destination group: its job and queue indices.
+type GroupItem = (Arc<InFlight>, Job, Vec<u32>);
+
+struct FlightState {
+    results: Vec<Reported>,
+    groups_left: usize,
+    aborted: bool,
+}
+
+/// The domain part of an address, lower-cased ("" when there is none).
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+impl Scheduler {
+    pub fn new(queue: Queue, engine: Engine, options: SchedulerOptions) -> Scheduler {
+        let connections = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        Scheduler {
+            queue,
+            engine,
+            options,
+            connections,
+            destinations: Arc::default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Runs until `shutdown`, then drains in-flight attempts within the grace.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = self.wake.clone();
+        self.queue.on_due(move || wake.notify_one());
+        let slots = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let hard = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        info!(
+            concurrency = self.options.concurrency,
+            per_destination = self.options.per_destination,
+            "delivery scheduler started"
+        );
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let free = slots.available_permits();
+            let mut pause = None;
+            let mut full = false;
+            if free > 0 {
+                let q = self.queue.clone();
+                match tokio::task::spawn_blocking(move || q.lease_due(SystemTime::now(), free))
+                    .await
+                {
+                    Ok(Ok(batch)) => {
+                        full = batch.len() == free;
+                        self.dispatch(batch, &slots, &tasks, &shutdown, &hard);
+                    }
+                    Ok(Err(e)) => {
+                        error!(error = %e, "leasing due messages failed");
+                        pause = Some(ERROR_PAUSE);
+                    }
+                    Err(e) => {
+                        error!(error = %e, "leasing task failed");
+                        pause = Some(ERROR_PAUSE);
+                    }
+                }
+            }
+            if full && slots.available_permits() > 0 {
+                continue; // more may be due right now
+            }
+            let wait = match pause {
+                Some(p) => p,
+                None if slots.available_permits() == 0 => MAX_IDLE, // a finish wakes us
+                None => self.until_next_due().await,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tasks.close();
+        let grace = self.options.grace;
+        let margin = (grace / 5).min(Duration::from_secs(2));
+        if tokio::time::timeout(grace.saturating_sub(margin), tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("shutdown grace running out: cutting off deliveries in flight");
+            hard.cancel();
+            let _ = tokio::time::timeout(margin, tasks.wait()).await;
+        }
+        info!("delivery scheduler stopped");
+    }
+
+    /// How long until the next message is due (never zero: a due entry that
+    /// could not be leased — taken by another worker — must not spin us).
+    async fn until_next_due(&self) -> Duration {
+        let q = self.queue.clone();
+        let next = tokio::task::spawn_blocking(move || q.next_due()).await;
+        match next {
+            Ok(Ok(Some(at))) => at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(20), MAX_IDLE),
+            Ok(Ok(None)) => MAX_IDLE,
+            _ => ERROR_PAUSE,
+        }
+    }
+
+    /// Groups a leased batch by destination and spawns one task per group
+    /// (a destination with many messages gets up to `per_destination` groups).
+    fn dispatch(
+        &self,
+        batch: Vec<Leased>,
+        slots: &Arc<Semaphore>,
+        tasks: &TaskTracker,
+        soft: &CancellationToken,
+        hard: &CancellationToken,
+    ) {
+        let mut by_dest: HashMap<String, Vec<GroupItem>> = HashMap::new();
+        for leased in batch {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Cannot happen (we lease at most the free slots); give it back.
+                let q = self.queue.clone();
+                tokio::task::spawn_blocking(move || q.abandon(&leased));
+                continue;
+            };
+            let mut per_domain: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, r) in leased.recipients.iter().enumerate() {
+                per_domain.entry(domain_of(&r.address)).or_default().push(i);
+            }
+            let flight = Arc::new(InFlight {
+                state: Mutex::new(FlightState {
+                    results: Vec::new(),
+                    groups_left: per_domain.len(),
+                    aborted: false,
+                }),
+                _slot: slot,
+                leased,
+            });
+            if per_domain.is_empty() {
+                // Nothing open: complete with no outcomes so the queue tidies up.
+                tasks.spawn(self.clone().finalize(flight));
+                continue;
+            }
+            for (domain, idx) in per_domain {
+                let job = self.job(&flight.leased, &idx);
+                let indices = idx
+                    .iter()
+                    .map(|i| flight.leased.recipients[*i].index)
+                    .collect();
+                by_dest
+                    .entry(domain)
+                    .or_default()
+                    .push((flight.clone(), job, indices));
+            }
+        }
+        let per = self.options.per_destination.max(1);
+        for (domain, items) in by_dest {
+            let groups = per.min(items.len());
+            let mut split: Vec<Vec<_>> = (0..groups).map(|_| Vec::new()).collect();
+            for (i, item) in items.into_iter().enumerate() {
+                split[i % groups].push(item);
+            }
+            for group in split {
+                let me = self.clone();
+                let (soft, hard) = (soft.clone(), hard.clone());
+                tasks.spawn(me.run_group(domain.clone(), group, soft, hard));
+            }
+        }
+    }
+
+    fn job(&self, leased: &Leased, idx: &[usize]) -> Job {
+        let env = &leased.envelope;
+        let recipients = idx
+            .iter()
+            .map(|i| {
+                let r = &leased.recipients[*i];
+                let n = report::notify(r.notify);
+                Recipient {
+                    address: r.address.clone(),
+                    orcpt: r.orcpt.clone(),
+                    // The queue stores the RFC default when NOTIFY was absent.
+                    notify: (r.notify != danerelay_queue::Notify::default()).then_some(n),
+                }
+            })
+            .collect();
+        let mut envelope = Envelope::new(env.sender.clone(), recipients);
+        envelope.size = Some(leased.size);
+        envelope.body_8bit = env.body_8bit;
+        envelope.smtputf8 = env.smtputf8;
+        envelope.envid = env.envid.clone();
+        envelope.ret = env.ret.map(|r| match r {
+            danerelay_queue::Ret::Full => Ret::Full,
+            danerelay_queue::Ret::Headers => Ret::Headers,
+        });
+        let (q, id) = (self.queue.clone(), leased.id);
+        Job {
+            queue_id: leased.id.to_string(),
+            envelope,
+            received_at: env.received_at,
+            body: Arc::new(move || {
+                q.body(id)
+                    .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
+                    .map_err(std::io::Error::other)
+            }),
+        }
+    }
+
+    fn destination(&self, domain: &str) -> Arc<Semaphore> {
+        let mut map = self
+            .destinations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map.len() > 1024 {
+            let per = self.options.per_destination.max(1);
+            map.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < per);
+        }
+        map.entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.options.per_destination.max(1))))
+            .clone()
+    }
+
+    async fn run_group(
+        self,
+        domain: String,
+        group: Vec<GroupItem>,
+        soft: CancellationToken,
+        hard: CancellationToken,
+    ) {
+        let dest = self.destination(&domain);
+        let conns = self.connections.clone();
+        let permits = tokio::select! {
+            p = async { (dest.acquire_owned().await, conns.acquire_owned().await) } => Some(p),
+            _ = soft.cancelled() => None,
+        };
+        let jobs: Vec<Job> = group.iter().map(|(_, j, _)| j.clone()).collect();
+        let results: Option<Vec<Vec<RcptOutcome>>> = match permits {
+            Some((Ok(_d), Ok(_c))) => tokio::select! {
+                r = self.engine.deliver(&domain, &jobs) => Some(r),
+                _ = hard.cancelled() => None,
+            },
+            _ => None,
+        };
+        for (i, (flight, _, indices)) in group.into_iter().enumerate() {
+            let last = {
+                let mut st = flight.state.lock().unwrap_or_else(PoisonError::into_inner);
+                match results.as_ref().and_then(|r| r.get(i)) {
+                    Some(outs) => {
+                        for (index, o) in indices.iter().zip(outs) {
+                            st.results.push(Reported {
+                                index: *index,
+                                outcome: o.outcome.clone(),
+                                remote_mta: o
+                                    .relay
+                                    .as_deref()
+                                    .and_then(|r| r.split('[').next())
+                                    .map(str::to_string),
+                            });
+                        }
+                    }
+                    None => st.aborted = true,
+                }
+                st.groups_left = st.groups_left.saturating_sub(1);
+                st.groups_left == 0
+            };
+            if last {
+                self.clone().finalize(flight).await;
+            }
+        }
+    }
+
+    /// Every group of a message is back: complete (or abandon) it.
+    async fn finalize(self, flight: Arc<InFlight>) {
+        let queue = self.queue.clone();
+        let options = self.options.report.clone();
+        let metrics = self.engine.metrics.clone();
+        let wake = self.wake.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let (results, aborted) = {
+                let st = flight.state.lock().unwrap_or_else(PoisonError::into_inner);
+                (st.results.clone(), st.aborted)
+            };
+            let id = flight.leased.id;
+            if aborted && results.is_empty() {
+                if let Err(e) = queue.abandon(&flight.leased) {
+                    error!(queue_id = %id, error = %e, "giving the lease back failed");
+                } else {
+                    info!(queue_id = %id, "delivery cut off by shutdown; lease given back");
+                }
+            } else {
+                let now = SystemTime::now();
+                match report::report(&queue, &flight.leased, &results, &options, &metrics, now) {
+                    Ok(s) if s.completion.finished => info!(queue_id = %id, "removed"),
+                    Ok(_) => {}
+                    Err(e) => error!(queue_id = %id, error = %e, "recording the outcome failed"),
+                }
+            }
+            drop(flight); // frees the message slot
+        })
+        .await;
+        if let Err(e) = done {
+            error!(error = %e, "completion task failed");
+        }
+        wake.notify_one();
+    }
+}
