@@ -20,7 +20,8 @@ use crate::dane::{self, decide, Decision, MandatoryTls};
 use crate::delivery::routing::{plan_route_with_port, CandidateHost, RoutingError};
 use crate::dns::{lookup_tlsa, DnsError, DnsLookup, Security};
 use crate::metrics::{DaneResult, DeliveryOutcome, DeliveryTls, Metrics};
-use crate::smtp::client::{BlockingBody, Envelope, RcptResult};
+use crate::smtp::client::{BlockingBody, Client, Envelope, RcptResult};
+use tokio::net::TcpStream;
 
 use super::logline;
 use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
@@ -184,37 +185,93 @@ fn dns_error(source: DnsError) -> AttemptError {
 /// Per job, per envelope recipient: `None` while still open.
 type Results = Vec<Vec<Option<RcptOutcome>>>;
 
+/// A session left open after an attempt, for the next messages to the
+/// same destination (connection reuse).
+pub struct Reusable {
+    client: Client<TcpStream>,
+    relay: String,
+    tls: TlsOutcome,
+    opened: Instant,
+}
+
+impl Reusable {
+    /// QUIT and close (records the session's duration).
+    pub async fn close(self, metrics: &Metrics) {
+        session::quit_quietly(self.client).await;
+        metrics
+            .delivery_duration_seconds
+            .observe(self.opened.elapsed().as_secs_f64());
+    }
+}
+
 impl Engine {
     /// Delivers every job to `domain`; one outcome per job and recipient,
-    /// in envelope order.
+    /// in envelope order. The session is closed at the end.
     pub async fn deliver(&self, domain: &str, jobs: &[Job]) -> Vec<Vec<RcptOutcome>> {
-        let span = info_span!("delivery", domain = %domain);
-        self.deliver_inner(domain, jobs).instrument(span).await
+        let (results, open) = self.deliver_reusing(domain, jobs, None).await;
+        if let Some(s) = open {
+            s.close(&self.metrics).await;
+        }
+        results
     }
 
-    async fn deliver_inner(&self, domain: &str, jobs: &[Job]) -> Vec<Vec<RcptOutcome>> {
-        let started = Instant::now();
+    /// [`Engine::deliver`] that first uses `cached` (a session to this
+    /// destination from the previous call) and hands back a still-usable
+    /// session instead of closing it.
+    pub async fn deliver_reusing(
+        &self,
+        domain: &str,
+        jobs: &[Job],
+        cached: Option<Reusable>,
+    ) -> (Vec<Vec<RcptOutcome>>, Option<Reusable>) {
+        let span = info_span!("delivery", domain = %domain);
+        self.deliver_inner(domain, jobs, cached)
+            .instrument(span)
+            .await
+    }
+
+    async fn deliver_inner(
+        &self,
+        domain: &str,
+        jobs: &[Job],
+        cached: Option<Reusable>,
+    ) -> (Vec<Vec<RcptOutcome>>, Option<Reusable>) {
         let mut results: Results = jobs
             .iter()
             .map(|j| vec![None; j.envelope.recipients.len()])
             .collect();
         let opts = &self.options;
         let mut last: Option<AttemptError> = None;
-        match plan_route_with_port(self.dns.as_ref(), domain, &opts.routes, opts.mx_port).await {
-            Err(e) => last = Some(routing_error(e)),
-            Ok(plan) => {
-                if let Some((_, e)) = plan.failed_hosts.first() {
-                    last = Some(dns_error(e.clone()));
-                }
-                let level = plan.tls.unwrap_or(opts.tls);
-                'hosts: for host in plan.hosts.iter().take(opts.max_hosts) {
-                    let span = info_span!("host", mx = %host.name);
-                    let stop = self
-                        .try_host(host, level, jobs, &mut results, &mut last)
-                        .instrument(span)
-                        .await;
-                    if stop || all_done(&results) {
-                        break 'hosts;
+        let mut keep: Option<Reusable> = None;
+        if let Some(mut s) = cached {
+            self.run_jobs(&mut s, jobs, &mut results, &mut last).await;
+            if s.client.is_usable() {
+                keep = Some(s);
+            } else {
+                s.close(&self.metrics).await;
+            }
+        }
+        if !all_done(&results) {
+            if let Some(s) = keep.take() {
+                s.close(&self.metrics).await;
+            }
+            match plan_route_with_port(self.dns.as_ref(), domain, &opts.routes, opts.mx_port).await
+            {
+                Err(e) => last = Some(routing_error(e)),
+                Ok(plan) => {
+                    if let Some((_, e)) = plan.failed_hosts.first() {
+                        last = Some(dns_error(e.clone()));
+                    }
+                    let level = plan.tls.unwrap_or(opts.tls);
+                    for host in plan.hosts.iter().take(opts.max_hosts) {
+                        let span = info_span!("host", mx = %host.name);
+                        let stop = self
+                            .try_host(host, level, jobs, &mut results, &mut last, &mut keep)
+                            .instrument(span)
+                            .await;
+                        if stop || all_done(&results) {
+                            break;
+                        }
                     }
                 }
             }
@@ -231,15 +288,16 @@ impl Engine {
                 }
             }
         }
-        tracing::debug!(elapsed = ?started.elapsed(), "destination attempt finished");
-        results
+        let results = results
             .into_iter()
             .map(|slots| slots.into_iter().flatten().collect())
-            .collect()
+            .collect();
+        (results, keep)
     }
 
     /// Tries every address of one host. True when the attempt must stop
-    /// (an error that is not "try the next host").
+    /// (an error that is not "try the next host"). A session that is still
+    /// usable when everything is done lands in `keep`.
     async fn try_host(
         &self,
         host: &CandidateHost,
@@ -247,6 +305,7 @@ impl Engine {
         jobs: &[Job],
         results: &mut Results,
         last: &mut Option<AttemptError>,
+        keep: &mut Option<Reusable>,
     ) -> bool {
         let (decision, _) = host_decision(self.dns.as_ref(), level, host).await;
         if let Some(label) = dane_label(level, host, &decision) {
@@ -277,7 +336,7 @@ impl Engine {
                 port: host.port,
             };
             let relay = peer.relay();
-            let started = Instant::now();
+            let opened = Instant::now();
             let session = match session::open(&peer, &decision, &self.options.session).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -296,54 +355,75 @@ impl Engine {
             if matches!(session.tls, TlsOutcome::DaneVerified(..)) {
                 self.metrics.dane_result(DaneResult::Ok);
             }
-            let mut client = session.client;
-            let tls = session.tls;
-            for (job, slots) in jobs.iter().zip(results.iter_mut()) {
-                if !client.is_usable() {
-                    break;
-                }
-                let open: Vec<usize> = (0..slots.len()).filter(|i| slots[*i].is_none()).collect();
-                if open.is_empty() {
-                    continue;
-                }
-                let mut env = job.envelope.clone();
-                env.recipients = open
-                    .iter()
-                    .map(|i| job.envelope.recipients[*i].clone())
-                    .collect();
-                let body = match (job.body)() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let out = from_error(&AttemptError::Local {
-                            detail: format!("cannot read queued message: {e}"),
-                        });
-                        for i in &open {
-                            let addr = &job.envelope.recipients[*i].address;
-                            slots[*i] = Some(self.finish(job, addr, None, None, out.clone()));
-                        }
-                        continue;
-                    }
-                };
-                let result = client.transaction(&env, BlockingBody::new(body)).await;
-                for (i, r) in open.iter().zip(result.recipients.iter()) {
-                    if let RcptResult::Error(e) = r {
-                        let err = AttemptError::Smtp(e.clone());
-                        if try_next_host(&err) {
-                            *last = Some(err);
-                            continue;
-                        }
-                    }
-                    let addr = &job.envelope.recipients[*i].address;
-                    let out = for_rcpt(r);
-                    slots[*i] = Some(self.finish(job, addr, Some(&relay), Some(&tls), out));
-                }
+            let mut s = Reusable {
+                client: session.client,
+                relay,
+                tls: session.tls,
+                opened,
+            };
+            self.run_jobs(&mut s, jobs, results, last).await;
+            if s.client.is_usable() && all_done(results) {
+                *keep = Some(s);
+            } else {
+                s.close(&self.metrics).await;
             }
-            session::quit_quietly(client).await;
-            self.metrics
-                .delivery_duration_seconds
-                .observe(started.elapsed().as_secs_f64());
         }
         false
+    }
+
+    /// Every job's open recipients over one session.
+    async fn run_jobs(
+        &self,
+        s: &mut Reusable,
+        jobs: &[Job],
+        results: &mut Results,
+        last: &mut Option<AttemptError>,
+    ) {
+        for (job, slots) in jobs.iter().zip(results.iter_mut()) {
+            if !s.client.is_usable() {
+                break;
+            }
+            let open: Vec<usize> = (0..slots.len()).filter(|i| slots[*i].is_none()).collect();
+            if open.is_empty() {
+                continue;
+            }
+            let mut env = job.envelope.clone();
+            env.recipients = open
+                .iter()
+                .map(|i| job.envelope.recipients[*i].clone())
+                .collect();
+            let body = match (job.body)() {
+                Ok(b) => b,
+                Err(e) => {
+                    let out = from_error(&AttemptError::Local {
+                        detail: format!("cannot read queued message: {e}"),
+                    });
+                    for i in &open {
+                        let addr = &job.envelope.recipients[*i].address;
+                        slots[*i] = Some(self.finish(job, addr, None, None, out.clone()));
+                    }
+                    continue;
+                }
+            };
+            let span = info_span!("message", queue_id = %job.queue_id);
+            let result = s
+                .client
+                .transaction(&env, BlockingBody::new(body))
+                .instrument(span)
+                .await;
+            for (i, r) in open.iter().zip(result.recipients.iter()) {
+                if let RcptResult::Error(e) = r {
+                    let err = AttemptError::Smtp(e.clone());
+                    if try_next_host(&err) {
+                        *last = Some(err);
+                        continue;
+                    }
+                }
+                let addr = &job.envelope.recipients[*i].address;
+                let out = for_rcpt(r);
+                slots[*i] = Some(self.finish(job, addr, Some(&s.relay), Some(&s.tls), out));
+            }
+        }
     }
 
     /// Logs and counts one recipient's outcome.

@@ -9,6 +9,9 @@
 
 pub mod attempt;
 pub mod dsn;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod fake_mx;
 pub mod logline;
 pub mod outcome;
 pub mod report;

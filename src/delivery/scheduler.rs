@@ -13,7 +13,7 @@
 //! (`Queue::abandon`), one with some final answers is completed with just
 //! those — a recipient is never marked delivered unless a peer said 2xx.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::smtp::client::{Envelope, Recipient, Ret};
 
-use super::attempt::{Engine, Job, RcptOutcome};
+use super::attempt::{Engine, Job, RcptOutcome, Reusable};
 use super::report::{self, ReportOptions, Reported};
 
 /// The longest the scheduler sleeps without a reason (a safety net against
@@ -51,7 +51,7 @@ pub struct Scheduler {
     engine: Engine,
     options: SchedulerOptions,
     connections: Arc<Semaphore>,
-    destinations: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    destinations: Arc<Mutex<HashMap<String, Mailbox>>>,
     wake: Arc<Notify>,
 }
 
@@ -64,6 +64,19 @@ struct InFlight {
 
 /// One message's share of a destination group: its job and queue indices.
 type GroupItem = (Arc<InFlight>, Job, Vec<u32>);
+
+/// Work waiting for a destination, and how many workers serve it (at most
+/// `per_destination`, each with one connection at a time).
+#[derive(Default)]
+struct Mailbox {
+    waiting: VecDeque<GroupItem>,
+    workers: usize,
+}
+
+/// Messages sent over one session before it is closed (like Postfix's
+/// `smtp_connection_reuse_count_limit`, which has no limit by default; a
+/// bound keeps one destination from holding a connection forever).
+pub const MAX_PER_SESSION: usize = 100;
 
 struct FlightState {
     results: Vec<Reported>,
@@ -223,17 +236,27 @@ impl Scheduler {
         }
         let per = self.options.per_destination.max(1);
         for (domain, items) in by_dest {
-            let groups = per.min(items.len());
-            let mut split: Vec<Vec<_>> = (0..groups).map(|_| Vec::new()).collect();
-            for (i, item) in items.into_iter().enumerate() {
-                split[i % groups].push(item);
-            }
-            for group in split {
+            let spawn = {
+                let mut map = self.lock_destinations();
+                let mb = map.entry(domain.clone()).or_default();
+                let n = items.len();
+                mb.waiting.extend(items);
+                let spawn = per.saturating_sub(mb.workers).min(n);
+                mb.workers += spawn;
+                spawn
+            };
+            for _ in 0..spawn {
                 let me = self.clone();
                 let (soft, hard) = (soft.clone(), hard.clone());
-                tasks.spawn(me.run_group(domain.clone(), group, soft, hard));
+                tasks.spawn(me.destination_worker(domain.clone(), soft, hard));
             }
         }
+    }
+
+    fn lock_destinations(&self) -> std::sync::MutexGuard<'_, HashMap<String, Mailbox>> {
+        self.destinations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn job(&self, leased: &Leased, idx: &[usize]) -> Job {
@@ -273,41 +296,83 @@ impl Scheduler {
         }
     }
 
-    fn destination(&self, domain: &str) -> Arc<Semaphore> {
-        let mut map = self
-            .destinations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if map.len() > 1024 {
-            let per = self.options.per_destination.max(1);
-            map.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < per);
-        }
-        map.entry(domain.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.options.per_destination.max(1))))
-            .clone()
-    }
-
-    async fn run_group(
+    /// Serves one destination until its mailbox is empty: takes a share of
+    /// the waiting messages, delivers them over one session, reports, and
+    /// takes more (messages that arrived meanwhile reuse the worker).
+    async fn destination_worker(
         self,
         domain: String,
-        group: Vec<GroupItem>,
         soft: CancellationToken,
         hard: CancellationToken,
     ) {
-        let dest = self.destination(&domain);
-        let conns = self.connections.clone();
-        let permits = tokio::select! {
-            p = async { (dest.acquire_owned().await, conns.acquire_owned().await) } => Some(p),
-            _ = soft.cancelled() => None,
-        };
-        let jobs: Vec<Job> = group.iter().map(|(_, j, _)| j.clone()).collect();
-        let results: Option<Vec<Vec<RcptOutcome>>> = match permits {
-            Some((Ok(_d), Ok(_c))) => tokio::select! {
-                r = self.engine.deliver(&domain, &jobs) => Some(r),
-                _ = hard.cancelled() => None,
-            },
-            _ => None,
-        };
+        let mut open: Option<Reusable> = None;
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        loop {
+            let (take, exit) = {
+                let mut map = self.lock_destinations();
+                let Some(mb) = map.get_mut(&domain) else {
+                    return;
+                };
+                let (take, exit) = if soft.is_cancelled() {
+                    (mb.waiting.drain(..).collect(), true)
+                } else if mb.waiting.is_empty() {
+                    (Vec::new(), true)
+                } else {
+                    let n = mb
+                        .waiting
+                        .len()
+                        .div_ceil(mb.workers.max(1))
+                        .min(MAX_PER_SESSION);
+                    (mb.waiting.drain(..n).collect::<Vec<_>>(), false)
+                };
+                if exit {
+                    mb.workers = mb.workers.saturating_sub(1);
+                    if mb.workers == 0 && mb.waiting.is_empty() {
+                        map.remove(&domain);
+                    }
+                }
+                (take, exit)
+            };
+            if exit {
+                if let Some(s) = open.take() {
+                    s.close(&self.engine.metrics).await;
+                }
+                self.settle(take, None).await;
+                return;
+            }
+            // An open session keeps its connection permit between rounds.
+            let permit = match held.take() {
+                Some(p) if open.is_some() => Some(p),
+                _ => {
+                    let conns = self.connections.clone();
+                    tokio::select! {
+                        p = conns.acquire_owned() => p.ok(),
+                        _ = soft.cancelled() => None,
+                    }
+                }
+            };
+            let jobs: Vec<Job> = take.iter().map(|(_, j, _)| j.clone()).collect();
+            let cached = open.take();
+            let results = match permit {
+                Some(p) => tokio::select! {
+                    (r, s) = self.engine.deliver_reusing(&domain, &jobs, cached) => {
+                        if s.is_some() {
+                            held = Some(p);
+                        }
+                        open = s;
+                        Some(r)
+                    }
+                    _ = hard.cancelled() => None,
+                },
+                None => None,
+            };
+            self.settle(take, results).await;
+        }
+    }
+
+    /// Hands each message its outcomes (`None`: cut off by shutdown) and
+    /// finalizes the messages whose last group this was.
+    async fn settle(&self, group: Vec<GroupItem>, results: Option<Vec<Vec<RcptOutcome>>>) {
         for (i, (flight, _, indices)) in group.into_iter().enumerate() {
             let last = {
                 let mut st = flight.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -371,3 +436,8 @@ impl Scheduler {
         wake.notify_one();
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[path = "scheduler_tests.rs"]
+mod tests;
