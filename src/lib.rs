@@ -145,9 +145,14 @@ fn start_delivery(
     let resolver = dns::build(&config.dns).context("dns: cannot set up the resolver")?;
     if let Some(name) = config.dns.dnssec_probe.clone() {
         let (resolver, metrics) = (resolver.clone(), metrics.clone());
+        let stop = shutdown.clone();
         tracker.spawn(async move {
-            let result = dns::dnssec_probe(resolver.as_ref(), &name).await;
-            metrics.dnssec_validating.set(i64::from(result.validating));
+            tokio::select! {
+                result = dns::dnssec_probe(resolver.as_ref(), &name) => {
+                    metrics.dnssec_validating.set(i64::from(result.validating));
+                }
+                _ = stop.cancelled() => {}
+            }
         });
     }
     let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone());

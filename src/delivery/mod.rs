@@ -13,6 +13,7 @@ pub mod dsn;
 #[allow(clippy::unwrap_used)]
 mod fake_mx;
 pub mod logline;
+pub mod metered;
 pub mod outcome;
 pub mod report;
 pub mod retry;
@@ -30,7 +31,8 @@ use crate::metrics::Metrics;
 /// The scheduler as configured: `[delivery]` → [`attempt::EngineOptions`],
 /// `delivery.concurrency`/`per_destination` → caps, `shutdown_grace`,
 /// `[queue] retry/max_age/delay_warning` → the delay-warning policy,
-/// `hostname` → the DSN `Reporting-MTA`.
+/// `hostname` → the DSN `Reporting-MTA`. Lookups are counted in
+/// `danerelay_dns_lookups_total`.
 pub fn scheduler(
     config: &Config,
     queue: danerelay_queue::Queue,
@@ -38,7 +40,7 @@ pub fn scheduler(
     metrics: Metrics,
 ) -> scheduler::Scheduler {
     let engine = attempt::Engine {
-        dns,
+        dns: Arc::new(metered::MeteredDns::new(dns, metrics.clone())),
         options: attempt::EngineOptions::from_config(&config.delivery),
         metrics,
     };
