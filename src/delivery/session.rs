@@ -254,3 +254,8 @@ pub async fn quit_quietly(client: Client<TcpStream>) {
         let _ = client.quit().await;
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "session_tests.rs"]
+mod tests;
