@@ -466,3 +466,8 @@ impl Engine {
 fn all_done(results: &Results) -> bool {
     results.iter().all(|r| r.iter().all(Option::is_some))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "attempt_tests.rs"]
+mod tests;
