@@ -16,13 +16,15 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, info_span, Instrument};
 
 use crate::config::{Route, TlsLevel};
-use crate::dane::{self, decide, Decision, MandatoryTls};
-use crate::delivery::routing::{plan_route_with_port, CandidateHost, RoutingError};
-use crate::dns::{lookup_tlsa, DnsError, DnsLookup, Security};
+use crate::dane::{self, Decision};
+use crate::delivery::routing::{plan_route_with_port, CandidateHost};
+use crate::dns::DnsLookup;
 use crate::metrics::{DaneResult, DeliveryOutcome, DeliveryTls, Metrics};
 use crate::smtp::client::{BlockingBody, Client, Envelope, RcptResult};
 use tokio::net::TcpStream;
 
+pub use super::decision::host_decision;
+use super::decision::{dane_label, dns_error, routing_error};
 use super::logline;
 use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
@@ -90,96 +92,6 @@ pub struct RcptOutcome {
     pub outcome: Outcome,
     pub relay: Option<String>,
     pub tls: Option<TlsOutcome>,
-}
-
-/// The TLS decision for one host, with the TLSA lookup only where DANE
-/// can apply (RFC 7672 §2.2.2: secure MX and secure addresses).
-pub async fn host_decision(
-    dns: &dyn DnsLookup,
-    level: TlsLevel,
-    host: &CandidateHost,
-) -> (Decision, Option<Result<crate::dns::TlsaLookup, DnsError>>) {
-    let dane_level = matches!(level, TlsLevel::Dane | TlsLevel::DaneOnly);
-    let sec = |s: Security| match s {
-        Security::Secure => dane::Security::Secure,
-        Security::Insecure => dane::Security::Insecure,
-    };
-    let looked = if dane_level && host.dnssec_secure() {
-        Some(
-            lookup_tlsa(
-                dns,
-                &host.name,
-                &host.canonical_name,
-                host.address_security,
-                host.port,
-            )
-            .await,
-        )
-    } else {
-        None
-    };
-    let tlsa = match &looked {
-        None => dane::TlsaLookup::NoRecords { secure: false },
-        Some(Err(e)) => dane::TlsaLookup::Failed(e.to_string()),
-        Some(Ok(l)) if l.has_secure_tlsa() => dane::TlsaLookup::Records {
-            secure: true,
-            records: l.records.clone(),
-            base_domain: l.base_domain.clone(),
-        },
-        Some(Ok(l)) => dane::TlsaLookup::NoRecords {
-            secure: l.security == Security::Secure,
-        },
-    };
-    let decision = decide(
-        level,
-        &host.name,
-        sec(host.mx_security),
-        sec(host.address_security),
-        tlsa,
-    );
-    (decision, looked)
-}
-
-/// The `dane_results_total` label for a decision before connecting.
-fn dane_label(level: TlsLevel, host: &CandidateHost, decision: &Decision) -> Option<DaneResult> {
-    if !matches!(level, TlsLevel::Dane | TlsLevel::DaneOnly) {
-        return Some(DaneResult::NotApplicable);
-    }
-    match decision {
-        Decision::Authenticate(_) => None, // ok / mismatch once connected
-        Decision::TlsRequired(MandatoryTls::AllTlsaUnusable) => Some(DaneResult::Unusable),
-        Decision::Defer(dane::DeferReason::TlsaLookupFailed(_)) => Some(DaneResult::Tempfail),
-        _ if !host.dnssec_secure() => Some(DaneResult::Insecure),
-        _ => Some(DaneResult::NotApplicable),
-    }
-}
-
-/// A routing failure as an attempt error (null MX, no domain, DNS).
-pub(crate) fn routing_error(e: RoutingError) -> AttemptError {
-    match e {
-        RoutingError::NullMx { domain } => AttemptError::NullMx { domain },
-        RoutingError::NoSuchDomain { domain } => AttemptError::NoSuchDomain { domain },
-        RoutingError::NoAddresses { domain } => AttemptError::NoUsableHost { domain },
-        RoutingError::Dns { source, .. } => dns_error(source),
-    }
-}
-
-fn dns_error(source: DnsError) -> AttemptError {
-    match source {
-        DnsError::Bogus { name, detail, .. } => AttemptError::DnssecBogus { name, detail },
-        other => AttemptError::DnsLookup {
-            name: match &other {
-                DnsError::ServFail { name, .. }
-                | DnsError::Timeout { name, .. }
-                | DnsError::ResponseCode { name, .. }
-                | DnsError::Transport { name, .. }
-                | DnsError::InvalidName { name, .. } => name.clone(),
-                DnsError::Bogus { name, .. } => name.clone(),
-                DnsError::Setup { .. } => "resolver".into(),
-            },
-            detail: other.to_string(),
-        },
-    }
 }
 
 /// Per job, per envelope recipient: `None` while still open.

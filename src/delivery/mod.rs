@@ -8,6 +8,7 @@
 //! [`tls_check`] is `danerelay tls-check` on the same code.
 
 pub mod attempt;
+pub mod decision;
 pub mod dsn;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::dane::{usable_records, Decision};
-use crate::delivery::attempt::{host_decision, routing_error, EngineOptions};
+use crate::delivery::attempt::EngineOptions;
+use crate::delivery::decision::{host_decision, routing_error};
 use crate::delivery::outcome::{from_error, AttemptError, Outcome};
 use crate::delivery::routing::{plan_route_with_port, RouteSource};
 use crate::dns::DnsLookup;
