@@ -44,6 +44,12 @@ async fn tls_check_reports_each_verdict() {
             Zone::Secure,
             &rec("mx.chk-nost", tlsa(3, 1, 1, &other.cert)),
         )
+        .record(Zone::Secure, "chk-wrong MX 10 mx.chk-wrong")
+        .record(Zone::Secure, "mx.chk-wrong A 127.0.25.46")
+        .record(
+            Zone::Secure,
+            &rec("mx.chk-wrong", tlsa(3, 1, 1, &other.cert)),
+        )
         .record(Zone::Secure, "chk-bogus MX 10 mx.chk-bogus")
         .record(Zone::Secure, "mx.chk-bogus A 127.0.25.45")
         .record(
@@ -63,6 +69,11 @@ async fn tls_check_reports_each_verdict() {
     );
     let plain = Mta::start(&python, "127.0.25.43", None);
     let _nost = Mta::start(&python, "127.0.25.44", None);
+    let wrong = Mta::start(
+        &python,
+        "127.0.25.46",
+        Some((std::slice::from_ref(&ee.cert), &ee.key)),
+    );
     let bogus = Mta::start(
         &python,
         "127.0.25.45",
@@ -138,6 +149,15 @@ async fn tls_check_reports_each_verdict() {
     );
     assert_eq!(v["hosts"][0]["starttls_offered"], false);
 
+    let (code, v) = verdict("chk-wrong.secure.example");
+    assert_eq!(code, 1, "{v}");
+    let text = v["hosts"][0]["verdict"].as_str().unwrap();
+    assert!(
+        text.starts_with("defer: ") && text.contains("DANE verification"),
+        "{text}"
+    );
+    assert!(v["hosts"][0]["tls_version"].is_null(), "{v}");
+
     let (code, v) = verdict("chk-bogus.secure.example");
     assert_eq!(code, 1, "{v}");
     let text = v["hosts"][0]["verdict"].as_str().unwrap();
@@ -152,5 +172,5 @@ async fn tls_check_reports_each_verdict() {
     assert!(v["error"].as_str().unwrap().contains("5.1.10"), "{v}");
 
     // tls-check never sends mail.
-    assert!(plain.got().is_empty() && bogus.got().is_empty());
+    assert!(plain.got().is_empty() && bogus.got().is_empty() && wrong.got().is_empty());
 }
