@@ -14,6 +14,7 @@
 //! those — a recipient is never marked delivered unless a peer said 2xx.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -51,6 +52,8 @@ pub struct Scheduler {
     engine: Engine,
     options: SchedulerOptions,
     connections: Arc<Semaphore>,
+    /// Workers waiting for a connection permit (idle sessions do not linger then).
+    conn_waiters: Arc<AtomicUsize>,
     destinations: Arc<Mutex<HashMap<String, Mailbox>>>,
     wake: Arc<Notify>,
 }
@@ -71,7 +74,23 @@ type GroupItem = (Arc<InFlight>, Job, Vec<u32>);
 struct Mailbox {
     waiting: VecDeque<GroupItem>,
     workers: usize,
+    /// Workers keeping an idle session open, waiting on `ready`.
+    idle: usize,
+    ready: Arc<Notify>,
 }
+
+/// What a destination worker does next.
+enum Step {
+    Work(Vec<GroupItem>),
+    /// Keep the session open until more work arrives or the instant passes.
+    Linger(Arc<Notify>, tokio::time::Instant),
+    /// Close and leave; the items (only at shutdown) are cut off.
+    Exit(Vec<GroupItem>),
+}
+
+/// How long an idle session waits for more mail to its destination, like
+/// Postfix's `smtp_connection_cache_time_limit` (2 s).
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Messages sent over one session before it is closed (like Postfix's
 /// `smtp_connection_reuse_count_limit`, which has no limit by default; a
@@ -100,6 +119,7 @@ impl Scheduler {
             engine,
             options,
             connections,
+            conn_waiters: Arc::default(),
             destinations: Arc::default(),
             wake: Arc::new(Notify::new()),
         }
@@ -241,7 +261,13 @@ impl Scheduler {
                 let mb = map.entry(domain.clone()).or_default();
                 let n = items.len();
                 mb.waiting.extend(items);
-                let spawn = per.saturating_sub(mb.workers).min(n);
+                // Idle workers with an open session go first.
+                for _ in 0..n.min(mb.idle) {
+                    mb.ready.notify_one();
+                }
+                let spawn = per
+                    .saturating_sub(mb.workers)
+                    .min(n.saturating_sub(mb.idle));
                 mb.workers += spawn;
                 spawn
             };
@@ -307,48 +333,76 @@ impl Scheduler {
     ) {
         let mut open: Option<Reusable> = None;
         let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut linger_until: Option<tokio::time::Instant> = None;
         loop {
-            let (take, exit) = {
+            let step = {
                 let mut map = self.lock_destinations();
                 let Some(mb) = map.get_mut(&domain) else {
                     return;
                 };
-                let (take, exit) = if soft.is_cancelled() {
-                    (mb.waiting.drain(..).collect(), true)
-                } else if mb.waiting.is_empty() {
-                    (Vec::new(), true)
-                } else {
+                // Linger only while nobody else waits for a connection.
+                let may_linger = open.is_some()
+                    && self.conn_waiters.load(Ordering::Acquire) == 0
+                    && linger_until.is_none_or(|t| tokio::time::Instant::now() < t);
+                let step = if soft.is_cancelled() {
+                    Step::Exit(mb.waiting.drain(..).collect())
+                } else if !mb.waiting.is_empty() {
                     let n = mb
                         .waiting
                         .len()
                         .div_ceil(mb.workers.max(1))
                         .min(MAX_PER_SESSION);
-                    (mb.waiting.drain(..n).collect::<Vec<_>>(), false)
+                    linger_until = None;
+                    Step::Work(mb.waiting.drain(..n).collect())
+                } else if may_linger {
+                    mb.idle += 1;
+                    let until =
+                        *linger_until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                    Step::Linger(mb.ready.clone(), until)
+                } else {
+                    Step::Exit(Vec::new())
                 };
-                if exit {
+                if let Step::Exit(_) = step {
                     mb.workers = mb.workers.saturating_sub(1);
                     if mb.workers == 0 && mb.waiting.is_empty() {
                         map.remove(&domain);
                     }
                 }
-                (take, exit)
+                step
             };
-            if exit {
-                if let Some(s) = open.take() {
-                    s.close(&self.engine.metrics).await;
+            let take = match step {
+                Step::Work(take) => take,
+                Step::Linger(ready, until) => {
+                    tokio::select! {
+                        _ = ready.notified() => {}
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = soft.cancelled() => {}
+                    }
+                    if let Some(mb) = self.lock_destinations().get_mut(&domain) {
+                        mb.idle = mb.idle.saturating_sub(1);
+                    }
+                    continue;
                 }
-                self.settle(take, None).await;
-                return;
-            }
+                Step::Exit(take) => {
+                    if let Some(s) = open.take() {
+                        s.close(&self.engine.metrics).await;
+                    }
+                    self.settle(take, None).await;
+                    return;
+                }
+            };
             // An open session keeps its connection permit between rounds.
             let permit = match held.take() {
                 Some(p) if open.is_some() => Some(p),
                 _ => {
                     let conns = self.connections.clone();
-                    tokio::select! {
+                    self.conn_waiters.fetch_add(1, Ordering::AcqRel);
+                    let p = tokio::select! {
                         p = conns.acquire_owned() => p.ok(),
                         _ = soft.cancelled() => None,
-                    }
+                    };
+                    self.conn_waiters.fetch_sub(1, Ordering::AcqRel);
+                    p
                 }
             };
             let jobs: Vec<Job> = take.iter().map(|(_, j, _)| j.clone()).collect();

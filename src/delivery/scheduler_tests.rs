@@ -442,3 +442,34 @@ async fn a_new_message_wakes_the_idle_scheduler() {
     stop.cancel();
     handle.await.unwrap();
 }
+
+/// Idle sessions linger for more mail (`LINGER`), so a burst to one
+/// destination never needs more than `per_destination` connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reuses_at_most_per_destination_connections() {
+    let w = world(
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+        Duration::ZERO,
+    )
+    .await;
+    for i in 0..300 {
+        let rcpt = format!("user{i}@dest.test");
+        enqueue(
+            &w.queue,
+            "alice@src.test",
+            &[&rcpt],
+            Duration::ZERO,
+            Notify::default(),
+        );
+    }
+    let start = Instant::now();
+    let (stop, handle) = spawn(scheduler(&w, 8, 8, None));
+    until("all delivered", || w.mx.messages().len() == 300).await;
+    let elapsed = start.elapsed();
+    let conns = w.mx.stats.lock().unwrap().connections;
+    eprintln!("300 messages in {elapsed:?} over {conns} connections");
+    assert!(conns <= 8, "{conns} connections");
+    stop.cancel();
+    handle.await.unwrap();
+}
