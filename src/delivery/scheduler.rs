@@ -1,10 +1,16 @@
 //! The scheduler task: owns the queue's due list. It sleeps until
 //! `Queue::next_due` or until the queue's `on_due` hook fires (a tokio
-//! `Notify`: no polling), leases what is due, groups the recipients by
-//! destination (the recipient domain; a `next_hop` route shares the domain
-//! key), and runs one attempt per group under two caps: `delivery.concurrency`
-//! connections in total and `delivery.per_destination` per destination (one
-//! semaphore each). At most `concurrency` messages are leased at a time.
+//! `Notify`: no polling), leases what is due (at most `delivery.concurrency`
+//! messages at a time), and splits each message's recipients by destination
+//! (the recipient domain, lower-cased; a route's `next_hop` is reached
+//! through the domains that use it).
+//!
+//! Each destination has a mailbox served by at most
+//! `delivery.per_destination` workers; a worker needs one of the
+//! `delivery.concurrency` connection permits (a semaphore) and delivers a
+//! share of the waiting messages over one session, then takes more over the
+//! same session (connection reuse), lingering [`LINGER`] for new mail unless
+//! another worker waits for a connection.
 //!
 //! When every group of a message is done, `report::report` records the
 //! outcomes and sends the DSNs. On shutdown nothing new is leased; attempts
