@@ -73,6 +73,24 @@ pub struct Running {
 
 /// Starts every component; returns once all listeners are bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_with(config, shutdown, true).await
+}
+
+/// [`start`] without the delivery scheduler: for tests of the other
+/// components that enqueue mail and must see it stay queued (and must not
+/// reach out to a resolver).
+pub async fn start_without_delivery(
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    start_with(config, shutdown, false).await
+}
+
+async fn start_with(
+    config: Config,
+    shutdown: CancellationToken,
+    deliver: bool,
+) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
@@ -104,6 +122,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let http_task = tokio::spawn(http);
     tracing::info!(address = %http_address, "http listening (/metrics, /healthz, /readyz)");
 
+    if deliver {
+        start_delivery(&config, &queue, &metrics, &shutdown, &tracker)?;
+    }
+
     let smtp_addresses = smtp::server::run(
         config.clone(),
         queue.clone(),
@@ -126,6 +148,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         http_stop,
         http_task,
     })
+}
+
+/// The resolver (`dns::build`), the start-up DNSSEC probe (in the
+/// background; it sets `danerelay_dnssec_validating`) and the scheduler.
+fn start_delivery(
+    config: &Arc<Config>,
+    queue: &Queue,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let resolver = dns::build(&config.dns).context("dns: cannot set up the resolver")?;
+    if let Some(name) = config.dns.dnssec_probe.clone() {
+        let (resolver, metrics) = (resolver.clone(), metrics.clone());
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                result = dns::dnssec_probe(resolver.as_ref(), &name) => {
+                    metrics.dnssec_validating.set(i64::from(result.validating));
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone());
+    tracker.spawn(scheduler.run(shutdown.clone()));
+    Ok(())
 }
 
 /// How long a delivery worker owns a leased message. Longer than any one

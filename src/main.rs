@@ -174,14 +174,60 @@ fn main() -> ExitCode {
             let code = danerelay::dane::cli::run_verify(&args, &mut std::io::stdout().lock());
             ExitCode::from(u8::try_from(code).unwrap_or(2))
         }
-        Command::TlsCheck { .. } => not_yet("tls-check"),
+        Command::TlsCheck {
+            domain,
+            config,
+            json,
+        } => tls_check(&domain, &config, json),
     }
 }
 
-/// Commands whose machinery has not landed say so plainly and fail.
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("danerelay {what}: not available in this build yet");
-    ExitCode::from(EX_UNAVAILABLE)
+/// `danerelay tls-check`: exit 0 when some host would take mail now, 1 when
+/// every host (or the routing) defers or bounces, 2 on a setup problem.
+fn tls_check(domain: &str, arg: &ConfigArg, json: bool) -> ExitCode {
+    use danerelay::delivery::{attempt::EngineOptions, tls_check};
+    let config = match load(arg, true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = runtime.block_on(async {
+        let dns = danerelay::dns::build(&config.dns)?;
+        let options = EngineOptions::from_config(&config.delivery);
+        Ok::<_, danerelay::dns::DnsError>(tls_check::check(dns.as_ref(), &options, domain).await)
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tls-check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("tls-check: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", tls_check::render_text(&report));
+    }
+    if report.deliverable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn init_tracing(format: LogFormat, filter: Option<&str>) {

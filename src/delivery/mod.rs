@@ -1,7 +1,62 @@
 //! The outbound side: routing (MX → candidate hosts), one attempt, the one
 //! outcome type and its mapping, retry math, and DSNs.
+//!
+//! Assembly: [`scheduler::Scheduler`] leases due messages and runs
+//! [`attempt::Engine::deliver`] per destination; an attempt opens
+//! [`session`]s with TLS per the DANE decision; [`report`] records outcomes
+//! and enqueues DSNs; [`logline`] is the per-recipient log line;
+//! [`tls_check`] is `danerelay tls-check` on the same code.
 
+pub mod attempt;
+pub mod decision;
 pub mod dsn;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod fake_mx;
+pub mod logline;
+pub mod metered;
 pub mod outcome;
+pub mod report;
 pub mod retry;
 pub mod routing;
+pub mod scheduler;
+pub mod session;
+pub mod tls_check;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::dns::DnsLookup;
+use crate::metrics::Metrics;
+
+/// The scheduler as configured: `[delivery]` → [`attempt::EngineOptions`],
+/// `delivery.concurrency`/`per_destination` → caps, `shutdown_grace`,
+/// `[queue] retry/max_age/delay_warning` → the delay-warning policy,
+/// `hostname` → the DSN `Reporting-MTA`. Lookups are counted in
+/// `danerelay_dns_lookups_total`.
+pub fn scheduler(
+    config: &Config,
+    queue: danerelay_queue::Queue,
+    dns: Arc<dyn DnsLookup>,
+    metrics: Metrics,
+) -> scheduler::Scheduler {
+    let engine = attempt::Engine {
+        dns: Arc::new(metered::MeteredDns::new(dns, metrics.clone())),
+        options: attempt::EngineOptions::from_config(&config.delivery),
+        metrics,
+    };
+    let options = scheduler::SchedulerOptions {
+        concurrency: config.delivery.concurrency,
+        per_destination: config.delivery.per_destination,
+        grace: config.shutdown_grace,
+        report: report::ReportOptions {
+            reporting_mta: config.hostname.clone(),
+            retry: retry::RetryPolicy::new(
+                config.queue.retry.clone(),
+                config.queue.max_age,
+                config.queue.delay_warning,
+            ),
+        },
+    };
+    scheduler::Scheduler::new(queue, engine, options)
+}

@@ -65,9 +65,10 @@ async fn cli(api: std::net::SocketAddr, args: &[&str]) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_cli_round_trip_through_the_admin_api() {
     let dir = tempfile::tempdir().unwrap();
-    let running = danerelay::start(test_config(dir.path(), ""), CancellationToken::new())
-        .await
-        .unwrap();
+    let running =
+        danerelay::start_without_delivery(test_config(dir.path(), ""), CancellationToken::new())
+            .await
+            .unwrap();
     let api = running.http_address;
     let a = enqueue(&running.queue, "alice@example.org", "bob@example.net");
     let b = enqueue(&running.queue, "carol@example.org", "dave@example.com");
@@ -140,9 +141,12 @@ async fn queue_cli_round_trip_through_the_admin_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_is_required_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let running = danerelay::start(test_config(dir.path(), "s3cret"), CancellationToken::new())
-        .await
-        .unwrap();
+    let running = danerelay::start_without_delivery(
+        test_config(dir.path(), "s3cret"),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let api = running.http_address;
     let (code, out) = cli(api, &["list"]).await;
     assert_ne!(code, 0);

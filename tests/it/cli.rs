@@ -137,7 +137,7 @@ fn serve_answers_health_and_stops_cleanly_on_sigterm() {
         format!(
             "hostname = \"relay.test\"\n[[listener]]\naddress = \"127.0.0.1:{smtp}\"\ntls = \"none\"\n\
              [queue]\npath = {:?}\n[http]\naddress = \"127.0.0.1:{http}\"\n\
-             [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\n",
+             [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\nnameservers = [\"127.0.0.1:9\"]\n",
             dir.path().join("queue").display()
         ),
     )
@@ -161,30 +161,61 @@ fn serve_answers_health_and_stops_cleanly_on_sigterm() {
     assert_eq!(wait_exit(&mut server.0), 0);
 }
 
-/// The README's first command: no config, no files, loopback default.
+/// The README's first command: no config, no files, loopback default. It
+/// runs in a network namespace of its own with only loopback, because the
+/// embedded default uses the system resolver (its DNSSEC probe would
+/// otherwise query a real nameserver) and binds fixed ports.
 #[test]
 fn serve_runs_on_the_embedded_default() {
+    let (Some(unshare), Some(_)) = (
+        crate::support::require_tool("unshare"),
+        crate::support::require_tool("ip"),
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server(
-        danerelay()
-            .arg("serve")
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(9587);
-    assert_eq!(http_get(9587, "/healthz"), (200, "ok\n".to_string()));
-    sigterm(&server.0);
-    assert_eq!(wait_exit(&mut server.0), 0);
-    let mut log = String::new();
-    server
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
+    let script = r#"
+set -u
+ip link set lo up
+"$BIN" serve 2> log &
+pid=$!
+for _ in $(seq 1 400); do
+    (exec 3<>/dev/tcp/127.0.0.1/9587) 2>/dev/null && break
+    sleep 0.05
+done
+exec 3<>/dev/tcp/127.0.0.1/9587
+printf 'GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+cat <&3 > healthz
+exec 4<>/dev/tcp/127.0.0.1/2587
+read -r greeting <&4
+printf '%s\n' "$greeting" > greeting
+exec 5<>/dev/tcp/127.0.0.1/2465 && echo open > implicit
+kill -TERM "$pid"
+code=0
+wait "$pid" || code=$?
+echo "$code" > exit
+"#;
+    let status = Command::new(unshare)
+        .args(["--net", "--", "bash", "-c", script])
+        .env("BIN", env!("CARGO_BIN_EXE_danerelay"))
+        .current_dir(dir.path())
+        .status()
         .unwrap();
+    assert!(status.success());
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    let log = read("log");
+    assert!(
+        read("healthz").ends_with("\r\n\r\nok\n"),
+        "{}\n{log}",
+        read("healthz")
+    );
+    assert!(read("greeting").starts_with("220 "), "{log}");
+    assert_eq!(read("implicit").trim(), "open", "{log}");
+    assert_eq!(read("exit").trim(), "0", "{log}");
     assert!(log.contains("embedded development default"), "{log}");
+    assert!(
+        log.contains("self-signed certificate generated at start"),
+        "{log}"
+    );
+    assert!(dir.path().join("danerelay-data/queue").is_dir());
 }

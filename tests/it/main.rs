@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod client;
 mod dane;
+mod delivery;
 mod deploy;
 mod dns;
 mod ops;

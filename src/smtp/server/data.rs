@@ -50,13 +50,16 @@ impl DataReader {
         self.status
     }
 
+    /// Stores content up to exactly `limit` octets, whatever the chunking of
+    /// the input (a run that crosses the limit keeps its first part), and
+    /// counts everything.
     fn emit(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
-        self.status.octets = self.status.octets.saturating_add(bytes.len() as u64);
+        let before = self.status.octets;
+        self.status.octets = before.saturating_add(bytes.len() as u64);
+        let room = usize::try_from(self.limit.saturating_sub(before)).unwrap_or(usize::MAX);
+        out.extend_from_slice(&bytes[..bytes.len().min(room)]);
         if self.status.octets > self.limit {
             self.status.too_large = true;
-        }
-        if !self.status.too_large {
-            out.extend_from_slice(bytes);
         }
     }
 
@@ -283,6 +286,17 @@ mod tests {
         assert_eq!(st.octets, 24);
         assert!(out.len() <= 15);
         assert_eq!(end, Some(b"0123456789\r\n.\r\n".len()));
+    }
+
+    /// Regression (found by the split-invariance property): a run crossing
+    /// the limit was dropped whole in one piece but kept in part when split.
+    #[test]
+    fn limit_cut_does_not_depend_on_chunking() {
+        let whole = run(&[b"0123456789\r\n.\r\n"], 5);
+        let split = run(&[b"0123456", b"789\r\n.\r\n"], 5);
+        assert_eq!((&whole.0, whole.2), (&split.0, split.2));
+        assert_eq!(whole.0, b"01234");
+        assert!(whole.2.too_large);
     }
 
     #[test]

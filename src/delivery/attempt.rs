@@ -1,0 +1,385 @@
+//! One delivery attempt to one destination: route, then candidate hosts in
+//! order (at most [`MAX_HOSTS`]), each address in turn, TLS per the DANE
+//! decision for that host, then every queued message for the destination
+//! over the same session (connection reuse). Every result goes through
+//! `delivery::outcome`, so DNS, DNSSEC and DANE problems defer and never bounce.
+//!
+//! A recipient whose session broke before the peer judged the message
+//! (`outcome::try_next_host`) is offered to the next address/host; one the
+//! peer answered (2xx/4xx/5xx) keeps that answer for this attempt.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{info, info_span, Instrument};
+
+use crate::config::{Route, TlsLevel};
+use crate::dane::{self, Decision};
+use crate::delivery::routing::{plan_route_with_port, CandidateHost};
+use crate::dns::DnsLookup;
+use crate::metrics::{DaneResult, DeliveryOutcome, DeliveryTls, Metrics};
+use crate::smtp::client::{BlockingBody, Client, Envelope, RcptResult};
+use tokio::net::TcpStream;
+
+pub use super::decision::host_decision;
+use super::decision::{dane_label, dns_error, routing_error};
+use super::logline;
+use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
+use super::session::{self, Peer, SessionOptions, TlsOutcome};
+
+/// Hosts tried per attempt, like Postfix's `smtp_mx_address_limit` spirit
+/// (there 5 addresses; here 5 *hosts*, each with all its addresses): enough
+/// for primary + backups, bounded so one attempt cannot take
+/// `connect_timeout` × every MX of a huge list.
+pub const MAX_HOSTS: usize = 5;
+
+/// Opens a fresh reader on a queued body (one per transaction: a message may
+/// be offered to a second host after the first broke mid-way).
+pub type BodyOpener = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
+
+/// One queued message's recipients at this destination.
+#[derive(Clone)]
+pub struct Job {
+    pub queue_id: String,
+    /// Sender, parameters, and the recipients at this destination.
+    pub envelope: Envelope,
+    pub received_at: SystemTime,
+    pub body: BodyOpener,
+}
+
+/// How the engine delivers (from `[delivery]`; see [`EngineOptions::from_config`]).
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub session: SessionOptions,
+    pub tls: TlsLevel,
+    pub routes: Vec<Route>,
+    /// 25 in production; tests run their MX elsewhere.
+    pub mx_port: u16,
+    pub max_hosts: usize,
+}
+
+impl EngineOptions {
+    /// `[delivery]` → options: `helo_name`, `connect_timeout`, `tls`, `route`;
+    /// RFC 5321 §4.5.3.2 timeouts; port 25; [`MAX_HOSTS`].
+    pub fn from_config(d: &crate::config::DeliveryConfig) -> EngineOptions {
+        EngineOptions {
+            session: SessionOptions {
+                helo_name: d.helo_name.clone(),
+                connect_timeout: d.connect_timeout,
+                timeouts: crate::smtp::client::Timeouts::default(),
+            },
+            tls: d.tls,
+            routes: d.routes.clone(),
+            mx_port: super::routing::SMTP_PORT,
+            max_hosts: MAX_HOSTS,
+        }
+    }
+}
+
+/// Resolver, options and metrics: everything an attempt needs.
+#[derive(Clone)]
+pub struct Engine {
+    pub dns: Arc<dyn DnsLookup>,
+    pub options: EngineOptions,
+    pub metrics: Metrics,
+}
+
+/// What became of one recipient, with what the log line needs.
+#[derive(Debug, Clone)]
+pub struct RcptOutcome {
+    pub outcome: Outcome,
+    pub relay: Option<String>,
+    pub tls: Option<TlsOutcome>,
+}
+
+/// Per job, per envelope recipient: `None` while still open.
+type Results = Vec<Vec<Option<RcptOutcome>>>;
+
+/// A session left open after an attempt, for the next messages to the
+/// same destination (connection reuse).
+pub struct Reusable {
+    client: Client<TcpStream>,
+    relay: String,
+    tls: TlsOutcome,
+    opened: Instant,
+}
+
+impl Reusable {
+    /// QUIT and close (records the session's duration).
+    pub async fn close(self, metrics: &Metrics) {
+        session::quit_quietly(self.client).await;
+        metrics
+            .delivery_duration_seconds
+            .observe(self.opened.elapsed().as_secs_f64());
+    }
+}
+
+impl Engine {
+    /// Delivers every job to `domain`; one outcome per job and recipient,
+    /// in envelope order. The session is closed at the end.
+    pub async fn deliver(&self, domain: &str, jobs: &[Job]) -> Vec<Vec<RcptOutcome>> {
+        let (results, open) = self.deliver_reusing(domain, jobs, None).await;
+        if let Some(s) = open {
+            s.close(&self.metrics).await;
+        }
+        results
+    }
+
+    /// [`Engine::deliver`] that first uses `cached` (a session to this
+    /// destination from the previous call) and hands back a still-usable
+    /// session instead of closing it.
+    pub async fn deliver_reusing(
+        &self,
+        domain: &str,
+        jobs: &[Job],
+        cached: Option<Reusable>,
+    ) -> (Vec<Vec<RcptOutcome>>, Option<Reusable>) {
+        let span = info_span!("delivery", domain = %domain);
+        self.deliver_inner(domain, jobs, cached)
+            .instrument(span)
+            .await
+    }
+
+    async fn deliver_inner(
+        &self,
+        domain: &str,
+        jobs: &[Job],
+        cached: Option<Reusable>,
+    ) -> (Vec<Vec<RcptOutcome>>, Option<Reusable>) {
+        let mut results: Results = jobs
+            .iter()
+            .map(|j| vec![None; j.envelope.recipients.len()])
+            .collect();
+        let opts = &self.options;
+        let mut last: Option<AttemptError> = None;
+        let mut keep: Option<Reusable> = None;
+        if let Some(mut s) = cached {
+            self.run_jobs(&mut s, jobs, &mut results, &mut last).await;
+            if s.client.is_usable() {
+                keep = Some(s);
+            } else {
+                s.close(&self.metrics).await;
+            }
+        }
+        if !all_done(&results) {
+            if let Some(s) = keep.take() {
+                s.close(&self.metrics).await;
+            }
+            match plan_route_with_port(self.dns.as_ref(), domain, &opts.routes, opts.mx_port).await
+            {
+                Err(e) => last = Some(routing_error(e)),
+                Ok(plan) => {
+                    if let Some((_, e)) = plan.failed_hosts.first() {
+                        last = Some(dns_error(e.clone()));
+                    }
+                    let level = plan.tls.unwrap_or(opts.tls);
+                    for host in plan.hosts.iter().take(opts.max_hosts) {
+                        let span = info_span!("host", mx = %host.name);
+                        let stop = self
+                            .try_host(host, level, jobs, &mut results, &mut last, &mut keep)
+                            .instrument(span)
+                            .await;
+                        if stop || all_done(&results) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let fallback = last.unwrap_or_else(|| AttemptError::NoUsableHost {
+            domain: domain.to_string(),
+        });
+        let rest = from_error(&fallback);
+        for (job, slots) in jobs.iter().zip(results.iter_mut()) {
+            for (rcpt, slot) in job.envelope.recipients.iter().zip(slots.iter_mut()) {
+                if slot.is_none() {
+                    let done = self.finish(job, &rcpt.address, None, None, rest.clone());
+                    *slot = Some(done);
+                }
+            }
+        }
+        let results = results
+            .into_iter()
+            .map(|slots| slots.into_iter().flatten().collect())
+            .collect();
+        (results, keep)
+    }
+
+    /// Tries every address of one host. True when the attempt must stop
+    /// (an error that is not "try the next host"). A session that is still
+    /// usable when everything is done lands in `keep`.
+    async fn try_host(
+        &self,
+        host: &CandidateHost,
+        level: TlsLevel,
+        jobs: &[Job],
+        results: &mut Results,
+        last: &mut Option<AttemptError>,
+        keep: &mut Option<Reusable>,
+    ) -> bool {
+        let (decision, _) = host_decision(self.dns.as_ref(), level, host).await;
+        if let Some(label) = dane_label(level, host, &decision) {
+            self.metrics.dane_result(label);
+        }
+        if let Decision::Defer(reason) = &decision {
+            info!(mx = %host.name, %reason, "host skipped");
+            *last = Some(match reason {
+                dane::DeferReason::TlsaLookupFailed(detail) => AttemptError::TlsaLookup {
+                    host: host.name.clone(),
+                    detail: detail.clone(),
+                },
+                other => AttemptError::Dane {
+                    host: host.name.clone(),
+                    detail: other.to_string(),
+                },
+            });
+            return false;
+        }
+        let addresses: Vec<IpAddr> = host.addresses.clone();
+        for address in addresses {
+            if all_done(results) {
+                return true;
+            }
+            let peer = Peer {
+                host: &host.name,
+                address,
+                port: host.port,
+            };
+            let relay = peer.relay();
+            let opened = Instant::now();
+            let session = match session::open(&peer, &decision, &self.options.session).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if matches!(e, AttemptError::Dane { .. }) {
+                        self.metrics.dane_result(DaneResult::Mismatch);
+                    }
+                    info!(%relay, error = ?e, "host not usable");
+                    let next = try_next_host(&e);
+                    *last = Some(e);
+                    if next {
+                        continue;
+                    }
+                    return true;
+                }
+            };
+            if matches!(session.tls, TlsOutcome::DaneVerified(..)) {
+                self.metrics.dane_result(DaneResult::Ok);
+            }
+            let mut s = Reusable {
+                client: session.client,
+                relay,
+                tls: session.tls,
+                opened,
+            };
+            self.run_jobs(&mut s, jobs, results, last).await;
+            if s.client.is_usable() && all_done(results) {
+                *keep = Some(s);
+            } else {
+                s.close(&self.metrics).await;
+            }
+        }
+        false
+    }
+
+    /// Every job's open recipients over one session.
+    async fn run_jobs(
+        &self,
+        s: &mut Reusable,
+        jobs: &[Job],
+        results: &mut Results,
+        last: &mut Option<AttemptError>,
+    ) {
+        for (job, slots) in jobs.iter().zip(results.iter_mut()) {
+            if !s.client.is_usable() {
+                break;
+            }
+            let open: Vec<usize> = (0..slots.len()).filter(|i| slots[*i].is_none()).collect();
+            if open.is_empty() {
+                continue;
+            }
+            let mut env = job.envelope.clone();
+            env.recipients = open
+                .iter()
+                .map(|i| job.envelope.recipients[*i].clone())
+                .collect();
+            let body = match (job.body)() {
+                Ok(b) => b,
+                Err(e) => {
+                    let out = from_error(&AttemptError::Local {
+                        detail: format!("cannot read queued message: {e}"),
+                    });
+                    for i in &open {
+                        let addr = &job.envelope.recipients[*i].address;
+                        slots[*i] = Some(self.finish(job, addr, None, None, out.clone()));
+                    }
+                    continue;
+                }
+            };
+            let span = info_span!("message", queue_id = %job.queue_id);
+            let result = s
+                .client
+                .transaction(&env, BlockingBody::new(body))
+                .instrument(span)
+                .await;
+            for (i, r) in open.iter().zip(result.recipients.iter()) {
+                if let RcptResult::Error(e) = r {
+                    let err = AttemptError::Smtp(e.clone());
+                    if try_next_host(&err) {
+                        *last = Some(err);
+                        continue;
+                    }
+                }
+                let addr = &job.envelope.recipients[*i].address;
+                let out = for_rcpt(r);
+                slots[*i] = Some(self.finish(job, addr, Some(&s.relay), Some(&s.tls), out));
+            }
+        }
+    }
+
+    /// Logs and counts one recipient's outcome.
+    fn finish(
+        &self,
+        job: &Job,
+        recipient: &str,
+        relay: Option<&str>,
+        tls: Option<&TlsOutcome>,
+        outcome: Outcome,
+    ) -> RcptOutcome {
+        let delay = SystemTime::now()
+            .duration_since(job.received_at)
+            .unwrap_or(Duration::ZERO);
+        let line = logline::line(&job.queue_id, recipient, relay, delay, tls, &outcome);
+        match outcome {
+            Outcome::Delivered(_) => info!(target: "danerelay::delivery", "{line}"),
+            _ => tracing::warn!(target: "danerelay::delivery", "{line}"),
+        }
+        let label = match &outcome {
+            Outcome::Delivered(_) => DeliveryOutcome::Delivered,
+            Outcome::Deferred(_) => DeliveryOutcome::Deferred,
+            Outcome::Bounced(_) => DeliveryOutcome::Bounced,
+        };
+        let tls_label = match tls {
+            Some(TlsOutcome::DaneVerified(..)) => DeliveryTls::DaneVerified,
+            Some(TlsOutcome::Unauthenticated(_)) => DeliveryTls::Unauthenticated,
+            Some(TlsOutcome::Plaintext) => DeliveryTls::Plaintext,
+            None => DeliveryTls::None,
+        };
+        self.metrics.delivery_attempt(label, tls_label);
+        RcptOutcome {
+            outcome,
+            relay: relay.map(str::to_string),
+            tls: tls.cloned(),
+        }
+    }
+}
+
+fn all_done(results: &Results) -> bool {
+    results.iter().all(|r| r.iter().all(Option::is_some))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "attempt_tests.rs"]
+mod tests;

@@ -1,0 +1,186 @@
+//! One attempt against FakeDns and the in-process fake MX: host order and
+//! fall-through, TLSA failures skipping a host, `dane-only`, DNS outcomes.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::delivery::fake_mx::FakeMx;
+use crate::dns::{FakeDns, RecordType, Security};
+use crate::smtp::client::{Recipient, Timeouts};
+
+fn engine(dns: FakeDns, port: u16, tls: TlsLevel) -> (Engine, Metrics) {
+    let metrics = Metrics::new();
+    let engine = Engine {
+        dns: Arc::new(dns),
+        options: EngineOptions {
+            session: SessionOptions {
+                helo_name: "relay.test".into(),
+                connect_timeout: Duration::from_secs(5),
+                timeouts: Timeouts::default(),
+            },
+            tls,
+            routes: Vec::new(),
+            mx_port: port,
+            max_hosts: MAX_HOSTS,
+        },
+        metrics: metrics.clone(),
+    };
+    (engine, metrics)
+}
+
+fn job(rcpts: &[&str]) -> Job {
+    Job {
+        queue_id: "TESTID".into(),
+        envelope: Envelope::new(
+            "alice@src.test",
+            rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+        ),
+        received_at: SystemTime::now(),
+        body: Arc::new(|| {
+            Ok(
+                Box::new(std::io::Cursor::new(b"Subject: t\r\n\r\nhi\r\n".to_vec()))
+                    as Box<dyn Read + Send>,
+            )
+        }),
+    }
+}
+
+fn reply(o: &RcptOutcome) -> String {
+    logline::reply_text(&o.outcome)
+}
+
+#[tokio::test]
+async fn an_unreachable_first_mx_falls_through_to_the_second() {
+    let mx = FakeMx::start(Duration::ZERO).await;
+    let dns = FakeDns::new();
+    dns.mx(
+        "d.test",
+        Security::Insecure,
+        &[(10, "down.d.test"), (20, "up.d.test")],
+    );
+    // Nothing listens on 127.0.25.250 at the fake MX's port.
+    dns.a("down.d.test", Security::Insecure, &["127.0.25.250"]);
+    dns.a("up.d.test", Security::Insecure, &["127.0.0.1"]);
+    let (e, _) = engine(dns, mx.port, TlsLevel::May);
+    let out = e
+        .deliver("d.test", &[job(&["a@d.test", "reject@d.test"])])
+        .await;
+    assert_eq!(out[0][0].outcome.label(), "delivered");
+    assert_eq!(
+        out[0][0].relay.as_deref(),
+        Some(&*format!("up.d.test[127.0.0.1]:{}", mx.port))
+    );
+    assert_eq!(
+        out[0][1].outcome.label(),
+        "bounced",
+        "the peer's 5xx is final"
+    );
+    assert_eq!(mx.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_tlsa_lookup_skips_that_host_and_defers_when_none_is_left() {
+    let mx = FakeMx::start(Duration::ZERO).await;
+    let dns = FakeDns::new();
+    dns.mx("d.test", Security::Secure, &[(10, "mx.d.test")]);
+    dns.a("mx.d.test", Security::Secure, &["127.0.0.1"]);
+    dns.servfail(&format!("_{}._tcp.mx.d.test", mx.port), RecordType::Tlsa);
+    let (e, metrics) = engine(dns, mx.port, TlsLevel::Dane);
+    let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+    assert_eq!(out[0][0].outcome.label(), "deferred");
+    assert!(reply(&out[0][0]).contains("4.7.5"), "{}", reply(&out[0][0]));
+    assert_eq!(mx.stats.lock().unwrap().connections, 0, "never connected");
+    assert!(metrics
+        .render()
+        .contains("danerelay_dane_results_total{result=\"tempfail\"} 1"));
+}
+
+#[tokio::test]
+async fn a_failed_tlsa_lookup_on_the_first_host_still_lets_the_second_deliver() {
+    let mx = FakeMx::start(Duration::ZERO).await;
+    let dns = FakeDns::new();
+    dns.mx(
+        "d.test",
+        Security::Secure,
+        &[(10, "a.d.test"), (20, "b.d.test")],
+    );
+    dns.a("a.d.test", Security::Secure, &["127.0.0.1"]);
+    dns.bogus(&format!("_{}._tcp.a.d.test", mx.port), RecordType::Tlsa);
+    dns.a("b.d.test", Security::Secure, &["127.0.0.1"]);
+    dns.nodata(
+        &format!("_{}._tcp.b.d.test", mx.port),
+        RecordType::Tlsa,
+        Security::Secure,
+    );
+    let (e, _) = engine(dns, mx.port, TlsLevel::Dane);
+    let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+    assert_eq!(out[0][0].outcome.label(), "delivered");
+    assert!(out[0][0].relay.as_deref().unwrap().starts_with("b.d.test["));
+    // No TLSA at b and the fake MX offers no STARTTLS: opportunistic plaintext.
+    assert_eq!(out[0][0].tls, Some(TlsOutcome::Plaintext));
+}
+
+#[tokio::test]
+async fn dane_only_defers_an_insecure_destination_without_connecting() {
+    let mx = FakeMx::start(Duration::ZERO).await;
+    let dns = FakeDns::new();
+    dns.mx("d.test", Security::Insecure, &[(10, "mx.d.test")]);
+    dns.a("mx.d.test", Security::Insecure, &["127.0.0.1"]);
+    let (e, _) = engine(dns, mx.port, TlsLevel::DaneOnly);
+    let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+    assert_eq!(out[0][0].outcome.label(), "deferred");
+    assert_eq!(mx.stats.lock().unwrap().connections, 0);
+}
+
+#[tokio::test]
+async fn dns_failures_defer_and_nxdomain_bounces() {
+    let dns = FakeDns::new();
+    dns.servfail("sf.test", RecordType::Mx);
+    dns.bogus("bog.test", RecordType::Mx);
+    dns.nxdomain("nx.test", RecordType::Mx, Security::Secure);
+    let (e, _) = engine(dns, 25, TlsLevel::Dane);
+    for (domain, label, status) in [
+        ("sf.test", "deferred", "4.4.3"),
+        ("bog.test", "deferred", "4.7.5"),
+        ("nx.test", "bounced", "5.1.2"),
+    ] {
+        let out = e.deliver(domain, &[job(&[&format!("a@{domain}")])]).await;
+        assert_eq!(out[0][0].outcome.label(), label, "{domain}");
+        assert!(
+            reply(&out[0][0]).contains(status),
+            "{domain}: {}",
+            reply(&out[0][0])
+        );
+        assert_eq!(out[0][0].relay, None);
+    }
+}
+
+#[tokio::test]
+async fn several_messages_share_one_session_and_a_4xx_stays_with_its_recipient() {
+    let mx = FakeMx::start(Duration::ZERO).await;
+    let dns = FakeDns::new();
+    dns.mx("d.test", Security::Insecure, &[(10, "mx.d.test")]);
+    dns.a("mx.d.test", Security::Insecure, &["127.0.0.1"]);
+    let (e, _) = engine(dns, mx.port, TlsLevel::May);
+    let jobs = [
+        job(&["a@d.test", "later@d.test"]),
+        job(&["b@d.test"]),
+        job(&["c@d.test"]),
+    ];
+    let out = e.deliver("d.test", &jobs).await;
+    let labels: Vec<Vec<&str>> = out
+        .iter()
+        .map(|o| o.iter().map(|r| r.outcome.label()).collect())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            vec!["delivered", "deferred"],
+            vec!["delivered"],
+            vec!["delivered"]
+        ]
+    );
+    assert_eq!(mx.stats.lock().unwrap().connections, 1);
+    assert_eq!(mx.messages().len(), 3);
+}

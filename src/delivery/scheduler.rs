@@ -1,0 +1,503 @@
+//! The scheduler task: owns the queue's due list. It sleeps until
+//! `Queue::next_due` or until the queue's `on_due` hook fires (a tokio
+//! `Notify`: no polling), leases what is due (at most `delivery.concurrency`
+//! messages at a time), and splits each message's recipients by destination
+//! (the recipient domain, lower-cased; a route's `next_hop` is reached
+//! through the domains that use it).
+//!
+//! Each destination has a mailbox served by at most
+//! `delivery.per_destination` workers; a worker needs one of the
+//! `delivery.concurrency` connection permits (a semaphore) and delivers a
+//! share of the waiting messages over one session, then takes more over the
+//! same session (connection reuse), lingering [`LINGER`] for new mail unless
+//! another worker waits for a connection.
+//!
+//! When every group of a message is done, `report::report` records the
+//! outcomes and sends the DSNs. On shutdown nothing new is leased; attempts
+//! in flight get `shutdown_grace` (minus a margin for the bookkeeping) and
+//! are then cut off: a message nobody finished is given back untouched
+//! (`Queue::abandon`), one with some final answers is completed with just
+//! those — a recipient is never marked delivered unless a peer said 2xx.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use danerelay_queue::{Leased, Queue};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::smtp::client::{Envelope, Recipient, Ret};
+
+use super::attempt::{Engine, Job, RcptOutcome, Reusable};
+use super::report::{self, ReportOptions, Reported};
+
+/// The longest the scheduler sleeps without a reason (a safety net against
+/// a missed wake-up; not a poll: nothing is done unless something is due).
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// Back-off after a queue error.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Caps, grace and reporting.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub concurrency: usize,
+    pub per_destination: usize,
+    /// `shutdown_grace`: in-flight attempts are cut off after it (less a margin).
+    pub grace: Duration,
+    pub report: ReportOptions,
+}
+
+/// The delivery scheduler. Cheap to clone (all shared).
+#[derive(Clone)]
+pub struct Scheduler {
+    queue: Queue,
+    engine: Engine,
+    options: SchedulerOptions,
+    connections: Arc<Semaphore>,
+    /// Workers waiting for a connection permit (idle sessions do not linger then).
+    conn_waiters: Arc<AtomicUsize>,
+    destinations: Arc<Mutex<HashMap<String, Mailbox>>>,
+    wake: Arc<Notify>,
+}
+
+/// One leased message while its groups are out.
+struct InFlight {
+    leased: Leased,
+    state: Mutex<FlightState>,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// One message's share of a destination group: its job and queue indices.
+type GroupItem = (Arc<InFlight>, Job, Vec<u32>);
+
+/// Work waiting for a destination, and how many workers serve it (at most
+/// `per_destination`, each with one connection at a time).
+#[derive(Default)]
+struct Mailbox {
+    waiting: VecDeque<GroupItem>,
+    workers: usize,
+    /// Workers keeping an idle session open, waiting on `ready`.
+    idle: usize,
+    ready: Arc<Notify>,
+}
+
+/// What a destination worker does next.
+enum Step {
+    Work(Vec<GroupItem>),
+    /// Keep the session open until more work arrives or the instant passes.
+    Linger(Arc<Notify>, tokio::time::Instant),
+    /// Close and leave; the items (only at shutdown) are cut off.
+    Exit(Vec<GroupItem>),
+}
+
+/// How long an idle session waits for more mail to its destination, like
+/// Postfix's `smtp_connection_cache_time_limit` (2 s).
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Messages sent over one session before it is closed (like Postfix's
+/// `smtp_connection_reuse_count_limit`, which has no limit by default; a
+/// bound keeps one destination from holding a connection forever).
+pub const MAX_PER_SESSION: usize = 100;
+
+struct FlightState {
+    results: Vec<Reported>,
+    groups_left: usize,
+    aborted: bool,
+}
+
+/// The domain part of an address, lower-cased ("" when there is none).
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+impl Scheduler {
+    pub fn new(queue: Queue, engine: Engine, options: SchedulerOptions) -> Scheduler {
+        let connections = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        Scheduler {
+            queue,
+            engine,
+            options,
+            connections,
+            conn_waiters: Arc::default(),
+            destinations: Arc::default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Runs until `shutdown`, then drains in-flight attempts within the grace.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = self.wake.clone();
+        self.queue.on_due(move || wake.notify_one());
+        let slots = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let hard = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        info!(
+            concurrency = self.options.concurrency,
+            per_destination = self.options.per_destination,
+            "delivery scheduler started"
+        );
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let free = slots.available_permits();
+            let mut pause = None;
+            let mut full = false;
+            if free > 0 {
+                let q = self.queue.clone();
+                match tokio::task::spawn_blocking(move || q.lease_due(SystemTime::now(), free))
+                    .await
+                {
+                    Ok(Ok(batch)) => {
+                        full = batch.len() == free;
+                        self.dispatch(batch, &slots, &tasks, &shutdown, &hard);
+                    }
+                    Ok(Err(e)) => {
+                        error!(error = %e, "leasing due messages failed");
+                        pause = Some(ERROR_PAUSE);
+                    }
+                    Err(e) => {
+                        error!(error = %e, "leasing task failed");
+                        pause = Some(ERROR_PAUSE);
+                    }
+                }
+            }
+            if full && slots.available_permits() > 0 {
+                continue; // more may be due right now
+            }
+            let wait = match pause {
+                Some(p) => p,
+                None if slots.available_permits() == 0 => MAX_IDLE, // a finish wakes us
+                None => self.until_next_due().await,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tasks.close();
+        let grace = self.options.grace;
+        let margin = (grace / 5).min(Duration::from_secs(2));
+        if tokio::time::timeout(grace.saturating_sub(margin), tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("shutdown grace running out: cutting off deliveries in flight");
+            hard.cancel();
+            let _ = tokio::time::timeout(margin, tasks.wait()).await;
+        }
+        info!("delivery scheduler stopped");
+    }
+
+    /// How long until the next message is due (never zero: a due entry that
+    /// could not be leased — taken by another worker — must not spin us).
+    async fn until_next_due(&self) -> Duration {
+        let q = self.queue.clone();
+        let next = tokio::task::spawn_blocking(move || q.next_due()).await;
+        match next {
+            Ok(Ok(Some(at))) => at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(20), MAX_IDLE),
+            Ok(Ok(None)) => MAX_IDLE,
+            _ => ERROR_PAUSE,
+        }
+    }
+
+    /// Groups a leased batch by destination and spawns one task per group
+    /// (a destination with many messages gets up to `per_destination` groups).
+    fn dispatch(
+        &self,
+        batch: Vec<Leased>,
+        slots: &Arc<Semaphore>,
+        tasks: &TaskTracker,
+        soft: &CancellationToken,
+        hard: &CancellationToken,
+    ) {
+        let mut by_dest: HashMap<String, Vec<GroupItem>> = HashMap::new();
+        for leased in batch {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Cannot happen (we lease at most the free slots); give it back.
+                let q = self.queue.clone();
+                tokio::task::spawn_blocking(move || q.abandon(&leased));
+                continue;
+            };
+            let mut per_domain: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, r) in leased.recipients.iter().enumerate() {
+                per_domain.entry(domain_of(&r.address)).or_default().push(i);
+            }
+            let flight = Arc::new(InFlight {
+                state: Mutex::new(FlightState {
+                    results: Vec::new(),
+                    groups_left: per_domain.len(),
+                    aborted: false,
+                }),
+                _slot: slot,
+                leased,
+            });
+            if per_domain.is_empty() {
+                // Nothing open: complete with no outcomes so the queue tidies up.
+                tasks.spawn(self.clone().finalize(flight));
+                continue;
+            }
+            for (domain, idx) in per_domain {
+                let job = self.job(&flight.leased, &idx);
+                let indices = idx
+                    .iter()
+                    .map(|i| flight.leased.recipients[*i].index)
+                    .collect();
+                by_dest
+                    .entry(domain)
+                    .or_default()
+                    .push((flight.clone(), job, indices));
+            }
+        }
+        let per = self.options.per_destination.max(1);
+        for (domain, items) in by_dest {
+            let spawn = {
+                let mut map = self.lock_destinations();
+                let mb = map.entry(domain.clone()).or_default();
+                let n = items.len();
+                mb.waiting.extend(items);
+                // Idle workers with an open session go first.
+                for _ in 0..n.min(mb.idle) {
+                    mb.ready.notify_one();
+                }
+                let spawn = per
+                    .saturating_sub(mb.workers)
+                    .min(n.saturating_sub(mb.idle));
+                mb.workers += spawn;
+                spawn
+            };
+            for _ in 0..spawn {
+                let me = self.clone();
+                let (soft, hard) = (soft.clone(), hard.clone());
+                tasks.spawn(me.destination_worker(domain.clone(), soft, hard));
+            }
+        }
+    }
+
+    fn lock_destinations(&self) -> std::sync::MutexGuard<'_, HashMap<String, Mailbox>> {
+        self.destinations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn job(&self, leased: &Leased, idx: &[usize]) -> Job {
+        let env = &leased.envelope;
+        let recipients = idx
+            .iter()
+            .map(|i| {
+                let r = &leased.recipients[*i];
+                let n = report::notify(r.notify);
+                Recipient {
+                    address: r.address.clone(),
+                    orcpt: r.orcpt.clone(),
+                    // The queue stores the RFC default when NOTIFY was absent.
+                    notify: (r.notify != danerelay_queue::Notify::default()).then_some(n),
+                }
+            })
+            .collect();
+        let mut envelope = Envelope::new(env.sender.clone(), recipients);
+        envelope.size = Some(leased.size);
+        envelope.body_8bit = env.body_8bit;
+        envelope.smtputf8 = env.smtputf8;
+        envelope.envid = env.envid.clone();
+        envelope.ret = env.ret.map(|r| match r {
+            danerelay_queue::Ret::Full => Ret::Full,
+            danerelay_queue::Ret::Headers => Ret::Headers,
+        });
+        let (q, id) = (self.queue.clone(), leased.id);
+        Job {
+            queue_id: leased.id.to_string(),
+            envelope,
+            received_at: env.received_at,
+            body: Arc::new(move || {
+                q.body(id)
+                    .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
+                    .map_err(std::io::Error::other)
+            }),
+        }
+    }
+
+    /// Serves one destination until its mailbox is empty: takes a share of
+    /// the waiting messages, delivers them over one session, reports, and
+    /// takes more (messages that arrived meanwhile reuse the worker).
+    async fn destination_worker(
+        self,
+        domain: String,
+        soft: CancellationToken,
+        hard: CancellationToken,
+    ) {
+        let mut open: Option<Reusable> = None;
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut linger_until: Option<tokio::time::Instant> = None;
+        loop {
+            let step = {
+                let mut map = self.lock_destinations();
+                let Some(mb) = map.get_mut(&domain) else {
+                    return;
+                };
+                // Linger only while nobody else waits for a connection.
+                let may_linger = open.is_some()
+                    && self.conn_waiters.load(Ordering::Acquire) == 0
+                    && linger_until.is_none_or(|t| tokio::time::Instant::now() < t);
+                let step = if soft.is_cancelled() {
+                    Step::Exit(mb.waiting.drain(..).collect())
+                } else if !mb.waiting.is_empty() {
+                    let n = mb
+                        .waiting
+                        .len()
+                        .div_ceil(mb.workers.max(1))
+                        .min(MAX_PER_SESSION);
+                    linger_until = None;
+                    Step::Work(mb.waiting.drain(..n).collect())
+                } else if may_linger {
+                    mb.idle += 1;
+                    let until =
+                        *linger_until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                    Step::Linger(mb.ready.clone(), until)
+                } else {
+                    Step::Exit(Vec::new())
+                };
+                if let Step::Exit(_) = step {
+                    mb.workers = mb.workers.saturating_sub(1);
+                    if mb.workers == 0 && mb.waiting.is_empty() {
+                        map.remove(&domain);
+                    }
+                }
+                step
+            };
+            let take = match step {
+                Step::Work(take) => take,
+                Step::Linger(ready, until) => {
+                    tokio::select! {
+                        _ = ready.notified() => {}
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = soft.cancelled() => {}
+                    }
+                    if let Some(mb) = self.lock_destinations().get_mut(&domain) {
+                        mb.idle = mb.idle.saturating_sub(1);
+                    }
+                    continue;
+                }
+                Step::Exit(take) => {
+                    if let Some(s) = open.take() {
+                        s.close(&self.engine.metrics).await;
+                    }
+                    self.settle(take, None).await;
+                    return;
+                }
+            };
+            // An open session keeps its connection permit between rounds.
+            let permit = match held.take() {
+                Some(p) if open.is_some() => Some(p),
+                _ => {
+                    let conns = self.connections.clone();
+                    self.conn_waiters.fetch_add(1, Ordering::AcqRel);
+                    let p = tokio::select! {
+                        p = conns.acquire_owned() => p.ok(),
+                        _ = soft.cancelled() => None,
+                    };
+                    self.conn_waiters.fetch_sub(1, Ordering::AcqRel);
+                    p
+                }
+            };
+            let jobs: Vec<Job> = take.iter().map(|(_, j, _)| j.clone()).collect();
+            let cached = open.take();
+            let results = match permit {
+                Some(p) => tokio::select! {
+                    (r, s) = self.engine.deliver_reusing(&domain, &jobs, cached) => {
+                        if s.is_some() {
+                            held = Some(p);
+                        }
+                        open = s;
+                        Some(r)
+                    }
+                    _ = hard.cancelled() => None,
+                },
+                None => None,
+            };
+            self.settle(take, results).await;
+        }
+    }
+
+    /// Hands each message its outcomes (`None`: cut off by shutdown) and
+    /// finalizes the messages whose last group this was.
+    async fn settle(&self, group: Vec<GroupItem>, results: Option<Vec<Vec<RcptOutcome>>>) {
+        for (i, (flight, _, indices)) in group.into_iter().enumerate() {
+            let last = {
+                let mut st = flight.state.lock().unwrap_or_else(PoisonError::into_inner);
+                match results.as_ref().and_then(|r| r.get(i)) {
+                    Some(outs) => {
+                        for (index, o) in indices.iter().zip(outs) {
+                            st.results.push(Reported {
+                                index: *index,
+                                outcome: o.outcome.clone(),
+                                remote_mta: o
+                                    .relay
+                                    .as_deref()
+                                    .and_then(|r| r.split('[').next())
+                                    .map(str::to_string),
+                            });
+                        }
+                    }
+                    None => st.aborted = true,
+                }
+                st.groups_left = st.groups_left.saturating_sub(1);
+                st.groups_left == 0
+            };
+            if last {
+                self.clone().finalize(flight).await;
+            }
+        }
+    }
+
+    /// Every group of a message is back: complete (or abandon) it.
+    async fn finalize(self, flight: Arc<InFlight>) {
+        let queue = self.queue.clone();
+        let options = self.options.report.clone();
+        let metrics = self.engine.metrics.clone();
+        let wake = self.wake.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let (results, aborted) = {
+                let st = flight.state.lock().unwrap_or_else(PoisonError::into_inner);
+                (st.results.clone(), st.aborted)
+            };
+            let id = flight.leased.id;
+            if aborted && results.is_empty() {
+                if let Err(e) = queue.abandon(&flight.leased) {
+                    error!(queue_id = %id, error = %e, "giving the lease back failed");
+                } else {
+                    info!(queue_id = %id, "delivery cut off by shutdown; lease given back");
+                }
+            } else {
+                let now = SystemTime::now();
+                match report::report(&queue, &flight.leased, &results, &options, &metrics, now) {
+                    Ok(s) if s.completion.finished => info!(queue_id = %id, "removed"),
+                    Ok(_) => {}
+                    Err(e) => error!(queue_id = %id, error = %e, "recording the outcome failed"),
+                }
+            }
+            drop(flight); // frees the message slot
+        })
+        .await;
+        if let Err(e) = done {
+            error!(error = %e, "completion task failed");
+        }
+        wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[path = "scheduler_tests.rs"]
+mod tests;

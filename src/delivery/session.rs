@@ -1,0 +1,261 @@
+//! Opening one SMTP session to one address of one candidate host, with TLS
+//! exactly as the DANE policy decision says (RFC 7672 §2.2, SPEC "Delivery"):
+//!
+//! * `Authenticate`: STARTTLS must be offered and the DANE verifier must
+//!   accept the chain, else the host is skipped (never plaintext, never
+//!   unauthenticated TLS);
+//! * `TlsRequired` (`encrypt`, or all TLSA unusable): STARTTLS must be
+//!   offered and succeed, certificates unchecked;
+//! * `Opportunistic`: STARTTLS when offered; a failed handshake is retried in
+//!   plaintext on the same host over a *new* connection (the old one is in an
+//!   unknown TLS state);
+//! * `Plaintext`: no STARTTLS.
+//!
+//! Used by the delivery attempt and by `danerelay tls-check` alike, so the
+//! two can never disagree about what a host gets.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::dane::{client_setup, DaneMatch, Decision, Verdict};
+use crate::smtp::client::{Client, ClientError, Timeouts, TlsInfo};
+
+use super::outcome::AttemptError;
+
+/// The TLS result of a session, for the log line, metrics and `tls-check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsOutcome {
+    /// DANE authenticated the server (RFC 7672 §3) with this record.
+    DaneVerified(DaneMatch, TlsInfo),
+    /// TLS without authentication (opportunistic, `encrypt`, unusable TLSA).
+    Unauthenticated(TlsInfo),
+    /// No TLS.
+    Plaintext,
+}
+
+impl TlsOutcome {
+    /// The metric label / verdict word.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TlsOutcome::DaneVerified(..) => "dane-verified",
+            TlsOutcome::Unauthenticated(_) => "tls-unauthenticated",
+            TlsOutcome::Plaintext => "plaintext",
+        }
+    }
+
+    /// The negotiated parameters, when TLS is up.
+    pub fn info(&self) -> Option<&TlsInfo> {
+        match self {
+            TlsOutcome::DaneVerified(_, i) | TlsOutcome::Unauthenticated(i) => Some(i),
+            TlsOutcome::Plaintext => None,
+        }
+    }
+}
+
+/// `dane-verified (3 1 1, depth 0) TLSv1.3 TLS13_AES_256_GCM_SHA384`, as Postfix logs it.
+impl fmt::Display for TlsOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsOutcome::DaneVerified(m, i) => {
+                write!(f, "dane-verified ({m}) {} {}", i.version, i.cipher)
+            }
+            TlsOutcome::Unauthenticated(i) => {
+                write!(f, "tls-unauthenticated {} {}", i.version, i.cipher)
+            }
+            TlsOutcome::Plaintext => f.write_str("plaintext"),
+        }
+    }
+}
+
+/// Where to connect and how to introduce ourselves.
+#[derive(Debug, Clone)]
+pub struct Peer<'a> {
+    /// The host name (MX exchange, next hop or domain), for SNI and logs.
+    pub host: &'a str,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+impl Peer<'_> {
+    /// `mx.example.net[192.0.2.1]:25`, the Postfix `relay=` form.
+    pub fn relay(&self) -> String {
+        format!("{}[{}]:{}", self.host, self.address, self.port)
+    }
+}
+
+/// Connection settings shared by every session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub helo_name: String,
+    pub connect_timeout: Duration,
+    pub timeouts: Timeouts,
+}
+
+/// An established session, ready for MAIL (or for QUIT in `tls-check`).
+pub struct Session {
+    pub client: Client<TcpStream>,
+    pub tls: TlsOutcome,
+    /// Whether the peer offered STARTTLS on the first EHLO.
+    pub starttls_offered: bool,
+    /// The first handshake failed and this is the plaintext retry.
+    pub fell_back: bool,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("tls", &self.tls)
+            .field("starttls_offered", &self.starttls_offered)
+            .field("fell_back", &self.fell_back)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to `peer` and brings the session up to MAIL with the TLS the
+/// `decision` demands. `Decision::Defer` must be handled by the caller; it
+/// is refused here as a TLSA failure.
+pub async fn open(
+    peer: &Peer<'_>,
+    decision: &Decision,
+    options: &SessionOptions,
+) -> Result<Session, AttemptError> {
+    if let Decision::Defer(reason) = decision {
+        return Err(AttemptError::TlsaLookup {
+            host: peer.host.to_string(),
+            detail: reason.to_string(),
+        });
+    }
+    let mut client = greet(peer, options).await?;
+    let offered = client.capabilities().starttls();
+    let setup = client_setup(decision, peer.host).map_err(|e| AttemptError::Local {
+        detail: format!("TLS setup for {}: {e}", peer.host),
+    })?;
+    let Some(setup) = setup else {
+        return Ok(Session {
+            client,
+            tls: TlsOutcome::Plaintext,
+            starttls_offered: offered,
+            fell_back: false,
+        });
+    };
+    if !offered {
+        if setup.plaintext_fallback {
+            return Ok(Session {
+                client,
+                tls: TlsOutcome::Plaintext,
+                starttls_offered: false,
+                fell_back: false,
+            });
+        }
+        // RFC 7672 §2.2: mandatory TLS and no STARTTLS ⇒ not this host.
+        quit_quietly(client).await;
+        return Err(AttemptError::TlsRequired {
+            host: peer.host.to_string(),
+        });
+    }
+    match client
+        .starttls(setup.config.clone(), setup.server_name.clone())
+        .await
+    {
+        Ok(info) => {
+            let tls = match setup.dane.as_ref().and_then(|d| d.matched()) {
+                Some(m) => TlsOutcome::DaneVerified(m, info),
+                None if setup.dane.is_some() => {
+                    // A verifier that let the handshake through must have matched.
+                    return Err(AttemptError::Dane {
+                        host: peer.host.to_string(),
+                        detail: "no DANE verdict after the handshake".into(),
+                    });
+                }
+                None => TlsOutcome::Unauthenticated(info),
+            };
+            Ok(Session {
+                client,
+                tls,
+                starttls_offered: true,
+                fell_back: false,
+            })
+        }
+        Err(e @ ClientError::Tls { .. }) => {
+            if let Some(dane) = &setup.dane {
+                let detail = match dane.verdict() {
+                    Some(Verdict::Verified(_)) | None => e.to_string(),
+                    Some(v) => format!("{v:?}"),
+                };
+                return Err(AttemptError::Dane {
+                    host: peer.host.to_string(),
+                    detail,
+                });
+            }
+            if !setup.plaintext_fallback {
+                return Err(e.into());
+            }
+            tracing::info!(relay = %peer.relay(), error = %e,
+                "opportunistic TLS handshake failed; retrying in plaintext on a new connection");
+            let client = greet(peer, options).await?;
+            Ok(Session {
+                client,
+                tls: TlsOutcome::Plaintext,
+                starttls_offered: true,
+                fell_back: true,
+            })
+        }
+        // A refused STARTTLS (4xx/5xx): opportunistic goes on in the clear
+        // only if the session survived; everything else is this host's end.
+        Err(ClientError::Rejected { phase, reply })
+            if setup.plaintext_fallback && !reply.is_closing() && client.is_usable() =>
+        {
+            tracing::info!(relay = %peer.relay(), %phase, reply = %reply.one_line(),
+                "STARTTLS refused; opportunistic delivery continues in plaintext");
+            Ok(Session {
+                client,
+                tls: TlsOutcome::Plaintext,
+                starttls_offered: true,
+                fell_back: false,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// TCP connect within `connect_timeout`, greeting, EHLO.
+async fn greet(
+    peer: &Peer<'_>,
+    options: &SessionOptions,
+) -> Result<Client<TcpStream>, AttemptError> {
+    let addr = SocketAddr::new(peer.address, peer.port);
+    let tcp = match tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr)).await {
+        Err(_) => {
+            return Err(AttemptError::ConnectTimeout {
+                host: peer.relay(),
+                after: options.connect_timeout,
+            })
+        }
+        Ok(Err(e)) => {
+            return Err(AttemptError::Connect {
+                host: peer.relay(),
+                detail: e.to_string(),
+            })
+        }
+        Ok(Ok(tcp)) => tcp,
+    };
+    let mut client = Client::new(tcp, options.timeouts, options.helo_name.clone());
+    client.greeting().await?;
+    client.ehlo().await?;
+    Ok(client)
+}
+
+/// QUIT, ignoring the answer: the outcome is already decided.
+pub async fn quit_quietly(client: Client<TcpStream>) {
+    if client.is_usable() {
+        let _ = client.quit().await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,173 @@
+//! `session::open` against scripted peers: the TLS rules of RFC 7672 §2.2
+//! and the opportunistic plaintext retry on a new connection.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::dane::{DaneTarget, MandatoryTls, TlsaRecord};
+
+/// What the peer saw, per connection: the commands it got.
+type Log = Arc<Mutex<Vec<Vec<String>>>>;
+
+/// A peer that offers STARTTLS (or not) and, after `220`, sends garbage
+/// instead of a TLS handshake.
+async fn peer(offer_starttls: bool) -> (u16, Log) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log: Log = Arc::default();
+    let l = log.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let l = l.clone();
+            tokio::spawn(async move {
+                let n = {
+                    let mut g = l.lock().unwrap();
+                    g.push(Vec::new());
+                    g.len() - 1
+                };
+                let (r, mut w) = tcp.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"220 peer.test ESMTP\r\n").await.unwrap();
+                let mut line = String::new();
+                while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+                    let cmd = line.trim().to_ascii_uppercase();
+                    l.lock().unwrap()[n].push(cmd.clone());
+                    let reply: &[u8] = if cmd.starts_with("EHLO") && offer_starttls {
+                        b"250-peer.test\r\n250 STARTTLS\r\n"
+                    } else if cmd.starts_with("EHLO") {
+                        b"250 peer.test\r\n"
+                    } else if cmd == "STARTTLS" {
+                        w.write_all(b"220 go ahead\r\n").await.unwrap();
+                        // After the client's ClientHello, not with the 220
+                        // (that would be STARTTLS command injection).
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = w.write_all(b"this is not TLS\r\n\r\n").await;
+                        break;
+                    } else if cmd == "QUIT" {
+                        let _ = w.write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"502 no\r\n"
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        break;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, log)
+}
+
+fn options() -> SessionOptions {
+    SessionOptions {
+        helo_name: "relay.test".into(),
+        connect_timeout: Duration::from_secs(5),
+        timeouts: Timeouts::default(),
+    }
+}
+
+fn at(port: u16) -> Peer<'static> {
+    Peer {
+        host: "mx.test",
+        address: "127.0.0.1".parse().unwrap(),
+        port,
+    }
+}
+
+fn dane() -> Decision {
+    let rec = TlsaRecord::parse(&format!("3 1 1 {}", "ab".repeat(32))).unwrap();
+    Decision::Authenticate(DaneTarget::new("mx.test", "mx.test", vec![rec]))
+}
+
+#[tokio::test]
+async fn opportunistic_handshake_failure_retries_in_plaintext_on_a_new_connection() {
+    let (port, log) = peer(true).await;
+    let s = open(&at(port), &Decision::Opportunistic, &options())
+        .await
+        .unwrap();
+    assert!(s.fell_back);
+    assert_eq!(s.tls, TlsOutcome::Plaintext);
+    quit_quietly(s.client).await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2, "a second connection: {log:?}");
+    assert!(log[0].contains(&"STARTTLS".to_string()));
+    assert!(!log[1].contains(&"STARTTLS".to_string()), "{log:?}");
+}
+
+#[tokio::test]
+async fn mandatory_tls_never_falls_back() {
+    for decision in [
+        Decision::TlsRequired(MandatoryTls::EncryptLevel),
+        Decision::TlsRequired(MandatoryTls::AllTlsaUnusable),
+        dane(),
+    ] {
+        let (port, log) = peer(true).await;
+        let err = open(&at(port), &decision, &options()).await.unwrap_err();
+        let dane = matches!(decision, Decision::Authenticate(_));
+        match err {
+            AttemptError::Dane { .. } if dane => {}
+            AttemptError::Smtp(ref e) if !dane && matches!(**e, ClientError::Tls { .. }) => {}
+            other => panic!("{decision:?}: {other:?}"),
+        }
+        assert_eq!(log.lock().unwrap().len(), 1, "{decision:?}: no retry");
+    }
+}
+
+#[tokio::test]
+async fn no_starttls_offered() {
+    // Opportunistic: plaintext on the same connection.
+    let (port, log) = peer(false).await;
+    let s = open(&at(port), &Decision::Opportunistic, &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.tls.clone(), s.fell_back, s.starttls_offered),
+        (TlsOutcome::Plaintext, false, false)
+    );
+    quit_quietly(s.client).await;
+    assert_eq!(log.lock().unwrap().len(), 1);
+    // DANE or mandatory TLS: that host is not used (RFC 7672 §2.2).
+    for decision in [dane(), Decision::TlsRequired(MandatoryTls::AllTlsaUnusable)] {
+        let (port, log) = peer(false).await;
+        let err = open(&at(port), &decision, &options()).await.unwrap_err();
+        assert!(matches!(err, AttemptError::TlsRequired { .. }), "{err:?}");
+        let cmds = log.lock().unwrap()[0].clone();
+        assert!(cmds.iter().all(|c| !c.starts_with("MAIL")), "{cmds:?}");
+    }
+}
+
+#[tokio::test]
+async fn plaintext_level_never_starts_tls_and_defer_never_connects() {
+    let (port, log) = peer(true).await;
+    let s = open(&at(port), &Decision::Plaintext, &options())
+        .await
+        .unwrap();
+    assert_eq!(s.tls, TlsOutcome::Plaintext);
+    assert!(s.starttls_offered);
+    quit_quietly(s.client).await;
+    assert!(!log.lock().unwrap()[0].contains(&"STARTTLS".to_string()));
+    let (port, log) = peer(true).await;
+    let defer = Decision::Defer(crate::dane::DeferReason::NoSecureTlsa);
+    assert!(open(&at(port), &defer, &options()).await.is_err());
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "no connection for a deferred host"
+    );
+}
+
+#[tokio::test]
+async fn connect_refused_is_a_connect_error() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let err = open(&at(port), &Decision::Opportunistic, &options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AttemptError::Connect { .. }), "{err:?}");
+    assert!(crate::delivery::outcome::try_next_host(&err));
+}
