@@ -149,7 +149,13 @@ fn run(shared: &Shared, syncer: &mut SledSyncer) {
             }
             st.requested
         };
-        let result = syncer.sync();
+        // A panic inside sled must not leave every writer waiting forever: it fails the batch.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| syncer.sync()))
+            .unwrap_or_else(|_| {
+                Err(QueueError::Sync {
+                    reason: "panic while syncing".into(),
+                })
+            });
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&shared.state);
         match result {
