@@ -52,7 +52,7 @@
 //!
 //! ## Operators and metrics
 //! [`Queue::hold`], [`Queue::release`], [`Queue::delete`], [`Queue::retry_now`],
-//! [`Queue::retry_all`], [`Queue::list`] with a [`ListFilter`] (state, domain, age, limit),
+//! [`Queue::retry_all`], [`Queue::list`] with a [`ListFilter`] (state, domain, age, limit, paging),
 //! [`Queue::show`], [`Queue::domains`] (qshape), [`Queue::counts`] (O(1), for
 //! `danerelay_queue_messages{state}`), [`Queue::oldest_age`] (O(log n)),
 //! [`Queue::corrupt_records`]. Corrupt records are logged with their key and skipped.

@@ -143,6 +143,15 @@ fn list_filters_by_state_domain_age_and_limit() {
         }),
         vec![a, b]
     );
+    assert_eq!(
+        ids(ListFilter {
+            limit: Some(2),
+            after: Some(a),
+            ..Default::default()
+        }),
+        vec![b, c],
+        "paging"
+    );
     let d = q.domains().unwrap();
     assert_eq!(d[0].domain, "two.example");
     assert_eq!((d[0].messages, d[0].recipients), (2, 2));
