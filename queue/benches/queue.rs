@@ -118,6 +118,23 @@ fn open(dir: &Path, mut tuning: QueueTuning) -> Queue {
     Queue::open_tuned(dir, opts(), tuning).unwrap()
 }
 
+/// Bytes this process caused to be written to storage (`/proc/self/io`), 0 if unavailable.
+fn write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn section(name: &str) -> bool {
     match std::env::var("QUEUE_BENCH_ONLY") {
         Ok(list) => list.split(',').any(|s| s == name),
@@ -136,24 +153,40 @@ fn main() {
     println!("danerelay-queue benchmark ({secs} s per run, 10 KiB bodies, 1 recipient)");
 
     if section("storage") {
-        println!("\n## body storage, 128 writers");
+        println!("\n## body storage, 128 writers (3 interleaved runs each, fresh queue per run)");
         let kinds = [
             ("body log", 64 * 1024, false),
             ("sled tree", 64 * 1024, true),
             ("file per body", 0, false),
         ];
-        for (name, inline, in_sled) in kinds {
-            let dir = tempfile::tempdir_in(&base).unwrap();
-            let q = open(
-                dir.path(),
-                QueueTuning {
-                    inline_body_max: inline,
-                    small_bodies_in_sled: in_sled,
-                    ..QueueTuning::default()
-                },
+        let mut rates = vec![Vec::new(); kinds.len()];
+        let mut bytes = vec![Vec::new(); kinds.len()];
+        for _ in 0..3 {
+            for (k, (_, inline, in_sled)) in kinds.iter().enumerate() {
+                let dir = tempfile::tempdir_in(&base).unwrap();
+                let q = open(
+                    dir.path(),
+                    QueueTuning {
+                        inline_body_max: *inline,
+                        small_bodies_in_sled: *in_sled,
+                        ..QueueTuning::default()
+                    },
+                );
+                let written = write_bytes();
+                let (rate, _) = run_writers(&q, 128, &ten_k, secs);
+                let per = (write_bytes() - written) as f64 / (rate * secs);
+                rates[k].push(rate);
+                bytes[k].push(per);
+            }
+        }
+        for (k, (name, _, _)) in kinds.iter().enumerate() {
+            let rate = median(&mut rates[k]);
+            let kib = median(&mut bytes[k]) / 1024.0;
+            println!(
+                "{name:>14}: median {rate:>6.0} durable enqueues/s {:.0?}, \
+                 ~{kib:.1} KiB written per 10 KiB message",
+                rates[k]
             );
-            let (rate, spe) = run_writers(&q, 128, &ten_k, secs);
-            println!("{name:>18}: {rate:>8.0} durable enqueues/s ({spe:.3} syncs/enqueue)");
         }
     }
 
@@ -224,10 +257,6 @@ fn main() {
             empty.push(run_writers(&empty_q, 128, &ten_k, secs).0);
             full.push(run_writers(&q, 128, &ten_k, secs).0);
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let (e, f) = (median(&mut empty), median(&mut full));
         println!("  empty queue: {empty:.0?} enqueues/s, median {e:.0}");
         println!("  full queue:  {full:.0?} enqueues/s, median {f:.0}");

@@ -139,7 +139,14 @@ impl Queue {
         let now = SystemTime::now();
         let domain = filter.domain.as_ref().map(|d| d.to_ascii_lowercase());
         let mut out = Vec::new();
-        for item in self.inner.meta.iter() {
+        let iter = match filter.after {
+            Some(after) => self.inner.meta.range((
+                std::ops::Bound::Excluded(after.key()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.inner.meta.iter(),
+        };
+        for item in iter {
             if filter.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }

@@ -32,6 +32,8 @@ use crate::error::QueueError;
 struct State {
     /// Highest ticket handed out.
     requested: u64,
+    /// Highest ticket that needs sled flushed too (the others only need the body log).
+    full_requested: u64,
     /// Every ticket up to here is durable.
     synced: u64,
     /// Tickets up to here belonged to a batch whose sync failed.
@@ -104,6 +106,16 @@ impl GroupCommit {
 
     /// Returns once everything written to sled before this call is on stable storage.
     pub(crate) fn wait_durable(&self) -> Result<(), QueueError> {
+        self.wait(true)
+    }
+
+    /// Returns once every body appended to the body log before this call is on stable storage
+    /// (a cheaper round when no writer needs sled synced).
+    pub(crate) fn wait_bodies_durable(&self) -> Result<(), QueueError> {
+        self.wait(false)
+    }
+
+    fn wait(&self, full: bool) -> Result<(), QueueError> {
         let mut st = lock(&self.shared.state);
         if st.shutdown {
             return Err(QueueError::Sync {
@@ -112,6 +124,9 @@ impl GroupCommit {
         }
         st.requested += 1;
         let ticket = st.requested;
+        if full {
+            st.full_requested = ticket;
+        }
         self.shared.work.notify_one();
         loop {
             if st.synced >= ticket {
@@ -139,7 +154,7 @@ impl Drop for GroupCommit {
 
 fn run(shared: &Shared, syncer: &mut SledSyncer) {
     loop {
-        let target = {
+        let (target, full) = {
             let mut st = lock(&shared.state);
             while st.requested == st.synced.max(st.failed_through) && !st.shutdown {
                 st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -147,9 +162,24 @@ fn run(shared: &Shared, syncer: &mut SledSyncer) {
             if st.requested == st.synced.max(st.failed_through) && st.shutdown {
                 return;
             }
-            st.requested
+            (
+                st.requested,
+                st.full_requested > st.synced.max(st.failed_through),
+            )
         };
-        let result = syncer.sync();
+        // A panic inside sled must not leave every writer waiting forever: it fails the batch.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if full {
+                syncer.sync()
+            } else {
+                syncer.sync_bodies()
+            }
+        }))
+        .unwrap_or_else(|_| {
+            Err(QueueError::Sync {
+                reason: "panic while syncing".into(),
+            })
+        });
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&shared.state);
         match result {
@@ -192,6 +222,10 @@ impl SledSyncer {
             blob_dir: sled_dir.join("blobs"),
             synced_blobs: HashMap::new(),
         })
+    }
+
+    pub(crate) fn sync_bodies(&mut self) -> Result<(), QueueError> {
+        self.bodies.sync()
     }
 
     pub(crate) fn sync(&mut self) -> Result<(), QueueError> {

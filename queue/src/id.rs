@@ -1,7 +1,7 @@
 //! Queue ids: 12 characters of Crockford base32 (`[0-9A-Z]` without I, L, O, U) encoding the
 //! microseconds since 2020-01-01 at which the message was begun. Fixed width, so the string
 //! order, the numeric order and the sled key order (big-endian `u64`) are all arrival order;
-//! short, safe in logs, file names and URLs. [`IdGen`] makes them strictly increasing even when
+//! short, safe in logs, file names and URLs. `IdGen` makes them strictly increasing even when
 //! many messages start in the same microsecond, and never below an id already stored.
 
 use std::fmt;

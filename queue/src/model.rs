@@ -225,6 +225,8 @@ pub struct ListFilter {
     pub max_age: Option<Duration>,
     /// Stop after this many.
     pub limit: Option<usize>,
+    /// Start after this id (paging: pass the last id of the previous page).
+    pub after: Option<QueueId>,
 }
 
 /// A recipient handed to a delivery worker.

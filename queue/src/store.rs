@@ -370,7 +370,7 @@ impl Inner {
         } else {
             let (seg, off) = self.bodylog.append(&body)?;
             // The body must be durable before any record pointing at it can be.
-            if let Err(e) = self.commit.wait_durable() {
+            if let Err(e) = self.commit.wait_bodies_durable() {
                 self.bodylog.release(seg);
                 return Err(e);
             }

@@ -87,3 +87,41 @@ pub fn spool_files(dir: &std::path::Path) -> Vec<String> {
     v.sort();
     v
 }
+
+pub fn segments(dir: &std::path::Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir.join("bodies"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .into_string()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub fn delivered() -> Outcome {
+    Outcome::Delivered {
+        reply: "250 2.0.0 ok".into(),
+    }
+}
+
+pub fn deferred() -> Outcome {
+    Outcome::Deferred {
+        reply: "451 4.3.0 try later".into(),
+    }
+}
+
+pub fn bounced() -> Outcome {
+    Outcome::Bounced {
+        reply: "550 5.1.1 no such user".into(),
+    }
+}
