@@ -220,6 +220,7 @@ async fn list(
         min_age,
         max_age: None,
         limit: q.limit,
+        after: None,
     };
     let queue = state.queue.clone();
     let infos = blocking(move || queue.list(&filter)).await?;
