@@ -6,6 +6,7 @@
 //! `tls_check` runs the `danerelay tls-check` binary against the same kind
 //! of world.
 
+mod full_path;
 mod matrix;
 mod mta;
 mod tls_check;
