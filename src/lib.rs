@@ -102,6 +102,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let smtp_addresses = smtp::server::run(
         config.clone(),
         queue.clone(),
+        metrics.clone(),
         shutdown.clone(),
         tracker.clone(),
     )

@@ -6,9 +6,13 @@
 
 use smtp_proto::{MailFrom, RcptTo, Request};
 
+use std::sync::Arc;
+
+use super::limits::UserRate;
 use super::{params, sasl};
 use crate::auth::sender_allowed;
 use crate::config::SenderPolicy;
+use crate::metrics::{LimitHit, RejectReason};
 use crate::smtp::wire::{parse_command, Reply};
 
 /// What the session needs to know about its listener and peer.
@@ -25,6 +29,37 @@ pub struct SessionConfig {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_auth_failures: u32,
+    pub limits: SessionLimits,
+}
+
+/// The per-session abuse limits of `[limits]` (issue 10).
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Commands in a row without progress before `421 4.7.0`.
+    pub max_junk_commands: u32,
+    /// Recipients accepted over the whole session.
+    pub max_recipients_per_session: usize,
+    /// Transactions per authenticated user (shared by all sessions).
+    pub user_rate: Option<Arc<UserRate>>,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_junk_commands: 50,
+            max_recipients_per_session: 1000,
+            user_rate: None,
+        }
+    }
+}
+
+/// Something the I/O layer should count (metrics), drained with
+/// [`Session::take_events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    Rejected(RejectReason),
+    Limit(LimitHit),
+    AuthFailed,
 }
 
 /// The negotiated TLS parameters, for EHLO decisions and `Received:`.
@@ -106,6 +141,10 @@ pub enum MessageOutcome {
     BareLineEnding,
     /// The queue failed; nothing was stored.
     StorageFailed,
+    /// The header section exceeded `limits.max_header_size`.
+    HeaderTooLarge,
+    /// More header fields than `limits.max_header_fields`.
+    TooManyHeaderFields,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +174,11 @@ pub struct Session {
     auth_user: Option<String>,
     auth_failures: u32,
     tx: Option<Transaction>,
+    /// Commands in a row without progress.
+    junk: u32,
+    /// Recipients accepted in this session so far.
+    session_recipients: usize,
+    events: Vec<SessionEvent>,
 }
 
 impl Session {
@@ -149,7 +193,39 @@ impl Session {
             auth_user: None,
             auth_failures: 0,
             tx: None,
+            junk: 0,
+            session_recipients: 0,
+            events: Vec::new(),
         }
+    }
+
+    /// Events since the last call, for metrics.
+    pub fn take_events(&mut self) -> Vec<SessionEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn event(&mut self, e: SessionEvent) {
+        // Bounded: the I/O layer drains after every call.
+        if self.events.len() < 64 {
+            self.events.push(e);
+        }
+    }
+
+    fn reject(&mut self, reason: RejectReason, reply: Reply) -> Action {
+        self.event(SessionEvent::Rejected(reason));
+        Action::Reply(reply)
+    }
+
+    /// Counts a command that made no progress; past the limit the session is
+    /// closed with `421 4.7.0` instead of `action` (Postfix's
+    /// `smtpd_junk_command_limit` / `smtpd_hard_error_limit`).
+    fn junk_command(&mut self, action: Action) -> Action {
+        self.junk = self.junk.saturating_add(1);
+        if self.junk > self.cfg.limits.max_junk_commands {
+            self.event(SessionEvent::Limit(LimitHit::JunkCommands));
+            return Action::Close(Reply::too_many_junk_commands(&self.cfg.hostname));
+        }
+        action
     }
 
     pub fn greeting(&self) -> Reply {
@@ -199,8 +275,36 @@ impl Session {
             state @ (State::Command | State::Bdat { .. }) => {
                 self.state = state;
                 match parse_command(line) {
-                    Ok(req) => self.on_request(req),
-                    Err(e) => Action::Reply(e.reply()),
+                    Ok(req) => {
+                        let idle = matches!(
+                            req,
+                            Request::Noop { .. }
+                                | Request::Rset
+                                | Request::Vrfy { .. }
+                                | Request::Help { .. }
+                                | Request::Ehlo { .. }
+                                | Request::Helo { .. }
+                                | Request::Expn { .. }
+                                | Request::Etrn { .. }
+                                | Request::Atrn { .. }
+                                | Request::Burl { .. }
+                                | Request::Lhlo { .. }
+                        );
+                        let action = self.on_request(req);
+                        // 5xx refusals count too; 4xx (e.g. 452 per recipient) do not.
+                        let refused = matches!(&action, Action::Reply(r) if r.code >= 500);
+                        if idle || refused {
+                            self.junk_command(action)
+                        } else {
+                            action
+                        }
+                    }
+                    Err(e) => {
+                        if matches!(e, crate::smtp::wire::CommandError::Syntax(_)) {
+                            self.event(SessionEvent::Rejected(RejectReason::Syntax));
+                        }
+                        self.junk_command(Action::Reply(e.reply()))
+                    }
                 }
             }
         }
@@ -215,7 +319,8 @@ impl Session {
         ) {
             self.state = State::Command;
         }
-        Action::Reply(Reply::line_too_long())
+        self.event(SessionEvent::Limit(LimitHit::LineLength));
+        self.junk_command(Action::Reply(Reply::line_too_long()))
     }
 
     fn on_request(&mut self, req: Request<String>) -> Action {
@@ -396,11 +501,14 @@ impl Session {
         match user {
             Some(user) => {
                 self.auth_user = Some(user);
+                self.junk = 0;
                 Action::Reply(Reply::auth_ok())
             }
             None => {
                 self.auth_failures += 1;
+                self.event(SessionEvent::AuthFailed);
                 if self.auth_failures >= self.cfg.max_auth_failures {
+                    self.event(SessionEvent::Limit(LimitHit::AuthFailures));
                     Action::Close(Reply::too_many_auth_failures(&self.cfg.hostname))
                 } else {
                     Action::Reply(Reply::auth_failed())
@@ -424,7 +532,7 @@ impl Session {
         }
         // Never an open relay: trusted network or authenticated, nothing else (SPEC).
         if !self.cfg.trusted && self.auth_user.is_none() {
-            return Action::Reply(Reply::auth_required());
+            return self.reject(RejectReason::AuthRequired, Reply::auth_required());
         }
         if let Some(param) = params::unsupported_mail_param(&from) {
             return Action::Reply(Reply::param_not_supported(param));
@@ -434,7 +542,7 @@ impl Session {
             return Action::Reply(Reply::param_not_supported("(extensions need EHLO)"));
         }
         if from.size as u64 > self.cfg.max_message_size {
-            return Action::Reply(Reply::message_too_large());
+            return self.reject(RejectReason::TooLarge, Reply::message_too_large());
         }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
@@ -442,7 +550,17 @@ impl Session {
         }
         if let Some(user) = &self.auth_user {
             if !sender_allowed(self.cfg.sender_policy, user, &from.address) {
-                return Action::Reply(Reply::sender_not_owned(&from.address));
+                let reply = Reply::sender_not_owned(&from.address);
+                return self.reject(RejectReason::SenderPolicy, reply);
+            }
+            // Checked last, so only transactions that would start count.
+            let allowed = match &self.cfg.limits.user_rate {
+                Some(rate) => rate.allow(user),
+                None => true,
+            };
+            if !allowed {
+                self.event(SessionEvent::Limit(LimitHit::UserMessageRate));
+                return self.reject(RejectReason::RateLimit, Reply::user_rate_limited());
             }
         }
         let ret = params::ret(from.flags);
@@ -459,12 +577,26 @@ impl Session {
 
     fn rcpt(&mut self, to: RcptTo<String>) -> Action {
         let max = self.cfg.max_recipients;
-        let Some(tx) = self.tx.as_mut() else {
+        let Some(tx) = self.tx.as_ref() else {
             return Action::Reply(Reply::bad_sequence("Need MAIL before RCPT"));
         };
         if tx.recipients.len() >= max {
-            return Action::Reply(Reply::too_many_recipients());
+            self.event(SessionEvent::Limit(LimitHit::RecipientsPerMessage));
+            return self.reject(
+                RejectReason::TooManyRecipients,
+                Reply::too_many_recipients(),
+            );
         }
+        if self.session_recipients >= self.cfg.limits.max_recipients_per_session {
+            self.event(SessionEvent::Limit(LimitHit::RecipientsPerSession));
+            return self.reject(
+                RejectReason::TooManyRecipients,
+                Reply::too_many_session_recipients(),
+            );
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Action::Reply(Reply::bad_sequence("Need MAIL before RCPT"));
+        };
         if to.address.is_empty() {
             return Action::Reply(Reply::syntax("Recipient address must be local@domain"));
         }
@@ -477,6 +609,7 @@ impl Session {
             orcpt: to.orcpt,
             notify,
         });
+        self.session_recipients += 1;
         Action::Reply(Reply::ok_recipient())
     }
 
@@ -520,12 +653,27 @@ impl Session {
     pub fn message_done(&mut self, outcome: MessageOutcome) -> Reply {
         self.tx = None;
         self.state = State::Command;
-        match outcome {
-            MessageOutcome::Queued(id) => Reply::queued(&id),
-            MessageOutcome::TooLarge => Reply::message_too_large(),
-            MessageOutcome::BareLineEnding => Reply::bare_line_ending(),
-            MessageOutcome::StorageFailed => Reply::storage_failure(),
-        }
+        let (reason, reply) = match outcome {
+            MessageOutcome::Queued(id) => {
+                self.junk = 0;
+                return Reply::queued(&id);
+            }
+            MessageOutcome::TooLarge => (RejectReason::TooLarge, Reply::message_too_large()),
+            MessageOutcome::BareLineEnding => {
+                (RejectReason::BareLineEnding, Reply::bare_line_ending())
+            }
+            MessageOutcome::StorageFailed => (RejectReason::Storage, Reply::storage_failure()),
+            MessageOutcome::HeaderTooLarge => {
+                self.event(SessionEvent::Limit(LimitHit::HeaderSize));
+                (RejectReason::HeaderLimit, Reply::header_too_large())
+            }
+            MessageOutcome::TooManyHeaderFields => {
+                self.event(SessionEvent::Limit(LimitHit::HeaderFields));
+                (RejectReason::HeaderLimit, Reply::too_many_header_fields())
+            }
+        };
+        self.event(SessionEvent::Rejected(reason));
+        reply
     }
 }
 
