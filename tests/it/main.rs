@@ -7,5 +7,6 @@ mod client;
 mod dane;
 mod deploy;
 mod dns;
+mod security;
 mod smtp;
 mod support;
