@@ -3,16 +3,16 @@
 # on free 127.0.0.1 ports, holds 2,000 idle sessions open, then runs 50
 # concurrent 25 MiB submissions (the 2,000 still open), and reports the
 # server's RSS (VmRSS) at each step and its peak (VmHWM). Fails when the peak
-# exceeds BOUND_MIB (default 256).
+# exceeds BOUND_MIB (default 128).
 #
 #   benches/memory.sh            # builds `cargo build --release` first
-#   IDLE=2000 PARALLEL=50 SIZE_MIB=25 BOUND_MIB=256 benches/memory.sh
+#   IDLE=2000 PARALLEL=50 SIZE_MIB=25 BOUND_MIB=128 benches/memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE=${IDLE:-2000}
 PARALLEL=${PARALLEL:-50}
 SIZE_MIB=${SIZE_MIB:-25}
-BOUND_MIB=${BOUND_MIB:-256}
+BOUND_MIB=${BOUND_MIB:-128}
 ulimit -n "$(( IDLE * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --bin danerelay >&2
 work=$(mktemp -d)

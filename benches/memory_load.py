@@ -50,7 +50,8 @@ async def submit(i):
         w.write(chunk)
         await w.drain()
         left -= len(chunk)
-    w.write(b".\r\n")
+    # The body may end mid-line: CRLF first, or "." would not end DATA.
+    w.write(b"\r\n.\r\n")
     await w.drain()
     line = await reply(r)
     w.close()
