@@ -48,7 +48,7 @@ async fn invalid_utf8_and_nul_bytes_in_commands_get_5xx() {
 async fn oversized_line_and_message_get_their_codes_without_memory_growth() {
     let mut s = Scenario::default();
     loopback_trusted(&mut s);
-    s.max_message_size = 1024 * 1024;
+    s.max_message_size = 40 * 1024 * 1024;
     let srv = start(s, |_| {}).await;
     let (mut c, _) = Client::connect(srv.plain).await;
     assert_eq!(c.cmd("EHLO c").await.0, 250);
@@ -71,23 +71,39 @@ async fn oversized_line_and_message_get_their_codes_without_memory_growth() {
     let (first, second) = sender.await.unwrap();
     assert_eq!((first.0, &first.1[..5]), (500, "5.5.6"), "{first:?}");
     assert_eq!(second.0, 250);
-    // 64 MiB of message against a 1 MiB limit.
+    // 48 MiB of message against a 40 MiB limit.
     assert_eq!(c.cmd("MAIL FROM:<a@relay.test>").await.0, 250);
     assert_eq!(c.cmd("RCPT TO:<b@example.org>").await.0, 250);
     assert_eq!(c.cmd("DATA").await.0, 354);
     let line = format!("{}\r\n", "z".repeat(998));
     let block = line.repeat(1024);
-    for _ in 0..64 {
+    for _ in 0..48 {
         c.send(block.as_bytes()).await;
     }
     c.send(b".\r\n").await;
     let (code, text) = c.reply().await;
     assert_eq!((code, &text[..5]), (552, "5.3.4"), "{text}");
     assert_eq!(c.cmd("NOOP").await.0, 250);
+    // A 32 MiB header section (one folded field) under the message limit:
+    // refused by the header limit, never buffered.
+    assert_eq!(c.cmd("MAIL FROM:<a@relay.test>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.org>").await.0, 250);
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    c.send(b"X-Big: start\r\n").await;
+    let folded = format!(" {}\r\n", "h".repeat(997)).repeat(1024);
+    for _ in 0..32 {
+        c.send(folded.as_bytes()).await;
+    }
+    c.send(b"\r\nbody\r\n.\r\n").await;
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 552, "{text}");
+    assert!(text.starts_with("5.3.4 Message header"), "{text}");
+    assert_eq!(c.cmd("NOOP").await.0, 250);
     let grown_mib = vm_rss_kib().saturating_sub(before) / 1024;
-    // 128 MiB went through; buffering any of it whole would show here.
+    // 144 MiB went through; buffering any of it whole would show here.
     assert!(grown_mib < 48, "RSS grew by {grown_mib} MiB");
     assert!(srv.messages().is_empty());
     assert_eq!(srv.rejected("too-large"), 1);
+    assert_eq!(srv.rejected("header-limit"), 1);
     assert!(srv.limit_hits("line-length") >= 1);
 }
