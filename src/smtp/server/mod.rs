@@ -2,7 +2,8 @@
 //! accepts, `conn.rs` drives one connection's I/O, `session.rs` decides every
 //! reply (sans I/O), `data.rs` reads DATA/BDAT content, `headers.rs` adds
 //! trace and missing header fields, `store.rs` streams bodies into the queue,
-//! `tls.rs` holds the (reloadable) certificate, `limits.rs` the abuse limits
+//! `session_types.rs` the values it exchanges with `conn.rs`, `tls.rs` holds
+//! the (reloadable) certificate, `limits.rs` the abuse limits
 //! that need shared state (per-address connections and rate, per-user
 //! message rate) or byte counting (header section).
 
@@ -14,6 +15,7 @@ pub mod listener;
 pub mod params;
 pub mod sasl;
 pub mod session;
+pub mod session_types;
 pub mod store;
 pub mod tls;
 

@@ -1,6 +1,7 @@
 //! Unit tests of the sans-I/O session: lines in, actions out.
 
 use super::*;
+use crate::config::SenderPolicy;
 
 fn cfg() -> SessionConfig {
     SessionConfig {
