@@ -129,6 +129,7 @@ async fn start_with(
     let smtp_addresses = smtp::server::run(
         config.clone(),
         queue.clone(),
+        metrics.clone(),
         shutdown.clone(),
         tracker.clone(),
     )

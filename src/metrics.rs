@@ -49,6 +49,41 @@ label_enum!(
         Storage => "storage",
         Shutdown => "shutdown",
         RateLimit => "rate-limit",
+        /// Header section over `limits.max_header_size` or `max_header_fields`.
+        HeaderLimit => "header-limit",
+    }
+);
+label_enum!(
+    /// `limit` of `[limits]` that refused a connection, command or session (issue 10).
+    LimitHit {
+        /// `max_connections` (all clients).
+        Connections => "connections",
+        /// `max_connections_per_ip`.
+        ConnectionsPerIp => "connections-per-ip",
+        /// `connection_rate_per_ip`.
+        ConnectionRate => "connection-rate",
+        /// `max_junk_commands`: commands without progress.
+        JunkCommands => "junk-commands",
+        /// `messages_per_user_per_hour`.
+        UserMessageRate => "user-message-rate",
+        /// `command_timeout`: no complete input in time.
+        CommandTimeout => "command-timeout",
+        /// `session_timeout`: the whole-session deadline.
+        SessionTimeout => "session-timeout",
+        /// `data_timeout`: one message's content took too long.
+        DataTimeout => "data-timeout",
+        /// `max_header_size`.
+        HeaderSize => "header-size",
+        /// `max_header_fields`.
+        HeaderFields => "header-fields",
+        /// `max_recipients` (per message).
+        RecipientsPerMessage => "recipients-per-message",
+        /// `max_recipients_per_session`.
+        RecipientsPerSession => "recipients-per-session",
+        /// `max_auth_failures`.
+        AuthFailures => "auth-failures",
+        /// `500 5.5.6` over-long command line.
+        LineLength => "line-length",
     }
 );
 label_enum!(
@@ -122,6 +157,8 @@ pub struct Metrics {
     pub auth_failures_total: IntCounter,
     /// Message bytes accepted.
     pub received_bytes_total: IntCounter,
+    /// Abuse limits that fired, by limit.
+    pub smtp_limit_hits_total: IntCounterVec,
     /// Queued messages by state.
     pub queue_messages: IntGaugeVec,
     /// Age of the oldest queued message.
@@ -188,6 +225,11 @@ impl Metrics {
                 "danerelay_received_bytes_total",
                 "Bytes of accepted messages.",
             )),
+            smtp_limit_hits_total: counter_vec(
+                "danerelay_smtp_limit_hits_total",
+                "Abuse limits of [limits] that refused a connection, command or message, by limit.",
+                &["limit"],
+            ),
             queue_messages: must(IntGaugeVec::new(
                 Opts::new("danerelay_queue_messages", "Queued messages by state (active = being delivered now)."),
                 &["state"],
@@ -242,6 +284,7 @@ impl Metrics {
             Box::new(m.messages_rejected_total.clone()),
             Box::new(m.auth_failures_total.clone()),
             Box::new(m.received_bytes_total.clone()),
+            Box::new(m.smtp_limit_hits_total.clone()),
             Box::new(m.queue_messages.clone()),
             Box::new(m.queue_oldest_message_age_seconds.clone()),
             Box::new(m.delivery_attempts_total.clone()),
@@ -270,6 +313,9 @@ impl Metrics {
         for r in RejectReason::ALL {
             self.messages_rejected_total.with_label_values(&[r.label()]);
         }
+        for l in LimitHit::ALL {
+            self.smtp_limit_hits_total.with_label_values(&[l.label()]);
+        }
         for s in QueueState::ALL {
             self.queue_messages.with_label_values(&[s.label()]);
         }
@@ -293,6 +339,12 @@ impl Metrics {
     pub fn rejected(&self, reason: RejectReason) {
         self.messages_rejected_total
             .with_label_values(&[reason.label()])
+            .inc();
+    }
+
+    pub fn limit_hit(&self, limit: LimitHit) {
+        self.smtp_limit_hits_total
+            .with_label_values(&[limit.label()])
             .inc();
     }
 
@@ -366,6 +418,8 @@ mod tests {
             "danerelay_messages_rejected_total",
             "danerelay_auth_failures_total",
             "danerelay_received_bytes_total",
+            "danerelay_smtp_limit_hits_total{limit=\"junk-commands\"} 0",
+            "danerelay_messages_rejected_total{reason=\"header-limit\"} 0",
             "danerelay_queue_messages",
             "danerelay_queue_oldest_message_age_seconds",
             "danerelay_dnssec_validating",

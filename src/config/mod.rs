@@ -85,6 +85,47 @@ pub struct Limits {
     pub max_auth_failures: u32,
     /// RFC 5321 §4.5.3.2 server timeout per command (default 5 min).
     pub command_timeout: Duration,
+    /// Concurrent connections from one client address (trusted networks exempt).
+    pub max_connections_per_ip: usize,
+    /// New connections per minute from one client address (trusted networks exempt).
+    pub connection_rate_per_ip: u32,
+    /// Commands in a row that make no progress (NOOP, RSET, VRFY, HELP,
+    /// unknown or refused commands) before `421` and close.
+    pub max_junk_commands: u32,
+    /// Mail transactions (MAIL commands) one authenticated user may start per hour.
+    pub messages_per_user_per_hour: u32,
+    /// Whole-session deadline, however busy the client keeps it (slowloris).
+    pub session_timeout: Duration,
+    /// Deadline for one message's content (DATA or all BDAT chunks).
+    pub data_timeout: Duration,
+    /// Largest header section (octets, up to the blank line).
+    pub max_header_size: u64,
+    /// Most header fields in one message.
+    pub max_header_fields: usize,
+    /// Recipients accepted over a whole session.
+    pub max_recipients_per_session: usize,
+}
+
+impl Default for Limits {
+    /// The documented `[limits]` defaults (config/danerelay.toml).
+    fn default() -> Self {
+        Limits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 1000,
+            max_auth_failures: 3,
+            command_timeout: Duration::from_secs(300),
+            max_connections_per_ip: 20,
+            connection_rate_per_ip: 60,
+            max_junk_commands: 50,
+            messages_per_user_per_hour: 500,
+            session_timeout: Duration::from_secs(3600),
+            data_timeout: Duration::from_secs(600),
+            max_header_size: 128 * 1024,
+            max_header_fields: 500,
+            max_recipients_per_session: 1000,
+        }
+    }
 }
 
 /// `[queue]`

@@ -118,6 +118,15 @@ pub struct RawLimits {
     pub max_connections: u64,
     pub max_auth_failures: u64,
     pub command_timeout: Dur,
+    pub max_connections_per_ip: u64,
+    pub connection_rate_per_ip: u64,
+    pub max_junk_commands: u64,
+    pub messages_per_user_per_hour: u64,
+    pub session_timeout: Dur,
+    pub data_timeout: Dur,
+    pub max_header_size: Size,
+    pub max_header_fields: u64,
+    pub max_recipients_per_session: u64,
 }
 
 impl Default for RawLimits {
@@ -128,6 +137,15 @@ impl Default for RawLimits {
             max_connections: 1000,
             max_auth_failures: 3,
             command_timeout: Dur(Ok(Duration::from_secs(300))),
+            max_connections_per_ip: 20,
+            connection_rate_per_ip: 60,
+            max_junk_commands: 50,
+            messages_per_user_per_hour: 500,
+            session_timeout: Dur(Ok(Duration::from_secs(3600))),
+            data_timeout: Dur(Ok(Duration::from_secs(600))),
+            max_header_size: Size(Ok(128 * 1024)),
+            max_header_fields: 500,
+            max_recipients_per_session: 1000,
         }
     }
 }

@@ -29,6 +29,15 @@ fn defaults_match_the_contract() {
     assert_eq!(cfg.limits.max_connections, 1000);
     assert_eq!(cfg.limits.max_auth_failures, 3);
     assert_eq!(cfg.limits.command_timeout, Duration::from_secs(300));
+    assert_eq!(cfg.limits.max_connections_per_ip, 20);
+    assert_eq!(cfg.limits.connection_rate_per_ip, 60);
+    assert_eq!(cfg.limits.max_junk_commands, 50);
+    assert_eq!(cfg.limits.messages_per_user_per_hour, 500);
+    assert_eq!(cfg.limits.session_timeout, Duration::from_secs(3600));
+    assert_eq!(cfg.limits.data_timeout, Duration::from_secs(600));
+    assert_eq!(cfg.limits.max_header_size, 128 * 1024);
+    assert_eq!(cfg.limits.max_header_fields, 500);
+    assert_eq!(cfg.limits.max_recipients_per_session, 1000);
     assert_eq!(cfg.auth.sender_policy, SenderPolicy::OwnAddress);
     assert!(cfg.auth.trusted_networks.is_empty());
     assert_eq!(cfg.queue.path, PathBuf::from("/var/lib/danerelay/queue"));
@@ -274,4 +283,45 @@ fn shipped_config_files_validate() {
         }
     }
     assert!(seen >= 1, "no config files found in {}", dir.display());
+}
+
+#[test]
+fn limits_default_is_what_an_empty_limits_section_gives() {
+    let parsed = ok(PLAIN).limits;
+    let d = Limits::default();
+    assert_eq!(format!("{parsed:?}"), format!("{d:?}"));
+}
+
+#[test]
+fn abuse_limits_are_validated_with_key_paths() {
+    let errs = errors(&format!(
+        "{PLAIN}[limits]\nmax_connections_per_ip = 0\nconnection_rate_per_ip = 5000000000\n\
+         max_junk_commands = 0\nmessages_per_user_per_hour = 0\nsession_timeout = \"0s\"\n\
+         data_timeout = \"soon\"\nmax_header_size = \"512\"\nmax_header_fields = 0\n\
+         max_recipients_per_session = 0\n"
+    ));
+    for key in [
+        "limits.max_connections_per_ip: must be at least 1",
+        "limits.connection_rate_per_ip: must be at most 4294967295",
+        "limits.max_junk_commands: must be at least 1",
+        "limits.messages_per_user_per_hour: must be at least 1",
+        "limits.session_timeout: must be longer than 0s",
+        "limits.data_timeout:",
+        "limits.max_header_size: must be at least 1KiB",
+        "limits.max_header_fields: must be at least 1",
+        "limits.max_recipients_per_session: must be at least 1",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(key)),
+            "{key} missing in {errs:?}"
+        );
+    }
+    let cfg = ok(&format!(
+        "{PLAIN}[limits]\nmax_message_size = \"64KiB\"\nmax_header_size = \"1MiB\"\n"
+    ));
+    assert_eq!(
+        cfg.limits.max_header_size,
+        64 * 1024,
+        "capped by the message size"
+    );
 }

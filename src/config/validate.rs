@@ -404,7 +404,48 @@ impl Validator {
             )
             .unwrap_or(u32::MAX),
             command_timeout: self.duration("limits.command_timeout", raw.command_timeout, false),
+            max_connections_per_ip: self
+                .positive("limits.max_connections_per_ip", raw.max_connections_per_ip),
+            connection_rate_per_ip: self
+                .positive_u32("limits.connection_rate_per_ip", raw.connection_rate_per_ip),
+            max_junk_commands: self.positive_u32("limits.max_junk_commands", raw.max_junk_commands),
+            messages_per_user_per_hour: self.positive_u32(
+                "limits.messages_per_user_per_hour",
+                raw.messages_per_user_per_hour,
+            ),
+            session_timeout: self.duration("limits.session_timeout", raw.session_timeout, false),
+            data_timeout: self.duration("limits.data_timeout", raw.data_timeout, false),
+            max_header_size: self.header_size(raw.max_header_size, max_message_size),
+            max_header_fields: self.positive("limits.max_header_fields", raw.max_header_fields),
+            max_recipients_per_session: self.positive(
+                "limits.max_recipients_per_session",
+                raw.max_recipients_per_session,
+            ),
         }
+    }
+
+    fn positive_u32(&mut self, path: &str, n: u64) -> u32 {
+        match u32::try_from(n) {
+            Ok(v) => {
+                self.positive(path, n);
+                v
+            }
+            Err(_) => {
+                self.err(path, format!("must be at most {}", u32::MAX));
+                u32::MAX
+            }
+        }
+    }
+
+    /// A header section needs room for a few fields; it is never larger than
+    /// the message may be, so a small `max_message_size` caps it silently.
+    fn header_size(&mut self, raw: Size, max_message_size: u64) -> u64 {
+        let path = "limits.max_header_size";
+        let size = self.take(path, raw.0);
+        if size < 1024 {
+            self.err(path, "must be at least 1KiB");
+        }
+        size.min(max_message_size.max(1024))
     }
 
     fn queue(&mut self, raw: RawQueue) -> QueueConfig {

@@ -100,6 +100,30 @@ impl Reply {
             format!("{host} Timeout exceeded, closing connection"),
         )
     }
+    /// `limits.max_junk_commands`: too many commands without progress.
+    pub fn too_many_junk_commands(host: &str) -> Self {
+        Self::esc(
+            421,
+            (4, 7, 0),
+            format!("{host} Too many commands without progress, closing connection"),
+        )
+    }
+    /// `limits.max_connections_per_ip` (sent instead of the greeting).
+    pub fn too_many_connections_from_ip(host: &str) -> Self {
+        Self::esc(
+            421,
+            (4, 7, 0),
+            format!("{host} Too many connections from your address, try again later"),
+        )
+    }
+    /// `limits.connection_rate_per_ip` (sent instead of the greeting).
+    pub fn connection_rate_exceeded(host: &str) -> Self {
+        Self::esc(
+            421,
+            (4, 7, 0),
+            format!("{host} Connection rate limit exceeded, try again later"),
+        )
+    }
     pub fn too_many_auth_failures(host: &str) -> Self {
         Self::esc(
             421,
@@ -203,6 +227,26 @@ impl Reply {
     }
     pub fn too_many_recipients() -> Self {
         Self::esc(452, (4, 5, 3), "Too many recipients")
+    }
+    /// `limits.messages_per_user_per_hour`.
+    pub fn user_rate_limited() -> Self {
+        Self::esc(
+            450,
+            (4, 7, 1),
+            "Message rate limit exceeded for this user, try again later",
+        )
+    }
+    /// `limits.max_recipients_per_session`.
+    pub fn too_many_session_recipients() -> Self {
+        Self::esc(452, (4, 5, 3), "Too many recipients in this session")
+    }
+    /// `limits.max_header_size`.
+    pub fn header_too_large() -> Self {
+        Self::esc(552, (5, 3, 4), "Message header section too large")
+    }
+    /// `limits.max_header_fields`.
+    pub fn too_many_header_fields() -> Self {
+        Self::esc(552, (5, 3, 4), "Too many header fields in message")
     }
     pub fn message_too_large() -> Self {
         Self::esc(

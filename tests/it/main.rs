@@ -9,5 +9,6 @@ mod delivery;
 mod deploy;
 mod dns;
 mod ops;
+mod security;
 mod smtp;
 mod support;

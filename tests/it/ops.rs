@@ -1,6 +1,7 @@
 //! Operations end to end with the real binary: graceful drain on SIGTERM
-//! (readiness, in-flight DATA, nothing lost across a restart) and JSON logs
-//! that follow a message by queue id.
+//! (readiness, in-flight DATA, nothing lost across a restart), JSON logs
+//! that follow a message by queue id, and a /metrics exposition that a real
+//! Prometheus parser accepts, with the counters moved by a submission.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -9,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::{danerelay, free_port, http_get, wait_for_port, Server};
+use crate::support::require_tool;
 
 struct Relay {
     server: Server,
@@ -216,4 +218,70 @@ fn json_logs_follow_a_message_by_queue_id() {
         !accepted.is_empty(),
         "no event carries queue_id {id}:\n{log}"
     );
+}
+
+#[test]
+fn metrics_exposition_parses_with_the_prometheus_client_parser() {
+    let Some(python) = require_tool("python3") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = start(dir.path(), &[]);
+    let mut c = Smtp::connect(relay.smtp);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<app@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<user@example.net>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    queued_id(&c.cmd("Subject: metrics\r\n\r\nhello\r\n."));
+    assert!(c.cmd("QUIT").starts_with("221"));
+
+    let (status, text) = http_get(relay.http, "/metrics");
+    assert_eq!(status, 200);
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        key = s.name + json.dumps(s.labels, sort_keys=True)
+        out[key] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the exposition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = |key: &str| {
+        samples[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing"))
+    };
+    assert_eq!(value("danerelay_ready{}"), 1.0);
+    assert!(value("danerelay_messages_received_total{}") >= 1.0);
+    assert!(value("danerelay_received_bytes_total{}") > 0.0);
+    assert_eq!(
+        value("danerelay_dane_results_total{\"result\": \"mismatch\"}"),
+        0.0
+    );
+    for key in samples.as_object().unwrap().keys() {
+        assert!(key.starts_with("danerelay_"), "{key}");
+    }
+    sigterm(relay.server.0.id());
+    assert_eq!(wait_exit(&mut relay.server), 0);
 }

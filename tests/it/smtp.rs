@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (BRIEF)
 
-mod harness;
+pub(crate) mod harness;
 
 use std::time::{Duration, Instant};
 

@@ -14,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::data::{ChunkChecker, ContentStatus, DataReader};
 use super::headers::{received, MessageAssembler, ReceivedInfo};
-use super::session::{Action, MessageOutcome, Session, TlsInfo};
+use super::limits::{HeaderCheck, HeaderViolation};
+use super::session::{Action, MessageOutcome, Session, SessionEvent, TlsInfo};
 use super::store::{BodyPipe, MessageStore, Submitted, CHUNK};
 use super::tls::{tls_info, ServerTls};
 use crate::auth::{FailureThrottle, UserStore};
+use crate::metrics::{LimitHit, Metrics};
 use crate::smtp::wire::{Line, LineReader, Reply};
+use tokio::time::Instant;
 
 /// Any byte stream a session can run on.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -33,6 +36,13 @@ pub struct Shared {
     pub store: Arc<dyn MessageStore>,
     pub shutdown: CancellationToken,
     pub command_timeout: Duration,
+    /// Whole-session deadline (`limits.session_timeout`).
+    pub session_timeout: Duration,
+    /// One message's content deadline (`limits.data_timeout`).
+    pub data_timeout: Duration,
+    pub max_header_size: u64,
+    pub max_header_fields: usize,
+    pub metrics: Metrics,
 }
 
 /// Why a connection ended early (for the debug log; the client already got a reply).
@@ -57,12 +67,18 @@ pub struct Conn {
     lines: LineReader,
     peer: IpAddr,
     shared: Arc<Shared>,
+    /// When the session must end, however active (slowloris defence).
+    session_deadline: Instant,
+    /// When the message being transferred must be complete.
+    data_deadline: Option<Instant>,
+    tls_used: bool,
 }
 
 enum ReadOutcome {
     Data,
     Eof,
-    Timeout,
+    /// Which timer fired.
+    Timeout(LimitHit),
     Shutdown,
 }
 
@@ -74,7 +90,45 @@ impl Conn {
             out: Vec::new(),
             lines: LineReader::default(),
             peer,
+            session_deadline: Instant::now() + shared.session_timeout,
             shared,
+            data_deadline: None,
+            tls_used: false,
+        }
+    }
+
+    /// True once a TLS handshake (implicit or STARTTLS) completed.
+    pub fn tls_used(&self) -> bool {
+        self.tls_used
+    }
+
+    /// The read timeout now: the command timeout, cut short by the session
+    /// and message deadlines (a trickling client cannot extend them).
+    fn read_budget(&self) -> (Duration, LimitHit) {
+        let now = Instant::now();
+        let mut budget = (self.shared.command_timeout, LimitHit::CommandTimeout);
+        let session = self.session_deadline.saturating_duration_since(now);
+        if session < budget.0 {
+            budget = (session, LimitHit::SessionTimeout);
+        }
+        if let Some(d) = self.data_deadline {
+            let data = d.saturating_duration_since(now);
+            if data < budget.0 {
+                budget = (data, LimitHit::DataTimeout);
+            }
+        }
+        budget
+    }
+
+    /// Counts what the session reported.
+    fn account(&self, session: &mut Session) {
+        let m = &self.shared.metrics;
+        for e in session.take_events() {
+            match e {
+                SessionEvent::Rejected(r) => m.rejected(r),
+                SessionEvent::Limit(l) => m.limit_hit(l),
+                SessionEvent::AuthFailed => m.auth_failures_total.inc(),
+            }
         }
     }
 
@@ -95,6 +149,7 @@ impl Conn {
         };
         let info = tls_info(stream.get_ref().1);
         self.stream = Box::new(stream);
+        self.tls_used = true;
         Ok(info)
     }
 
@@ -127,16 +182,17 @@ impl Conn {
         let shutdown = self.shared.shutdown.clone();
         // Reclaims consumed space or grows; avoids 64-byte reads on a drained buffer.
         self.buf.reserve(16 * 1024);
-        let read = tokio::time::timeout(
-            self.shared.command_timeout,
-            self.stream.read_buf(&mut self.buf),
-        );
+        let (budget, timer) = self.read_budget();
+        if budget.is_zero() {
+            return Ok(ReadOutcome::Timeout(timer));
+        }
+        let read = tokio::time::timeout(budget, self.stream.read_buf(&mut self.buf));
         tokio::select! {
             r = read => match r {
                 Ok(Ok(0)) => Ok(ReadOutcome::Eof),
                 Ok(Ok(_)) => Ok(ReadOutcome::Data),
                 Ok(Err(e)) => Err(e.into()),
-                Err(_) => Ok(ReadOutcome::Timeout),
+                Err(_) => Ok(ReadOutcome::Timeout(timer)),
             },
             _ = shutdown.cancelled(), if idle => Ok(ReadOutcome::Shutdown),
         }
@@ -147,7 +203,9 @@ impl Conn {
         match self.read_more(idle).await? {
             ReadOutcome::Data => Ok(()),
             ReadOutcome::Eof => Err(ConnError::Eof),
-            ReadOutcome::Timeout => {
+            ReadOutcome::Timeout(timer) => {
+                self.shared.metrics.limit_hit(timer);
+                tracing::info!(peer = %self.peer, limit = ?timer, "session timed out");
                 self.close_with(&Reply::timeout(session.hostname())).await?;
                 Err(ConnError::Timeout)
             }
@@ -181,8 +239,10 @@ impl Conn {
                 Line::TooLong => session.on_line_too_long(),
                 Line::Complete(line) => session.on_line(&line),
             };
+            self.account(&mut session);
             if !session.bdat_in_progress() {
                 pipe = None; // RSET, EHLO … abort a half-sent BDAT message
+                self.data_deadline = None;
             }
             match action {
                 Action::Reply(r) => self.queue_reply(&r),
@@ -202,6 +262,7 @@ impl Conn {
                 }
                 Action::Authenticate { login, password } => {
                     let next = self.authenticate(&mut session, login, password).await;
+                    self.account(&mut session);
                     match next {
                         Action::Close(r) => return self.close_with(&r).await,
                         Action::Reply(r) => self.queue_reply(&r),
@@ -210,14 +271,21 @@ impl Conn {
                 }
                 Action::ReadData(r) => {
                     self.queue_reply(&r);
-                    let reply = self.read_data(&mut session).await?;
-                    self.queue_reply(&reply);
+                    self.data_deadline = Some(Instant::now() + self.shared.data_timeout);
+                    let reply = self.read_data(&mut session).await;
+                    self.data_deadline = None;
+                    self.account(&mut session);
+                    self.queue_reply(&reply?);
                 }
                 Action::ReadChunk { size, last, reject } => {
                     let reply = self
                         .read_chunk(&mut session, &mut pipe, size, last, reject)
-                        .await?;
-                    self.queue_reply(&reply);
+                        .await;
+                    if pipe.is_none() {
+                        self.data_deadline = None;
+                    }
+                    self.account(&mut session);
+                    self.queue_reply(&reply?);
                 }
             }
         }
@@ -272,12 +340,17 @@ impl Conn {
         let received = self.received_header(session, id.as_deref(), now);
         let mut assembler = MessageAssembler::new(received, session.hostname(), now);
         let mut reader = DataReader::new(session.max_message_size());
+        let mut header = self.header_check();
         let mut content = Vec::with_capacity(CHUNK);
         let mut assembled = Vec::with_capacity(CHUNK);
         loop {
             let end = reader.feed(&self.buf, &mut content);
             let consumed = end.unwrap_or(self.buf.len());
             let _ = self.buf.split_to(consumed);
+            header.feed(&content);
+            if header.violation().is_some() {
+                content.clear(); // keep reading to the end, store nothing more
+            }
             assembler.push(&content, &mut assembled);
             content.clear();
             if end.is_some() {
@@ -292,8 +365,12 @@ impl Conn {
             self.need_more(session, false).await?;
         }
         Ok(self
-            .finish_message(session, pipe, reader.status(), now)
+            .finish_message(session, pipe, reader.status(), header.violation(), now)
             .await)
+    }
+
+    fn header_check(&self) -> HeaderCheck {
+        HeaderCheck::new(self.shared.max_header_size, self.shared.max_header_fields)
     }
 
     /// Maps the content status (and the commit) to the final reply.
@@ -302,12 +379,17 @@ impl Conn {
         session: &mut Session,
         pipe: BodyPipe,
         status: ContentStatus,
+        header: Option<HeaderViolation>,
         now: SystemTime,
     ) -> Reply {
         let outcome = if status.bare_line_ending {
             MessageOutcome::BareLineEnding
         } else if status.too_large {
             MessageOutcome::TooLarge
+        } else if header == Some(HeaderViolation::TooLarge) {
+            MessageOutcome::HeaderTooLarge
+        } else if header == Some(HeaderViolation::TooManyFields) {
+            MessageOutcome::TooManyHeaderFields
         } else if let Some(tx) = session.transaction().cloned() {
             let submitted = Submitted {
                 tx,
@@ -320,6 +402,11 @@ impl Conn {
             match pipe.commit(submitted).await {
                 Ok(id) => {
                     tracing::info!(queue_id = %id, from = %from, rcpts, size = status.octets, "message accepted");
+                    self.shared.metrics.messages_received_total.inc();
+                    self.shared
+                        .metrics
+                        .received_bytes_total
+                        .inc_by(status.octets);
                     MessageOutcome::Queued(id)
                 }
                 Err(e) => {
@@ -350,9 +437,11 @@ impl Conn {
             let now = SystemTime::now();
             let (pipe, id) = BodyPipe::start(self.shared.store.clone()).await;
             let received = self.received_header(session, id.as_deref(), now);
+            self.data_deadline = Some(Instant::now() + self.shared.data_timeout);
             *state = Some(BdatState {
                 assembler: MessageAssembler::new(received, session.hostname(), now),
                 checker: ChunkChecker::new(session.max_message_size()),
+                header: self.header_check(),
                 pipe,
                 now,
             });
@@ -366,7 +455,11 @@ impl Conn {
             let bytes = self.buf.split_to(take);
             left -= take;
             if let (None, Some(st)) = (&reject, state.as_mut()) {
-                let keep = st.checker.feed(&bytes);
+                let mut keep = st.checker.feed(&bytes);
+                st.header.feed(keep);
+                if st.header.violation().is_some() {
+                    keep = &[];
+                }
                 st.assembler.push(keep, &mut assembled);
                 if assembled.len() >= CHUNK {
                     st.pipe.write(std::mem::take(&mut assembled)).await;
@@ -387,7 +480,10 @@ impl Conn {
         st.assembler.finish(&mut assembled);
         st.pipe.write(assembled).await;
         let status = st.checker.finish();
-        Ok(self.finish_message(session, st.pipe, status, st.now).await)
+        let header = st.header.violation();
+        Ok(self
+            .finish_message(session, st.pipe, status, header, st.now)
+            .await)
     }
 }
 
@@ -395,6 +491,7 @@ impl Conn {
 struct BdatState {
     assembler: MessageAssembler,
     checker: ChunkChecker,
+    header: HeaderCheck,
     pipe: BodyPipe,
     now: SystemTime,
 }

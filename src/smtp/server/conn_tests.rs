@@ -47,6 +47,18 @@ fn spawn_conn(
     Arc<Mem>,
     tokio::task::JoinHandle<Result<(), ConnError>>,
 ) {
+    spawn_conn_with(timeout, Duration::from_secs(3600), Duration::from_secs(600))
+}
+
+fn spawn_conn_with(
+    timeout: Duration,
+    session_timeout: Duration,
+    data_timeout: Duration,
+) -> (
+    DuplexStream,
+    Arc<Mem>,
+    tokio::task::JoinHandle<Result<(), ConnError>>,
+) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let mem = Arc::new(Mem::default());
     let shared = Arc::new(Shared {
@@ -56,6 +68,11 @@ fn spawn_conn(
         store: Arc::new(MemStore(mem.clone())),
         shutdown: CancellationToken::new(),
         command_timeout: timeout,
+        session_timeout,
+        data_timeout,
+        max_header_size: 64 * 1024,
+        max_header_fields: 100,
+        metrics: crate::metrics::Metrics::new(),
     });
     let session = Session::new(
         SessionConfig {
@@ -67,6 +84,7 @@ fn spawn_conn(
             max_message_size: 1 << 20,
             max_recipients: 10,
             max_auth_failures: 3,
+            limits: crate::smtp::server::session::SessionLimits::default(),
         },
         None,
     );
@@ -143,4 +161,71 @@ async fn timeout_inside_data_is_421_too_and_nothing_is_stored() {
     );
     assert!(task.await.unwrap().is_err());
     assert!(mem.0.lock().unwrap().is_empty());
+}
+
+/// Slowloris: one byte every 100 ms keeps every single read under the 300 ms
+/// command timeout, yet the message deadline still ends the session.
+#[tokio::test]
+async fn trickling_data_still_hits_the_data_deadline() {
+    let (mut c, mem, task) = spawn_conn_with(
+        Duration::from_millis(300),
+        Duration::from_secs(3600),
+        Duration::from_millis(1000),
+    );
+    c.write_all(b"HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            if c.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c
+    });
+    let result = task.await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(matches!(result, Err(ConnError::Timeout)), "{result:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(2500),
+        "{elapsed:?}"
+    );
+    let c = trickle.await.unwrap();
+    let out = read_all(c).await;
+    assert!(
+        out.ends_with("421 4.4.2 relay.test Timeout exceeded, closing connection\r\n"),
+        "{out}"
+    );
+    assert!(mem.0.lock().unwrap().is_empty());
+}
+
+/// A command line trickled a byte at a time still ends at the session deadline.
+#[tokio::test]
+async fn trickling_commands_still_hit_the_session_deadline() {
+    let (mut c, _mem, task) = spawn_conn_with(
+        Duration::from_millis(300),
+        Duration::from_millis(800),
+        Duration::from_secs(600),
+    );
+    let started = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            if c.write_all(b"N").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c
+    });
+    let result = task.await.unwrap();
+    assert!(matches!(result, Err(ConnError::Timeout)), "{result:?}");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(2000), "{elapsed:?}");
+    let out = read_all(trickle.await.unwrap()).await;
+    assert!(
+        out.ends_with("421 4.4.2 relay.test Timeout exceeded, closing connection\r\n"),
+        "{out}"
+    );
 }

@@ -1,7 +1,9 @@
 //! Listening sockets: binds every `[[listener]]`, accepts until shutdown,
-//! enforces `limits.max_connections` (a clear `421 4.7.0` instead of the
-//! greeting beyond it) and starts one [`Conn`] per client under the
-//! `TaskTracker`.
+//! enforces `limits.max_connections`, `max_connections_per_ip` and
+//! `connection_rate_per_ip` (a clear `421 4.7.0` instead of the greeting
+//! beyond them; trusted networks are exempt from the per-address limits),
+//! starts one [`Conn`] per client under the `TaskTracker` and counts sessions
+//! in the metrics.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,13 +16,31 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::conn::{Conn, Shared};
-use super::session::{Session, SessionConfig};
+use super::limits::{ClientLimiter, IpSlot, UserRate};
+use super::session::{Session, SessionConfig, SessionLimits};
 use super::store::MessageStore;
 use super::tls::{watch, ServerTls, TlsError};
 use super::{ServerError, ServerOptions};
 use crate::auth::{FailureThrottle, UserStore};
 use crate::config::{Config, ListenerConfig, ListenerTls, TlsSource};
+use crate::metrics::{LimitHit, ListenerLabel, Metrics, SessionTls};
 use crate::smtp::wire::Reply;
+
+/// Limits shared by every listener.
+struct Gate {
+    slots: Arc<Semaphore>,
+    clients: Arc<ClientLimiter>,
+    user_rate: Arc<UserRate>,
+}
+
+/// Why a connection is refused before its greeting.
+enum Admission {
+    Admitted {
+        _slot: OwnedSemaphorePermit,
+        _ip: Option<IpSlot>,
+    },
+    Refused(LimitHit),
+}
 
 /// Binds all listeners and serves them with `store` until `shutdown`.
 /// Returns the bound addresses (port 0 resolved), in `cfg.listeners` order.
@@ -28,6 +48,7 @@ pub async fn serve(
     cfg: Arc<Config>,
     store: Arc<dyn MessageStore>,
     opts: ServerOptions,
+    metrics: Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Vec<SocketAddr>, ServerError> {
@@ -62,8 +83,20 @@ pub async fn serve(
         store,
         shutdown: shutdown.clone(),
         command_timeout: cfg.limits.command_timeout,
+        session_timeout: cfg.limits.session_timeout,
+        data_timeout: cfg.limits.data_timeout,
+        max_header_size: cfg.limits.max_header_size,
+        max_header_fields: cfg.limits.max_header_fields,
+        metrics,
     });
-    let slots = Arc::new(Semaphore::new(cfg.limits.max_connections));
+    let gate = Arc::new(Gate {
+        slots: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+        clients: ClientLimiter::new(
+            cfg.limits.max_connections_per_ip,
+            cfg.limits.connection_rate_per_ip,
+        ),
+        user_rate: UserRate::per_hour(cfg.limits.messages_per_user_per_hour),
+    });
     let mut bound = Vec::new();
     for lc in &cfg.listeners {
         let listener = TcpListener::bind(lc.address)
@@ -83,7 +116,7 @@ pub async fn serve(
             lc.clone(),
             cfg.clone(),
             shared.clone(),
-            slots.clone(),
+            gate.clone(),
             tracker.clone(),
         );
         tracker.spawn(accept);
@@ -96,7 +129,7 @@ async fn accept_loop(
     lc: ListenerConfig,
     cfg: Arc<Config>,
     shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
+    gate: Arc<Gate>,
     tracker: TaskTracker,
 ) {
     loop {
@@ -114,12 +147,56 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let permit = slots.clone().try_acquire_owned().ok();
+        let admission = admit(&cfg, &gate, peer.ip());
         let span = tracing::info_span!("smtp", peer = %peer, listener = %lc.address);
-        let conn = connection(stream, peer, lc.tls, cfg.clone(), shared.clone(), permit);
+        let conn = connection(
+            stream,
+            peer,
+            lc.tls,
+            cfg.clone(),
+            shared.clone(),
+            admission,
+            gate.user_rate.clone(),
+        );
         tracker.spawn(conn.instrument(span));
     }
     tracing::debug!(address = %lc.address, "listener stopped accepting");
+}
+
+/// Rate first (every attempt counts), then the per-address and total slots.
+fn admit(cfg: &Config, gate: &Gate, ip: IpAddr) -> Admission {
+    let ip_slot = if is_trusted(cfg, ip) {
+        None
+    } else {
+        match gate.clients.admit(ip) {
+            Ok(slot) => Some(slot),
+            Err(hit) => return Admission::Refused(hit),
+        }
+    };
+    match gate.slots.clone().try_acquire_owned() {
+        Ok(slot) => Admission::Admitted {
+            _slot: slot,
+            _ip: ip_slot,
+        },
+        Err(_) => Admission::Refused(LimitHit::Connections),
+    }
+}
+
+fn refusal(hit: LimitHit, host: &str) -> Reply {
+    match hit {
+        LimitHit::ConnectionsPerIp => Reply::too_many_connections_from_ip(host),
+        LimitHit::ConnectionRate => Reply::connection_rate_exceeded(host),
+        _ => Reply::too_many_connections(host),
+    }
+}
+
+/// Keeps `danerelay_smtp_sessions_active` right on every exit path.
+struct ActiveGuard(Metrics);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.smtp_sessions_active.dec();
+    }
 }
 
 fn is_trusted(cfg: &Config, ip: IpAddr) -> bool {
@@ -137,7 +214,8 @@ async fn connection(
     mode: ListenerTls,
     cfg: Arc<Config>,
     shared: Arc<Shared>,
-    permit: Option<OwnedSemaphorePermit>,
+    admission: Admission,
+    user_rate: Arc<UserRate>,
 ) {
     tracing::debug!("connected");
     let mut conn = Conn::new(Box::new(stream), peer.ip(), shared.clone());
@@ -152,16 +230,18 @@ async fn connection(
     } else {
         None
     };
-    let Some(_permit) = permit else {
-        tracing::warn!(
-            max = cfg.limits.max_connections,
-            "connection limit reached; refusing"
-        );
-        let _ = conn
-            .close_with(&Reply::too_many_connections(&cfg.hostname))
-            .await;
-        return;
+    let _admitted = match admission {
+        Admission::Refused(hit) => {
+            tracing::warn!(limit = ?hit, "connection limit reached; refusing");
+            shared.metrics.limit_hit(hit);
+            let _ = conn.close_with(&refusal(hit, &cfg.hostname)).await;
+            return;
+        }
+        admitted @ Admission::Admitted { .. } => admitted,
     };
+    let metrics = shared.metrics.clone();
+    metrics.smtp_sessions_active.inc();
+    let active = ActiveGuard(metrics.clone());
     let session = Session::new(
         SessionConfig {
             hostname: cfg.hostname.clone(),
@@ -172,6 +252,11 @@ async fn connection(
             max_message_size: cfg.limits.max_message_size,
             max_recipients: cfg.limits.max_recipients,
             max_auth_failures: cfg.limits.max_auth_failures,
+            limits: SessionLimits {
+                max_junk_commands: cfg.limits.max_junk_commands,
+                max_recipients_per_session: cfg.limits.max_recipients_per_session,
+                user_rate: Some(user_rate),
+            },
         },
         tls,
     );
@@ -179,6 +264,18 @@ async fn connection(
         Ok(()) => tracing::debug!("disconnected"),
         Err(e) => tracing::debug!(error = %e, "connection ended"),
     }
+    let listener = match mode {
+        ListenerTls::StartTls => ListenerLabel::StartTls,
+        ListenerTls::Implicit => ListenerLabel::Implicit,
+        ListenerTls::None => ListenerLabel::None,
+    };
+    let tls = if conn.tls_used() {
+        SessionTls::Tls
+    } else {
+        SessionTls::Plaintext
+    };
+    metrics.session_finished(listener, tls);
+    drop(active);
 }
 
 impl From<TlsError> for ServerError {

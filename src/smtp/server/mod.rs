@@ -2,15 +2,20 @@
 //! accepts, `conn.rs` drives one connection's I/O, `session.rs` decides every
 //! reply (sans I/O), `data.rs` reads DATA/BDAT content, `headers.rs` adds
 //! trace and missing header fields, `store.rs` streams bodies into the queue,
-//! `tls.rs` holds the (reloadable) certificate.
+//! `session_types.rs` the values it exchanges with `conn.rs`, `tls.rs` holds
+//! the (reloadable) certificate, `limits.rs` the abuse limits
+//! that need shared state (per-address connections and rate, per-user
+//! message rate) or byte counting (header section).
 
 pub mod conn;
 pub mod data;
 pub mod headers;
+pub mod limits;
 pub mod listener;
 pub mod params;
 pub mod sasl;
 pub mod session;
+pub mod session_types;
 pub mod store;
 pub mod tls;
 
@@ -22,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 pub use store::{MessageSink, MessageStore, StoreError, Submitted};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,7 @@ impl Default for ServerOptions {
 pub async fn run(
     cfg: Arc<Config>,
     queue: danerelay_queue::Queue,
+    metrics: Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Vec<SocketAddr>, ServerError> {
@@ -64,6 +71,7 @@ pub async fn run(
         cfg,
         Arc::new(queue),
         ServerOptions::default(),
+        metrics,
         shutdown,
         tracker,
     )
@@ -74,12 +82,14 @@ pub async fn run(
 /// accepted messages in `store`. Returns the bound addresses (port 0 resolved)
 /// in `cfg.listeners` order. Connection tasks run under `tracker`; after
 /// cancellation listeners stop accepting and idle sessions get `421 4.3.2`.
+/// Sessions, messages, refusals and limit hits are counted in `metrics`.
 pub async fn run_with_store(
     cfg: Arc<Config>,
     store: Arc<dyn MessageStore>,
     opts: ServerOptions,
+    metrics: Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Vec<SocketAddr>, ServerError> {
-    listener::serve(cfg, store, opts, shutdown, tracker).await
+    listener::serve(cfg, store, opts, metrics, shutdown, tracker).await
 }

@@ -8,105 +8,10 @@ use smtp_proto::{MailFrom, RcptTo, Request};
 
 use super::{params, sasl};
 use crate::auth::sender_allowed;
-use crate::config::SenderPolicy;
+use crate::metrics::{LimitHit, RejectReason};
 use crate::smtp::wire::{parse_command, Reply};
 
-/// What the session needs to know about its listener and peer.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    pub hostname: String,
-    /// STARTTLS may be offered (a `starttls` listener with a certificate).
-    pub starttls: bool,
-    /// A users file is configured, so AUTH can be offered inside TLS.
-    pub auth_available: bool,
-    /// The client address is in `auth.trusted_networks`.
-    pub trusted: bool,
-    pub sender_policy: SenderPolicy,
-    pub max_message_size: u64,
-    pub max_recipients: usize,
-    pub max_auth_failures: u32,
-}
-
-/// The negotiated TLS parameters, for EHLO decisions and `Received:`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// e.g. `TLSv1.3`
-    pub version: String,
-    /// IANA cipher suite name, e.g. `TLS_AES_256_GCM_SHA384`
-    pub cipher: String,
-}
-
-/// RFC 3461 NOTIFY as given on RCPT; `None` on the recipient = not given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct NotifyFlags {
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-    pub never: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
-    pub address: String,
-    pub orcpt: Option<String>,
-    pub notify: Option<NotifyFlags>,
-}
-
-/// RFC 3461 RET.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetParam {
-    Full,
-    Headers,
-}
-
-/// One mail transaction (MAIL .. end of data).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transaction {
-    pub sender: String,
-    pub body_8bit: bool,
-    pub smtputf8: bool,
-    pub ret: Option<RetParam>,
-    pub envid: Option<String>,
-    pub recipients: Vec<Recipient>,
-}
-
-/// What the I/O layer must do next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Send the reply; keep reading commands.
-    Reply(Reply),
-    /// Send the reply and close the connection.
-    Close(Reply),
-    /// Send the reply (220), discard any buffered plaintext (RFC 3207 §6 —
-    /// command injection), do the TLS handshake, then call
-    /// [`Session::tls_established`].
-    StartTls(Reply),
-    /// Verify these credentials (off the runtime) and call [`Session::auth_result`].
-    Authenticate { login: String, password: String },
-    /// Send the 354 reply, read the message until `<CRLF>.<CRLF>`, then call
-    /// [`Session::message_done`].
-    ReadData(Reply),
-    /// Read exactly `size` octets of BDAT chunk. With `reject`, discard them and
-    /// send that reply; otherwise append them to the message and call
-    /// [`Session::chunk_done`] (not last) or [`Session::message_done`] (last).
-    ReadChunk {
-        size: usize,
-        last: bool,
-        reject: Option<Reply>,
-    },
-}
-
-/// How a message transfer ended, as the I/O layer saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageOutcome {
-    /// Durable in the queue under this id.
-    Queued(String),
-    TooLarge,
-    /// RFC 5321 §2.3.8: a CR or LF not part of CRLF (SMTP smuggling defence).
-    BareLineEnding,
-    /// The queue failed; nothing was stored.
-    StorageFailed,
-}
+pub use super::session_types::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -135,6 +40,11 @@ pub struct Session {
     auth_user: Option<String>,
     auth_failures: u32,
     tx: Option<Transaction>,
+    /// Commands in a row without progress.
+    junk: u32,
+    /// Recipients accepted in this session so far.
+    session_recipients: usize,
+    events: Vec<SessionEvent>,
 }
 
 impl Session {
@@ -149,7 +59,39 @@ impl Session {
             auth_user: None,
             auth_failures: 0,
             tx: None,
+            junk: 0,
+            session_recipients: 0,
+            events: Vec::new(),
         }
+    }
+
+    /// Events since the last call, for metrics.
+    pub fn take_events(&mut self) -> Vec<SessionEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn event(&mut self, e: SessionEvent) {
+        // Bounded: the I/O layer drains after every call.
+        if self.events.len() < 64 {
+            self.events.push(e);
+        }
+    }
+
+    fn reject(&mut self, reason: RejectReason, reply: Reply) -> Action {
+        self.event(SessionEvent::Rejected(reason));
+        Action::Reply(reply)
+    }
+
+    /// Counts a command that made no progress; past the limit the session is
+    /// closed with `421 4.7.0` instead of `action` (Postfix's
+    /// `smtpd_junk_command_limit` / `smtpd_hard_error_limit`).
+    fn junk_command(&mut self, action: Action) -> Action {
+        self.junk = self.junk.saturating_add(1);
+        if self.junk > self.cfg.limits.max_junk_commands {
+            self.event(SessionEvent::Limit(LimitHit::JunkCommands));
+            return Action::Close(Reply::too_many_junk_commands(&self.cfg.hostname));
+        }
+        action
     }
 
     pub fn greeting(&self) -> Reply {
@@ -199,8 +141,36 @@ impl Session {
             state @ (State::Command | State::Bdat { .. }) => {
                 self.state = state;
                 match parse_command(line) {
-                    Ok(req) => self.on_request(req),
-                    Err(e) => Action::Reply(e.reply()),
+                    Ok(req) => {
+                        let idle = matches!(
+                            req,
+                            Request::Noop { .. }
+                                | Request::Rset
+                                | Request::Vrfy { .. }
+                                | Request::Help { .. }
+                                | Request::Ehlo { .. }
+                                | Request::Helo { .. }
+                                | Request::Expn { .. }
+                                | Request::Etrn { .. }
+                                | Request::Atrn { .. }
+                                | Request::Burl { .. }
+                                | Request::Lhlo { .. }
+                        );
+                        let action = self.on_request(req);
+                        // 5xx refusals count too; 4xx (e.g. 452 per recipient) do not.
+                        let refused = matches!(&action, Action::Reply(r) if r.code >= 500);
+                        if idle || refused {
+                            self.junk_command(action)
+                        } else {
+                            action
+                        }
+                    }
+                    Err(e) => {
+                        if matches!(e, crate::smtp::wire::CommandError::Syntax(_)) {
+                            self.event(SessionEvent::Rejected(RejectReason::Syntax));
+                        }
+                        self.junk_command(Action::Reply(e.reply()))
+                    }
                 }
             }
         }
@@ -215,7 +185,8 @@ impl Session {
         ) {
             self.state = State::Command;
         }
-        Action::Reply(Reply::line_too_long())
+        self.event(SessionEvent::Limit(LimitHit::LineLength));
+        self.junk_command(Action::Reply(Reply::line_too_long()))
     }
 
     fn on_request(&mut self, req: Request<String>) -> Action {
@@ -396,11 +367,14 @@ impl Session {
         match user {
             Some(user) => {
                 self.auth_user = Some(user);
+                self.junk = 0;
                 Action::Reply(Reply::auth_ok())
             }
             None => {
                 self.auth_failures += 1;
+                self.event(SessionEvent::AuthFailed);
                 if self.auth_failures >= self.cfg.max_auth_failures {
+                    self.event(SessionEvent::Limit(LimitHit::AuthFailures));
                     Action::Close(Reply::too_many_auth_failures(&self.cfg.hostname))
                 } else {
                     Action::Reply(Reply::auth_failed())
@@ -424,7 +398,7 @@ impl Session {
         }
         // Never an open relay: trusted network or authenticated, nothing else (SPEC).
         if !self.cfg.trusted && self.auth_user.is_none() {
-            return Action::Reply(Reply::auth_required());
+            return self.reject(RejectReason::AuthRequired, Reply::auth_required());
         }
         if let Some(param) = params::unsupported_mail_param(&from) {
             return Action::Reply(Reply::param_not_supported(param));
@@ -434,7 +408,7 @@ impl Session {
             return Action::Reply(Reply::param_not_supported("(extensions need EHLO)"));
         }
         if from.size as u64 > self.cfg.max_message_size {
-            return Action::Reply(Reply::message_too_large());
+            return self.reject(RejectReason::TooLarge, Reply::message_too_large());
         }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
@@ -442,7 +416,17 @@ impl Session {
         }
         if let Some(user) = &self.auth_user {
             if !sender_allowed(self.cfg.sender_policy, user, &from.address) {
-                return Action::Reply(Reply::sender_not_owned(&from.address));
+                let reply = Reply::sender_not_owned(&from.address);
+                return self.reject(RejectReason::SenderPolicy, reply);
+            }
+            // Checked last, so only transactions that would start count.
+            let allowed = match &self.cfg.limits.user_rate {
+                Some(rate) => rate.allow(user),
+                None => true,
+            };
+            if !allowed {
+                self.event(SessionEvent::Limit(LimitHit::UserMessageRate));
+                return self.reject(RejectReason::RateLimit, Reply::user_rate_limited());
             }
         }
         let ret = params::ret(from.flags);
@@ -459,12 +443,26 @@ impl Session {
 
     fn rcpt(&mut self, to: RcptTo<String>) -> Action {
         let max = self.cfg.max_recipients;
-        let Some(tx) = self.tx.as_mut() else {
+        let Some(tx) = self.tx.as_ref() else {
             return Action::Reply(Reply::bad_sequence("Need MAIL before RCPT"));
         };
         if tx.recipients.len() >= max {
-            return Action::Reply(Reply::too_many_recipients());
+            self.event(SessionEvent::Limit(LimitHit::RecipientsPerMessage));
+            return self.reject(
+                RejectReason::TooManyRecipients,
+                Reply::too_many_recipients(),
+            );
         }
+        if self.session_recipients >= self.cfg.limits.max_recipients_per_session {
+            self.event(SessionEvent::Limit(LimitHit::RecipientsPerSession));
+            return self.reject(
+                RejectReason::TooManyRecipients,
+                Reply::too_many_session_recipients(),
+            );
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Action::Reply(Reply::bad_sequence("Need MAIL before RCPT"));
+        };
         if to.address.is_empty() {
             return Action::Reply(Reply::syntax("Recipient address must be local@domain"));
         }
@@ -477,6 +475,7 @@ impl Session {
             orcpt: to.orcpt,
             notify,
         });
+        self.session_recipients += 1;
         Action::Reply(Reply::ok_recipient())
     }
 
@@ -520,12 +519,27 @@ impl Session {
     pub fn message_done(&mut self, outcome: MessageOutcome) -> Reply {
         self.tx = None;
         self.state = State::Command;
-        match outcome {
-            MessageOutcome::Queued(id) => Reply::queued(&id),
-            MessageOutcome::TooLarge => Reply::message_too_large(),
-            MessageOutcome::BareLineEnding => Reply::bare_line_ending(),
-            MessageOutcome::StorageFailed => Reply::storage_failure(),
-        }
+        let (reason, reply) = match outcome {
+            MessageOutcome::Queued(id) => {
+                self.junk = 0;
+                return Reply::queued(&id);
+            }
+            MessageOutcome::TooLarge => (RejectReason::TooLarge, Reply::message_too_large()),
+            MessageOutcome::BareLineEnding => {
+                (RejectReason::BareLineEnding, Reply::bare_line_ending())
+            }
+            MessageOutcome::StorageFailed => (RejectReason::Storage, Reply::storage_failure()),
+            MessageOutcome::HeaderTooLarge => {
+                self.event(SessionEvent::Limit(LimitHit::HeaderSize));
+                (RejectReason::HeaderLimit, Reply::header_too_large())
+            }
+            MessageOutcome::TooManyHeaderFields => {
+                self.event(SessionEvent::Limit(LimitHit::HeaderFields));
+                (RejectReason::HeaderLimit, Reply::too_many_header_fields())
+            }
+        };
+        self.event(SessionEvent::Rejected(reason));
+        reply
     }
 }
 

@@ -198,5 +198,23 @@ s.quit()
         .unwrap_or_else(|| panic!("no delivery line for {id}:\n{text}"));
     assert!(line.contains("dane-verified (3 1 1"), "{line}");
     assert!(line.contains(&format!("[{MX_IP}]:25")), "{line}");
+
+    // The counters moved: one submission, one deferral, one DANE delivery.
+    let (status, metrics) = crate::cli::http_get(http, "/metrics");
+    assert_eq!(status, 200);
+    for expected in [
+        "danerelay_messages_received_total 1",
+        "danerelay_auth_failures_total 0",
+        "danerelay_dnssec_validating 1",
+        "danerelay_delivery_attempts_total{outcome=\"delivered\",tls=\"dane-verified\"} 1",
+        "danerelay_delivery_attempts_total{outcome=\"deferred\",tls=\"none\"} 1",
+        "danerelay_dane_results_total{result=\"ok\"} 1",
+        "danerelay_queue_time_seconds_count 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == expected),
+            "{expected:?} not in:\n{metrics}"
+        );
+    }
     let _ = relay.0.kill();
 }

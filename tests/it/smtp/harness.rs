@@ -190,6 +190,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             max_connections: s.max_connections,
             max_auth_failures: s.max_auth_failures,
             command_timeout: s.command_timeout,
+            ..Limits::default()
         },
         queue: QueueConfig {
             path: dir.join("queue"),
@@ -225,6 +226,10 @@ fn opts_fast() -> danerelay::smtp::server::ServerOptions {
     }
 }
 
+fn metrics() -> danerelay::metrics::Metrics {
+    danerelay::metrics::Metrics::new()
+}
+
 pub async fn start(s: Scenario) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&s, dir.path());
@@ -239,9 +244,9 @@ pub async fn start(s: Scenario) -> Server {
     let cfg = Arc::new(cfg);
     let (sd, tr) = (shutdown.clone(), tracker.clone());
     let addrs = if s.fail_storage {
-        run_with_store(cfg, Arc::new(FailingStore), opts_fast(), sd, tr).await
+        run_with_store(cfg, Arc::new(FailingStore), opts_fast(), metrics(), sd, tr).await
     } else {
-        run_with_store(cfg, Arc::new(queue.clone()), opts_fast(), sd, tr).await
+        run_with_store(cfg, Arc::new(queue.clone()), opts_fast(), metrics(), sd, tr).await
     }
     .unwrap();
     let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();

@@ -1,0 +1,7 @@
+//! cargo-fuzz target `smtp_session`: see `fuzz/harness.rs` for what it checks.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::smtp_session(data));
