@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! queue_id=0A1B2C3D4E5F to=<bob@example.net> relay=mx.example.net[192.0.2.1]:25 delay=1.2
-//!   tls=dane-verified (3 1 1, depth 0) TLSv1.3 TLS13_AES_256_GCM_SHA384 status=sent (250 2.0.0 Ok)
+//!   tls=dane-verified (3 1 1, depth 0) TLSv1.3 TLS_AES_256_GCM_SHA384 status=sent (250 2.0.0 Ok)
 //! ```
 //! (one line; wrapped here). `relay=none` and `tls=none` when no session was
 //! established for the recipient.
@@ -67,7 +67,7 @@ mod tests {
             },
             TlsInfo {
                 version: "TLSv1.3".into(),
-                cipher: "TLS13_AES_256_GCM_SHA384".into(),
+                cipher: "TLS_AES_256_GCM_SHA384".into(),
                 peer_certificates: Vec::new(),
             },
         );
@@ -83,7 +83,7 @@ mod tests {
         assert_eq!(
             l,
             "queue_id=0A1B2C3D4E5F to=<bob@example.net> relay=mx.example.net[192.0.2.1]:25 \
-             delay=1.2 tls=dane-verified (3 1 1, depth 0) TLSv1.3 TLS13_AES_256_GCM_SHA384 \
+             delay=1.2 tls=dane-verified (3 1 1, depth 0) TLSv1.3 TLS_AES_256_GCM_SHA384 \
              status=sent (250 2.0.0 Ok)"
         );
     }

@@ -55,7 +55,7 @@ impl TlsOutcome {
     }
 }
 
-/// `dane-verified (3 1 1, depth 0) TLSv1.3 TLS13_AES_256_GCM_SHA384`, as Postfix logs it.
+/// `dane-verified (3 1 1, depth 0) TLSv1.3 TLS_AES_256_GCM_SHA384`, as Postfix logs it.
 impl fmt::Display for TlsOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod server;
+pub mod tls_names;
 pub mod wire;

@@ -77,7 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Transport<S> {
 pub struct TlsInfo {
     /// e.g. `TLSv1.3`.
     pub version: String,
-    /// IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    /// IANA name, e.g. `TLS_AES_256_GCM_SHA384`.
     pub cipher: String,
     /// The chain the peer presented, leaf first.
     pub peer_certificates: Vec<CertificateDer<'static>>,
@@ -85,16 +85,7 @@ pub struct TlsInfo {
 
 impl TlsInfo {
     fn from_connection(conn: &rustls::ClientConnection) -> TlsInfo {
-        let version = match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-            Some(other) => format!("{other:?}"),
-            None => "unknown".to_string(),
-        };
-        let cipher = conn
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_else(|| "unknown".to_string());
+        let (version, cipher) = crate::smtp::tls_names::negotiated(conn);
         TlsInfo {
             version,
             cipher,

@@ -163,21 +163,7 @@ impl ServerTls {
 
 /// What a TLS connection negotiated, for the session and `Received:`.
 pub fn tls_info(conn: &rustls::ServerConnection) -> TlsInfo {
-    let version = match conn.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-        Some(other) => format!("{other:?}"),
-        None => "unknown".to_string(),
-    };
-    let cipher = conn
-        .negotiated_cipher_suite()
-        .and_then(|s| s.suite().as_str())
-        // rustls says TLS13_AES_…; the IANA (and OpenSSL) name is TLS_AES_….
-        .map(|name| {
-            name.strip_prefix("TLS13_")
-                .map_or_else(|| name.to_string(), |rest| format!("TLS_{rest}"))
-        })
-        .unwrap_or_else(|| "unknown".to_string());
+    let (version, cipher) = crate::smtp::tls_names::negotiated(conn);
     TlsInfo { version, cipher }
 }
 
