@@ -171,6 +171,9 @@ pub struct DeliveryConfig {
     /// Resolved: never empty (falls back to `hostname`).
     pub helo_name: String,
     pub connect_timeout: Duration,
+    /// MX hosts tried per delivery attempt (Postfix's smtp_mx_address_limit
+    /// idea): bounds how long one attempt can take against a broken domain.
+    pub max_hosts: usize,
     pub routes: Vec<Route>,
 }
 

@@ -210,6 +210,7 @@ pub struct RawDelivery {
     pub tls: RawTlsLevel,
     pub helo_name: String,
     pub connect_timeout: Dur,
+    pub max_hosts: u64,
     pub route: Vec<RawRoute>,
 }
 
@@ -221,6 +222,7 @@ impl Default for RawDelivery {
             tls: RawTlsLevel::Dane,
             helo_name: String::new(),
             connect_timeout: Dur(Ok(Duration::from_secs(30))),
+            max_hosts: 5,
             route: Vec::new(),
         }
     }

@@ -54,6 +54,7 @@ fn defaults_match_the_contract() {
     assert_eq!(cfg.delivery.tls, TlsLevel::Dane);
     assert_eq!(cfg.delivery.helo_name, cfg.hostname);
     assert_eq!(cfg.delivery.connect_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.delivery.max_hosts, 5);
     assert_eq!(cfg.http.address.to_string(), "127.0.0.1:9587");
     assert_eq!(cfg.http.admin_token, None);
 }

@@ -539,6 +539,7 @@ impl Validator {
             tls: tls_level(raw.tls),
             helo_name,
             connect_timeout: self.duration("delivery.connect_timeout", raw.connect_timeout, false),
+            max_hosts: self.positive("delivery.max_hosts", raw.max_hosts),
             routes,
         }
     }

@@ -1,5 +1,5 @@
 //! One delivery attempt to one destination: route, then candidate hosts in
-//! order (at most [`MAX_HOSTS`]), each address in turn, TLS per the DANE
+//! order (at most `delivery.max_hosts`), each address in turn, TLS per the DANE
 //! decision for that host, then every queued message for the destination
 //! over the same session (connection reuse). Every result goes through
 //! `delivery::outcome`, so DNS, DNSSEC and DANE problems defer and never bounce.
@@ -29,10 +29,10 @@ use super::logline;
 use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
 
-/// Hosts tried per attempt, like Postfix's `smtp_mx_address_limit` spirit
-/// (there 5 addresses; here 5 *hosts*, each with all its addresses): enough
-/// for primary + backups, bounded so one attempt cannot take
-/// `connect_timeout` × every MX of a huge list.
+/// The default of `delivery.max_hosts`, in the spirit of Postfix's
+/// `smtp_mx_address_limit` (there 5 addresses; here 5 *hosts*, each with all
+/// its addresses): enough for primary + backups, bounded so one attempt
+/// cannot take `connect_timeout` × every MX of a huge list.
 pub const MAX_HOSTS: usize = 5;
 
 /// Opens a fresh reader on a queued body (one per transaction: a message may
@@ -62,7 +62,7 @@ pub struct EngineOptions {
 
 impl EngineOptions {
     /// `[delivery]` → options: `helo_name`, `connect_timeout`, `tls`, `route`;
-    /// RFC 5321 §4.5.3.2 timeouts; port 25; [`MAX_HOSTS`].
+    /// RFC 5321 §4.5.3.2 timeouts; port 25; `delivery.max_hosts`.
     pub fn from_config(d: &crate::config::DeliveryConfig) -> EngineOptions {
         EngineOptions {
             session: SessionOptions {
@@ -73,7 +73,7 @@ impl EngineOptions {
             tls: d.tls,
             routes: d.routes.clone(),
             mx_port: super::routing::SMTP_PORT,
-            max_hosts: MAX_HOSTS,
+            max_hosts: d.max_hosts,
         }
     }
 }

@@ -184,3 +184,34 @@ async fn several_messages_share_one_session_and_a_4xx_stays_with_its_recipient()
     assert_eq!(mx.stats.lock().unwrap().connections, 1);
     assert_eq!(mx.messages().len(), 3);
 }
+
+#[tokio::test]
+async fn only_max_hosts_are_tried_per_attempt() {
+    let mx = FakeMx::start(Duration::ZERO).await;
+    let dns = FakeDns::new();
+    dns.mx(
+        "d.test",
+        Security::Insecure,
+        &[
+            (10, "down1.d.test"),
+            (20, "down2.d.test"),
+            (30, "up.d.test"),
+        ],
+    );
+    dns.a("down1.d.test", Security::Insecure, &["127.0.25.250"]);
+    dns.a("down2.d.test", Security::Insecure, &["127.0.25.251"]);
+    dns.a("up.d.test", Security::Insecure, &["127.0.0.1"]);
+    let (mut e, _) = engine(dns, mx.port, TlsLevel::May);
+    e.options.max_hosts = 2;
+    let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+    assert_eq!(
+        out[0][0].outcome.label(),
+        "deferred",
+        "the third host is not tried"
+    );
+    assert!(mx.messages().is_empty());
+    e.options.max_hosts = 3;
+    let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+    assert_eq!(out[0][0].outcome.label(), "delivered");
+    assert_eq!(mx.messages().len(), 1);
+}

@@ -210,6 +210,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             tls: TlsLevel::May,
             helo_name: "relay.test".into(),
             connect_timeout: Duration::from_secs(5),
+            max_hosts: 5,
             routes: vec![],
         },
         http: HttpConfig {
