@@ -18,17 +18,17 @@ struct Relay {
     http: u16,
 }
 
-fn config(dir: &Path, smtp: u16, http: u16) -> std::path::PathBuf {
+fn config(dir: &Path, smtp: u16, http: u16, grace: &str, extra: &str) -> std::path::PathBuf {
     let file = dir.join("relay.toml");
     std::fs::write(
         &file,
         format!(
-            "hostname = \"relay.test\"\nshutdown_grace = \"15s\"\n\
+            "hostname = \"relay.test\"\nshutdown_grace = \"{grace}\"\n\
              [[listener]]\naddress = \"127.0.0.1:{smtp}\"\ntls = \"none\"\n\
              [auth]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
              [queue]\npath = {:?}\n[http]\naddress = \"127.0.0.1:{http}\"\n\
              [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\nnameservers = [\"127.0.0.1:9\"]\n\
-             [delivery]\ntls = \"none\"\n",
+             [delivery]\ntls = \"none\"\n{extra}",
             dir.join("queue").display()
         ),
     )
@@ -37,8 +37,12 @@ fn config(dir: &Path, smtp: u16, http: u16) -> std::path::PathBuf {
 }
 
 fn start(dir: &Path, extra: &[&str]) -> Relay {
+    start_with(dir, extra, "15s", "")
+}
+
+fn start_with(dir: &Path, extra: &[&str], grace: &str, toml: &str) -> Relay {
     let (smtp, http) = (free_port(), free_port());
-    let file = config(dir, smtp, http);
+    let file = config(dir, smtp, http, grace, toml);
     let mut args: Vec<&str> = extra.to_vec();
     args.extend(["serve", "--config", file.to_str().unwrap()]);
     let log = std::fs::OpenOptions::new()
@@ -284,4 +288,109 @@ print(json.dumps(out))
     }
     sigterm(relay.server.0.id());
     assert_eq!(wait_exit(&mut relay.server), 0);
+}
+
+/// A peer that accepts a whole transaction but never answers the final dot:
+/// the delivery is in flight when SIGTERM comes. Returns its port and a flag
+/// raised once the dot arrived.
+fn tarpit_mx() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got_dot = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = got_dot.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut w) = conn else { return };
+            let flag = flag.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(w.try_clone().unwrap());
+                let _ = w.write_all(b"220 tarpit ESMTP\r\n");
+                let mut in_data = false;
+                let mut line = String::new();
+                while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let l = line.trim_end().to_string();
+                    line.clear();
+                    if in_data {
+                        if l == "." {
+                            flag.store(true, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_secs(3600));
+                        }
+                        continue;
+                    }
+                    let reply: &[u8] = match l.get(..4).unwrap_or("").to_ascii_uppercase().as_str()
+                    {
+                        "EHLO" => b"250 tarpit\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => return,
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = w.write_all(reply);
+                }
+            });
+        }
+    });
+    (port, got_dot)
+}
+
+#[test]
+fn sigterm_during_a_delivery_loses_nothing_and_marks_nothing_delivered() {
+    use std::sync::atomic::Ordering;
+    let (mx_port, got_dot) = tarpit_mx();
+    let dir = tempfile::tempdir().unwrap();
+    let route = format!(
+        "[[delivery.route]]\ndomain = \"slow.test\"\nnext_hop = \"[127.0.0.1]:{mx_port}\"\n"
+    );
+    let mut relay = start_with(dir.path(), &[], "3s", &route);
+    let mut c = Smtp::connect(relay.smtp);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<app@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<user@slow.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let id = queued_id(&c.cmd("Subject: slow peer\r\n\r\nhello\r\n."));
+    assert!(c.cmd("QUIT").starts_with("221"));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !got_dot.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the delivery never reached the peer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The peer holds the final reply; SIGTERM now, mid-delivery.
+    let stopped = Instant::now();
+    sigterm(relay.server.0.id());
+    assert_eq!(wait_exit(&mut relay.server), 0);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "the drain overran shutdown_grace: {:?}",
+        stopped.elapsed()
+    );
+
+    // Restart: the message is still queued, its recipient still open.
+    let relay = start_with(dir.path(), &[], "3s", "");
+    let out = danerelay()
+        .args([
+            "queue",
+            "show",
+            &id,
+            "--api",
+            &format!("127.0.0.1:{}", relay.http),
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    let rcpt = shown
+        .lines()
+        .find(|l| l.contains("user@slow.test"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        rcpt.contains(" pending ") || rcpt.contains(" deferred "),
+        "an unanswered delivery must stay open: {rcpt}"
+    );
 }
