@@ -406,7 +406,8 @@ SCALE_JSON='null'
 if [ "$SCALE_PREFILL" -gt 0 ]; then
     log "workload 5: queue crate bench, prefill $SCALE_PREFILL (danerelay only)"
     SCALE_JSON=$(cd "$ROOT" && QUEUE_BENCH_PREFILL=$SCALE_PREFILL QUEUE_BENCH_ONLY=scale \
-        timeout 900 cargo bench -p danerelay-queue 2>&1 | tee "$T/scale.log" >&2 |
+        timeout 900 cargo bench -p danerelay-queue >"$T/scale.log" 2>&1
+        cat "$T/scale.log" >&2
         python3 -c '
 import json, re, sys
 text = sys.stdin.read()
@@ -414,7 +415,7 @@ e = re.search(r"empty queue: .* median ([0-9.]+)", text)
 f = re.search(r"full queue:  .* median ([0-9.]+)", text)
 print(json.dumps({"empty_rate": float(e.group(1)) if e else None,
                   "full_rate": float(f.group(1)) if f else None,
-                  "raw": text[text.find("## enqueue rate"):][:1500]}))') || SCALE_JSON='null'
+                  "raw": text[text.find("## enqueue rate"):][:1500]}))' <"$T/scale.log") || SCALE_JSON='null'
 fi
 
 # ------------------------------------------------------------------ table
@@ -449,7 +450,7 @@ dv = [t for t in trials if t["mta"] == "dr" and t["workload"] == "dane"]
 share = 100.0 * sum(t["logged_verified"] for t in dv) / max(sum(t["logged_sent"] for t in dv), 1)
 print(f"{'3 danerelay deliveries logged tls=dane-verified, %':50} {share:10.1f}")
 print(f"(medians of {rounds} rounds, {msgs} messages of {size} B per trial, {sess} sessions)")
-scale = json.loads('''$SCALE_JSON''')
+scale = json.loads(r'''$SCALE_JSON''')
 if scale:
     e, f = scale.get("empty_rate"), scale.get("full_rate")
     if e and f:
@@ -457,7 +458,7 @@ if scale:
     else:
         print(scale["raw"])
 json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+           "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" \t:"),
                        "load": open("/proc/loadavg").read().split()[:3]},
            "params": {"rounds": int(rounds), "messages": int(msgs), "sessions": int(sess), "size": int(size), "scale_prefill": int(prefill)},
            "table": table, "danerelay_dane_verified_pct": share, "trials": trials, "scale": scale},
