@@ -431,8 +431,12 @@ impl Scheduler {
     }
 
     /// Hands each message its outcomes (`None`: cut off by shutdown) and
-    /// finalizes the messages whose last group this was.
+    /// finalizes the messages whose last group this was — all at once, so
+    /// their durable `complete`s share the queue's group-commit rounds (one
+    /// after another, a session's batch of n messages waited n sync rounds
+    /// before the worker could take more: benches/compare.sh, workload 2).
     async fn settle(&self, group: Vec<GroupItem>, results: Option<Vec<Vec<RcptOutcome>>>) {
+        let mut finishing = tokio::task::JoinSet::new();
         for (i, (flight, _, indices)) in group.into_iter().enumerate() {
             let last = {
                 let mut st = flight.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -456,7 +460,12 @@ impl Scheduler {
                 st.groups_left == 0
             };
             if last {
-                self.clone().finalize(flight).await;
+                finishing.spawn(self.clone().finalize(flight));
+            }
+        }
+        while let Some(done) = finishing.join_next().await {
+            if let Err(e) = done {
+                error!(error = %e, "completion task failed");
             }
         }
     }
