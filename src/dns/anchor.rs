@@ -582,13 +582,76 @@ mod tests {
         }
     }
 
+    /// A fresh ECDSA key for `example.`, its DNSKEY RRset signed over
+    /// [inception, expiration], and its SHA-256 DS.
+    fn signed_zone_key(inception: u32, expiration: u32) -> (Record, Record, DS) {
+        use hickory_proto::dnssec::crypto::EcdsaSigningKey;
+        use hickory_proto::dnssec::rdata::SigInput;
+        use hickory_proto::dnssec::{SigningKey, TBS};
+        use hickory_proto::rr::SerialNumber;
+        let alg = Algorithm::ECDSAP256SHA256;
+        let pkcs8 = EcdsaSigningKey::generate_pkcs8(alg).unwrap();
+        let signer = EcdsaSigningKey::from_pkcs8(&pkcs8, alg).unwrap();
+        let dnskey = DNSKEY::new(true, true, false, signer.to_public_key().unwrap());
+        let owner = Name::from_ascii("example.").unwrap();
+        let key = Record::from_rdata(
+            owner.clone(),
+            3600,
+            RData::DNSSEC(DNSSECRData::DNSKEY(dnskey.clone())),
+        );
+        let input = SigInput {
+            type_covered: RecordType::DNSKEY,
+            algorithm: alg,
+            num_labels: 1,
+            original_ttl: 3600,
+            sig_expiration: SerialNumber::new(expiration),
+            sig_inception: SerialNumber::new(inception),
+            key_tag: dnskey.calculate_key_tag().unwrap(),
+            signer_name: owner.clone(),
+        };
+        let tbs = TBS::from_input(&owner, DNSClass::IN, &input, [&key].into_iter()).unwrap();
+        let sig = signer.sign(&tbs).unwrap();
+        let rrsig = Record::from_rdata(
+            owner.clone(),
+            3600,
+            RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, sig))),
+        );
+        let digest = dnskey.to_digest(&owner, DigestType::SHA256).unwrap();
+        let ds = DS::new(
+            dnskey.calculate_key_tag().unwrap(),
+            alg,
+            DigestType::SHA256,
+            digest.as_ref().to_vec(),
+        );
+        (key, rrsig, ds)
+    }
+
     #[test]
-    fn an_unsigned_dnskey_rrset_is_refused() {
-        let ds = ds_of(&format!(". IN DS {ROOT_DS}"));
-        let key = root_ksk(257);
-        let matched = match_keys(&Name::root(), &[&ds[0].1], std::slice::from_ref(&key)).unwrap();
-        let err =
-            verify_self_signature(&Name::root(), &matched, &[key], &[], unix_now()).unwrap_err();
+    fn the_dnskey_rrset_must_be_signed_by_a_matched_key_in_time() {
+        let owner = Name::from_ascii("example.").unwrap();
+        let now = 1_800_000_000;
+        let (key, sig, ds) = signed_zone_key(now - 3600, now + 3600);
+        let keys = [key];
+        let matched = match_keys(&owner, &[&ds], &keys).unwrap();
+        verify_self_signature(&owner, &matched, &keys, std::slice::from_ref(&sig), now).unwrap();
+        // No RRSIG, or outside its validity period.
+        let err = verify_self_signature(&owner, &matched, &keys, &[], now).unwrap_err();
         assert!(err.contains("not signed"), "{err}");
+        for (at, why) in [(now - 7200, "not yet valid"), (now + 7200, "expired")] {
+            let err =
+                verify_self_signature(&owner, &matched, &keys, std::slice::from_ref(&sig), at)
+                    .unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        // Signed by another key than the DS-matched one.
+        let (other_key, other_sig, _) = signed_zone_key(now - 3600, now + 3600);
+        let both = [keys[0].clone(), other_key];
+        let err = verify_self_signature(&owner, &matched, &both, &[other_sig], now).unwrap_err();
+        assert!(err.contains("not signed"), "{err}");
+        // The matched key's signature no longer covers the RRset once a key
+        // is slipped in beside it.
+        let err = verify_self_signature(&owner, &matched, &both, std::slice::from_ref(&sig), now)
+            .unwrap_err();
+        assert!(err.contains("key "), "{err}");
     }
 }
