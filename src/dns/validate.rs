@@ -66,7 +66,10 @@ impl std::fmt::Debug for ValidatingResolver {
 
 impl ValidatingResolver {
     /// `servers` empty ⇒ /etc/resolv.conf. `trust_anchor` `None` ⇒ the IANA
-    /// root anchors built into hickory.
+    /// root anchors built into hickory. DS records in the anchor file are
+    /// bootstrapped here (`super::anchor`): one blocking DNSKEY query per DS
+    /// owner, at most `timeout` per server, so construction may take that
+    /// long; a failure is [`DnsError::Setup`].
     pub fn new(
         servers: &[SocketAddr],
         trust_anchor: Option<&Path>,
