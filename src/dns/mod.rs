@@ -14,6 +14,7 @@
 //! implements RFC 7672 §2.2.3; MX routing lives in `delivery::routing`.
 //! Every answer is logged at debug with its status (target `danerelay::dns`).
 
+mod anchor;
 mod cache;
 mod fake;
 mod probe;

@@ -1,6 +1,7 @@
 //! `dns.dnssec = "validate"`: hickory-resolver validates in process
 //! (`dnssec-ring`) from the IANA root anchor, or from `dns.trust_anchor` (a
-//! file of DNSKEY records, needed for private test roots). Each record comes
+//! file of DS and/or DNSKEY records; DS records are turned into DNSKEY
+//! anchors at start by `super::anchor`). Each record comes
 //! back with a `Proof`; an answer is [`Security::Secure`] only when every
 //! record used (CNAMEs included) is secure, and any bogus or indeterminate
 //! record makes the whole lookup a [`DnsError::Bogus`] (temporary).
@@ -41,7 +42,7 @@ use std::time::Duration;
 
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::{DnsError as HDnsError, NetError};
-use hickory_proto::dnssec::{Proof, TrustAnchors};
+use hickory_proto::dnssec::Proof;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Record as HRecord;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -65,7 +66,10 @@ impl std::fmt::Debug for ValidatingResolver {
 
 impl ValidatingResolver {
     /// `servers` empty ⇒ /etc/resolv.conf. `trust_anchor` `None` ⇒ the IANA
-    /// root anchors built into hickory.
+    /// root anchors built into hickory. DS records in the anchor file are
+    /// bootstrapped here (`super::anchor`): one blocking DNSKEY query per DS
+    /// owner, at most `timeout` per server, so construction may take that
+    /// long; a failure is [`DnsError::Setup`].
     pub fn new(
         servers: &[SocketAddr],
         trust_anchor: Option<&Path>,
@@ -104,14 +108,7 @@ impl ValidatingResolver {
         opts.cache_size = 0;
         *builder.options_mut() = opts;
         if let Some(path) = trust_anchor {
-            let anchors = TrustAnchors::from_file(path)
-                .map_err(|e| setup(format!("trust anchor {}: {e}", path.display())))?;
-            if anchors.is_empty() {
-                return Err(setup(format!(
-                    "trust anchor {}: no DNSKEY records",
-                    path.display()
-                )));
-            }
+            let anchors = super::anchor::load(path, servers, timeout)?;
             builder = builder.with_trust_anchor(Arc::new(anchors));
         }
         let inner = builder
@@ -269,15 +266,17 @@ mod tests {
     const ROOT_DNSKEY: &str = ". IN DNSKEY 257 3 13 jW4b7dCspRb+K6v0qmJxg5v5ZgIt/nGopr2odE4QC0KHmNu8RWdBwI400omvPtbslcwdmev7lP1XTMk8r49nmQ==\n";
 
     #[tokio::test]
-    async fn trust_anchor_file_is_dnskey_records() {
+    async fn trust_anchor_file_errors_are_setup_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let servers = ["127.0.0.1:53".parse().unwrap()];
-        let t = Duration::from_secs(1);
+        // A server that never answers: DS anchors cannot be bootstrapped.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let servers = [silent.local_addr().unwrap()];
+        let t = Duration::from_millis(300);
         let good = dir.path().join("root.key");
         std::fs::write(&good, ROOT_DNSKEY).unwrap();
         assert!(ValidatingResolver::new(&servers, Some(&good), t).is_ok());
-        // hickory reads DNSKEY anchors only: a DS anchor is a setup error,
-        // reported at start, never a silently empty anchor set.
+        // A DS anchor whose DNSKEYs cannot be fetched stops the start,
+        // naming the file; it never falls back to the IANA root.
         let ds = dir.path().join("root.ds");
         std::fs::write(
             &ds,
@@ -286,6 +285,7 @@ mod tests {
         .unwrap();
         let err = ValidatingResolver::new(&servers, Some(&ds), t).unwrap_err();
         assert!(matches!(err, DnsError::Setup { .. }), "{err}");
+        assert!(err.to_string().contains("root.ds"), "{err}");
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "; nothing\n").unwrap();
         assert!(ValidatingResolver::new(&servers, Some(&empty), t).is_err());

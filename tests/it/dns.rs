@@ -407,3 +407,64 @@ async fn hickory_validator_misreports_wildcard_tlsa_behind_cnames() {
         );
     }
 }
+
+/// `dns.trust_anchor` as DS records (SPEC `[dns]`): at start the DNSKEYs
+/// are fetched from knotd and matched to the DS; validation then passes the
+/// whole matrix (secure answers secure, bogus ⇒ temporary failure). A DS
+/// that matches no key, or no server to fetch from, stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_with_a_ds_trust_anchor() {
+    init_logs();
+    let Some(env) = DnsEnv::start() else { return };
+    let ds = std::fs::read_to_string(env.root_ds()).unwrap();
+    assert!(ds.contains("DS"), "{ds}");
+    let mut config = env.dns_config(DnssecMode::Validate);
+    config.trust_anchor = Some(env.root_ds());
+    let dns = dns::build(&config).unwrap();
+    matrix(dns.as_ref(), "validate (DS anchor)").await;
+    assert!(dnssec_probe(dns.as_ref(), ".").await.validating);
+
+    // DS and DNSKEY lines mixed with comments in one file.
+    let key = std::fs::read_to_string(&env.trust_anchor).unwrap();
+    let mixed = env.dir().join("mixed.anchor");
+    std::fs::write(&mixed, format!("; test root\n{ds}\n; its key\n{key}\n")).unwrap();
+    config.trust_anchor = Some(mixed);
+    let dns = dns::build(&config).unwrap();
+    let mx = ok(dns.as_ref(), "secure.example", RecordType::Mx).await;
+    assert_eq!(mx.security, Security::Secure);
+    temp_err(dns.as_ref(), "bogus.example", RecordType::Mx).await;
+
+    // The same DS with one digest octet changed matches nothing.
+    let fields: Vec<&str> = ds.split_whitespace().collect();
+    let digest = fields.last().unwrap();
+    let flipped = format!(
+        "{}{}",
+        if digest.starts_with('0') { "1" } else { "0" },
+        &digest[1..]
+    );
+    let wrong = env.dir().join("wrong.ds");
+    std::fs::write(&wrong, ds.replace(digest, &flipped)).unwrap();
+    config.trust_anchor = Some(wrong.clone());
+    let err = dns::build(&config)
+        .err()
+        .expect("a non-matching DS must stop the start");
+    let text = err.to_string();
+    assert!(matches!(err, DnsError::Setup { .. }), "{text}");
+    assert!(
+        text.contains("wrong.ds") && text.contains("no DNSKEY"),
+        "{text}"
+    );
+
+    // No server answering the DNSKEY query: a start-up error too.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    config.trust_anchor = Some(env.root_ds());
+    config.nameservers = vec![silent.local_addr().unwrap()];
+    let err = dns::ValidatingResolver::new(
+        &config.nameservers,
+        config.trust_anchor.as_deref(),
+        std::time::Duration::from_millis(300),
+    )
+    .unwrap_err();
+    assert!(matches!(err, DnsError::Setup { .. }), "{err}");
+    assert!(err.to_string().contains("root.ds"), "{err}");
+}

@@ -241,6 +241,12 @@ impl DnsEnv {
         self.dir.path()
     }
 
+    /// The test root's DS record (from ldns-keygen), the DS form of
+    /// [`Self::trust_anchor`].
+    pub fn root_ds(&self) -> PathBuf {
+        self.dir.path().join("root.ds")
+    }
+
     /// A `[dns]` config for this world: `trust-ad`/`off` go through unbound,
     /// `validate` talks to knotd directly with the test trust anchor.
     pub fn dns_config(&self, mode: DnssecMode) -> DnsConfig {
@@ -459,6 +465,8 @@ fn write_zones(
     let root_key = keys.get(&Zone::Root).ok_or("no root key")?;
     let anchor = d.join("root.key");
     std::fs::copy(d.join(format!("{root_key}.key")), &anchor).map_err(|e| e.to_string())?;
+    std::fs::copy(d.join(format!("{root_key}.ds")), d.join("root.ds"))
+        .map_err(|e| e.to_string())?;
     Ok(anchor)
 }
 

@@ -1,0 +1,657 @@
+//! `dns.trust_anchor` for `dns.dnssec = "validate"`: a file of DS and/or
+//! DNSKEY records in zone-file syntax (SPEC `[dns]`), turned into hickory's
+//! [`TrustAnchors`].
+//!
+//! hickory only takes DNSKEYs as anchors, so DS records are bootstrapped at
+//! start: the DNSKEY RRset of each DS owner is fetched (DO=1, CD=1) from the
+//! configured name servers, a key is kept when a DS with the same key tag and
+//! algorithm carries its RFC 4034 §5.1.4 digest (SHA-1, SHA-256, SHA-384;
+//! RFC 4509, RFC 6605), the key is a zone key and not revoked (RFC 5011 §7),
+//! and the RRset is self-signed by a kept key within its validity period
+//! (RFC 4035 §5.2, §5.3). Any failure is a [`DnsError::Setup`] naming the
+//! file: never a silent fall-back to the IANA root or to "insecure".
+//!
+//! Records are one per line (a parenthesised record may span lines);
+//! `;` starts a comment. The bootstrap query is a blocking UDP exchange
+//! (TCP when truncated, RFC 7766 §5), done once at start.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS, RRSIG};
+use hickory_proto::dnssec::{Algorithm, DigestType, TrustAnchors, Verifier};
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use tracing::{info, warn};
+
+use super::types::DnsError;
+
+/// One parsed anchor file: its DS records and its DNSKEY text (for
+/// hickory's own parser).
+#[derive(Debug, Default)]
+pub(super) struct AnchorFile {
+    pub ds: Vec<(Name, DS)>,
+    pub dnskey_text: String,
+}
+
+/// Reads `path` and builds the anchors, fetching DNSKEYs for DS records
+/// from `servers`.
+pub(super) fn load(
+    path: &Path,
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TrustAnchors, DnsError> {
+    let fail = |reason: String| DnsError::Setup {
+        detail: format!("trust anchor {}: {reason}", path.display()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let file = parse(&text).map_err(&fail)?;
+    let mut anchors = TrustAnchors::from_str(&file.dnskey_text).map_err(|e| fail(e.to_string()))?;
+    let mut count = count_dnskeys(&file.dnskey_text);
+    let mut owners: Vec<&Name> = Vec::new();
+    for (owner, _) in &file.ds {
+        if !owners.contains(&owner) {
+            owners.push(owner);
+        }
+    }
+    for owner in owners {
+        let ds: Vec<&DS> = file
+            .ds
+            .iter()
+            .filter(|(o, _)| o == owner)
+            .map(|(_, d)| d)
+            .collect();
+        let (keys, sigs) = fetch_dnskeys(owner, servers, timeout).map_err(&fail)?;
+        let matched = match_keys(owner, &ds, &keys).map_err(&fail)?;
+        verify_self_signature(owner, &matched, &keys, &sigs, unix_now()).map_err(&fail)?;
+        for (record, key) in matched {
+            anchors.insert_with_name(key.public_key(), owner.into());
+            info!(target: "danerelay::dns", owner = %record.name, key_tag = key.calculate_key_tag().unwrap_or(0),
+                "trust anchor DNSKEY bootstrapped from DS");
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(fail("no DS or DNSKEY records".into()));
+    }
+    Ok(anchors)
+}
+
+fn count_dnskeys(text: &str) -> usize {
+    text.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// Splits the file into records: DS ones parsed here, the rest kept as text.
+pub(super) fn parse(text: &str) -> Result<AnchorFile, String> {
+    let mut file = AnchorFile::default();
+    for (line_no, record) in logical_records(text) {
+        let tokens: Vec<&str> = record.split_whitespace().collect();
+        let Some(type_at) = type_index(&tokens) else {
+            return Err(format!("line {line_no}: no record type in {record:?}"));
+        };
+        match tokens[type_at].to_ascii_uppercase().as_str() {
+            "DS" => {
+                let ds = parse_ds(&tokens[type_at + 1..])
+                    .map_err(|e| format!("line {line_no}: DS: {e}"))?;
+                let owner = Name::from_ascii(tokens[0])
+                    .map_err(|e| format!("line {line_no}: owner {:?}: {e}", tokens[0]))?;
+                if !owner.is_fqdn() {
+                    return Err(format!(
+                        "line {line_no}: owner {:?} must end with a dot",
+                        tokens[0]
+                    ));
+                }
+                file.ds.push((owner.to_lowercase(), ds));
+            }
+            "DNSKEY" => {
+                file.dnskey_text.push_str(&record);
+                file.dnskey_text.push('\n');
+            }
+            other => {
+                return Err(format!(
+                    "line {line_no}: {other} records are not trust anchors (DS or DNSKEY)"
+                ))
+            }
+        }
+    }
+    Ok(file)
+}
+
+/// Comments removed and parenthesised records joined, with their first line.
+fn logical_records(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 0;
+    let mut depth = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let content = line.split(';').next().unwrap_or("");
+        if current.is_empty() {
+            start = i + 1;
+        }
+        for c in content.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ => current.push(c),
+            }
+        }
+        current.push(' ');
+        if depth == 0 {
+            let record = current.trim().to_string();
+            if !record.is_empty() {
+                out.push((start, record));
+            }
+            current.clear();
+        }
+    }
+    let rest = current.trim();
+    if !rest.is_empty() {
+        out.push((start, rest.to_string()));
+    }
+    out
+}
+
+/// Index of the type token: after the owner, an optional TTL and class.
+fn type_index(tokens: &[&str]) -> Option<usize> {
+    let mut i = 1;
+    while i < tokens.len() && i < 3 {
+        let t = tokens[i];
+        let is_ttl = t.bytes().all(|b| b.is_ascii_digit());
+        let is_class = DNSClass::from_str(&t.to_ascii_uppercase()).is_ok();
+        if is_ttl || is_class {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    (i < tokens.len()).then_some(i)
+}
+
+/// RFC 4034 §5.3: `key-tag algorithm digest-type hex-digest` (the digest
+/// may be split by spaces).
+fn parse_ds(fields: &[&str]) -> Result<DS, String> {
+    let [tag, alg, digest_type, digest @ ..] = fields else {
+        return Err("expected key tag, algorithm, digest type and digest".into());
+    };
+    let tag: u16 = tag.parse().map_err(|_| format!("bad key tag {tag:?}"))?;
+    let alg: u8 = alg.parse().map_err(|_| format!("bad algorithm {alg:?}"))?;
+    let digest_type: u8 = digest_type
+        .parse()
+        .map_err(|_| format!("bad digest type {digest_type:?}"))?;
+    let algorithm = Algorithm::from_u8(alg);
+    if !algorithm.is_supported() {
+        return Err(format!("unsupported algorithm {alg}"));
+    }
+    let digest_type = DigestType::from(digest_type);
+    let expected = match digest_type {
+        DigestType::SHA1 => 20,
+        DigestType::SHA256 => 32,
+        DigestType::SHA384 => 48,
+        _ => return Err(format!("unsupported digest type {}", u8::from(digest_type))),
+    };
+    let digest = hex::decode(digest.concat()).map_err(|e| format!("bad digest: {e}"))?;
+    if digest.len() != expected {
+        return Err(format!(
+            "digest is {} octets, {} wants {expected}",
+            digest.len(),
+            u8::from(digest_type)
+        ));
+    }
+    Ok(DS::new(tag, algorithm, digest_type, digest))
+}
+
+/// The DNSKEY records whose digest a DS carries (RFC 4034 §5.1.4, §5.2).
+pub(super) fn match_keys(
+    owner: &Name,
+    ds: &[&DS],
+    keys: &[Record],
+) -> Result<Vec<(Record, DNSKEY)>, String> {
+    let mut matched = Vec::new();
+    for record in keys {
+        let RData::DNSSEC(DNSSECRData::DNSKEY(key)) = &record.data else {
+            continue;
+        };
+        if key.revoke() {
+            continue;
+        }
+        let Ok(tag) = key.calculate_key_tag() else {
+            continue;
+        };
+        let covered = ds.iter().any(|d| {
+            d.key_tag() == tag
+                && d.algorithm() == key.algorithm()
+                && d.covers(owner, key).unwrap_or(false)
+        });
+        if covered {
+            matched.push((record.clone(), key.clone()));
+        }
+    }
+    if matched.is_empty() {
+        let tags: Vec<String> = ds.iter().map(|d| d.key_tag().to_string()).collect();
+        return Err(format!(
+            "no DNSKEY of {owner} matches DS key tag(s) {} ({} DNSKEY(s) received)",
+            tags.join(", "),
+            keys.len()
+        ));
+    }
+    Ok(matched)
+}
+
+/// The DNSKEY RRset must carry a valid RRSIG by one of the matched keys.
+pub(super) fn verify_self_signature(
+    owner: &Name,
+    matched: &[(Record, DNSKEY)],
+    keys: &[Record],
+    sigs: &[Record],
+    now: u32,
+) -> Result<(), String> {
+    let mut reasons = Vec::new();
+    for sig_record in sigs {
+        let RData::DNSSEC(DNSSECRData::RRSIG(sig)) = &sig_record.data else {
+            continue;
+        };
+        for (_, key) in matched {
+            let Ok(tag) = key.calculate_key_tag() else {
+                continue;
+            };
+            if sig.input().key_tag != tag || sig.input().algorithm != key.algorithm() {
+                continue;
+            }
+            match check_one(owner, key, sig, keys, now) {
+                Ok(()) => return Ok(()),
+                Err(e) => reasons.push(format!("key {tag}: {e}")),
+            }
+        }
+    }
+    Err(format!(
+        "DNSKEY RRset of {owner} is not signed by a DS-matched key ({} RRSIG(s){}{})",
+        sigs.len(),
+        if reasons.is_empty() { "" } else { ": " },
+        reasons.join("; ")
+    ))
+}
+
+fn check_one(
+    owner: &Name,
+    key: &DNSKEY,
+    sig: &RRSIG,
+    keys: &[Record],
+    now: u32,
+) -> Result<(), String> {
+    let input = sig.input();
+    // RFC 4034 §3.1.5: serial-number arithmetic (RFC 1982) on the times.
+    let after = |a: u32, b: u32| (a.wrapping_sub(b) as i32) >= 0;
+    if !after(now, input.sig_inception.get()) {
+        return Err("signature not yet valid".into());
+    }
+    if !after(input.sig_expiration.get(), now) {
+        return Err("signature expired".into());
+    }
+    key.verify_rrsig(owner, DNSClass::IN, sig, keys.iter())
+        .map_err(|e| e.to_string())
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// (DNSKEY records, RRSIGs over them) for `owner`, from the first server
+/// that answers.
+fn fetch_dnskeys(
+    owner: &Name,
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(Vec<Record>, Vec<Record>), String> {
+    let servers = if servers.is_empty() {
+        super::system_nameservers().map_err(|e| e.to_string())?
+    } else {
+        servers.to_vec()
+    };
+    let mut errors = Vec::new();
+    for server in &servers {
+        match query_dnskey(owner, *server, timeout) {
+            Ok(reply) => {
+                let (mut keys, mut sigs) = (Vec::new(), Vec::new());
+                for r in reply.answers {
+                    if !r.name.eq_ignore_root_case(owner) {
+                        continue;
+                    }
+                    match &r.data {
+                        RData::DNSSEC(DNSSECRData::DNSKEY(_)) => keys.push(r),
+                        RData::DNSSEC(DNSSECRData::RRSIG(s))
+                            if s.input().type_covered == RecordType::DNSKEY =>
+                        {
+                            sigs.push(r)
+                        }
+                        _ => {}
+                    }
+                }
+                if keys.is_empty() {
+                    errors.push(format!("{server}: no DNSKEY records for {owner}"));
+                    continue;
+                }
+                return Ok((keys, sigs));
+            }
+            Err(e) => {
+                warn!(target: "danerelay::dns", %server, error = %e, "trust anchor DNSKEY query failed");
+                errors.push(format!("{server}: {e}"));
+            }
+        }
+    }
+    Err(format!(
+        "fetching DNSKEY of {owner} for the DS anchor: {}",
+        if errors.is_empty() {
+            "no name servers".to_string()
+        } else {
+            errors.join("; ")
+        }
+    ))
+}
+
+fn query_dnskey(owner: &Name, server: SocketAddr, timeout: Duration) -> Result<Message, String> {
+    let mut msg = Message::query();
+    msg.add_query(Query::query(owner.clone(), RecordType::DNSKEY));
+    msg.metadata.recursion_desired = true;
+    // We check the keys ourselves: a validating upstream must not withhold
+    // them (RFC 4035 §3.2.2).
+    msg.metadata.checking_disabled = true;
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(true);
+    msg.set_edns(edns);
+    let id = msg.metadata.id;
+    let wire = msg.to_vec().map_err(|e| e.to_string())?;
+    let bind = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    socket.connect(server).map_err(|e| e.to_string())?;
+    socket.send(&wire).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65_535];
+    let mut reply = None;
+    // Stray datagrams with another id are skipped, a few at most.
+    for _ in 0..8 {
+        let n = socket.recv(&mut buf).map_err(|e| e.to_string())?;
+        if let Ok(m) = Message::from_vec(&buf[..n]) {
+            if m.metadata.id == id {
+                reply = Some(m);
+                break;
+            }
+        }
+    }
+    let reply = reply.ok_or("no reply with our query id")?;
+    let reply = if reply.metadata.truncation {
+        query_tcp(&wire, id, server, timeout)?
+    } else {
+        reply
+    };
+    if reply.metadata.response_code != ResponseCode::NoError {
+        return Err(format!("answered {}", reply.metadata.response_code));
+    }
+    Ok(reply)
+}
+
+/// RFC 1035 §4.2.2: two-octet length prefix.
+fn query_tcp(
+    wire: &[u8],
+    id: u16,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Result<Message, String> {
+    let mut stream = TcpStream::connect_timeout(&server, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let len = u16::try_from(wire.len()).map_err(|e| e.to_string())?;
+    let mut framed = len.to_be_bytes().to_vec();
+    framed.extend_from_slice(wire);
+    stream.write_all(&framed).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    let reply = Message::from_vec(&buf).map_err(|e| e.to_string())?;
+    if reply.metadata.id != id {
+        return Err("TCP reply with a different id".into());
+    }
+    Ok(reply)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// IANA root KSK-2017's published DS (https://data.iana.org/root-anchors/).
+    const ROOT_DS: &str =
+        "20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D";
+
+    /// KSK-2017 as a DNSKEY record (hickory ships its public key).
+    fn root_ksk(flags: u16) -> Record {
+        let key = TrustAnchors::default().get(0).unwrap().clone();
+        let dnskey = DNSKEY::with_flags(flags, key);
+        Record::from_rdata(
+            Name::root(),
+            172_800,
+            RData::DNSSEC(DNSSECRData::DNSKEY(dnskey)),
+        )
+    }
+
+    fn ds_of(text: &str) -> Vec<(Name, DS)> {
+        parse(text).unwrap().ds
+    }
+
+    #[test]
+    fn parses_mixed_files_with_comments_ttls_and_parentheses() {
+        let text = format!(
+            "; root anchors\n\
+             . IN DS {ROOT_DS} ; KSK-2017\n\
+             example.  3600 IN DS ( 1234 13 2\n  E06D44B80B8F1D39A95C0B0D7C65D084\n  58E880409BBC683457104237C7F8EC8D )\n\
+             \n\
+             . 172800 IN DNSKEY 257 3 13 jW4b7dCspRb+K6v0qmJxg5v5ZgIt/nGopr2odE4QC0KHmNu8RWdBwI400omvPtbslcwdmev7lP1XTMk8r49nmQ== ;{{id = 1}}\n\
+             Example. DS 7 8 1 ae1ea5b974d4c858b740bd03e3ced7ebfcbd1724\n"
+        );
+        let file = parse(&text).unwrap();
+        let got: Vec<(String, u16, u8, usize)> = file
+            .ds
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.to_string(),
+                    d.key_tag(),
+                    u8::from(d.digest_type()),
+                    d.digest().len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (".".into(), 20326, 2, 32),
+                ("example.".into(), 1234, 2, 32),
+                ("example.".into(), 7, 1, 20),
+            ]
+        );
+        assert_eq!(file.ds[1].1.algorithm(), Algorithm::ECDSAP256SHA256);
+        assert_eq!(count_dnskeys(&file.dnskey_text), 1);
+        assert!(!TrustAnchors::from_str(&file.dnskey_text)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn rejects_malformed_and_unsupported_ds() {
+        for (text, why) in [
+            (". IN DS 20326 8 3 E06D44B8", "unsupported digest type 3"),
+            (". IN DS 20326 8 2 E06D44B8", "digest is 4 octets"),
+            (". IN DS 20326 8 2 XYZ", "bad digest"),
+            (". IN DS 70000 8 2 E06D", "bad key tag"),
+            (". IN DS 20326 8", "expected key tag"),
+            (
+                "example IN DS 1 8 1 ae1ea5b974d4c858b740bd03e3ced7ebfcbd1724",
+                "must end with a dot",
+            ),
+            (". IN A 127.0.0.1", "not trust anchors"),
+            (". 3600 IN", "no record type"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn root_ksk_2017_matches_its_published_ds() {
+        let ds = ds_of(&format!(". IN DS {ROOT_DS}"));
+        let key = root_ksk(257);
+        let matched = match_keys(&Name::root(), &[&ds[0].1], std::slice::from_ref(&key)).unwrap();
+        assert_eq!(matched.len(), 1);
+        assert_eq!(matched[0].1.calculate_key_tag().unwrap(), 20326);
+
+        // One wrong digest nibble: no match.
+        let bad = ROOT_DS.replace("E06D", "E06E");
+        let ds = ds_of(&format!(". IN DS {bad}"));
+        let err = match_keys(&Name::root(), &[&ds[0].1], std::slice::from_ref(&key)).unwrap_err();
+        assert!(err.contains("20326"), "{err}");
+        // Right digest under another owner name: no match (the owner is hashed).
+        let ds = ds_of(&format!(". IN DS {ROOT_DS}"));
+        let other = Name::from_ascii("example.").unwrap();
+        assert!(match_keys(&other, &[&ds[0].1], std::slice::from_ref(&key)).is_err());
+        // Right digest, wrong key tag or algorithm: no match.
+        for wrong in [
+            ROOT_DS.replace("20326 8", "20327 8"),
+            ROOT_DS.replace("20326 8", "20326 10"),
+        ] {
+            let ds = ds_of(&format!(". IN DS {wrong}"));
+            assert!(match_keys(&Name::root(), &[&ds[0].1], std::slice::from_ref(&key)).is_err());
+        }
+        // A revoked key (RFC 5011) or a non-zone key is never an anchor.
+        for flags in [257 | 0x80, 1] {
+            let ds = DS::from_key(
+                TrustAnchors::default().get(0).unwrap(),
+                &Name::root(),
+                DigestType::SHA256,
+            )
+            .unwrap();
+            let k = root_ksk(flags);
+            let RData::DNSSEC(DNSSECRData::DNSKEY(dk)) = &k.data else {
+                unreachable!()
+            };
+            let ds = DS::new(
+                dk.calculate_key_tag().unwrap(),
+                ds.algorithm(),
+                DigestType::SHA256,
+                dk.to_digest(&Name::root(), DigestType::SHA256)
+                    .unwrap()
+                    .as_ref()
+                    .to_vec(),
+            );
+            assert!(match_keys(&Name::root(), &[&ds], &[k]).is_err(), "{flags}");
+        }
+    }
+
+    #[test]
+    fn sha1_and_sha384_digests_match_too() {
+        let key = root_ksk(257);
+        let RData::DNSSEC(DNSSECRData::DNSKEY(dk)) = &key.data else {
+            unreachable!()
+        };
+        for (n, digest_type) in [(1, DigestType::SHA1), (4, DigestType::SHA384)] {
+            let digest = dk.to_digest(&Name::root(), digest_type).unwrap();
+            let line = format!(". IN DS 20326 8 {n} {}", hex::encode(digest.as_ref()));
+            let ds = ds_of(&line);
+            assert_eq!(
+                match_keys(&Name::root(), &[&ds[0].1], std::slice::from_ref(&key))
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+    }
+
+    /// A fresh ECDSA key for `example.`, its DNSKEY RRset signed over
+    /// [inception, expiration], and its SHA-256 DS.
+    fn signed_zone_key(inception: u32, expiration: u32) -> (Record, Record, DS) {
+        use hickory_proto::dnssec::crypto::EcdsaSigningKey;
+        use hickory_proto::dnssec::rdata::SigInput;
+        use hickory_proto::dnssec::{SigningKey, TBS};
+        use hickory_proto::rr::SerialNumber;
+        let alg = Algorithm::ECDSAP256SHA256;
+        let pkcs8 = EcdsaSigningKey::generate_pkcs8(alg).unwrap();
+        let signer = EcdsaSigningKey::from_pkcs8(&pkcs8, alg).unwrap();
+        let dnskey = DNSKEY::new(true, true, false, signer.to_public_key().unwrap());
+        let owner = Name::from_ascii("example.").unwrap();
+        let key = Record::from_rdata(
+            owner.clone(),
+            3600,
+            RData::DNSSEC(DNSSECRData::DNSKEY(dnskey.clone())),
+        );
+        let input = SigInput {
+            type_covered: RecordType::DNSKEY,
+            algorithm: alg,
+            num_labels: 1,
+            original_ttl: 3600,
+            sig_expiration: SerialNumber::new(expiration),
+            sig_inception: SerialNumber::new(inception),
+            key_tag: dnskey.calculate_key_tag().unwrap(),
+            signer_name: owner.clone(),
+        };
+        let tbs = TBS::from_input(&owner, DNSClass::IN, &input, [&key].into_iter()).unwrap();
+        let sig = signer.sign(&tbs).unwrap();
+        let rrsig = Record::from_rdata(
+            owner.clone(),
+            3600,
+            RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, sig))),
+        );
+        let digest = dnskey.to_digest(&owner, DigestType::SHA256).unwrap();
+        let ds = DS::new(
+            dnskey.calculate_key_tag().unwrap(),
+            alg,
+            DigestType::SHA256,
+            digest.as_ref().to_vec(),
+        );
+        (key, rrsig, ds)
+    }
+
+    #[test]
+    fn the_dnskey_rrset_must_be_signed_by_a_matched_key_in_time() {
+        let owner = Name::from_ascii("example.").unwrap();
+        let now = 1_800_000_000;
+        let (key, sig, ds) = signed_zone_key(now - 3600, now + 3600);
+        let keys = [key];
+        let matched = match_keys(&owner, &[&ds], &keys).unwrap();
+        verify_self_signature(&owner, &matched, &keys, std::slice::from_ref(&sig), now).unwrap();
+        // No RRSIG, or outside its validity period.
+        let err = verify_self_signature(&owner, &matched, &keys, &[], now).unwrap_err();
+        assert!(err.contains("not signed"), "{err}");
+        for (at, why) in [(now - 7200, "not yet valid"), (now + 7200, "expired")] {
+            let err =
+                verify_self_signature(&owner, &matched, &keys, std::slice::from_ref(&sig), at)
+                    .unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        // Signed by another key than the DS-matched one.
+        let (other_key, other_sig, _) = signed_zone_key(now - 3600, now + 3600);
+        let both = [keys[0].clone(), other_key];
+        let err = verify_self_signature(&owner, &matched, &both, &[other_sig], now).unwrap_err();
+        assert!(err.contains("not signed"), "{err}");
+        // The matched key's signature no longer covers the RRset once a key
+        // is slipped in beside it.
+        let err = verify_self_signature(&owner, &matched, &both, std::slice::from_ref(&sig), now)
+            .unwrap_err();
+        assert!(err.contains("key "), "{err}");
+    }
+}
