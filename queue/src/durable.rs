@@ -9,13 +9,14 @@
 //! and the blob directory when it gained entries.
 //!
 //! The same round first `fdatasync`s the body-log segments written since the last round
-//! (see `bodylog`).
+//! (see `bodylog`), and stores the new messages handed in since the last round (see
+//! `enqueue`): their bodies are appended and synced before their records go into sled.
 //!
-//! Group commit: writers apply their sled transaction, then take a ticket and wait. One
-//! committer thread repeatedly takes everything requested so far, runs one flush + syncs for
-//! the whole batch, and wakes every writer whose ticket it covered. 128 concurrent writers
-//! therefore cost a handful of syncs, not 128, and a writer is only woken after a sync that
-//! started after its write.
+//! Group commit: writers apply their sled transaction (or hand in a new message), then take a
+//! ticket and wait. One committer thread repeatedly takes everything requested so far, runs one
+//! flush + syncs for the whole batch, and wakes every writer whose ticket it covered. 128
+//! concurrent writers therefore cost a handful of syncs, not 128, and a writer is only woken
+//! after a sync that started after its write.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -26,14 +27,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::bodylog::BodyLog;
+use crate::enqueue::{NewMessage, Placed, Records};
 use crate::error::QueueError;
 
 #[derive(Default)]
 struct State {
     /// Highest ticket handed out.
     requested: u64,
-    /// Highest ticket that needs sled flushed too (the others only need the body log).
-    full_requested: u64,
+    /// New messages for the next round.
+    messages: Vec<NewMessage>,
     /// Every ticket up to here is durable.
     synced: u64,
     /// Tickets up to here belonged to a batch whose sync failed.
@@ -46,6 +48,8 @@ struct Shared {
     state: Mutex<State>,
     /// Number of flush+sync rounds run (each covers a whole batch).
     syncs: AtomicU64,
+    /// New messages handed in.
+    submitted: AtomicU64,
     work: Condvar,
     done: Condvar,
 }
@@ -64,9 +68,9 @@ impl GroupCommit {
     pub(crate) fn start(
         db: sled::Db,
         sled_dir: &Path,
-        bodies: Arc<BodyLog>,
+        records: Records,
     ) -> Result<GroupCommit, QueueError> {
-        let mut syncer = SledSyncer::new(db, sled_dir, bodies)?;
+        let mut syncer = SledSyncer::new(db, sled_dir, Arc::clone(&records.bodylog))?;
         // Everything sled created while opening is made durable first: it writes `conf`
         // without any sync, and creates `db`, `blobs/` and snapshots in its directory.
         let conf = sled_dir.join("conf");
@@ -80,13 +84,14 @@ impl GroupCommit {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             syncs: AtomicU64::new(0),
+            submitted: AtomicU64::new(0),
             work: Condvar::new(),
             done: Condvar::new(),
         });
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("queue-commit".into())
-            .spawn(move || run(&worker, &mut syncer))
+            .spawn(move || run(&worker, &mut syncer, &records))
             .map_err(QueueError::io("spawn committer", sled_dir))?;
         Ok(GroupCommit {
             shared,
@@ -99,34 +104,19 @@ impl GroupCommit {
         self.shared.syncs.load(Ordering::Relaxed)
     }
 
-    /// Durability requests so far (commits, completions, admin changes).
+    /// Durability requests so far (new messages, completions, admin changes).
     pub(crate) fn requests(&self) -> u64 {
-        lock(&self.shared.state).requested
+        lock(&self.shared.state).requested + self.shared.submitted.load(Ordering::Relaxed)
     }
 
     /// Returns once everything written to sled before this call is on stable storage.
     pub(crate) fn wait_durable(&self) -> Result<(), QueueError> {
-        self.wait(true)
-    }
-
-    /// Returns once every body appended to the body log before this call is on stable storage
-    /// (a cheaper round when no writer needs sled synced).
-    pub(crate) fn wait_bodies_durable(&self) -> Result<(), QueueError> {
-        self.wait(false)
-    }
-
-    fn wait(&self, full: bool) -> Result<(), QueueError> {
         let mut st = lock(&self.shared.state);
         if st.shutdown {
-            return Err(QueueError::Sync {
-                reason: "queue is closing".into(),
-            });
+            return Err(closing());
         }
         st.requested += 1;
         let ticket = st.requested;
-        if full {
-            st.full_requested = ticket;
-        }
         self.shared.work.notify_one();
         loop {
             if st.synced >= ticket {
@@ -140,6 +130,33 @@ impl GroupCommit {
             st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
+
+    /// Hands a new message to the next round; its `done` runs once it is durable (or failed).
+    /// Never blocks on I/O.
+    pub(crate) fn submit(&self, msg: NewMessage) {
+        let mut st = lock(&self.shared.state);
+        if st.shutdown {
+            drop(st);
+            Records::fail(msg, closing());
+            return;
+        }
+        st.messages.push(msg);
+        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        self.shared.work.notify_one();
+    }
+}
+
+/// The error each message of a failed round reports.
+fn batch_failed(e: &QueueError) -> QueueError {
+    QueueError::Sync {
+        reason: e.to_string(),
+    }
+}
+
+fn closing() -> QueueError {
+    QueueError::Sync {
+        reason: "queue is closing".into(),
+    }
 }
 
 impl Drop for GroupCommit {
@@ -152,34 +169,35 @@ impl Drop for GroupCommit {
     }
 }
 
-fn run(shared: &Shared, syncer: &mut SledSyncer) {
+/// A panic inside sled must not leave every writer waiting forever: it fails the round.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, QueueError>) -> Result<T, QueueError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(QueueError::Sync {
+            reason: format!("panic while {what}"),
+        })
+    })
+}
+
+fn run(shared: &Shared, syncer: &mut SledSyncer, records: &Records) {
     loop {
-        let (target, full) = {
+        let (target, messages) = {
             let mut st = lock(&shared.state);
-            while st.requested == st.synced.max(st.failed_through) && !st.shutdown {
+            while st.requested == st.synced.max(st.failed_through)
+                && st.messages.is_empty()
+                && !st.shutdown
+            {
                 st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
             }
-            if st.requested == st.synced.max(st.failed_through) && st.shutdown {
+            if st.requested == st.synced.max(st.failed_through)
+                && st.messages.is_empty()
+                && st.shutdown
+            {
                 return;
             }
-            (
-                st.requested,
-                st.full_requested > st.synced.max(st.failed_through),
-            )
+            (st.requested, std::mem::take(&mut st.messages))
         };
-        // A panic inside sled must not leave every writer waiting forever: it fails the batch.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if full {
-                syncer.sync()
-            } else {
-                syncer.sync_bodies()
-            }
-        }))
-        .unwrap_or_else(|_| {
-            Err(QueueError::Sync {
-                reason: "panic while syncing".into(),
-            })
-        });
+        let queued = !messages.is_empty();
+        let result = round(syncer, records, messages);
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&shared.state);
         match result {
@@ -191,6 +209,65 @@ fn run(shared: &Shared, syncer: &mut SledSyncer) {
             }
         }
         shared.done.notify_all();
+        drop(st);
+        if queued {
+            records.notify_due();
+        }
+    }
+}
+
+/// One round: places the new messages' bodies, syncs them, inserts the records, and syncs
+/// sled — which also covers every ticket taken before the round began.
+fn round(
+    syncer: &mut SledSyncer,
+    records: &Records,
+    messages: Vec<NewMessage>,
+) -> Result<(), QueueError> {
+    let started = std::time::Instant::now();
+    let count = messages.len();
+    let placed: Vec<Placed> = messages
+        .into_iter()
+        .filter_map(|msg| records.place(msg))
+        .collect();
+    if let Err(e) = guarded("syncing bodies", || syncer.sync_bodies()) {
+        for p in placed {
+            records.finish(p, Err(batch_failed(&e)));
+        }
+        return Err(e);
+    }
+    let mut encoded = Vec::with_capacity(placed.len());
+    for mut p in placed {
+        match records.encode(&mut p) {
+            Ok(meta) => encoded.push((p, meta)),
+            Err(e) => records.finish(p, Err(e)),
+        }
+    }
+    let inserted = match guarded("storing messages", || records.insert_all(&encoded)) {
+        Ok(()) => encoded.into_iter().map(|(p, _)| p).collect(),
+        Err(e) => {
+            // Nothing of theirs is in sled; the round still syncs for the other writers.
+            for (p, _) in encoded {
+                records.finish(p, Err(batch_failed(&e)));
+            }
+            Vec::new()
+        }
+    };
+    let result = guarded("syncing", || syncer.sync_sled());
+    tracing::trace!(messages = count, elapsed = ?started.elapsed(), "queue commit round");
+    match result {
+        Ok(()) => {
+            for p in inserted {
+                records.finish(p, Ok(()));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for p in inserted {
+                records.undo(&p);
+                records.finish(p, Err(batch_failed(&e)));
+            }
+            Err(e)
+        }
     }
 }
 
@@ -231,6 +308,11 @@ impl SledSyncer {
     pub(crate) fn sync(&mut self) -> Result<(), QueueError> {
         // Bodies first: a record reaching the disk must never point at a body that did not.
         self.bodies.sync()?;
+        self.sync_sled()
+    }
+
+    /// Flushes sled and syncs its files (the body log is the caller's business).
+    pub(crate) fn sync_sled(&mut self) -> Result<(), QueueError> {
         self.db.flush().map_err(QueueError::db("flush"))?;
         self.log
             .sync_data()

@@ -129,6 +129,7 @@ mod bodylog;
 mod complete;
 mod delivery;
 mod durable;
+mod enqueue;
 mod error;
 pub mod id;
 pub mod model;

@@ -14,18 +14,19 @@ use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::body::MessageWriter;
 use crate::bodylog::BodyLog;
 use crate::durable::GroupCommit;
+use crate::enqueue::{DueHook, NewBody, NewMessage, Records};
 use crate::error::QueueError;
 use crate::id::{IdGen, QueueId};
 use crate::model::{
     BodyLoc, Counts, Envelope, MessageRecord, MessageState, QueueOptions, RecipientRecord,
     RecipientSpec,
 };
-use crate::schedule::{due_key, rcpt_key, to_ms};
+use crate::schedule::{rcpt_key, to_ms};
 
 /// The most recipients one message may have (the submission side caps far lower).
 pub const MAX_RECIPIENTS: usize = 65_535;
@@ -64,8 +65,6 @@ pub struct CorruptRecord {
     pub reason: String,
 }
 
-type DueHook = Arc<dyn Fn() + Send + Sync>;
-
 pub(crate) struct Inner {
     pub opts: QueueOptions,
     pub tuning: QueueTuning,
@@ -77,9 +76,9 @@ pub(crate) struct Inner {
     spool_dir: PathBuf,
     pub bodylog: Arc<BodyLog>,
     ids: IdGen,
-    counts: Mutex<[i64; 4]>,
+    counts: Arc<Mutex<[i64; 4]>>,
     corrupt: Mutex<Vec<CorruptRecord>>,
-    hook: Mutex<Option<DueHook>>,
+    hook: Arc<Mutex<Option<DueHook>>>,
     // Last: dropped after the trees, stops the committer after its final batch.
     pub commit: GroupCommit,
 }
@@ -228,7 +227,18 @@ impl Queue {
             tuning.body_segment_size,
         )?);
         crate::durable::sync_dir(path)?;
-        let commit = GroupCommit::start(db.clone(), &sled_dir, Arc::clone(&bodylog))?;
+        let counts = Arc::new(Mutex::new([0; 4]));
+        let hook = Arc::new(Mutex::new(None));
+        let records = Records {
+            meta: meta.clone(),
+            rcpt: rcpt.clone(),
+            due: due.clone(),
+            body: body.clone(),
+            bodylog: Arc::clone(&bodylog),
+            counts: Arc::clone(&counts),
+            hook: Arc::clone(&hook),
+        };
+        let commit = GroupCommit::start(db.clone(), &sled_dir, records)?;
         let floor = meta
             .last()
             .map_err(QueueError::db("read last id"))?
@@ -244,9 +254,9 @@ impl Queue {
             spool_dir,
             bodylog,
             ids: IdGen::new(floor),
-            counts: Mutex::new([0; 4]),
+            counts,
             corrupt: Mutex::new(Vec::new()),
-            hook: Mutex::new(None),
+            hook,
             commit,
         };
         let q = Queue {
@@ -258,10 +268,53 @@ impl Queue {
 
     /// Starts a message; write the raw message into the returned writer, then `commit`.
     pub fn begin(&self) -> Result<MessageWriter, QueueError> {
-        Ok(MessageWriter::new(
-            Arc::clone(&self.inner),
-            self.inner.ids.next(),
-        ))
+        Ok(self.begin_with_id(self.reserve_id()))
+    }
+
+    /// A fresh queue id for a message about to be written (with [`Queue::begin_with_id`] or
+    /// [`Queue::submit`]); an id that is never used leaves nothing behind.
+    pub fn reserve_id(&self) -> QueueId {
+        self.inner.ids.next()
+    }
+
+    /// [`Queue::begin`] for an id from [`Queue::reserve_id`].
+    pub fn begin_with_id(&self, id: QueueId) -> MessageWriter {
+        MessageWriter::new(Arc::clone(&self.inner), id)
+    }
+
+    /// Queues a message whose whole body is in memory, without blocking: `done` runs (on the
+    /// queue's committer thread, so it must not block) with the id once body, envelope and
+    /// recipients are on stable storage, or with the error. `id` comes from
+    /// [`Queue::reserve_id`]. Bodies larger than [`Queue::whole_body_max`] belong in a
+    /// [`MessageWriter`] instead (they would sit in memory until the round).
+    pub fn submit(
+        &self,
+        id: QueueId,
+        body: Vec<u8>,
+        env: Envelope,
+        rcpts: Vec<RecipientSpec>,
+        done: impl FnOnce(Result<QueueId, QueueError>) + Send + 'static,
+    ) {
+        let size = body.len() as u64;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&body);
+        let body = if self.inner.tuning.small_bodies_in_sled {
+            NewBody::Inline(body)
+        } else {
+            NewBody::Log(body)
+        };
+        match self
+            .inner
+            .new_message(id, body, size, crc.finalize(), env, rcpts)
+        {
+            Ok(build) => self.inner.commit.submit(build(Box::new(done))),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    /// The largest body [`Queue::submit`] is meant for (`QueueTuning::inline_body_max`).
+    pub fn whole_body_max(&self) -> usize {
+        self.inner.tuning.inline_body_max
     }
 
     /// Makes everything done so far durable (at shutdown; `commit` needs no extra flush).
@@ -308,7 +361,7 @@ impl Inner {
     }
 
     pub(crate) fn notify_due(&self) {
-        let hook = lock(&self.hook).clone();
+        let hook = lock(&*self.hook).clone();
         if let Some(h) = hook {
             h();
         }
@@ -346,12 +399,16 @@ impl Inner {
         }
     }
 
-    pub(crate) fn commit_message(
+    /// Validates and encodes a new message; returns a constructor taking its `done`.
+    pub(crate) fn new_message(
         &self,
-        w: &mut MessageWriter,
+        id: QueueId,
+        body: NewBody,
+        size: u64,
+        crc32: u32,
         env: Envelope,
         rcpts: Vec<RecipientSpec>,
-    ) -> Result<QueueId, QueueError> {
+    ) -> Result<impl FnOnce(crate::enqueue::Done) -> NewMessage, QueueError> {
         if rcpts.is_empty() {
             return Err(QueueError::NoRecipients);
         }
@@ -361,86 +418,60 @@ impl Inner {
                 max: MAX_RECIPIENTS,
             });
         }
-        let id = w.id;
-        let body = std::mem::take(&mut w.buf);
-        let loc = if w.finish_spool()? {
-            BodyLoc::Spool
-        } else if self.tuning.small_bodies_in_sled {
-            BodyLoc::Inline
-        } else {
-            let (seg, off) = self.bodylog.append(&body)?;
-            // The body must be durable before any record pointing at it can be.
-            if let Err(e) = self.commit.wait_bodies_durable() {
-                self.bodylog.release(seg);
-                return Err(e);
-            }
-            BodyLoc::Log { seg, off }
-        };
-        let release = |loc: BodyLoc| {
-            if let BodyLoc::Log { seg, .. } = loc {
-                self.bodylog.release(seg);
-            }
-        };
-        let now_ms = to_ms(SystemTime::now());
         let rec = MessageRecord {
             env,
-            body: loc,
-            size: w.size,
-            crc32: w.crc.clone().finalize(),
+            // Set by the committer once the body has its place.
+            body: BodyLoc::Spool,
+            size,
+            crc32,
             rcpts: u32::try_from(rcpts.len()).unwrap_or(u32::MAX),
             hold: false,
             deferrals: 0,
-            next_ms: now_ms,
+            next_ms: to_ms(SystemTime::now()),
             lease: None,
             delay_warned: false,
         };
-        let rows = encode("message", &rec).and_then(|m| {
-            let mut rows = Vec::with_capacity(rcpts.len());
-            for (i, spec) in (0u32..).zip(rcpts) {
-                rows.push((
-                    rcpt_key(id, i),
-                    encode("recipient", &RecipientRecord::new(spec))?,
-                ));
-            }
-            Ok((m, rows))
-        });
-        let (meta_bytes, rcpt_rows) = match rows {
-            Ok(r) => r,
-            Err(e) => {
-                release(loc);
-                return Err(e);
-            }
+        let mut rcpt_rows = Vec::with_capacity(rcpts.len());
+        for (i, spec) in (0u32..).zip(rcpts) {
+            rcpt_rows.push((
+                rcpt_key(id, i),
+                encode("recipient", &RecipientRecord::new(spec))?,
+            ));
+        }
+        Ok(move |done| NewMessage {
+            id,
+            body,
+            rec,
+            rcpt_rows,
+            done,
+        })
+    }
+
+    /// The blocking commit of a [`MessageWriter`]: one committer round.
+    pub(crate) fn commit_message(
+        &self,
+        w: &mut MessageWriter,
+        env: Envelope,
+        rcpts: Vec<RecipientSpec>,
+    ) -> Result<QueueId, QueueError> {
+        let buf = std::mem::take(&mut w.buf);
+        let body = if w.finish_spool()? {
+            NewBody::Spool
+        } else if self.tuning.small_bodies_in_sled {
+            NewBody::Inline(buf)
+        } else {
+            NewBody::Log(buf)
         };
-        let in_sled = loc == BodyLoc::Inline;
-        let res = (&self.meta, &self.rcpt, &self.due, &self.body)
-            .transaction(|(meta, rcpt, due, bodies)| {
-                meta.insert(&id.key(), meta_bytes.as_slice())?;
-                for (k, v) in &rcpt_rows {
-                    rcpt.insert(k, v.as_slice())?;
-                }
-                due.insert(&due_key(now_ms, id), &[])?;
-                if in_sled {
-                    bodies.insert(&id.key(), body.as_slice())?;
-                }
-                Ok(())
-            })
-            .map_err(tx_err("enqueue"));
-        if let Err(e) = res {
-            release(loc);
-            return Err(e);
-        }
-        self.count(None, Some(MessageState::Pending));
-        if let Err(e) = self.commit.wait_durable() {
-            // Not acknowledged, so not queued: take the records out again (best effort; the
-            // spool file goes with the writer's Drop).
-            if let Ok(Some(rec)) = crate::admin::remove_message(self, id) {
-                self.count(Some(rec.state()), None);
-                release(rec.body);
-            }
-            return Err(e);
-        }
+        let crc = w.crc.clone().finalize();
+        let build = self.new_message(w.id, body, w.size, crc, env, rcpts)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.commit.submit(build(Box::new(move |r| {
+            let _ = tx.send(r);
+        })));
+        let id = rx.recv().map_err(|_| QueueError::Sync {
+            reason: "queue committer stopped".into(),
+        })??;
         w.committed = true;
-        self.notify_due();
         Ok(id)
     }
 }

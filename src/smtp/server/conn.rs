@@ -336,7 +336,7 @@ impl Conn {
     /// DATA: reads to the real `<CRLF>.<CRLF>`, streaming into the store.
     async fn read_data(&mut self, session: &mut Session) -> Result<Reply, ConnError> {
         let now = SystemTime::now();
-        let (mut pipe, id) = BodyPipe::start(self.shared.store.clone()).await;
+        let (mut pipe, id) = BodyPipe::start(self.shared.store.clone());
         let received = self.received_header(session, id.as_deref(), now);
         let mut assembler = MessageAssembler::new(received, session.hostname(), now);
         let mut reader = DataReader::new(session.max_message_size());
@@ -435,7 +435,7 @@ impl Conn {
         let mut left = size;
         if reject.is_none() && state.is_none() {
             let now = SystemTime::now();
-            let (pipe, id) = BodyPipe::start(self.shared.store.clone()).await;
+            let (pipe, id) = BodyPipe::start(self.shared.store.clone());
             let received = self.received_header(session, id.as_deref(), now);
             self.data_deadline = Some(Instant::now() + self.shared.data_timeout);
             *state = Some(BdatState {

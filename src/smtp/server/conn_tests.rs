@@ -35,7 +35,7 @@ impl MessageSink for MemSink {
 struct MemStore(Arc<Mem>);
 
 impl MessageStore for MemStore {
-    fn begin(&self) -> Result<Box<dyn MessageSink>, StoreError> {
+    fn begin(&self, _id: Option<&str>) -> Result<Box<dyn MessageSink>, StoreError> {
         Ok(Box::new(MemSink(self.0.clone(), Vec::new())))
     }
 }

@@ -78,7 +78,7 @@ impl MessageSink for FailingSink {
 }
 
 impl MessageStore for FailingStore {
-    fn begin(&self) -> Result<Box<dyn MessageSink>, StoreError> {
+    fn begin(&self, _id: Option<&str>) -> Result<Box<dyn MessageSink>, StoreError> {
         Ok(Box::new(FailingSink))
     }
 }
