@@ -122,7 +122,9 @@ async fn start_with(
     let http_task = tokio::spawn(http);
     tracing::info!(address = %http_address, "http listening (/metrics, /healthz, /readyz)");
 
-    if deliver {
+    if deliver && config.delivery.paused {
+        tracing::warn!("delivery.paused = true: mail is accepted and queued, nothing is delivered");
+    } else if deliver {
         start_delivery(&config, &queue, &metrics, &shutdown, &tracker)?;
     }
 

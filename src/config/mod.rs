@@ -174,6 +174,8 @@ pub struct DeliveryConfig {
     /// MX hosts tried per delivery attempt (Postfix's smtp_mx_address_limit
     /// idea): bounds how long one attempt can take against a broken domain.
     pub max_hosts: usize,
+    /// Accept and queue, deliver nothing (no delivery scheduler runs).
+    pub paused: bool,
     pub routes: Vec<Route>,
 }
 

@@ -211,6 +211,7 @@ pub struct RawDelivery {
     pub helo_name: String,
     pub connect_timeout: Dur,
     pub max_hosts: u64,
+    pub paused: bool,
     pub route: Vec<RawRoute>,
 }
 
@@ -223,6 +224,7 @@ impl Default for RawDelivery {
             helo_name: String::new(),
             connect_timeout: Dur(Ok(Duration::from_secs(30))),
             max_hosts: 5,
+            paused: false,
             route: Vec::new(),
         }
     }

@@ -55,6 +55,7 @@ fn defaults_match_the_contract() {
     assert_eq!(cfg.delivery.helo_name, cfg.hostname);
     assert_eq!(cfg.delivery.connect_timeout, Duration::from_secs(30));
     assert_eq!(cfg.delivery.max_hosts, 5);
+    assert!(!cfg.delivery.paused);
     assert_eq!(cfg.http.address.to_string(), "127.0.0.1:9587");
     assert_eq!(cfg.http.admin_token, None);
 }
@@ -96,6 +97,7 @@ tls = "none"
 prot = 5
 [delivery]
 tls = "sometimes"
+paused = "yes"
 [limits]
 max_recipients = "many"
 max_conections = 5
@@ -107,6 +109,7 @@ max_age = "forever"
     for needle in [
         "colour: unknown field `colour`",
         "delivery.tls: unknown variant `sometimes`",
+        "delivery.paused: invalid type",
         "listener[0].prot: unknown field `prot`",
         "limits.max_recipients: invalid type",
         "limits.max_conections: unknown field `max_conections`",
@@ -114,7 +117,7 @@ max_age = "forever"
     ] {
         assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
     }
-    assert_eq!(errs.len(), 6, "{joined}");
+    assert_eq!(errs.len(), 7, "{joined}");
 }
 
 #[test]

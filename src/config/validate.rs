@@ -540,6 +540,7 @@ impl Validator {
             helo_name,
             connect_timeout: self.duration("delivery.connect_timeout", raw.connect_timeout, false),
             max_hosts: self.positive("delivery.max_hosts", raw.max_hosts),
+            paused: raw.paused,
             routes,
         }
     }

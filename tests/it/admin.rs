@@ -160,3 +160,61 @@ async fn admin_token_is_required_when_configured() {
     assert_eq!(status, 200);
     running.drain().await;
 }
+
+/// `delivery.paused = true`: mail submitted over SMTP is queued and stays queued; the
+/// relay never connects out, even though a next hop is up and the mail is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_delivery_queues_and_never_connects_out() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mx = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let text = format!(
+        "hostname = \"relay.test\"\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\
+         [auth]\ntrusted_networks = [\"127.0.0.0/8\"]\nsender_policy = \"any\"\n\
+         [queue]\npath = {:?}\n[http]\naddress = \"127.0.0.1:0\"\n\
+         [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\n\
+         [delivery]\ntls = \"none\"\npaused = true\n\
+         [[delivery.route]]\ndomain = \"example.net\"\nnext_hop = \"[127.0.0.1]:{}\"\n",
+        dir.path().join("queue").display(),
+        mx.local_addr().unwrap().port()
+    );
+    let cfg = config::parse(&text).unwrap().config;
+    assert!(cfg.delivery.paused);
+    let running = danerelay::start(cfg, CancellationToken::new())
+        .await
+        .unwrap();
+
+    let stream = tokio::net::TcpStream::connect(running.smtp_addresses[0])
+        .await
+        .unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let mut reply = async || loop {
+        let l = lines.next_line().await.unwrap().unwrap();
+        if l.as_bytes().get(3) != Some(&b'-') {
+            return l;
+        }
+    };
+    assert!(reply().await.starts_with("220"));
+    for (cmd, want) in [
+        ("EHLO client.test", "250"),
+        ("MAIL FROM:<alice@example.org>", "250"),
+        ("RCPT TO:<bob@example.net>", "250"),
+        ("DATA", "354"),
+        ("Subject: paused\r\n\r\nstays queued\r\n.", "250"),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+        let got = reply().await;
+        assert!(got.starts_with(want), "{cmd}: {got}");
+    }
+
+    // The message is due now; a running scheduler would connect within milliseconds.
+    let connected = tokio::time::timeout(std::time::Duration::from_millis(1500), mx.accept()).await;
+    assert!(
+        connected.is_err(),
+        "a paused relay connected to the next hop"
+    );
+    let counts = running.queue.counts();
+    assert_eq!((counts.pending, counts.active), (1, 0), "{counts:?}");
+}

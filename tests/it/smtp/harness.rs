@@ -211,6 +211,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             helo_name: "relay.test".into(),
             connect_timeout: Duration::from_secs(5),
             max_hosts: 5,
+            paused: false,
             routes: vec![],
         },
         http: HttpConfig {
