@@ -71,54 +71,68 @@ impl Queue {
         let until = later(now, inner.opts.lease);
         let until_ms = to_ms(until);
         let upper = (now_ms.saturating_add(1)).to_be_bytes();
-        let mut out = Vec::new();
+        let mut candidates = Vec::new();
         for item in inner.due.range(..&upper[..]).keys() {
-            if out.len() >= max {
+            if candidates.len() >= max {
                 break;
             }
             let k = item.map_err(QueueError::db("scan due"))?;
-            let Some((ms, id)) = parse_due_key(&k) else {
-                inner.drop_bad_due_key(&k)?;
-                continue;
-            };
-            let token: u64 = rand::random();
-            let res = (&inner.meta, &inner.due, &inner.lease).transaction(|(meta, due, lease)| {
+            match parse_due_key(&k) {
+                Some((ms, id)) => candidates.push((k, ms, id, rand::random::<u64>())),
+                None => inner.drop_bad_due_key(&k)?,
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One transaction for the whole batch: sled's cost is per transaction, and a
+        // scheduler with free slots leases many at once. A record that cannot be decoded is
+        // set aside (and reported below) rather than failing its neighbours.
+        let res = (&inner.meta, &inner.due, &inner.lease).transaction(|(meta, due, lease)| {
+            let mut taken = Vec::new();
+            let mut corrupt = Vec::new();
+            for (k, ms, id, token) in &candidates {
                 if due.get(k.as_ref())?.is_none() {
-                    return Ok(None); // another scheduler took it
+                    continue; // another scheduler took it
                 }
                 let Some(v) = meta.get(id.key())? else {
                     due.remove(k.as_ref())?; // stale index entry
-                    return Ok(None);
+                    continue;
                 };
                 let mut rec: MessageRecord = match decode("meta", &id.key(), &v) {
                     Ok(r) => r,
-                    Err(e) => return abort(e),
+                    Err(e) => {
+                        corrupt.push((k.clone(), e));
+                        continue;
+                    }
                 };
                 due.remove(k.as_ref())?;
-                if !rec.scheduled() || rec.next_ms != ms {
-                    return Ok(None); // stale index entry
+                if !rec.scheduled() || rec.next_ms != *ms {
+                    continue; // stale index entry
                 }
                 let before = rec.state();
-                rec.lease = Some(LeaseRec { token, until_ms });
+                rec.lease = Some(LeaseRec {
+                    token: *token,
+                    until_ms,
+                });
                 rec.next_ms = until_ms;
-                due.insert(&due_key(until_ms, id), &[])?;
+                due.insert(&due_key(until_ms, *id), &[])?;
                 lease.insert(&id.key(), &[])?;
                 match encode("message", &rec) {
                     Ok(b) => meta.insert(&id.key(), b)?,
                     Err(e) => return abort(e),
                 };
-                Ok(Some(LeaseTx { rec, before }))
-            });
-            let tx = match res.map_err(tx_err("lease")) {
-                Ok(Some(tx)) => tx,
-                Ok(None) => continue,
-                Err(e @ QueueError::Corrupt { .. }) => {
-                    inner.report_corrupt(&e);
-                    inner.due.remove(&k).map_err(QueueError::db("drop due"))?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+                taken.push((*id, *token, LeaseTx { rec, before }));
+            }
+            Ok((taken, corrupt))
+        });
+        let (taken, corrupt) = res.map_err(tx_err("lease"))?;
+        for (k, e) in corrupt {
+            inner.report_corrupt(&e);
+            inner.due.remove(&k).map_err(QueueError::db("drop due"))?;
+        }
+        let mut out = Vec::with_capacity(taken.len());
+        for (id, token, tx) in taken {
             inner.count(Some(tx.before), Some(MessageState::Active));
             if let Some(l) = self.build_leased(id, tx.rec, token, until)? {
                 out.push(l);
