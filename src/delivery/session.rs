@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::dane::{client_setup, DaneMatch, Decision, Verdict};
+use crate::dane::{client_setup, rejection_verdict, DaneMatch, Decision, Verdict};
 use crate::smtp::client::{Client, ClientError, Timeouts, TlsInfo};
 
 use super::outcome::AttemptError;
@@ -161,16 +161,19 @@ pub async fn open(
         .await
     {
         Ok(info) => {
-            let tls = match setup.dane.as_ref().and_then(|d| d.matched()) {
-                Some(m) => TlsOutcome::DaneVerified(m, info),
-                None if setup.dane.is_some() => {
-                    // A verifier that let the handshake through must have matched.
+            // Re-derived from the peer chain (the verifier is stateless): a
+            // connection is reported verified only if that chain verifies
+            // under this very policy now. (Only the post-TLS EHLO, which
+            // went out in clear text before STARTTLS anyway, precedes it.)
+            let tls = match setup.verdict(&info.peer_certificates) {
+                None => TlsOutcome::Unauthenticated(info),
+                Some(Verdict::Verified(m)) => TlsOutcome::DaneVerified(m, info),
+                Some(v) => {
                     return Err(AttemptError::Dane {
                         host: peer.host.to_string(),
-                        detail: "no DANE verdict after the handshake".into(),
+                        detail: format!("{v:?}"),
                     });
                 }
-                None => TlsOutcome::Unauthenticated(info),
             };
             Ok(Session {
                 client,
@@ -180,10 +183,10 @@ pub async fn open(
             })
         }
         Err(e @ ClientError::Tls { .. }) => {
-            if let Some(dane) = &setup.dane {
-                let detail = match dane.verdict() {
-                    Some(Verdict::Verified(_)) | None => e.to_string(),
+            if setup.dane.is_some() {
+                let detail = match e.tls_error().and_then(rejection_verdict) {
                     Some(v) => format!("{v:?}"),
+                    None => e.to_string(),
                 };
                 return Err(AttemptError::Dane {
                     host: peer.host.to_string(),
