@@ -4,8 +4,8 @@
 //! handshake signature: a server replaying someone's certificate without the
 //! key fails (RFC 7672 §3.1 relies on the TLS proof of possession).
 //!
-//! The verifiers are stateless, so one config can serve concurrent
-//! connections. The DANE verdict a
+//! The verifiers are stateless, so one config (and its session store, see
+//! [`super::resume`]) can serve concurrent connections. The DANE verdict a
 //! delivery logs is therefore not taken from the verifier but re-derived from
 //! the connection's peer chain after the handshake
 //! ([`TlsClientSetup::verdict`]); that works for a resumed session too,
@@ -265,7 +265,8 @@ fn server_name(sni: &str) -> Result<ServerName<'static>, DaneError> {
 
 /// The client TLS setup for `decision` (TLS 1.2 and 1.3, ring provider)
 /// with a config of its own and no session resumption: every connection
-/// made with it is verified in full. `Ok(None)` for
+/// made with it is verified in full. Delivery uses the resuming
+/// [`super::TlsConfigCache::setup`] instead. `Ok(None)` for
 /// [`Decision::Plaintext`] and [`Decision::Defer`]. `host` is the MX host
 /// name, the SNI when not authenticating.
 pub fn client_setup(decision: &Decision, host: &str) -> Result<Option<TlsClientSetup>, DaneError> {

@@ -8,6 +8,7 @@ mod cli;
 mod handshake;
 mod openssl_peer;
 mod properties;
+mod resume;
 mod verdicts;
 
 use base64::Engine;
