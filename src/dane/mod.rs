@@ -1,19 +1,23 @@
 //! DANE for outbound SMTP (RFC 7672, RFC 7671): TLSA usability and digest
 //! agility (`tlsa`), the per-host TLS decision (`policy`), the verdict on a
 //! certificate chain (`verify`), the rustls verifiers and client configs
-//! (`verifier`) and `danerelay dane verify` (`cli`). Everything but
-//! `verifier` and `cli` is pure.
+//! (`verifier`), the per-policy config cache that lets repeat peers resume
+//! TLS sessions (`resume`) and `danerelay dane verify` (`cli`). `tlsa`,
+//! `policy` and `verify` are pure.
 
 pub mod cli;
 pub mod policy;
+pub mod resume;
 pub mod tlsa;
 pub mod verifier;
 pub mod verify;
 
 pub use policy::{decide, DaneTarget, Decision, DeferReason, MandatoryTls, Security, TlsaLookup};
+pub use resume::{PolicyKey, TlsConfigCache};
 pub use tlsa::{usable_records, TlsaRecord, Unusable};
 pub use verifier::{
-    client_config, client_setup, DaneOutcome, DaneVerifier, TlsClientSetup, UnauthenticatedVerifier,
+    client_config, client_setup, rejection_verdict, ring_provider, DaneVerifier, TlsClientSetup,
+    UnauthenticatedVerifier,
 };
 pub use verify::{verify_chain, DaneMatch, Failure, Verdict};
 

@@ -3,66 +3,70 @@
 //! the `ClientConfig` each [`Decision`] needs. Both verifiers still check the
 //! handshake signature: a server replaying someone's certificate without the
 //! key fails (RFC 7672 §3.1 relies on the TLS proof of possession).
+//!
+//! The verifiers are stateless, so one config (and its session store, see
+//! [`super::resume`]) can serve concurrent connections. The DANE verdict a
+//! delivery logs is therefore not taken from the verifier but re-derived from
+//! the connection's peer chain after the handshake
+//! ([`TlsClientSetup::verdict`]); that works for a resumed session too,
+//! because rustls keeps the chain verified in full in the session it resumes.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
 use rustls::crypto::{
-    ring, verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms,
+    ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
 };
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::policy::{DaneTarget, Decision};
-use super::verify::{verify_chain, DaneMatch, Verdict};
+use super::verify::{verify_chain, Verdict};
 use super::DaneError;
 
-/// Shared slot the verifier fills during the handshake; read it afterwards
-/// to log `dane-verified (2 0 1, depth 1)` or why verification failed.
-#[derive(Debug, Clone, Default)]
-pub struct DaneOutcome(Arc<Mutex<Option<Verdict>>>);
+/// The ring provider, built once for the process: every client config
+/// shares it (building one allocates its suite and group lists).
+pub fn ring_provider() -> &'static Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(ring::default_provider()))
+}
 
-impl DaneOutcome {
-    /// The verdict of the last certificate check, if one ran.
-    pub fn verdict(&self) -> Option<Verdict> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
+/// The signature algorithms both verifiers check the handshake with.
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    ring_provider().signature_verification_algorithms
+}
 
-    /// The matched record, when the server was authenticated.
-    pub fn matched(&self) -> Option<DaneMatch> {
-        match self.verdict() {
-            Some(Verdict::Verified(m)) => Some(m),
-            _ => None,
-        }
-    }
-
-    fn set(&self, verdict: Verdict) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(verdict);
+/// The verdict behind a handshake the DANE verifier refused (the error
+/// rustls reports carries it), `None` for any other handshake error. Lets
+/// the delivery log say *why* (`NoMatch`, `NameMismatch`, …).
+pub fn rejection_verdict(error: &rustls::Error) -> Option<Verdict> {
+    let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = error
+    else {
+        return None;
+    };
+    match inner.downcast_ref::<DaneError>()? {
+        DaneError::NoUsableTlsa => Some(Verdict::NoUsableTlsa),
+        DaneError::Verification(f) => Some(Verdict::Failed(f.clone())),
+        _ => None,
     }
 }
 
-/// Authenticates the server with DANE (RFC 7672 §3).
+/// Authenticates the server with DANE (RFC 7672 §3). Stateless: the verdict
+/// is returned to rustls (and logged at debug), never stored.
 #[derive(Debug)]
 pub struct DaneVerifier {
-    target: DaneTarget,
+    target: Arc<DaneTarget>,
     algs: WebPkiSupportedAlgorithms,
-    outcome: DaneOutcome,
 }
 
 impl DaneVerifier {
-    /// A verifier for `target` and the handle its verdict lands in.
-    pub fn new(target: DaneTarget) -> (Arc<Self>, DaneOutcome) {
-        let outcome = DaneOutcome::default();
-        let verifier = Self {
+    /// A verifier for `target`.
+    pub fn new(target: Arc<DaneTarget>) -> Self {
+        Self {
             target,
-            algs: ring::default_provider().signature_verification_algorithms,
-            outcome: outcome.clone(),
-        };
-        (Arc::new(verifier), outcome)
+            algs: algorithms(),
+        }
     }
 }
 
@@ -86,7 +90,6 @@ impl ServerCertVerifier for DaneVerifier {
             now,
         );
         tracing::debug!(base_domain = %self.target.base_domain, ?verdict, "DANE verdict");
-        self.outcome.set(verdict.clone());
         match verdict {
             Verdict::Verified(_) => Ok(ServerCertVerified::assertion()),
             Verdict::NoUsableTlsa => Err(dane_error(DaneError::NoUsableTlsa)),
@@ -130,9 +133,7 @@ pub struct UnauthenticatedVerifier {
 
 impl Default for UnauthenticatedVerifier {
     fn default() -> Self {
-        Self {
-            algs: ring::default_provider().signature_verification_algorithms,
-        }
+        Self { algs: algorithms() }
     }
 }
 
@@ -177,65 +178,117 @@ pub struct TlsClientSetup {
     pub config: Arc<ClientConfig>,
     /// SNI: the TLSA base domain under DANE (RFC 7672 §8.1), else the host.
     pub server_name: ServerName<'static>,
-    /// `Some` under DANE: read it after the handshake for the matched record.
-    pub dane: Option<DaneOutcome>,
+    /// `Some` under DANE: the policy the server must satisfy; the verdict
+    /// to log is [`TlsClientSetup::verdict`] after the handshake.
+    pub dane: Option<Arc<DaneTarget>>,
     /// Whether a handshake failure may fall back to plaintext (opportunistic
     /// only; never under DANE or mandatory TLS, RFC 7672 §2.2).
     pub plaintext_fallback: bool,
 }
 
-/// The client TLS setup for `decision` (TLS 1.2 and 1.3, ring provider).
-/// `Ok(None)` for [`Decision::Plaintext`] and [`Decision::Defer`]. `host` is
-/// the MX host name, the SNI when not authenticating.
-pub fn client_setup(decision: &Decision, host: &str) -> Result<Option<TlsClientSetup>, DaneError> {
-    let (verifier, sni, dane, fallback): (Arc<dyn ServerCertVerifier>, &str, _, _) = match decision
-    {
-        Decision::Plaintext | Decision::Defer(_) => return Ok(None),
-        Decision::Authenticate(target) => {
-            let (v, outcome) = DaneVerifier::new(target.clone());
-            (v, target.base_domain.as_str(), Some(outcome), false)
+impl TlsClientSetup {
+    /// After a *successful* handshake: the DANE verdict on the chain the
+    /// connection presents (`ClientConnection::peer_certificates`), derived
+    /// with the same [`verify_chain`] the verifier ran. For a full handshake
+    /// that repeats the verifier's answer; for a resumed one it is the answer
+    /// for the chain verified when the session was first established, which
+    /// rustls keeps in the session. `None` when this setup is not DANE.
+    /// Anything but `Verified` means the connection must not be used.
+    pub fn verdict(&self, peer_certificates: &[CertificateDer<'_>]) -> Option<Verdict> {
+        let target = self.dane.as_deref()?;
+        Some(verify_chain(
+            &target.base_domain,
+            &target.reference_names,
+            peer_certificates,
+            &target.records,
+            UnixTime::now(),
+        ))
+    }
+}
+
+/// What a decision needs besides its config: SNI, DANE target and fallback
+/// rule. `None` for plaintext and defer.
+pub(super) struct Plan {
+    pub(super) server_name: ServerName<'static>,
+    pub(super) dane: Option<Arc<DaneTarget>>,
+    pub(super) plaintext_fallback: bool,
+}
+
+impl Plan {
+    pub(super) fn new(decision: &Decision, host: &str) -> Result<Option<Plan>, DaneError> {
+        let (sni, dane, plaintext_fallback) = match decision {
+            Decision::Plaintext | Decision::Defer(_) => return Ok(None),
+            Decision::Authenticate(target) => (
+                target.base_domain.as_str(),
+                Some(Arc::new(target.clone())),
+                false,
+            ),
+            Decision::TlsRequired(_) => (host, None, false),
+            Decision::Opportunistic => (host, None, true),
+        };
+        Ok(Some(Plan {
+            server_name: server_name(sni)?,
+            dane,
+            plaintext_fallback,
+        }))
+    }
+
+    /// The certificate verifier for this plan: DANE, or unauthenticated.
+    pub(super) fn verifier(&self) -> Arc<dyn ServerCertVerifier> {
+        match &self.dane {
+            Some(target) => Arc::new(DaneVerifier::new(target.clone())),
+            None => Arc::new(UnauthenticatedVerifier::default()),
         }
-        Decision::TlsRequired(_) => (
-            Arc::new(UnauthenticatedVerifier::default()),
-            host,
-            None,
-            false,
-        ),
-        Decision::Opportunistic => (
-            Arc::new(UnauthenticatedVerifier::default()),
-            host,
-            None,
-            true,
-        ),
-    };
-    // An address literal ("[192.0.2.1]") becomes an IP server name: rustls
-    // then sends no SNI, which is right for a host without a name.
+    }
+
+    pub(super) fn into_setup(self, config: Arc<ClientConfig>) -> TlsClientSetup {
+        TlsClientSetup {
+            config,
+            server_name: self.server_name,
+            dane: self.dane,
+            plaintext_fallback: self.plaintext_fallback,
+        }
+    }
+}
+
+/// An address literal ("[192.0.2.1]") becomes an IP server name: rustls
+/// then sends no SNI, which is right for a host without a name.
+fn server_name(sni: &str) -> Result<ServerName<'static>, DaneError> {
     let bare = sni
         .trim_end_matches('.')
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let server_name =
-        ServerName::try_from(bare.to_owned()).map_err(|_| DaneError::InvalidName {
-            name: sni.to_owned(),
-        })?;
-    Ok(Some(TlsClientSetup {
-        config: Arc::new(client_config(verifier)?),
-        server_name,
-        dane,
-        plaintext_fallback: fallback,
-    }))
+    ServerName::try_from(bare.to_owned()).map_err(|_| DaneError::InvalidName {
+        name: sni.to_owned(),
+    })
 }
 
-/// A TLS 1.2 + 1.3 client config with `verifier`, no client certificate and
-/// no session resumption (each connection proves itself from scratch, so the
-/// verdict handle is always filled by the handshake).
-pub fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> Result<ClientConfig, DaneError> {
-    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+/// The client TLS setup for `decision` (TLS 1.2 and 1.3, ring provider)
+/// with a config of its own and no session resumption: every connection
+/// made with it is verified in full. Delivery uses the resuming
+/// [`super::TlsConfigCache::setup`] instead. `Ok(None)` for
+/// [`Decision::Plaintext`] and [`Decision::Defer`]. `host` is the MX host
+/// name, the SNI when not authenticating.
+pub fn client_setup(decision: &Decision, host: &str) -> Result<Option<TlsClientSetup>, DaneError> {
+    let Some(plan) = Plan::new(decision, host)? else {
+        return Ok(None);
+    };
+    let config = client_config(plan.verifier(), Resumption::disabled())?;
+    Ok(Some(plan.into_setup(Arc::new(config))))
+}
+
+/// A TLS 1.2 + 1.3 client config with `verifier`, no client certificate,
+/// the shared ring provider and the given session resumption.
+pub fn client_config(
+    verifier: Arc<dyn ServerCertVerifier>,
+    resumption: Resumption,
+) -> Result<ClientConfig, DaneError> {
+    let mut config = ClientConfig::builder_with_provider(ring_provider().clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(DaneError::Tls)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.resumption = Resumption::disabled();
+    config.resumption = resumption;
     Ok(config)
 }

@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use rustls::crypto::ring::default_provider;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::certificate::X509Certificate;
@@ -12,6 +11,7 @@ use x509_parser::prelude::FromDer;
 
 use super::policy::normalize_name;
 use super::tlsa::{usable_records, TlsaRecord, DANE_EE, DANE_TA, MATCH_FULL, SEL_CERT};
+use super::verifier::ring_provider;
 
 /// Which record authenticated the server, for logs and metrics:
 /// `dane-verified (2 0 1, depth 1)`.
@@ -151,7 +151,7 @@ fn verify_ta(
         error,
     };
     let ee = EndEntityCert::try_from(leaf).map_err(|e| ta_error(format!("leaf: {e}")))?;
-    let algs = default_provider().signature_verification_algorithms.all;
+    let algs = ring_provider().signature_verification_algorithms.all;
     let mut last_error = None;
     for anchor in &anchors {
         // Only this one anchor: never the WebPKI roots (RFC 7672 §3.1.2).

@@ -62,13 +62,16 @@ pub struct EngineOptions {
 
 impl EngineOptions {
     /// `[delivery]` → options: `helo_name`, `connect_timeout`, `tls`, `route`;
-    /// RFC 5321 §4.5.3.2 timeouts; port 25; `delivery.max_hosts`.
+    /// RFC 5321 §4.5.3.2 timeouts; port 25; `delivery.max_hosts`; a fresh
+    /// TLS config cache (session resumption to repeat peers, see
+    /// [`dane::resume`]).
     pub fn from_config(d: &crate::config::DeliveryConfig) -> EngineOptions {
         EngineOptions {
             session: SessionOptions {
                 helo_name: d.helo_name.clone(),
                 connect_timeout: d.connect_timeout,
                 timeouts: crate::smtp::client::Timeouts::default(),
+                tls_configs: Arc::new(dane::TlsConfigCache::default()),
             },
             tls: d.tls,
             routes: d.routes.clone(),

@@ -18,6 +18,7 @@ fn engine(dns: FakeDns, port: u16, tls: TlsLevel) -> (Engine, Metrics) {
                 helo_name: "relay.test".into(),
                 connect_timeout: Duration::from_secs(5),
                 timeouts: Timeouts::default(),
+                tls_configs: Default::default(),
             },
             tls,
             routes: Vec::new(),

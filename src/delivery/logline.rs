@@ -6,7 +6,9 @@
 //!   tls=dane-verified (3 1 1, depth 0) TLSv1.3 TLS_AES_256_GCM_SHA384 status=sent (250 2.0.0 Ok)
 //! ```
 //! (one line; wrapped here). `relay=none` and `tls=none` when no session was
-//! established for the recipient.
+//! established for the recipient. A TLS session that resumed an earlier one
+//! ends its `tls=` part with ` resumed` (the DANE match is still shown: it is
+//! re-derived from the chain that session was verified with).
 
 use std::time::Duration;
 
@@ -69,6 +71,7 @@ mod tests {
                 version: "TLSv1.3".into(),
                 cipher: "TLS_AES_256_GCM_SHA384".into(),
                 peer_certificates: Vec::new(),
+                resumed: false,
             },
         );
         let ok = Outcome::Delivered(Reply::local(250, EnhancedCode(2, 0, 0), "Ok"));
@@ -85,6 +88,52 @@ mod tests {
             "queue_id=0A1B2C3D4E5F to=<bob@example.net> relay=mx.example.net[192.0.2.1]:25 \
              delay=1.2 tls=dane-verified (3 1 1, depth 0) TLSv1.3 TLS_AES_256_GCM_SHA384 \
              status=sent (250 2.0.0 Ok)"
+        );
+    }
+
+    #[test]
+    fn a_resumed_session_says_so_after_the_cipher() {
+        let info = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+            peer_certificates: Vec::new(),
+            resumed: true,
+        };
+        let m = DaneMatch {
+            usage: 2,
+            selector: 0,
+            matching: 1,
+            depth: 1,
+        };
+        let ok = Outcome::Delivered(Reply::local(250, EnhancedCode(2, 0, 0), "Ok"));
+        let dane = TlsOutcome::DaneVerified(m, info.clone());
+        let l = line(
+            "ID",
+            "b@example.net",
+            None,
+            Duration::ZERO,
+            Some(&dane),
+            &ok,
+        );
+        assert!(
+            l.contains(
+                " tls=dane-verified (2 0 1, depth 1) TLSv1.3 TLS_AES_256_GCM_SHA384 resumed \
+                 status=sent"
+            ),
+            "{l}"
+        );
+        let unauth = TlsOutcome::Unauthenticated(info);
+        let l = line(
+            "ID",
+            "b@example.net",
+            None,
+            Duration::ZERO,
+            Some(&unauth),
+            &ok,
+        );
+        assert!(
+            l.contains(" tls=tls-unauthenticated TLSv1.3 TLS_AES_256_GCM_SHA384 resumed status="),
+            "{l}"
         );
     }
 

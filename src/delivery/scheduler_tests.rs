@@ -72,6 +72,7 @@ fn scheduler(
                 helo_name: "relay.test".into(),
                 connect_timeout: Duration::from_secs(5),
                 timeouts: Timeouts::default(),
+                tls_configs: Default::default(),
             },
             tls: TlsLevel::May,
             routes: Vec::new(),

@@ -16,11 +16,12 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::dane::{client_setup, DaneMatch, Decision, Verdict};
+use crate::dane::{rejection_verdict, DaneMatch, Decision, TlsConfigCache, Verdict};
 use crate::smtp::client::{Client, ClientError, Timeouts, TlsInfo};
 
 use super::outcome::AttemptError;
@@ -55,18 +56,21 @@ impl TlsOutcome {
     }
 }
 
-/// `dane-verified (3 1 1, depth 0) TLSv1.3 TLS_AES_256_GCM_SHA384`, as Postfix logs it.
+/// `dane-verified (3 1 1, depth 0) TLSv1.3 TLS_AES_256_GCM_SHA384`, as Postfix logs it,
+/// followed by ` resumed` when the handshake resumed an earlier session (the
+/// match shown is then the one re-derived from that session's chain).
 impl fmt::Display for TlsOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsOutcome::DaneVerified(m, i) => {
-                write!(f, "dane-verified ({m}) {} {}", i.version, i.cipher)
-            }
-            TlsOutcome::Unauthenticated(i) => {
-                write!(f, "tls-unauthenticated {} {}", i.version, i.cipher)
-            }
-            TlsOutcome::Plaintext => f.write_str("plaintext"),
+        let (verdict, i) = match self {
+            TlsOutcome::DaneVerified(m, i) => (format!("dane-verified ({m})"), i),
+            TlsOutcome::Unauthenticated(i) => ("tls-unauthenticated".to_string(), i),
+            TlsOutcome::Plaintext => return f.write_str("plaintext"),
+        };
+        write!(f, "{verdict} {} {}", i.version, i.cipher)?;
+        if i.resumed {
+            f.write_str(" resumed")?;
         }
+        Ok(())
     }
 }
 
@@ -92,6 +96,9 @@ pub struct SessionOptions {
     pub helo_name: String,
     pub connect_timeout: Duration,
     pub timeouts: Timeouts,
+    /// Client TLS configs per security policy, so that repeat peers resume
+    /// their TLS session (shared by every clone of these options).
+    pub tls_configs: Arc<TlsConfigCache>,
 }
 
 /// An established session, ready for MAIL (or for QUIT in `tls-check`).
@@ -130,9 +137,12 @@ pub async fn open(
     }
     let mut client = greet(peer, options).await?;
     let offered = client.capabilities().starttls();
-    let setup = client_setup(decision, peer.host).map_err(|e| AttemptError::Local {
-        detail: format!("TLS setup for {}: {e}", peer.host),
-    })?;
+    let setup = options
+        .tls_configs
+        .setup(decision, peer.host)
+        .map_err(|e| AttemptError::Local {
+            detail: format!("TLS setup for {}: {e}", peer.host),
+        })?;
     let Some(setup) = setup else {
         return Ok(Session {
             client,
@@ -161,16 +171,24 @@ pub async fn open(
         .await
     {
         Ok(info) => {
-            let tls = match setup.dane.as_ref().and_then(|d| d.matched()) {
-                Some(m) => TlsOutcome::DaneVerified(m, info),
-                None if setup.dane.is_some() => {
-                    // A verifier that let the handshake through must have matched.
+            // Re-derived from the chain, for a resumed session too: a
+            // connection is reported verified only if that chain verifies
+            // under this very policy now. (Only the post-TLS EHLO, which
+            // went out in clear text before STARTTLS anyway, precedes it.)
+            let tls = match setup.verdict(&info.peer_certificates) {
+                None => TlsOutcome::Unauthenticated(info),
+                Some(Verdict::Verified(m)) => TlsOutcome::DaneVerified(m, info),
+                Some(v) => {
+                    let resumed = if info.resumed {
+                        " (resumed session)"
+                    } else {
+                        ""
+                    };
                     return Err(AttemptError::Dane {
                         host: peer.host.to_string(),
-                        detail: "no DANE verdict after the handshake".into(),
+                        detail: format!("{v:?}{resumed}"),
                     });
                 }
-                None => TlsOutcome::Unauthenticated(info),
             };
             Ok(Session {
                 client,
@@ -180,10 +198,10 @@ pub async fn open(
             })
         }
         Err(e @ ClientError::Tls { .. }) => {
-            if let Some(dane) = &setup.dane {
-                let detail = match dane.verdict() {
-                    Some(Verdict::Verified(_)) | None => e.to_string(),
+            if setup.dane.is_some() {
+                let detail = match e.tls_error().and_then(rejection_verdict) {
                     Some(v) => format!("{v:?}"),
+                    None => e.to_string(),
                 };
                 return Err(AttemptError::Dane {
                     host: peer.host.to_string(),

@@ -68,6 +68,7 @@ fn options() -> SessionOptions {
         helo_name: "relay.test".into(),
         connect_timeout: Duration::from_secs(5),
         timeouts: Timeouts::default(),
+        tls_configs: Default::default(),
     }
 }
 
@@ -170,4 +171,110 @@ async fn connect_refused_is_a_connect_error() {
         .unwrap_err();
     assert!(matches!(err, AttemptError::Connect { .. }), "{err:?}");
     assert!(crate::delivery::outcome::try_next_host(&err));
+}
+
+/// An ESMTP peer on loopback whose STARTTLS really upgrades, with one
+/// `ServerConfig` for all its connections (so it can resume sessions; TLS
+/// 1.3 tickets come right after the handshake and the client reads them
+/// with the EHLO reply). Returns the port and the certificate it presents.
+async fn tls_peer(
+    version: &'static rustls::SupportedProtocolVersion,
+) -> (u16, rustls::pki_types::CertificateDer<'static>) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(crate::dane::ring_provider().clone())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(tcp);
+                r.get_mut().write_all(b"220 mx.test ESMTP\r\n").await?;
+                let mut line = String::new();
+                while r.read_line(&mut line).await? > 0 {
+                    let cmd = line.trim().to_ascii_uppercase();
+                    line.clear();
+                    if cmd.starts_with("EHLO") {
+                        r.get_mut()
+                            .write_all(b"250-mx.test\r\n250 STARTTLS\r\n")
+                            .await?;
+                    } else if cmd == "STARTTLS" {
+                        r.get_mut().write_all(b"220 go ahead\r\n").await?;
+                        break;
+                    }
+                }
+                let mut tls = BufReader::new(acceptor.accept(r.into_inner()).await?);
+                while tls.read_line(&mut line).await? > 0 {
+                    let cmd = line.trim().to_ascii_uppercase();
+                    line.clear();
+                    if cmd.starts_with("EHLO") {
+                        tls.get_mut().write_all(b"250 mx.test\r\n").await?;
+                    } else if cmd == "QUIT" {
+                        tls.get_mut().write_all(b"221 bye\r\n").await?;
+                        tls.get_mut().shutdown().await?;
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    (port, cert)
+}
+
+/// The DANE-EE SPKI SHA2-256 record of `cert`.
+fn tlsa_3_1_1(cert: &[u8]) -> TlsaRecord {
+    use sha2::Digest;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).unwrap();
+    TlsaRecord {
+        usage: 3,
+        selector: 1,
+        matching: 1,
+        data: sha2::Sha256::digest(parsed.tbs_certificate.subject_pki.raw).to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn repeat_peer_resumes_and_the_log_still_says_dane_verified() {
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let (port, cert) = tls_peer(version).await;
+        let rec = tlsa_3_1_1(&cert);
+        let decision = Decision::Authenticate(DaneTarget::new("mx.test", "mx.test", vec![rec]));
+        let opts = options();
+        let mut lines = Vec::new();
+        for _ in 0..3 {
+            let s = open(&at(port), &decision, &opts).await.unwrap();
+            lines.push(s.tls.to_string());
+            quit_quietly(s.client).await;
+        }
+        let v = if std::ptr::eq(version, &rustls::version::TLS13) {
+            "TLSv1.3"
+        } else {
+            "TLSv1.2"
+        };
+        assert!(lines[0].starts_with(&format!("dane-verified (3 1 1, depth 0) {v} ")));
+        assert!(!lines[0].ends_with(" resumed"), "{lines:?}");
+        for l in &lines[1..] {
+            assert!(l.starts_with(&format!("dane-verified (3 1 1, depth 0) {v} ")));
+            assert!(l.ends_with(" resumed"), "{lines:?}");
+        }
+        // Another policy for the same peer (opportunistic) does not resume.
+        let s = open(&at(port), &Decision::Opportunistic, &opts)
+            .await
+            .unwrap();
+        assert!(s.tls.to_string().starts_with("tls-unauthenticated "));
+        assert!(!s.tls.info().unwrap().resumed, "{}", s.tls);
+        quit_quietly(s.client).await;
+        // The cache holds one config per policy, shared through the options.
+        assert_eq!(opts.tls_configs.len(), 2);
+    }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod handshake;
 mod openssl_peer;
 mod properties;
+mod resume;
 mod verdicts;
 
 use base64::Engine;
@@ -18,7 +19,7 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256, Sha512};
 
-use danerelay::dane::TlsaRecord;
+use danerelay::dane::{rejection_verdict, TlsClientSetup, TlsaRecord, Verdict};
 
 /// The leaf's name; the TLSA base domain in most tests.
 pub const MX: &str = "mx.example.net";
@@ -165,4 +166,20 @@ pub fn pem(chain: &[CertificateDer<'_>]) -> String {
         out.push_str("-----END CERTIFICATE-----\n");
     }
     out
+}
+
+/// The DANE verdict the client ends up with after a handshake with `setup`:
+/// re-derived from the connection's chain when it succeeded, the verifier's
+/// refusal when it failed; `None` for non-DANE setups and other failures.
+pub fn client_verdict(
+    setup: &TlsClientSetup,
+    result: Result<&rustls::ClientConnection, &std::io::Error>,
+) -> Option<Verdict> {
+    match result {
+        Ok(conn) => setup.verdict(conn.peer_certificates().unwrap_or_default()),
+        Err(e) => e
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .and_then(rejection_verdict),
+    }
 }

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::HandshakeKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -79,8 +80,12 @@ pub struct TlsInfo {
     pub version: String,
     /// IANA name, e.g. `TLS_AES_256_GCM_SHA384`.
     pub cipher: String,
-    /// The chain the peer presented, leaf first.
+    /// The chain the peer presented, leaf first. After a resumed handshake
+    /// the chain of the session's original (fully verified) handshake.
     pub peer_certificates: Vec<CertificateDer<'static>>,
+    /// The handshake resumed an earlier session (rustls
+    /// `HandshakeKind::Resumed`): no certificate was sent or verified.
+    pub resumed: bool,
 }
 
 impl TlsInfo {
@@ -93,6 +98,7 @@ impl TlsInfo {
                 .peer_certificates()
                 .map(<[_]>::to_vec)
                 .unwrap_or_default(),
+            resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
         }
     }
 }

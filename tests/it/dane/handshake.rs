@@ -14,7 +14,7 @@ use danerelay::dane::{
     client_setup, DaneMatch, DaneTarget, Decision, Failure, MandatoryTls, TlsaRecord, Verdict,
 };
 
-use super::{leaf, tlsa, Pki, MX};
+use super::{client_verdict, leaf, tlsa, Pki, MX};
 
 const VERSIONS: [(&SupportedProtocolVersion, ProtocolVersion); 2] = [
     (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
@@ -61,6 +61,7 @@ async fn handshake(acceptor: TlsAcceptor, decision: &Decision) -> Outcome {
     let sni = server
         .ok()
         .and_then(|s| s.get_ref().1.server_name().map(str::to_owned));
+    let verdict = client_verdict(&setup, client.as_ref().map(|s| s.get_ref().1));
     let (ok, version) = match client {
         Ok(s) => (Ok(()), s.get_ref().1.protocol_version()),
         Err(e) => (Err(e.to_string()), None),
@@ -68,7 +69,7 @@ async fn handshake(acceptor: TlsAcceptor, decision: &Decision) -> Outcome {
     Outcome {
         ok,
         version,
-        verdict: setup.dane.as_ref().and_then(|d| d.verdict()),
+        verdict,
         sni,
     }
 }

@@ -12,7 +12,7 @@ use tokio_rustls::TlsConnector;
 
 use danerelay::dane::{client_setup, DaneMatch, DaneTarget, Decision, Failure, Verdict};
 
-use super::{pem, tlsa, Pki, MX};
+use super::{client_verdict, pem, tlsa, Pki, MX};
 use crate::support::require_tool;
 
 const SERVER: &str = r#"
@@ -94,13 +94,13 @@ async fn run(
     let (mut peer, port) = Peer::start(&python, dir.path(), pki, version);
     let setup = client_setup(decision, MX).unwrap().unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let result = TlsConnector::from(setup.config.clone())
+    let tls = TlsConnector::from(setup.config.clone())
         .connect(setup.server_name.clone(), tcp)
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string());
+        .await;
+    let verdict = client_verdict(&setup, tls.as_ref().map(|s| s.get_ref().1));
+    let result = tls.map(drop).map_err(|e| e.to_string());
     let server_said = peer.line();
-    Some((result, setup.dane.and_then(|d| d.verdict()), server_said))
+    Some((result, verdict, server_said))
 }
 
 #[tokio::test]
