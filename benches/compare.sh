@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # danerelay vs Postfix on this machine, in one run. See README.md "Performance".
 #
-#   sudo benches/compare.sh            # ~25 min with the defaults below (workload 5: ~15)
+#   sudo benches/compare.sh            # ~18 min with the defaults below (workload 5: ~11)
 #   sudo WORKLOADS=5 benches/compare.sh
 #
 # Knobs (environment):
@@ -705,7 +705,7 @@ if any(t["workload"].startswith("scale_") for t in trials):
     print(f"(5: queued = {n} messages of {ssize} B on hold; queued/empty = median of per-round ratios;")
     print(f"    danerelay prefill through the queue crate {pr.get('seconds', 0):.0f} s, Postfix clone of one queue file {c.get('seconds', 0):.0f} s;")
     print(f"    danerelay queue open with {n}: sled {o.get('sled_open_s', 0):.1f} s + record scan {o.get('meta_scan_s', 0):.1f} s"
-          f" (with decoding {o.get('meta_scan_and_decode_s', 0):.1f} s), Queue::open in all {o.get('queue_open_s', 0):.1f} s;"
+          f" + the rest of recovery {o.get('recovery_rest_s', 0):.1f} s = Queue::open {o.get('queue_open_s', 0):.1f} s;"
           f" disk {du})")
 queue_crate = None
 text = read("queue-crate.log", str)
