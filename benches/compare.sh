@@ -94,7 +94,7 @@ taken=$(ss -Hltnu 2>/dev/null | awk '{print $5}' |
 # ------------------------------------------------------------------ cleanup
 T=$(mktemp -d /tmp/danerelay-bench.XXXXXX)
 chmod 755 "$T"
-PIDS=()
+PIDS=() SAMPLER=""
 # Removing many small files that reached the disk costs ~0.7 ms each one after another on
 # this VM (ext4, discard) but overlaps well: 1 M queue files take ~1 min with 8 in parallel.
 remove_tree() { # dir
@@ -109,6 +109,7 @@ cleanup() {
         [ -f "$d/etc/main.cf" ] && postfix -c "$d/etc" stop >/dev/null 2>&1
     done
     [ -f "$T/dr.pid" ] && kill "$(cat "$T/dr.pid")" 2>/dev/null
+    [ -n "$SAMPLER" ] && kill -TERM "$SAMPLER" 2>/dev/null
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
     # Postfix processes exit asynchronously after "stop"; give them a moment before rm.
@@ -390,7 +391,7 @@ pf_stop() {
 }
 pf_pids() {
     local master
-    master=$(tr -d ' ' <"$PF/queue/pid/master.pid" 2>/dev/null) || return 0
+    master=$(tr -d ' ' 2>/dev/null <"$PF/queue/pid/master.pid") || return 0
     echo "$master"
     pgrep -P "$master" || true
 }
@@ -431,7 +432,7 @@ trial() { # mta workload(ingest|latency|dane|scale) [state(empty|full) round, wo
     local tls_base; tls_base=$(sink_tls_count)
     if [ "$w" = ingest ] || [ "$w" = scale ]; then
         sample_memory "$mta" >"$T/mem" &
-        sampler=$!
+        sampler=$! SAMPLER=$!
     fi
     t0=$(now)
     if [ "$w" = latency ]; then
@@ -453,7 +454,11 @@ trial() { # mta workload(ingest|latency|dane|scale) [state(empty|full) round, wo
         [ "$(date +%s)" -lt "$deadline" ] || { log "trial $mta/$w: only $n/$MESSAGES delivered"; break; }
         sleep 0.05
     done
-    if [ -n "$sampler" ]; then kill -TERM "$sampler"; wait "$sampler" || true; mem=$(cat "$T/mem"); fi
+    if [ -n "$sampler" ]; then
+        kill -TERM "$sampler"
+        wait "$sampler" || true
+        SAMPLER="" mem=$(cat "$T/mem")
+    fi
     local tls_n=$(( $(sink_tls_count) - tls_base ))
     local verified=0 sent=0
     if [ "$mta" = dr ]; then
