@@ -12,6 +12,23 @@
 //!   `DIR/tlsa.hex` before it listens). Every 50 ms it rewrites `DIR/count`
 //!   as `messages tls_messages`.
 //!
+//! - `benchtool prefill --config FILE --count N --size BYTES [--writers N]` —
+//!   workload 5: queues N messages of BYTES directly through the queue crate,
+//!   at the `queue.path` of a danerelay config file and with the options
+//!   `serve` would use (`danerelay::queue_options`), each committed durably and
+//!   then put on hold (so the relay never tries to deliver them). Prints JSON.
+//! - `benchtool open-time --config FILE` — how long `Queue::open` of that queue
+//!   takes (recovery included), and how much of it is sled's own open and a raw
+//!   scan of the message records (each timed again on its own). Prints JSON.
+//! - `benchtool pf-clone --template FILE --dir DIR --count N [--hash-depth D]`
+//!   — workload 5 for Postfix: N copies of one real Postfix queue file in DIR
+//!   (a queue directory such as `hold/`), each named as Postfix's
+//!   `mail_queue_enter` names a file with short queue ids: five hex digits of
+//!   microseconds followed by the file's own inode number in hex, so
+//!   `postsuper -s` finds nothing to rename. Owner and mode are the template's;
+//!   with `--hash-depth D` files go into D levels of one-character
+//!   subdirectories (Postfix's `dir_forest`), as `hash_queue_names` requires.
+//!
 //! `cargo bench --bench benchtool` appends `--bench` to the arguments; it is
 //! ignored.
 
@@ -26,7 +43,7 @@ use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-const USAGE: &str = "benchtool load ADDR [--sessions N --count N --size BYTES --per-session N --rcpt ADDR] | sink ADDR --dir DIR [--tls] [--name HOST]";
+const USAGE: &str = "benchtool load ADDR [--sessions N --count N --size BYTES --per-session N --rcpt ADDR] | sink ADDR --dir DIR [--tls] [--name HOST] | prefill --config FILE --count N --size BYTES [--writers N] | open-time --config FILE | pf-clone --template FILE --dir DIR --count N [--hash-depth D]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
@@ -39,6 +56,9 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("load") => rt.block_on(load(&args[1..])),
         Some("sink") => rt.block_on(sink(&args[1..])),
+        Some("prefill") => prefill(&args[1..]),
+        Some("open-time") => open_time(&args[1..]),
+        Some("pf-clone") => pf_clone(&args[1..]),
         // Plain `cargo bench` runs every bench target without arguments:
         // nothing to do here, and not a failure.
         None => {
@@ -367,4 +387,256 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
             io.get_mut().flush().await?;
         }
     }
+}
+
+// ---------------------------------------------------------------- workload 5
+
+/// The danerelay configuration a prefill or timing refers to.
+fn relay_config(args: &[String]) -> anyhow::Result<danerelay::config::Config> {
+    let path = PathBuf::from(opt(args, "--config").context("--config FILE")?);
+    match danerelay::config::load_file(&path) {
+        Ok(loaded) => Ok(loaded.config),
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            bail!("{}: {}", path.display(), list.join("; "))
+        }
+    }
+}
+
+/// Opens the queue as `serve` does: same directory, same options.
+fn open_relay_queue(config: &danerelay::config::Config) -> anyhow::Result<danerelay_queue::Queue> {
+    std::fs::create_dir_all(&config.queue.path)?;
+    let options = danerelay::queue_options(&config.queue);
+    danerelay_queue::Queue::open(&config.queue.path, options)
+        .with_context(|| format!("open queue {}", config.queue.path.display()))
+}
+
+fn prefill(args: &[String]) -> anyhow::Result<()> {
+    let config = relay_config(args)?;
+    let count = num(args, "--count", 1_000_000)? as u64;
+    let size = num(args, "--size", 2048)?;
+    let writers = num(args, "--writers", 128)?.max(1);
+    let t = Instant::now();
+    let queue = open_relay_queue(&config)?;
+    let open_s = t.elapsed().as_secs_f64();
+    let before = queue.counts().total();
+    // The same message shape as `load` sends, without the SMTP end-of-data line.
+    let mut body = message(size);
+    body.truncate(body.len() - 3);
+    let body = Arc::new(body);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|_| {
+            let (queue, body, next, done) =
+                (queue.clone(), body.clone(), next.clone(), done.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let mut w = queue.begin()?;
+                    std::io::Write::write_all(&mut w, &body)?;
+                    let id = w.commit(prefill_envelope(), vec![prefill_recipient()])?;
+                    // Held: never leased, so the relay leaves it alone during the runs.
+                    queue.hold(id)?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    // Progress on stderr: a million durable messages take minutes.
+    let mut last = Instant::now();
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() >= Duration::from_secs(15) {
+            let n = done.load(Ordering::Relaxed);
+            eprintln!(
+                "prefill: {n}/{count} in {:.0} s ({:.0}/s)",
+                start.elapsed().as_secs_f64(),
+                n as f64 / start.elapsed().as_secs_f64()
+            );
+            last = Instant::now();
+        }
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("prefill writer panicked"))??;
+    }
+    queue.flush()?;
+    let secs = start.elapsed().as_secs_f64();
+    let counts = queue.counts();
+    let out = serde_json::json!({
+        "queue": config.queue.path,
+        "added": count,
+        "size": size,
+        "writers": writers,
+        "seconds": secs,
+        "rate": count as f64 / secs,
+        "open_s": open_s,
+        "queued_before": before,
+        "held": counts.held,
+        "total": counts.total(),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+fn prefill_envelope() -> danerelay_queue::Envelope {
+    danerelay_queue::Envelope {
+        sender: "bench@load.test".into(),
+        ret: None,
+        envid: None,
+        body_8bit: false,
+        smtputf8: false,
+        auth_user: None,
+        client_addr: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        received_at: std::time::SystemTime::now(),
+    }
+}
+
+fn prefill_recipient() -> danerelay_queue::RecipientSpec {
+    danerelay_queue::RecipientSpec {
+        address: "sink@plain.bench".into(),
+        orcpt: None,
+        notify: danerelay_queue::Notify::default(),
+    }
+}
+
+fn open_time(args: &[String]) -> anyhow::Result<()> {
+    let config = relay_config(args)?;
+    // First the real thing, as `serve` opens the queue (recovery included). Then, each
+    // with a fresh sled instance configured as the queue configures it: sled's own open,
+    // and a raw scan of the message records (what recovery iterates over). The rest of
+    // `Queue::open` is recovery's own work: decoding each record, counting, body checks.
+    let t = Instant::now();
+    let queue = open_relay_queue(&config)?;
+    let open_s = t.elapsed().as_secs_f64();
+    let counts = queue.counts();
+    drop(queue);
+    let sled_config = sled::Config::new()
+        .path(config.queue.path.join("sled"))
+        .cache_capacity(danerelay_queue::QueueTuning::default().cache_capacity)
+        .flush_every_ms(None);
+    let t = Instant::now();
+    let db = open_retrying(&sled_config)?;
+    let meta = db.open_tree("meta")?;
+    let sled_open_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    for item in meta.iter() {
+        let (_, v) = item?;
+        records += 1;
+        bytes += v.len() as u64;
+    }
+    let scan_s = t.elapsed().as_secs_f64();
+    let out = serde_json::json!({
+        "messages": counts.total(),
+        "held": counts.held,
+        "meta_records": records,
+        "meta_bytes": bytes,
+        "queue_open_s": open_s,
+        "sled_open_s": sled_open_s,
+        "meta_scan_s": scan_s,
+        "recovery_rest_s": (open_s - sled_open_s - scan_s).max(0.0),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// sled's background threads of a database just dropped may hold its lock briefly.
+fn open_retrying(config: &sled::Config) -> anyhow::Result<sled::Db> {
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if tries < 200 && e.to_string().contains("acquire lock") => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Postfix `dir_forest`: one directory level per leading character of the id.
+fn hashed_dir(dir: &Path, id: &str, depth: usize) -> PathBuf {
+    let mut d = dir.to_path_buf();
+    let mut chars = id.chars();
+    for _ in 0..depth {
+        d.push(chars.next().unwrap_or('_').to_string());
+    }
+    d
+}
+
+fn pf_clone(args: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let template = PathBuf::from(opt(args, "--template").context("--template FILE")?);
+    let dir = PathBuf::from(opt(args, "--dir").context("--dir DIR")?);
+    let count = num(args, "--count", 1_000_000)?;
+    let depth = num(args, "--hash-depth", 0)?;
+    let data = std::fs::read(&template).with_context(|| format!("{}", template.display()))?;
+    let meta = std::fs::metadata(&template)?;
+    let (uid, gid, mode) = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
+    let pid = std::process::id();
+    let start = Instant::now();
+    let mut last = Instant::now();
+    for i in 0..count {
+        // As mail_queue_enter: create under a temporary name that is no valid queue
+        // id, learn the inode, rename to <usec hex><inode hex>.
+        let tmp = dir.join(format!("clone.{pid}.{i}"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
+        std::io::Write::write_all(&mut f, &data)?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        let ino = f.metadata()?.ino();
+        drop(f);
+        let usec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_micros();
+        let id = format!("{usec:05X}{ino:X}");
+        let target_dir = hashed_dir(&dir, &id, depth);
+        if depth > 0 {
+            ensure_dirs(&dir, &target_dir, uid, gid)?;
+        }
+        std::fs::rename(&tmp, target_dir.join(&id))?;
+        if last.elapsed() >= Duration::from_secs(15) {
+            eprintln!(
+                "pf-clone: {i}/{count} in {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
+            last = Instant::now();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let out = serde_json::json!({
+        "dir": dir,
+        "added": count,
+        "file_bytes": data.len(),
+        "seconds": secs,
+        "rate": count as f64 / secs,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// Creates the missing hash directories between `base` and `target` (mode 0700,
+/// owned like the queue files, as Postfix's `mail_queue_mkdirs` leaves them).
+fn ensure_dirs(base: &Path, target: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Ok(rel) = target.strip_prefix(base) else {
+        bail!("{} is not under {}", target.display(), base.display());
+    };
+    let mut d = base.to_path_buf();
+    for part in rel.components() {
+        d.push(part);
+        if !d.is_dir() {
+            std::fs::DirBuilder::new().mode(0o700).create(&d)?;
+            std::os::unix::fs::chown(&d, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
 }

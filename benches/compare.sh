@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # danerelay vs Postfix on this machine, in one run. See README.md "Performance".
 #
-#   sudo benches/compare.sh            # ~10-15 min with the defaults below
+#   sudo benches/compare.sh            # ~16 min with the defaults below (workload 5: ~10)
+#   sudo WORKLOADS=5 benches/compare.sh
 #
 # Knobs (environment):
+#   WORKLOADS="1 2 3 4 5"  which workloads to run (2 and 4 share one trial; 1 runs paused)
 #   ROUNDS=3          rounds; each runs every workload on danerelay, then Postfix
-#   MESSAGES=5000     messages per trial (workloads 1-3)
+#   MESSAGES=5000     messages per trial (workloads 1-3 and 5)
 #   SESSIONS=50       concurrent client sessions (smtp-source -s, benchtool load --sessions)
 #   SIZE=10240        message size in bytes (smtp-source -l)
 #   TRIAL_TIMEOUT=180 seconds a trial may take before it is abandoned (and reported)
-#   MAX_SECONDS=1500  hard limit for the whole script
-#   SCALE_PREFILL=100000  workload 5: messages queued before measuring (0 = skip;
-#                     1000000 is the full figure, and takes ~3 min more)
+#   MAX_SECONDS=3000  hard limit for the whole script (removing a 1 M prefill after it
+#                     takes up to a minute more)
+#   SCALE_PREFILL=1000000  workload 5: messages already queued (held) in each MTA
+#                     while the ingest trial runs (0 = skip workload 5)
+#   SCALE_SIZE=2048   workload 5: size of each prefilled message (disk: ~7.5 GB at 1 M)
+#   SCALE_MAX_GB=15   workload 5 refuses to prefill more than this (estimated)
+#   QUEUE_BENCH_PREFILL=100000  workload 5 extra row: the queue crate's own bench with
+#                     this many queued (0 = skip)
 #   OUT=benches/results/latest.json
 #   SKIP_INSTALL=1    do not apt-get install missing tools
 #
@@ -23,15 +30,29 @@
 # Postfix's smtp client uses the libc resolver, so Postfix runs in a private mount namespace
 # (unshare -m) where /etc/resolv.conf is bind-mounted to "nameserver 127.0.77.53 / options
 # trust-ad" (glibc passes the AD bit on only with trust-ad).
+#
+# Workload 5 (scale): each MTA gets SCALE_PREFILL messages on hold before the run; then,
+# alternating with a fresh empty-queue instance, the smtp-source ingest trial (deliveries on,
+# to the sink) is repeated
+# against the prefilled one (same instance restarted each round: its start-up time is
+# reported too). danerelay's prefill goes through the queue crate with the relay's own
+# options (benchtool prefill: durable commit, then hold). Postfix's prefill is one real queue
+# file (a message received with smtpd's HOLD action) cloned into hold/ under valid queue ids
+# (benchtool pf-clone), since 1 M messages through smtpd would take ~40 minutes. Held mail
+# is never scanned by either scheduler: the figure is what a large parked queue costs.
 set -euo pipefail
 
+WORKLOADS=${WORKLOADS:-1 2 3 4 5}
 ROUNDS=${ROUNDS:-3}
 MESSAGES=${MESSAGES:-5000}
 SESSIONS=${SESSIONS:-50}
 SIZE=${SIZE:-10240}
 TRIAL_TIMEOUT=${TRIAL_TIMEOUT:-180}
-MAX_SECONDS=${MAX_SECONDS:-1500}
-SCALE_PREFILL=${SCALE_PREFILL:-100000}
+MAX_SECONDS=${MAX_SECONDS:-3000}
+SCALE_PREFILL=${SCALE_PREFILL:-1000000}
+SCALE_SIZE=${SCALE_SIZE:-2048}
+SCALE_MAX_GB=${SCALE_MAX_GB:-15}
+QUEUE_BENCH_PREFILL=${QUEUE_BENCH_PREFILL:-100000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/benches/results/latest.json}
 
@@ -40,12 +61,16 @@ RELAY=$NET.2 POSTFIX=$NET.3 SINK_PLAIN=$NET.10 SINK_TLS=$NET.11 UNBOUND=$NET.53 
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+runs() { [[ " $WORKLOADS " == *" $1 "* ]]; } # workload number -> selected?
 
 # Bounded: the whole run is re-executed under timeout(1); its TERM runs the cleanup trap.
+# (bash runs the trap only once a foreground command returns: long commands below run
+# under `timeout "$(remaining)"`.)
 if [ -z "${_BENCH_TIMED:-}" ]; then
-    export _BENCH_TIMED=1
+    export _BENCH_TIMED=1 _BENCH_DEADLINE=$(( $(date +%s) + MAX_SECONDS ))
     exec timeout --foreground -s TERM "$MAX_SECONDS" "$0" "$@"
 fi
+remaining() { local r=$(( _BENCH_DEADLINE - $(date +%s) )); echo $(( r > 1 ? r : 1 )); }
 [ "$(id -u)" = 0 ] || die "run as root (Postfix, unshare -m and port 25 need it)"
 
 # ------------------------------------------------------------------ install
@@ -70,18 +95,52 @@ taken=$(ss -Hltnu 2>/dev/null | awk '{print $5}' |
 # ------------------------------------------------------------------ cleanup
 T=$(mktemp -d /tmp/danerelay-bench.XXXXXX)
 chmod 755 "$T"
-PIDS=()
+PIDS=() SAMPLER=""
+# Removing many small files that reached the disk costs ~0.7 ms each one after another on
+# this VM (ext4, discard) but overlaps well: 1 M queue files take ~1 min with 8 in parallel.
+remove_tree() { # dir
+    [ -d "$1" ] || return 0
+    find "$1" -type f -print0 | xargs -0 -r -P8 -n2000 rm -f
+    rm -rf "$1"
+}
 cleanup() {
     set +e
     trap - EXIT INT TERM
-    [ -f "$T/pf/main.cf" ] && postfix -c "$T/pf" stop >/dev/null 2>&1
+    for d in "$T/pf" "$T/pf-empty" "$T/pf-full"; do
+        [ -f "$d/etc/main.cf" ] && postfix -c "$d/etc" stop >/dev/null 2>&1
+    done
     [ -f "$T/dr.pid" ] && kill "$(cat "$T/dr.pid")" 2>/dev/null
+    [ -n "$SAMPLER" ] && kill -TERM "$SAMPLER" 2>/dev/null
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    # Postfix processes exit asynchronously after "stop"; give them a moment before rm.
+    for d in "$T/pf" "$T/pf-empty" "$T/pf-full"; do
+        for _ in $(seq 50); do
+            kill -0 "$(tr -d ' ' 2>/dev/null <"$d/queue/pid/master.pid")" 2>/dev/null || break
+            sleep 0.1
+        done
+    done
+    if [ -d "$T/pf-full" ] || [ -d "$T/dr-full" ]; then
+        log "removing the workload-5 prefill"
+        remove_tree "$T/pf-full"
+    fi
     rm -rf "$T"
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
+
+# ------------------------------------------------------------------ disk (workload 5)
+if runs 5 && [ "$SCALE_PREFILL" -gt 0 ]; then
+    # Estimate: danerelay ~1.2 KB per message beyond the body (sled records), Postfix one file
+    # per message, ~950 B of records and headers beyond the body, in 4 KiB blocks.
+    need_mb=$(( SCALE_PREFILL * (SCALE_SIZE + 1200 + (SCALE_SIZE + 950 + 4095) / 4096 * 4096) / 1048576 ))
+    avail_mb=$(df -Pm "$T" | awk 'NR == 2 { print $4 }')
+    [ "$need_mb" -le $(( SCALE_MAX_GB * 1024 )) ] ||
+        die "workload 5 would need ~$need_mb MB of disk (SCALE_MAX_GB=$SCALE_MAX_GB)"
+    [ $(( need_mb + 5120 )) -le "$avail_mb" ] ||
+        die "workload 5 needs ~$need_mb MB of disk and 5 GB to spare; $avail_mb MB free"
+    log "workload 5: the prefill needs ~$need_mb MB of disk ($avail_mb MB free)"
+fi
 
 # ------------------------------------------------------------------ build
 log "building (release: cargo bench --no-run builds the danerelay binary too)"
@@ -91,7 +150,7 @@ for l in sys.stdin:
     m=json.loads(l)
     if m.get("executable") and m["target"]["name"]=="benchtool": print(m["executable"])')
 DANERELAY=$ROOT/target/release/danerelay
-[ -x "$BENCHTOOL" ] && [ -x "$DANERELAY" ] || die "build failed"
+if ! [ -x "$BENCHTOOL" ] || ! [ -x "$DANERELAY" ]; then die "build failed"; fi
 
 # ------------------------------------------------------------------ sinks
 mkdir -p "$T/sink-plain" "$T/sink-tls"
@@ -206,12 +265,13 @@ done
 printf 'nameserver %s\noptions trust-ad\n' "$UNBOUND" >"$T/resolv.conf"
 
 # ------------------------------------------------------------------ the MTAs
+# The instance a trial uses: DR/PF are its directories (fresh, or the workload-5 prefill).
+DR=$T/dr PF=$T/pf STARTUP_S=0 PAUSED=false
+
 # danerelay: same durability as always (fsync before 250); DANE; our unbound.
-# dr_start paused: deliveries paused (workload 1 measures accepting mail only).
-dr_start() {
-    rm -rf "$T/dr"
-    mkdir -p "$T/dr"
-    cat >"$T/dr/danerelay.toml" <<EOF
+dr_config() { # dir: writes dir/danerelay.toml with the queue in dir/queue
+    mkdir -p "$1"
+    cat >"$1/danerelay.toml" <<EOF
 hostname = "danerelay.bench.test"
 shutdown_grace = "3s"
 [[listener]]
@@ -221,25 +281,38 @@ tls = "none"
 trusted_networks = ["127.0.0.0/8"]
 sender_policy = "any"
 [queue]
-path = "$T/dr/queue"
+path = "$1/queue"
 [dns]
 nameservers = ["$UNBOUND:53"]
 dnssec = "trust-ad"
 dnssec_probe = "bench."
 [delivery]
 tls = "dane"
-paused = $([ "${1:-}" = paused ] && echo true || echo false)
+paused = $PAUSED
 [http]
 address = "$RELAY:9587"
 EOF
-    "$DANERELAY" serve --config "$T/dr/danerelay.toml" >"$T/dr/log" 2>&1 &
+}
+# Starts danerelay on $DR: a fresh queue, or (with "keep") the queue already there.
+# STARTUP_S = launch to /readyz (queue opened and recovered, listeners bound).
+dr_start() { # [keep]
+    if [ -z "${1:-}" ]; then
+        rm -rf "$DR"
+        dr_config "$DR"
+    fi
+    local t0 deadline; t0=$(now) deadline=$(( $(date +%s) + TRIAL_TIMEOUT ))
+    "$DANERELAY" serve --config "$DR/danerelay.toml" >"$DR/log" 2>&1 &
     DR_PID=$!
     echo "$DR_PID" >"$T/dr.pid"
-    for _ in $(seq 100); do
-        curl -fs "http://$RELAY:9587/readyz" >/dev/null 2>&1 && return 0
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        if curl -fs "http://$RELAY:9587/readyz" >/dev/null 2>&1; then
+            STARTUP_S=$(since "$t0")
+            return 0
+        fi
+        kill -0 "$DR_PID" 2>/dev/null || break
         sleep 0.1
     done
-    die "danerelay did not become ready: $(tail -5 "$T/dr/log")"
+    die "danerelay did not become ready: $(tail -5 "$DR/log")"
 }
 dr_stop() {
     kill -TERM "$DR_PID" 2>/dev/null || true
@@ -248,23 +321,47 @@ dr_stop() {
 dr_pids() { echo "$DR_PID"; }
 
 # Postfix: a private instance; queue files are fsynced by Postfix itself (default).
-# pf_start paused: without the queue manager, so nothing is delivered (workload 1).
-pf_start() {
-    rm -rf "$T/pf"
-    mkdir -p "$T/pf/queue" "$T/pf/data"
-    chown postfix "$T/pf/data"
-    sed -E -e 's/^([a-z]+[[:space:]]+(inet|unix|fifo|unix-dgram|pass)[[:space:]]+[^[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+)[-y]/\1n/' \
-        -e "s/^smtp( +inet)/$POSTFIX:25\1/" /usr/share/postfix/master.cf.dist >"$T/pf/master.cf"
-    if [ "${1:-}" = paused ]; then
-        sed -i -E 's/^(qmgr[[:space:]])/#\1/' "$T/pf/master.cf"
-        grep -q '^qmgr' "$T/pf/master.cf" && die "could not pause Postfix deliveries"
+# Layout as in a package install: configuration ($PF/etc) outside the queue directory
+# ($PF/queue). (With the queue inside config_directory, postfix-script's start-up check
+# runs one logging process per queue file, which takes minutes with a large queue.)
+# With "keep" the instance in $PF (configuration and queue) is started as it is.
+# STARTUP_S = "postfix start" (postsuper's queue check included) until port 25 accepts.
+pf_start() { # [keep]
+    if [ -z "${1:-}" ]; then
+        rm -rf "$PF"
+        pf_config
+    else
+        : >"$PF/maillog"
     fi
-    grep -q '^postlog' "$T/pf/master.cf" ||
-        echo 'postlog   unix-dgram n  -       n       -       1       postlogd' >>"$T/pf/master.cf"
-    cat >"$T/pf/main.cf" <<EOF
+    local t0; t0=$(now)
+    # The private mount namespace gives Postfix (and only it) our resolv.conf.
+    timeout "$(remaining)" unshare -m --propagation private sh -c \
+        "mount --bind '$T/resolv.conf' /etc/resolv.conf && postfix -c '$PF/etc' start" \
+        >"$PF/start.log" 2>&1 || die "postfix start: $(cat "$PF/start.log")"
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/$POSTFIX/25") 2>/dev/null; then
+            STARTUP_S=$(since "$t0")
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "postfix does not listen: $(cat "$PF/start.log" "$PF/maillog" 2>/dev/null | tail)"
+}
+pf_config() {
+    mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
+    chown postfix "$PF/data"
+    sed -E -e 's/^([a-z]+[[:space:]]+(inet|unix|fifo|unix-dgram|pass)[[:space:]]+[^[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+)[-y]/\1n/' \
+        -e "s/^smtp( +inet)/$POSTFIX:25\1/" /usr/share/postfix/master.cf.dist >"$PF/etc/master.cf"
+    if [ "$PAUSED" = true ]; then # no queue manager: nothing is delivered (workload 1)
+        sed -i -E 's/^(qmgr[[:space:]])/#\1/' "$PF/etc/master.cf"
+        ! grep -q '^qmgr' "$PF/etc/master.cf" || die "could not pause Postfix deliveries"
+    fi
+    grep -q '^postlog' "$PF/etc/master.cf" ||
+        echo 'postlog   unix-dgram n  -       n       -       1       postlogd' >>"$PF/etc/master.cf"
+    cat >"$PF/etc/main.cf" <<EOF
 compatibility_level = 3.6
-queue_directory = $T/pf/queue
-data_directory = $T/pf/data
+queue_directory = $PF/queue
+data_directory = $PF/data
 mail_owner = postfix
 setgid_group = postdrop
 myhostname = postfix.bench.test
@@ -282,34 +379,25 @@ alias_database =
 local_recipient_maps =
 biff = no
 maillog_file_prefixes = $T
-maillog_file = $T/pf/maillog
+maillog_file = $PF/maillog
 smtp_dns_support_level = dnssec
 smtp_tls_security_level = dane
 smtp_tls_loglevel = 1
 smtp_tls_session_cache_database = btree:\${data_directory}/smtp_scache
 EOF
-    # The private mount namespace gives Postfix (and only it) our resolv.conf.
-    unshare -m --propagation private sh -c \
-        "mount --bind '$T/resolv.conf' /etc/resolv.conf && postfix -c '$T/pf' start" \
-        >"$T/pf/start.log" 2>&1 || die "postfix start: $(cat "$T/pf/start.log")"
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/$POSTFIX/25") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    die "postfix does not listen: $(cat "$T/pf/start.log" "$T/pf/maillog" 2>/dev/null | tail)"
 }
 pf_stop() {
-    postfix -c "$T/pf" stop >/dev/null 2>&1 || true
+    postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
     for _ in $(seq 50); do
-        [ -f "$T/pf/queue/pid/master.pid" ] && kill -0 "$(cat "$T/pf/queue/pid/master.pid")" 2>/dev/null ||
-            return 0
+        [ -f "$PF/queue/pid/master.pid" ] &&
+            kill -0 "$(tr -d ' ' <"$PF/queue/pid/master.pid")" 2>/dev/null || return 0
         sleep 0.1
     done
-    postfix -c "$T/pf" abort >/dev/null 2>&1 || true
+    postfix -c "$PF/etc" abort >/dev/null 2>&1 || true
 }
 pf_pids() {
     local master
-    master=$(tr -d ' ' <"$T/pf/queue/pid/master.pid" 2>/dev/null) || return 0
+    master=$(tr -d ' ' 2>/dev/null <"$PF/queue/pid/master.pid") || return 0
     echo "$master"
     pgrep -P "$master" || true
 }
@@ -329,21 +417,30 @@ sample_memory() { # mta
 }
 
 now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 
-# One trial: fresh MTA, submit MESSAGES, wait for them at the sink (unless deliveries are
-# paused: workload 1). Prints a JSON object.
-trial() { # mta workload(ingest|latency|plain|dane)
-    local mta=$1 w=$2 ip sink base t0 t1 t2 n last_n sampler="" mem="0 0" extra="{}" rc=0
-    local paused=""
-    case $w in ingest | latency) paused=paused ;; esac
+# One trial: start the MTA, submit MESSAGES, wait for them at the sink. Prints a JSON
+# object. Workloads 1-4 start a fresh instance; workload 5 restarts its empty or prefilled
+# instance ($T/dr-empty, $T/pf-full, ...), so both states pay the same start-up.
+# Workload 1 (ingest, latency) runs with deliveries paused: nothing is waited for.
+trial() { # mta workload(ingest|latency|plain|dane|scale) [state(empty|full) round, workload 5]
+    local mta=$1 w=$2 state=${3:-} round=${4:-0}
+    local ip sink base t0 t1 t2 n last_n sampler="" mem="0 0" extra="{}" rc=0 paused=""
+    case $w in ingest | latency) paused=paused PAUSED=true ;; *) PAUSED=false ;; esac
     [ "$mta" = dr ] && ip=$RELAY || ip=$POSTFIX
     [ "$w" = dane ] && sink=tls || sink=plain
-    "${mta}_start" $paused
+    if [ -n "$state" ]; then
+        DR=$T/dr-$state PF=$T/pf-$state
+        "${mta}_start" keep
+    else
+        DR=$T/dr PF=$T/pf
+        "${mta}_start"
+    fi
     base=$(sink_count "$sink")
     local tls_base; tls_base=$(sink_tls_count)
-    if [ "$w" = plain ]; then
+    if [ "$w" = plain ] || [ "$w" = scale ]; then
         sample_memory "$mta" >"$T/mem" &
-        sampler=$!
+        sampler=$! SAMPLER=$!
     fi
     t0=$(now)
     if [ "$w" = latency ]; then
@@ -365,78 +462,206 @@ trial() { # mta workload(ingest|latency|plain|dane)
         [ "$(date +%s)" -lt "$deadline" ] || { log "trial $mta/$w: only $n/$MESSAGES delivered"; break; }
         sleep 0.05
     done
-    if [ -n "$sampler" ]; then kill -TERM "$sampler"; wait "$sampler" || true; mem=$(cat "$T/mem"); fi
+    if [ -n "$sampler" ]; then
+        kill -TERM "$sampler"
+        wait "$sampler" || true
+        SAMPLER="" mem=$(cat "$T/mem")
+    fi
     local tls_n=$(( $(sink_tls_count) - tls_base ))
     local verified=0 sent=0
     if [ "$mta" = dr ]; then
-        sent=$(grep -c 'status=sent' "$T/dr/log" || true)
-        verified=$(grep 'status=sent' "$T/dr/log" | grep -c 'tls=dane-verified' || true)
+        sent=$(grep -c 'status=sent' "$DR/log" || true)
+        verified=$(grep 'status=sent' "$DR/log" | grep -c 'tls=dane-verified' || true)
         dr_stop
     else
         sleep 0.5  # postlogd writes asynchronously
-        sent=$(grep -c 'status=sent' "$T/pf/maillog" || true)
+        sent=$(grep -c 'status=sent' "$PF/maillog" || true)
         # Postfix logs TLS per connection, not per message: share of verified connections.
-        verified=$(grep -c 'Verified TLS connection established' "$T/pf/maillog" || true)
-        local conns; conns=$(grep -c 'TLS connection established' "$T/pf/maillog" || true)
+        verified=$(grep -c 'Verified TLS connection established' "$PF/maillog" || true)
+        local conns; conns=$(grep -c 'TLS connection established' "$PF/maillog" || true)
         [ "$w" = dane ] && log "postfix: $verified of $conns TLS connections verified"
         pf_stop
     fi
-    python3 - "$mta" "$w" "$t0" "$t1" "$t2" "$last_n" "$MESSAGES" "$mem" "$sent" "$verified" \
-        "$tls_n" "$rc" "$extra" <<'EOF'
+    DR=$T/dr PF=$T/pf
+    python3 - "$mta" "$w${state:+_$state}" "$t0" "$t1" "$t2" "$last_n" "$MESSAGES" "$mem" "$sent" \
+        "$verified" "$tls_n" "$rc" "$extra" "$STARTUP_S" "$round" <<'EOF'
 import json, sys
-mta, w, t0, t1, t2, n, want, mem, sent, ver, tls_n, rc, extra = sys.argv[1:]
+mta, w, t0, t1, t2, n, want, mem, sent, ver, tls_n, rc, extra, startup, rnd = sys.argv[1:]
 t0, t1, t2, n, want = float(t0), float(t1), float(t2), int(n), int(want)
 rss, pss = (int(x) for x in mem.split())
 r = {"mta": mta, "workload": w, "delivered": n, "submitted_s": t1 - t0,
      "ingest_rate": want / (t1 - t0), "e2e_rate": n / (t2 - t0) if n >= want else 0.0,
      "logged_sent": int(sent), "logged_verified": int(ver), "sink_tls": int(tls_n),
-     "peak_rss_kb": rss, "peak_pss_kb": pss, "load_rc": int(rc)}
+     "peak_rss_kb": rss, "peak_pss_kb": pss, "load_rc": int(rc), "startup_s": float(startup)}
 r.update({"load": json.loads(extra)} if extra != "{}" else {})
+r.update({"round": int(rnd)} if int(rnd) else {})
 print(json.dumps(r))
 EOF
 }
 
-# ------------------------------------------------------------------ rounds
+run_trial() { # mta workload [state round]
+    trial "$@" >"$T/trial.json"
+    cat "$T/trial.json" >>"$RESULTS"
+    cat "$T/trial.json" >&2
+}
+
+mta_name() { [ "$1" = dr ] && echo danerelay || echo postfix; }
+
+# ------------------------------------------------------------------ rounds (workloads 1-4)
 RESULTS=$T/trials.jsonl
 : >"$RESULTS"
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
-for round in $(seq "$ROUNDS"); do
-    for w in ingest latency plain dane; do
-        for mta in dr pf; do
-            log "round $round: $w on $([ $mta = dr ] && echo danerelay || echo postfix)"
-            trial "$mta" "$w" >"$T/trial.json"
-            cat "$T/trial.json" >>"$RESULTS"
-            cat "$T/trial.json" >&2
+KINDS=()
+if runs 1; then KINDS+=(ingest latency); fi
+if runs 2 || runs 4; then KINDS+=(plain); fi
+if runs 3; then KINDS+=(dane); fi
+if [ ${#KINDS[@]} -gt 0 ]; then
+    for round in $(seq "$ROUNDS"); do
+        for w in "${KINDS[@]}"; do
+            for mta in dr pf; do
+                log "round $round: $w on $(mta_name $mta)"
+                run_trial "$mta" "$w"
+            done
         done
     done
-done
+fi
 
 # ------------------------------------------------------------------ workload 5
-SCALE_JSON='null'
-if [ "$SCALE_PREFILL" -gt 0 ]; then
-    log "workload 5: queue crate bench, prefill $SCALE_PREFILL (danerelay only)"
-    SCALE_JSON=$(cd "$ROOT" && QUEUE_BENCH_PREFILL=$SCALE_PREFILL QUEUE_BENCH_ONLY=scale \
-        timeout 900 cargo bench -p danerelay-queue >"$T/scale.log" 2>&1
-        cat "$T/scale.log" >&2
-        python3 -c '
-import json, re, sys
-text = sys.stdin.read()
-e = re.search(r"empty queue: .* median ([0-9.]+)", text)
-f = re.search(r"full queue:  .* median ([0-9.]+)", text)
-print(json.dumps({"empty_rate": float(e.group(1)) if e else None,
-                  "full_rate": float(f.group(1)) if f else None,
-                  "raw": text[text.find("## enqueue rate"):][:1500]}))' <"$T/scale.log") || SCALE_JSON='null'
+SCALE_DIR=$T/scale
+mkdir -p "$SCALE_DIR"
+if runs 5 && [ "$SCALE_PREFILL" -gt 0 ]; then
+    t_scale=$(now)
+    # danerelay: through the queue crate, with the relay's own configuration and options.
+    log "workload 5: prefilling danerelay with $SCALE_PREFILL held messages of $SCALE_SIZE B"
+    dr_config "$T/dr-full"
+    timeout "$(remaining)" "$BENCHTOOL" prefill --config "$T/dr-full/danerelay.toml" \
+        --count "$SCALE_PREFILL" --size "$SCALE_SIZE" >"$SCALE_DIR/dr-prefill.json" ||
+        die "danerelay prefill failed"
+    cat "$SCALE_DIR/dr-prefill.json" >&2
+    log "workload 5: timing danerelay's queue open ($SCALE_PREFILL queued)"
+    timeout "$(remaining)" "$BENCHTOOL" open-time --config "$T/dr-full/danerelay.toml" \
+        >"$SCALE_DIR/dr-open.json" || die "open-time failed"
+    cat "$SCALE_DIR/dr-open.json" >&2
+    # The empty instance, created the same way (and restarted in every round like the full one).
+    dr_config "$T/dr-empty"
+    "$BENCHTOOL" prefill --config "$T/dr-empty/danerelay.toml" --count 0 >/dev/null ||
+        die "creating the empty danerelay queue failed"
+    PF=$T/pf-empty
+    pf_config
+    pf_start keep
+    pf_stop
+
+    # Postfix: one message through smtpd into hold/ (smtpd's HOLD action), then clones.
+    log "workload 5: prefilling Postfix with $SCALE_PREFILL held messages of $SCALE_SIZE B"
+    PF=$T/pf-full
+    pf_config
+    postconf -c "$PF/etc" -e 'smtpd_data_restrictions = check_client_access static:HOLD'
+    pf_start keep
+    timeout 60 smtp-source -m 1 -l "$SCALE_SIZE" -f bench@load.test -t sink@plain.bench \
+        "$POSTFIX:25" >&2 || die "smtp-source (template message) failed"
+    template=""
+    for _ in $(seq 100); do
+        # Postfix sets the owner execute bit on a queue file once it is complete.
+        template=$(find "$PF/queue/hold" -type f -perm -u+x | head -1)
+        [ -n "$template" ] && break
+        sleep 0.1
+    done
+    pf_stop
+    [ -n "$template" ] || die "the template message did not reach hold/: $(tail -3 "$PF/maillog")"
+    postconf -c "$PF/etc" -X smtpd_data_restrictions
+    # Queue ids: pf-clone writes short ids (enable_long_queue_ids = no, the default).
+    [ "$(postconf -c "$PF/etc" -h enable_long_queue_ids)" = no ] ||
+        die "pf-clone writes short queue ids only"
+    depth=0
+    if postconf -c "$PF/etc" -h hash_queue_names | tr -s ', ' '\n' | grep -qx hold; then
+        depth=$(postconf -c "$PF/etc" -h hash_queue_depth)
+    fi
+    timeout "$(remaining)" "$BENCHTOOL" pf-clone --template "$template" --dir "$PF/queue/hold" \
+        --count $(( SCALE_PREFILL - 1 )) --hash-depth "$depth" >"$SCALE_DIR/pf-clone.json" ||
+        die "pf-clone failed"
+    cat "$SCALE_DIR/pf-clone.json" >&2
+    # postsuper's structure check (part of every "postfix start") renames queue files whose
+    # name does not match their inode: it must find nothing to do. Timed: it is most of
+    # Postfix's start-up with a large queue.
+    t_ps=$(now)
+    timeout "$(remaining)" postsuper -c "$PF/etc" >"$SCALE_DIR/postsuper.log" 2>&1 ||
+        die "postsuper: $(cat "$SCALE_DIR/postsuper.log")"
+    since "$t_ps" >"$SCALE_DIR/pf-postsuper-seconds"
+    if grep -q 'inode' "$SCALE_DIR/postsuper.log"; then
+        die "postsuper renamed cloned queue files: $(cat "$SCALE_DIR/postsuper.log")"
+    fi
+    PF=$T/pf
+    # The prefill's dirty pages must not be written back during the trials.
+    log "workload 5: sync"
+    timeout "$(remaining)" sync
+    du -sm "$T/dr-full/queue" "$T/pf-full/queue" >"$SCALE_DIR/du" 2>/dev/null || true
+    log "workload 5: prefill ready after $(since "$t_scale") s; on disk (MB): $(tr '\n\t' '  ' <"$SCALE_DIR/du")"
+
+    # Alternating: empty and prefilled, in swapped order every other round.
+    for round in $(seq "$ROUNDS"); do
+        order="empty full"
+        if [ $(( round % 2 )) = 0 ]; then order="full empty"; fi
+        for mta in dr pf; do
+            for state in $order; do
+                log "round $round: workload 5 on $(mta_name $mta), $state queue"
+                run_trial "$mta" scale "$state" "$round"
+                if [ "$mta" = pf ] && [ "$state" = full ] &&
+                    grep -qs 'match inode' "$T/pf-full/start.log" "$T/pf-full/maillog"; then
+                    log "WARNING: postsuper renamed prefilled queue files: $(grep -h 'inode' "$T/pf-full/start.log")"
+                fi
+            done
+        done
+    done
+    # Still all there? (Held mail must not have been delivered or lost.) danerelay's last
+    # start logged "queue open ... messages=N" (with ANSI colours around the field name).
+    sed 's/\x1b\[[0-9;]*m//g' "$T/dr-full/log" | grep -o 'messages=[0-9]*' | tail -1 | cut -d= -f2 \
+        >"$SCALE_DIR/dr-held-after" || true
+    find "$T/pf-full/queue/hold" -type f | wc -l >"$SCALE_DIR/pf-held-after"
+    log "workload 5: held after the trials: danerelay $(cat "$SCALE_DIR/dr-held-after"), postfix $(cat "$SCALE_DIR/pf-held-after")"
+    t_rm=$(now)
+    remove_tree "$T/pf-full"
+    rm -rf "$T/dr-full" "$T/dr-empty" "$T/pf-empty"
+    log "workload 5: prefill removed in $(since "$t_rm") s; workload 5 took $(since "$t_scale") s"
+    since "$t_scale" >"$SCALE_DIR/seconds"
+fi
+# The queue crate's own figure (enqueue through the API, no SMTP), as before.
+if runs 5 && [ "$QUEUE_BENCH_PREFILL" -gt 0 ]; then
+    log "workload 5: queue crate bench, prefill $QUEUE_BENCH_PREFILL (danerelay only)"
+    (cd "$ROOT" && QUEUE_BENCH_PREFILL=$QUEUE_BENCH_PREFILL QUEUE_BENCH_ONLY=scale \
+        QUEUE_BENCH_DIR=$T timeout "$(remaining)" cargo bench -p danerelay-queue \
+        >"$SCALE_DIR/queue-crate.log" 2>&1) || log "queue crate bench failed"
+    cat "$SCALE_DIR/queue-crate.log" >&2
 fi
 
 # ------------------------------------------------------------------ table
 mkdir -p "$(dirname "$OUT")"
-python3 - "$RESULTS" "$OUT" "$SCALE_PREFILL" "$MESSAGES" "$SESSIONS" "$SIZE" "$ROUNDS" <<EOF
-import json, statistics, sys, platform, os, time
-path, out, prefill, msgs, sess, size, rounds = sys.argv[1:]
+python3 - "$RESULTS" "$OUT" "$SCALE_DIR" "$SCALE_PREFILL" "$SCALE_SIZE" "$QUEUE_BENCH_PREFILL" \
+    "$MESSAGES" "$SESSIONS" "$SIZE" "$ROUNDS" "$WORKLOADS" <<'EOF'
+import json, os, platform, re, statistics, sys, time
+path, out, sdir, prefill, ssize, qprefill, msgs, sess, size, rounds, workloads = sys.argv[1:]
+prefill, qprefill = int(prefill), int(qprefill)
 trials = [json.loads(l) for l in open(path) if l.strip()]
+def read(name, parse=json.loads):
+    try:
+        return parse(open(os.path.join(sdir, name)).read())
+    except (OSError, ValueError):
+        return None
+def vals(mta, w, f):
+    return [f(t) for t in trials if t["mta"] == mta and t["workload"] == w]
 def med(mta, w, f):
-    v = [f(t) for t in trials if t["mta"] == mta and t["workload"] == w]
+    v = vals(mta, w, f)
     return statistics.median(v) if v else float("nan")
+def round_ratios(mta):
+    # workload 5: prefilled / empty ingest rate per round (adjacent trials).
+    by = {}
+    for t in trials:
+        if t["mta"] == mta and t["workload"] in ("scale_empty", "scale_full"):
+            by.setdefault(t["round"], {})[t["workload"]] = t["ingest_rate"]
+    return [v["scale_full"] / v["scale_empty"] for _, v in sorted(by.items()) if len(v) == 2]
+def paired(mta):
+    r = round_ratios(mta)
+    return statistics.median(r) if r else float("nan")
+n = f"{prefill:,}"
 rows = [
   ("1 ingest (smtp-source), deliveries paused, accepted msg/s", "ingest", lambda t: t["ingest_rate"], True),
   ("1 ingest (benchtool), deliveries paused, accepted msg/s", "latency", lambda t: t["load"]["rate"], True),
@@ -448,31 +673,76 @@ rows = [
   ("3 delivered over TLS at the sink, %", "dane", lambda t: 100.0 * t["sink_tls"] / max(t["delivered"], 1), True),
   ("4 peak RSS during 2 (sum of processes), MiB", "plain", lambda t: t["peak_rss_kb"] / 1024, False),
   ("4 peak PSS during 2 (shared pages split), MiB", "plain", lambda t: t["peak_pss_kb"] / 1024, False),
+  ("5 ingest msg/s, empty", "scale_empty", lambda t: t["ingest_rate"], True),
+  (f"5 ingest msg/s, {n} queued", "scale_full", lambda t: t["ingest_rate"], True),
+  ("5 queued/empty ratio", None, paired, True),
+  ("5 start-up s, empty", "scale_empty", lambda t: t["startup_s"], False),
+  (f"5 start-up s, {n} queued", "scale_full", lambda t: t["startup_s"], False),
+  (f"5 peak PSS during ingest, {n} queued, MiB", "scale_full", lambda t: t["peak_pss_kb"] / 1024, False),
 ]
 table = []
 print()
 print(f"{'workload':50} {'danerelay':>10} {'postfix':>10} {'dr/pf':>7}")
 for name, w, f, higher in rows:
-    d, p = med("dr", w, f), med("pf", w, f)
-    ratio = d / p if p else float("nan")
-    table.append({"workload": name, "danerelay": d, "postfix": p, "ratio": ratio, "higher_is_better": higher})
-    print(f"{name:50} {d:10.1f} {p:10.1f} {ratio:7.2f}")
-dv = [t for t in trials if t["mta"] == "dr" and t["workload"] == "dane"]
-share = 100.0 * sum(t["logged_verified"] for t in dv) / max(sum(t["logged_sent"] for t in dv), 1)
-print(f"{'3 danerelay deliveries logged tls=dane-verified, %':50} {share:10.1f}")
-print(f"(medians of {rounds} rounds, {msgs} messages of {size} B per trial, {sess} sessions)")
-scale = json.loads(r'''$SCALE_JSON''')
-if scale:
-    e, f = scale.get("empty_rate"), scale.get("full_rate")
-    if e and f:
-        print(f"{'5 enqueue msg/s, ' + prefill + ' queued vs empty (queue crate)':50} {f:10.0f} {e:10.0f} {f/e:7.2f}  (full vs empty, danerelay only)")
+    if w is None:
+        d, p = f("dr"), f("pf")
     else:
-        print(scale["raw"])
+        d, p = med("dr", w, f), med("pf", w, f)
+    if d != d and p != p:
+        continue  # not run
+    ratio = d / p if p else float("nan")
+    prec = 2 if "ratio" in name or "start-up" in name else 1
+    table.append({"workload": name, "danerelay": d, "postfix": p, "ratio": ratio, "higher_is_better": higher})
+    print(f"{name:50} {d:10.{prec}f} {p:10.{prec}f} {ratio:7.2f}")
+dv = [t for t in trials if t["mta"] == "dr" and t["workload"] == "dane"]
+if dv:
+    share = 100.0 * sum(t["logged_verified"] for t in dv) / max(sum(t["logged_sent"] for t in dv), 1)
+    print(f"{'3 danerelay deliveries logged tls=dane-verified, %':50} {share:10.1f}")
+else:
+    share = None
+print(f"(medians of {rounds} rounds, {msgs} messages of {size} B per trial, {sess} sessions)")
+
+scale = None
+if any(t["workload"].startswith("scale_") for t in trials):
+    du = {}
+    for line in (read("du", str) or "").splitlines():
+        mb, p = line.split("\t")
+        du["danerelay" if "/dr-full/" in p else "postfix"] = int(mb)
+    scale = {"prefill": prefill, "prefill_size": int(ssize), "queue": "hold",
+             "danerelay_prefill": read("dr-prefill.json"), "danerelay_open": read("dr-open.json"),
+             "postfix_clone": read("pf-clone.json"), "postfix_postsuper_s": read("pf-postsuper-seconds"),
+             "disk_mb": du,
+             "held_after": {"danerelay": read("dr-held-after"), "postfix": read("pf-held-after")},
+             "queued_empty_ratio_per_round": {m: round_ratios(m) for m in ("dr", "pf")},
+             "seconds": read("seconds")}
+    o, c, pr = scale["danerelay_open"] or {}, scale["postfix_clone"] or {}, scale["danerelay_prefill"] or {}
+    print(f"(5: queued = {n} messages of {ssize} B on hold; queued/empty = median of per-round ratios;")
+    print(f"    danerelay prefill through the queue crate {pr.get('seconds', 0):.0f} s, Postfix clone of one queue file {c.get('seconds', 0):.0f} s;")
+    print(f"    danerelay queue open with {n}: sled {o.get('sled_open_s', 0):.1f} s + record scan {o.get('meta_scan_s', 0):.1f} s"
+          f" + the rest of recovery {o.get('recovery_rest_s', 0):.1f} s = Queue::open {o.get('queue_open_s', 0):.1f} s;"
+          f" disk {du})")
+queue_crate = None
+text = read("queue-crate.log", str)
+if text:
+    e = re.search(r"empty queue: .* median ([0-9.]+)", text)
+    f = re.search(r"full queue:  .* median ([0-9.]+)", text)
+    queue_crate = {"prefill": qprefill, "empty_rate": float(e.group(1)) if e else None,
+                   "full_rate": float(f.group(1)) if f else None,
+                   "raw": text[text.find("## enqueue rate"):][:1500]}
+    if e and f:
+        name = f"5 enqueue msg/s, {qprefill:,} queued vs empty (queue crate)"
+        fr, er = queue_crate["full_rate"], queue_crate["empty_rate"]
+        print(f"{name:50} {fr:10.0f} {er:10.0f} {fr/er:7.2f}  (queued vs empty, danerelay only)")
+    else:
+        print(queue_crate["raw"])
 json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" \t:"),
                        "load": open("/proc/loadavg").read().split()[:3]},
-           "params": {"rounds": int(rounds), "messages": int(msgs), "sessions": int(sess), "size": int(size), "scale_prefill": int(prefill)},
-           "table": table, "danerelay_dane_verified_pct": share, "trials": trials, "scale": scale},
+           "params": {"workloads": workloads.split(), "rounds": int(rounds), "messages": int(msgs),
+                      "sessions": int(sess), "size": int(size), "scale_prefill": prefill,
+                      "scale_size": int(ssize), "queue_bench_prefill": qprefill},
+           "table": table, "danerelay_dane_verified_pct": share, "trials": trials,
+           "scale": scale, "queue_crate": queue_crate},
           open(out, "w"), indent=1)
 print("written", out)
 EOF

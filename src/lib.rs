@@ -185,13 +185,19 @@ fn start_delivery(
 /// live worker never loses its lease; a crashed process's leases return at open.
 const DELIVERY_LEASE: Duration = Duration::from_secs(3600);
 
+/// The options `serve` opens its queue with (also used by `benchtool prefill`,
+/// so that a prefilled queue is the one the relay would have written).
+pub fn queue_options(queue: &config::QueueConfig) -> QueueOptions {
+    QueueOptions {
+        retry: queue.retry.clone(),
+        max_age: queue.max_age,
+        lease: DELIVERY_LEASE,
+    }
+}
+
 async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
     let path = config.queue.path.clone();
-    let options = QueueOptions {
-        retry: config.queue.retry.clone(),
-        max_age: config.queue.max_age,
-        lease: DELIVERY_LEASE,
-    };
+    let options = queue_options(&config.queue);
     let shown = path.display().to_string();
     let queue = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&path)?;
