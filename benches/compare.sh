@@ -428,7 +428,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 trial() { # mta workload(ingest|latency|plain|dane|scale) [state(empty|full) round, workload 5]
     local mta=$1 w=$2 state=${3:-} round=${4:-0}
     local ip sink base t0 t1 t2 n last_n sampler="" mem="0 0" extra="{}" rc=0 paused=""
-    case $w in ingest | latency) paused=paused PAUSED=true ;; *) PAUSED=false ;; esac
+    case $w in ingest | ingest_kept | latency) paused=paused PAUSED=true ;; *) PAUSED=false ;; esac
     [ "$mta" = dr ] && ip=$RELAY || ip=$POSTFIX
     [ "$w" = dane ] && sink=tls || sink=plain
     if [ -n "$state" ]; then
@@ -449,7 +449,11 @@ trial() { # mta workload(ingest|latency|plain|dane|scale) [state(empty|full) rou
         extra=$(timeout "$TRIAL_TIMEOUT" "$BENCHTOOL" load "$ip:25" --sessions "$SESSIONS" \
             --count "$MESSAGES" --size "$SIZE" --per-session 1 --rcpt sink@plain.bench) || rc=$?
     else
-        timeout "$TRIAL_TIMEOUT" smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" \
+        # ingest_kept: smtp-source -d, each of the SESSIONS sessions stays connected and sends
+        # message after message; the others open one connection per message.
+        # shellcheck disable=SC2046
+        timeout "$TRIAL_TIMEOUT" smtp-source $([ "$w" = ingest_kept ] && echo -d) \
+            -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" \
             -f bench@load.test -t "sink@$([ "$w" = dane ] && echo dane || echo plain).bench" \
             "$ip:25" >&2 || rc=$?
     fi
@@ -514,7 +518,7 @@ RESULTS=$T/trials.jsonl
 : >"$RESULTS"
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 KINDS=()
-if runs 1; then KINDS+=(ingest latency); fi
+if runs 1; then KINDS+=(ingest ingest_kept latency); fi
 if runs 2 || runs 4; then KINDS+=(plain); fi
 if runs 3; then KINDS+=(dane); fi
 if [ ${#KINDS[@]} -gt 0 ]; then
@@ -666,6 +670,7 @@ def paired(mta):
 n = f"{prefill:,}"
 rows = [
   ("1 ingest (smtp-source), deliveries paused, accepted msg/s", "ingest", lambda t: t["ingest_rate"], True),
+  ("1 ingest (smtp-source -d: 50 sessions kept), paused, msg/s", "ingest_kept", lambda t: t["ingest_rate"], True),
   ("1 ingest (benchtool), deliveries paused, accepted msg/s", "latency", lambda t: t["load"]["rate"], True),
   ("1 ingest while delivering to the sink, accepted msg/s", "plain", lambda t: t["ingest_rate"], True),
   ("1 DATA-end -> 250, p50 ms", "latency", lambda t: t["load"]["p50_ms"], False),
