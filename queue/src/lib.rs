@@ -2,14 +2,16 @@
 //!
 //! The durable message queue: every message danerelay accepted lives here until each of its
 //! recipients is delivered, bounced or expired. No networking, no async: callers on tokio use
-//! `spawn_blocking`. [`Queue`] is `Clone + Send + Sync`.
+//! `spawn_blocking`, except for [`Queue::submit`], which never blocks and reports through a
+//! callback. [`Queue`] is `Clone + Send + Sync`.
 //!
 //! ## Layout
 //! - [`id`]: queue ids (12 chars, `[0-9A-Z]`, time-sortable).
 //! - [`model`]: envelope, recipients, states, outcomes, and the stored records.
 //! - `store`: open, trees, counters, `commit`. `recover`: what `open` repairs after a crash.
 //! - `body`: [`MessageWriter`] (streaming in) and [`BodyReader`] (streaming out).
-//! - `durable`: group commit and the fsyncs sled 0.34 omits.
+//! - `durable`: group commit and the fsyncs sled 0.34 omits. `enqueue`: what a round does
+//!   with the new messages handed to it.
 //! - `delivery`: `lease_due`, `abandon`, `extend_lease`, `next_due`; `complete`: outcomes.
 //! - `admin`: hold, release, delete, retry, list, show, domain summary.
 //! - [`schedule`]: pure retry math and the `due` index key.
@@ -63,14 +65,19 @@
 //! append-only segments holding bodies up to [`QueueTuning::inline_body_max`], 64 KiB) and
 //! `spool/<ID>` (one file per larger body, streamed, so 25 MiB never sit in memory).
 //!
-//! `commit` makes the body durable first (spool file: `fdatasync` + directory `fsync` by the
-//! writer; body log: one `fdatasync` per segment per group-commit round), then writes envelope,
-//! recipients and schedule entry in one sled transaction and waits for the next round:
-//! `db.flush()` followed by `fdatasync` of sled's log file and of any new blob file (sled 0.34
-//! itself only calls `sync_file_range`, which survives neither power loss nor a volatile disk
-//! cache). One committer thread serves everybody waiting, so N concurrent writers share a
-//! round; `Queue::sync_stats` exposes requests vs rounds. A message is removed with one
-//! transaction, and its body storage is released only after that removal is durable.
+//! A new message (`MessageWriter::commit`, or `Queue::submit` with the whole body in memory)
+//! costs one group-commit round, shared with everything handed in meanwhile. The round appends
+//! the in-memory bodies to the body log and `fdatasync`s it (a spool file was already synced,
+//! with its directory, by the writer), so every body is durable before any record points at
+//! it; then it writes envelopes, recipients and schedule entries of all its messages in one
+//! sled transaction, and then `db.flush()` followed by `fdatasync` of sled's log file and of
+//! any new blob file (sled 0.34 itself only calls `sync_file_range`, which survives neither
+//! power loss nor a volatile disk cache). Only then is each message reported queued. One
+//! committer thread serves everybody waiting; `Queue::sync_stats` exposes requests vs rounds.
+//! (Measured: one sled transaction per message instead cost ~175 µs each in the committer under
+//! load and held SMTP ingest near 2,500 msg/s; one per round about doubled it, see README.md
+//! "Performance".) A message is removed with one transaction, and its body storage is
+//! released only after that removal is durable.
 //! At open, spool files and body segments nothing refers to are deleted, leases of the
 //! previous process become due, and records pointing at missing bodies are reported.
 //!
@@ -98,7 +105,8 @@
 //! ## Performance
 //! Release build, the same loaded 2-core VM, 10 KiB bodies, one recipient, every operation
 //! durable. `cargo bench -p danerelay-queue` takes 3.5–5 minutes, 2.5–3.3 of them the 1 M
-//! prefill. Two full runs (A at 21:25 UTC, B at 21:34 on the final code, heavier load):
+//! prefill. Two full runs (A at 21:25 UTC, B at 21:34, heavier load), from before the
+//! one-round commit above (two sync rounds and a sled transaction per message):
 //!
 //! | measurement | run A | run B |
 //! |---|---|---|
