@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # danerelay vs Postfix on this machine, in one run. See README.md "Performance".
 #
-#   sudo benches/compare.sh            # ~16 min with the defaults below (workload 5: ~10)
+#   sudo benches/compare.sh            # ~14 min with the defaults below (workload 5: ~8)
 #   sudo WORKLOADS=5 benches/compare.sh
 #
 # Knobs (environment):
