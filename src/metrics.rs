@@ -121,6 +121,11 @@ label_enum!(
     }
 );
 label_enum!(
+    /// `handshake` of an outbound TLS session: a full handshake, or a resumed session
+    /// (only ever under the policy that verified it in full).
+    TlsHandshake { Full => "full", Resumed => "resumed" }
+);
+label_enum!(
     /// `type` of a DNS query.
     DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA" }
 );
@@ -167,6 +172,8 @@ pub struct Metrics {
     pub delivery_attempts_total: IntCounterVec,
     /// DANE results per MX host tried.
     pub dane_results_total: IntCounterVec,
+    /// Outbound TLS sessions established, full or resumed.
+    pub delivery_tls_handshakes_total: IntCounterVec,
     /// DNS lookups by query type and answer status.
     pub dns_lookups_total: IntCounterVec,
     /// 1 when the start-up probe proved the resolver validates DNSSEC.
@@ -248,6 +255,11 @@ impl Metrics {
                 "DANE results per MX host tried (RFC 7672).",
                 &["result"],
             ),
+            delivery_tls_handshakes_total: counter_vec(
+                "danerelay_delivery_tls_handshakes_total",
+                "Outbound TLS sessions established, by handshake (full or resumed).",
+                &["handshake"],
+            ),
             dns_lookups_total: counter_vec(
                 "danerelay_dns_lookups_total",
                 "DNS lookups by query type and DNSSEC/answer status.",
@@ -289,6 +301,7 @@ impl Metrics {
             Box::new(m.queue_oldest_message_age_seconds.clone()),
             Box::new(m.delivery_attempts_total.clone()),
             Box::new(m.dane_results_total.clone()),
+            Box::new(m.delivery_tls_handshakes_total.clone()),
             Box::new(m.dns_lookups_total.clone()),
             Box::new(m.dnssec_validating.clone()),
             Box::new(m.delivery_duration_seconds.clone()),
@@ -328,6 +341,10 @@ impl Metrics {
         for r in DaneResult::ALL {
             self.dane_results_total.with_label_values(&[r.label()]);
         }
+        for h in TlsHandshake::ALL {
+            self.delivery_tls_handshakes_total
+                .with_label_values(&[h.label()]);
+        }
     }
 
     pub fn session_finished(&self, listener: ListenerLabel, tls: SessionTls) {
@@ -351,6 +368,12 @@ impl Metrics {
     pub fn delivery_attempt(&self, outcome: DeliveryOutcome, tls: DeliveryTls) {
         self.delivery_attempts_total
             .with_label_values(&[outcome.label(), tls.label()])
+            .inc();
+    }
+
+    pub fn tls_handshake(&self, kind: TlsHandshake) {
+        self.delivery_tls_handshakes_total
+            .with_label_values(&[kind.label()])
             .inc();
     }
 
@@ -411,6 +434,11 @@ mod tests {
             "danerelay_delivery_attempts_total{outcome=\"bounced\",tls=\"plaintext\"} 0"
         ));
         assert!(text.contains("danerelay_dane_results_total{result=\"tempfail\"} 0"));
+        assert!(text.contains("danerelay_delivery_tls_handshakes_total{handshake=\"full\"} 0"));
+        m.tls_handshake(TlsHandshake::Resumed);
+        assert!(m
+            .render()
+            .contains("danerelay_delivery_tls_handshakes_total{handshake=\"resumed\"} 1"));
         for name in [
             "danerelay_smtp_sessions_total",
             "danerelay_smtp_sessions_active",

@@ -19,7 +19,7 @@ use crate::config::{Route, TlsLevel};
 use crate::dane::{self, Decision};
 use crate::delivery::routing::{plan_route_with_port, CandidateHost};
 use crate::dns::DnsLookup;
-use crate::metrics::{DaneResult, DeliveryOutcome, DeliveryTls, Metrics};
+use crate::metrics::{DaneResult, DeliveryOutcome, DeliveryTls, Metrics, TlsHandshake};
 use crate::smtp::client::{BlockingBody, Client, Envelope, RcptResult};
 use tokio::net::TcpStream;
 
@@ -269,6 +269,13 @@ impl Engine {
             };
             if matches!(session.tls, TlsOutcome::DaneVerified(..)) {
                 self.metrics.dane_result(DaneResult::Ok);
+            }
+            if let Some(info) = session.tls.info() {
+                self.metrics.tls_handshake(if info.resumed {
+                    TlsHandshake::Resumed
+                } else {
+                    TlsHandshake::Full
+                });
             }
             let mut s = Reusable {
                 client: session.client,

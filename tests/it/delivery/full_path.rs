@@ -209,6 +209,8 @@ s.quit()
         "danerelay_delivery_attempts_total{outcome=\"delivered\",tls=\"dane-verified\"} 1",
         "danerelay_delivery_attempts_total{outcome=\"deferred\",tls=\"none\"} 1",
         "danerelay_dane_results_total{result=\"ok\"} 1",
+        "danerelay_delivery_tls_handshakes_total{handshake=\"full\"} 1",
+        "danerelay_delivery_tls_handshakes_total{handshake=\"resumed\"} 0",
         "danerelay_queue_time_seconds_count 1",
     ] {
         assert!(
