@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::{danerelay, free_port, http_get, wait_for_port, Server};
-use crate::support::require_tool;
+use crate::support::require_python;
 
 struct Relay {
     server: Server,
@@ -226,7 +226,7 @@ fn json_logs_follow_a_message_by_queue_id() {
 
 #[test]
 fn metrics_exposition_parses_with_the_prometheus_client_parser() {
-    let Some(python) = require_tool("python3") else {
+    let Some(python) = require_python(&["prometheus_client"]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use harness::{logged_in, start, Client, Scenario, PASSWORD, USER};
 
-use crate::support::require_tool;
+use crate::support::{require_swaks_tls, require_tool};
 
 const MSG: &str =
     "From: alice@example.com\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nHello Bob.\r\n";
@@ -164,7 +164,7 @@ async fn python_smtplib_smtputf8_message_is_stored_intact() {
 }
 
 fn swaks(args: &[&str]) -> std::process::Output {
-    let swaks = require_tool("swaks").expect("swaks");
+    let swaks = require_swaks_tls().expect("swaks with TLS");
     std::process::Command::new(swaks)
         .args(args)
         .output()
@@ -173,7 +173,7 @@ fn swaks(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_submits_over_starttls_and_implicit_tls() {
-    if require_tool("swaks").is_none() {
+    if require_swaks_tls().is_none() {
         return;
     }
     let srv = start(Scenario::default()).await;
@@ -695,7 +695,7 @@ async fn tls12_clients_are_served_and_recorded() {
 /// issue's acceptance command `swaks --to someone@example.com --tls`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn development_default_accepts_swaks_tls_from_loopback() {
-    if require_tool("swaks").is_none() {
+    if require_swaks_tls().is_none() {
         return;
     }
     let srv = start(Scenario {

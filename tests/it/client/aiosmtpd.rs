@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::certs::{client_config, pem_pair};
-use crate::support::require_tool;
+use crate::support::require_python;
 
 const SERVER: &str = r#"
 import asyncio, json, ssl, sys
@@ -90,7 +90,7 @@ impl Peer {
 
 #[tokio::test]
 async fn delivers_over_starttls_to_aiosmtpd_with_reuse_and_dot_stuffing() {
-    let Some(python) = require_tool("python3") else {
+    let Some(python) = require_python(&["aiosmtpd"]) else {
         return;
     };
     let mut peer = Peer::start(&python);

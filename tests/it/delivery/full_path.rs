@@ -13,7 +13,7 @@ use super::mta::Mta;
 use crate::cli::{danerelay, free_port, wait_for_port, Server};
 use crate::dane::{leaf, tlsa};
 use crate::support::dnsenv::{DnsEnv, Zone};
-use crate::support::require_tool;
+use crate::support::require_python;
 
 const USER: &str = "app@full.secure.example";
 const PASSWORD: &str = "s3cret full path";
@@ -57,7 +57,7 @@ fn wait_until(what: &str, log: &std::path::Path, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn submit_hold_release_and_deliver_over_dane_through_serve() {
-    let Some(python) = require_tool("python3") else {
+    let Some(python) = require_python(&["aiosmtpd"]) else {
         return;
     };
     let mx = leaf(&["smtp.dest.secure.example"], None, false);

@@ -23,11 +23,11 @@ use super::mta::Mta;
 use super::{enqueue, relay_config, settled};
 use crate::dane::{leaf, tlsa, Pki};
 use crate::support::dnsenv::{DnsEnv, Zone};
-use crate::support::require_tool;
+use crate::support::require_python;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dane_delivery_matrix_end_to_end() {
-    let Some(python) = require_tool("python3") else {
+    let Some(python) = require_python(&["aiosmtpd"]) else {
         return;
     };
     let s = |name: &str| format!("{name}.secure.example");

@@ -6,7 +6,7 @@ use std::process::Command;
 use super::mta::Mta;
 use crate::dane::{leaf, tlsa};
 use crate::support::dnsenv::{DnsEnv, Zone};
-use crate::support::require_tool;
+use crate::support::require_python;
 use danerelay::config::DnssecMode;
 
 fn run(config: &std::path::Path, domain: &str, json: bool) -> (i32, String) {
@@ -24,7 +24,7 @@ fn run(config: &std::path::Path, domain: &str, json: bool) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_check_reports_each_verdict() {
-    let Some(python) = require_tool("python3") else {
+    let Some(python) = require_python(&["aiosmtpd"]) else {
         return;
     };
     let ee = leaf(&["mx.chk-ee.secure.example"], None, false);

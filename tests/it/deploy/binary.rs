@@ -275,10 +275,10 @@ fn dns_goes_to_a_validating_unbound_sidecar() {
         .collect();
     // deploy/validate.sh installs Debian's dns-root-data and makes the same
     // comparison, so CI checks it whatever order its steps run in.
-    match std::fs::read_to_string("/usr/share/dns/root.ds") {
-        Ok(debian) => assert_eq!(ds, debian.lines().collect::<BTreeSet<_>>()),
-        Err(_) => eprintln!(
-            "SKIPPED: root anchor comparison: /usr/share/dns/root.ds (dns-root-data) is missing"
-        ),
-    }
+    let Some(root_ds) = crate::support::require_file("/usr/share/dns/root.ds", "dns-root-data")
+    else {
+        return;
+    };
+    let debian = std::fs::read_to_string(root_ds).unwrap();
+    assert_eq!(ds, debian.lines().collect::<BTreeSet<_>>());
 }
