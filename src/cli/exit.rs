@@ -53,12 +53,13 @@ impl Exit {
     pub const CONFIG: Exit = Exit(78);
 
     /// `dane verify`: usable TLSA records exist and none authenticates the
-    /// chain (RFC 7672 §2.2: no delivery to that host).
+    /// chain (RFC 7672 §2.2, §3: no delivery to that host).
     pub const DANE_FAILED: Exit = Exit(1);
     /// `dane verify`: bad arguments, a malformed TLSA record or an
     /// unreadable chain — the README fixes 2 here, not 64.
     pub const DANE_USAGE: Exit = Exit(2);
-    /// `dane verify`: no usable TLSA record was given (RFC 7672 §2.1.1).
+    /// `dane verify`: no usable TLSA record was given (RFC 7672 §3.1: only
+    /// DANE-TA(2) and DANE-EE(3) count).
     pub const DANE_NO_USABLE_TLSA: Exit = Exit(3);
 
     /// `tls-check`: every candidate host (or the routing itself) would
