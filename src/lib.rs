@@ -14,6 +14,7 @@
 //! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
 //! - [`metrics`]  — every Prometheus metric, declared once.
+//! - [`cli`]      — every command's front end: arguments, output, exit codes.
 //! - the queue is its own crate, `danerelay-queue` (`queue/`).
 //!
 //! This file is the composition root: it wires the parts together and owns
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod dane;
 pub mod delivery;

@@ -2,10 +2,9 @@
 //! agility (`tlsa`), the per-host TLS decision (`policy`), the verdict on a
 //! certificate chain (`verify`), the rustls verifiers and client configs
 //! (`verifier`), the per-policy config cache that lets repeat peers resume
-//! TLS sessions (`resume`) and `danerelay dane verify` (`cli`). `tlsa`,
-//! `policy` and `verify` are pure.
+//! TLS sessions (`resume`). `tlsa`, `policy` and `verify` are pure;
+//! `danerelay dane verify` is their front end in `crate::cli::dane`.
 
-pub mod cli;
 pub mod policy;
 pub mod resume;
 pub mod tlsa;

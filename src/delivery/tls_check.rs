@@ -6,9 +6,8 @@
 //! version and cipher, and the verdict — `dane-verified`,
 //! `tls-unauthenticated`, `plaintext` or `defer: reason`. Each host gets a
 //! connection (first address that answers), STARTTLS per the policy, then
-//! QUIT: never MAIL.
-
-use std::fmt::Write as _;
+//! QUIT: never MAIL. Printing the report and the exit code are the front
+//! end's, in `crate::cli::tls_check`.
 
 use serde::Serialize;
 
@@ -205,60 +204,4 @@ pub async fn check(dns: &dyn DnsLookup, options: &EngineOptions, domain: &str) -
         report.hosts.push(h);
     }
     report
-}
-
-/// The human-readable form.
-pub fn render_text(r: &Report) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "domain {} (route: {}, tls level: {})",
-        r.domain,
-        r.route.unwrap_or("none"),
-        r.level
-    );
-    if let Some(e) = &r.error {
-        let _ = writeln!(t, "  {e}");
-    }
-    for h in &r.hosts {
-        let _ = writeln!(
-            t,
-            "host {} (preference {}, port {})",
-            h.name, h.preference, h.port
-        );
-        let _ = writeln!(t, "  MX DNSSEC: {}", h.mx_dnssec);
-        let _ = writeln!(
-            t,
-            "  addresses ({}): {}",
-            h.address_dnssec,
-            h.addresses.join(", ")
-        );
-        let _ = writeln!(t, "  TLSA: {}", h.tlsa_lookup);
-        for rec in &h.tlsa {
-            let usable = if rec.usable { "usable" } else { "unusable" };
-            match &rec.note {
-                Some(n) => {
-                    let _ = writeln!(t, "    {} — {usable}: {n}", rec.record);
-                }
-                None => {
-                    let _ = writeln!(t, "    {} — {usable}", rec.record);
-                }
-            }
-        }
-        let _ = writeln!(t, "  policy: {}", h.decision);
-        if let Some(c) = &h.connected {
-            let _ = writeln!(t, "  connected: {c}");
-        }
-        if let Some(s) = h.starttls_offered {
-            let _ = writeln!(t, "  STARTTLS offered: {}", if s { "yes" } else { "no" });
-        }
-        if let (Some(v), Some(c)) = (&h.tls_version, &h.tls_cipher) {
-            let _ = writeln!(t, "  TLS: {v} {c}");
-        }
-        if let Some(m) = &h.dane_match {
-            let _ = writeln!(t, "  DANE match: {m}");
-        }
-        let _ = writeln!(t, "  verdict: {}", h.verdict);
-    }
-    t
 }

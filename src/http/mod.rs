@@ -3,7 +3,6 @@
 //! under `/api` (see [`admin`]).
 
 pub mod admin;
-pub mod admin_client;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

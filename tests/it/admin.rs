@@ -124,11 +124,11 @@ async fn queue_cli_round_trip_through_the_admin_api() {
     let (code, out) = cli(api, &["retry", "--all"]).await;
     assert_eq!(code, 0, "{out}");
     let (code, out) = cli(api, &["delete", a.as_str(), "0000000000ZZ"]).await;
-    assert_eq!(code, 1, "an unknown id makes the command fail: {out}");
+    assert_eq!(code, 65, "an unknown id is EX_DATAERR: {out}");
     assert!(out.contains(&format!("{a}: deleted")), "{out}");
     assert!(out.contains("0000000000ZZ: no message"), "{out}");
     let (code, out) = cli(api, &["show", "not-an-id"]).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 65, "a malformed id is EX_DATAERR: {out}");
     assert!(out.contains("not a queue id"), "{out}");
     let (_, out) = cli(api, &["list"]).await;
     assert!(
@@ -149,10 +149,10 @@ async fn admin_token_is_required_when_configured() {
     .unwrap();
     let api = running.http_address;
     let (code, out) = cli(api, &["list"]).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 77, "a refused token is EX_NOPERM: {out}");
     assert!(out.contains("403") && out.contains("bearer token"), "{out}");
     let (code, out) = cli(api, &["list", "--token", "wrong"]).await;
-    assert_ne!(code, 0, "{out}");
+    assert_eq!(code, 77, "{out}");
     let (code, out) = cli(api, &["list", "--token", "s3cret"]).await;
     assert_eq!(code, 0, "{out}");
     // Health and metrics stay open: probes and Prometheus carry no token.

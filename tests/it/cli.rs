@@ -58,12 +58,144 @@ fn check_config_of_a_missing_file_exits_64() {
     );
 }
 
+/// sysexits.h EX_USAGE; clap's own default (2) stays only with
+/// `dane verify`, whose 2 the README fixes (tests/it/dane/cli.rs).
 #[test]
-fn usage_errors_exit_2() {
+fn usage_errors_exit_64() {
     let (code, _, _) = run(&["frobnicate"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 64);
     let (code, _, _) = run(&["queue", "hold"]);
-    assert_eq!(code, 2, "hold without ids is a usage error");
+    assert_eq!(code, 64, "hold without ids is a usage error");
+    let (code, _, _) = run(&["queue", "retry"]);
+    assert_eq!(code, 64, "retry needs ids or --all");
+    let (code, _, _) = run(&["--log-format", "yaml", "check-config"]);
+    assert_eq!(code, 64);
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0, "help is not an error");
+    assert!(stdout.contains("tls-check"), "{stdout}");
+}
+
+/// Runs with `stdin` as standard input.
+fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut child = danerelay()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn user_add_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let users = users.to_str().unwrap();
+    let add = |email: &str, file: &str, password: &str| {
+        run_with_stdin(&["user", "add", email, "--users", file], password)
+    };
+    let (code, err) = add("alice@example.org", users, "s3cret\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read_to_string(users)
+        .unwrap()
+        .contains("alice@example.org"));
+    // EX_USAGE: the EMAIL argument is malformed.
+    let (code, err) = add("not-an-address", users, "s3cret\n");
+    assert_eq!(code, 64, "{err}");
+    // EX_DATAERR: the password read from stdin is empty.
+    let (code, err) = add("bob@example.org", users, "\n");
+    assert_eq!(code, 65, "{err}");
+    // EX_CANTCREAT: the users file cannot be written. procfs refuses new
+    // files even to root, which a read-only directory would not.
+    let (code, err) = add("bob@example.org", "/proc/danerelay-users.toml", "pw\n");
+    assert_eq!(code, 73, "{err}");
+    assert!(err.contains("writing users file"), "{err}");
+    // EX_DATAERR: the existing users file is not a users file.
+    let garbage = dir.path().join("garbage.toml");
+    std::fs::write(&garbage, "this is [not toml").unwrap();
+    let (code, err) = add("bob@example.org", garbage.to_str().unwrap(), "pw\n");
+    assert_eq!(code, 65, "{err}");
+    // EX_NOINPUT: the users file exists but cannot be read (a directory).
+    let (code, err) = add("bob@example.org", dir.path().to_str().unwrap(), "pw\n");
+    assert_eq!(code, 66, "{err}");
+}
+
+#[test]
+fn user_add_without_a_users_file_in_the_config_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        "hostname = \"relay.test\"\n[[listener]]\naddress = \"127.0.0.1:2525\"\ntls = \"none\"\n",
+    )
+    .unwrap();
+    let (code, err) = run_with_stdin(
+        &[
+            "user",
+            "add",
+            "a@example.org",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        "pw\n",
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("auth.users_file"), "{err}");
+}
+
+/// Outside `check-config` (whose 64 the README fixes), a configuration that
+/// cannot be read is EX_NOINPUT and one that is invalid is EX_CONFIG.
+#[test]
+fn other_commands_exit_66_for_a_missing_config_and_78_for_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[delivery]\ntls = \"sometimes\"\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let missing = "/nonexistent/danerelay.toml";
+    for (args, config, want) in [
+        (&["serve"][..], bad, 78),
+        (&["serve"][..], missing, 66),
+        (&["tls-check", "example.org"][..], bad, 78),
+        (&["tls-check", "example.org"][..], missing, 66),
+        (&["queue", "list"][..], bad, 78),
+        (&["queue", "list"][..], missing, 66),
+    ] {
+        let mut full = args.to_vec();
+        full.extend(["--config", config]);
+        let (code, _, stderr) = run(&full);
+        assert_eq!(code, want, "{full:?}: {stderr}");
+    }
+}
+
+/// EX_UNAVAILABLE: nothing answers at the admin address.
+#[test]
+fn queue_against_a_closed_admin_port_exits_69() {
+    let port = free_port();
+    let api = format!("127.0.0.1:{port}");
+    for args in [
+        &["queue", "list"][..],
+        &["queue", "show", "0000000000AB"],
+        &["queue", "hold", "0000000000AB"],
+        &["queue", "retry", "--all"],
+    ] {
+        let mut full = args.to_vec();
+        full.extend(["--api", &api]);
+        let (code, _, stderr) = run(&full);
+        assert_eq!(code, 69, "{full:?}: {stderr}");
+        assert!(stderr.contains("cannot reach the admin API"), "{stderr}");
+    }
 }
 
 /// Kills the child on drop so a failing assertion leaves no server behind.

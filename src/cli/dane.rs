@@ -1,7 +1,7 @@
 //! `danerelay dane verify`: an offline RFC 7672 check of a PEM chain against
 //! TLSA records, through the same [`verify_chain`] delivery uses. Prints the
 //! verdict word first (`verified`, `no-usable-tlsa`, `failed`); exit 0, 3, 1,
-//! or 2 for a usage error.
+//! or 2 for a usage error (the README fixes these four).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,19 +10,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::json;
 
-use super::policy::DaneTarget;
-use super::tlsa::TlsaRecord;
-use super::verify::{verify_chain, Verdict};
-use super::DaneError;
+use crate::dane::policy::DaneTarget;
+use crate::dane::tlsa::TlsaRecord;
+use crate::dane::verify::{verify_chain, Verdict};
+use crate::dane::DaneError;
 
-/// Exit code: the chain is authenticated.
-pub const EXIT_VERIFIED: i32 = 0;
-/// Exit code: usable records exist and none authenticates the chain.
-pub const EXIT_FAILED: i32 = 1;
-/// Exit code: bad arguments or unreadable input.
-pub const EXIT_USAGE: i32 = 2;
-/// Exit code: no usable TLSA record was given.
-pub const EXIT_NO_USABLE: i32 = 3;
+use super::exit::Exit;
 
 /// `danerelay dane verify --name HOST --chain FILE.pem --tlsa "U S M HEX"…`
 #[derive(Debug, Clone, clap::Args)]
@@ -45,11 +38,11 @@ pub struct VerifyArgs {
 }
 
 /// Runs the command, writing its report to `out`; returns the exit code.
-pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> i32 {
+pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> Exit {
     let (code, report) = match evaluate(args) {
         Ok((verdict, records)) => (exit_code(&verdict), render(args.json, &verdict, &records)),
         Err(e) => (
-            EXIT_USAGE,
+            Exit::DANE_USAGE,
             if args.json {
                 json!({ "error": e.to_string() }).to_string()
             } else {
@@ -103,11 +96,11 @@ fn read_chain(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, DaneError>
     Ok(chain)
 }
 
-fn exit_code(verdict: &Verdict) -> i32 {
+fn exit_code(verdict: &Verdict) -> Exit {
     match verdict {
-        Verdict::Verified(_) => EXIT_VERIFIED,
-        Verdict::Failed(_) => EXIT_FAILED,
-        Verdict::NoUsableTlsa => EXIT_NO_USABLE,
+        Verdict::Verified(_) => Exit::OK,
+        Verdict::Failed(_) => Exit::DANE_FAILED,
+        Verdict::NoUsableTlsa => Exit::DANE_NO_USABLE_TLSA,
     }
 }
 
