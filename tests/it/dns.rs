@@ -12,7 +12,7 @@ use std::sync::Arc;
 use danerelay::config::DnssecMode;
 use danerelay::delivery::routing::{plan_route, plan_route_with_port, RouteSource, RoutingError};
 use danerelay::dns::{
-    self, dnssec_probe, lookup_tlsa, Answer, DnsError, DnsLookup, Outcome, Record, RecordType,
+    self, dnssec_probe, lookup_tlsa, Answer, DnsError, DnsLookup, AnswerKind, Record, RecordType,
     Security,
 };
 
@@ -77,14 +77,14 @@ async fn matrix(dns: &dyn DnsLookup, mode: &str) {
     // NODATA and NXDOMAIN, secure.
     let nodata = ok(dns, "mx.secure.example", RecordType::Aaaa).await;
     assert_eq!(
-        (&nodata.outcome, nodata.security),
-        (&Outcome::NoData, Secure),
+        (&nodata.kind, nodata.security),
+        (&AnswerKind::NoData, Secure),
         "{mode}: secure NODATA"
     );
     let nx = ok(dns, "nope.secure.example", RecordType::A).await;
     assert_eq!(
-        (&nx.outcome, nx.security),
-        (&Outcome::NxDomain, Secure),
+        (&nx.kind, nx.security),
+        (&AnswerKind::NxDomain, Secure),
         "{mode}: secure NXDOMAIN"
     );
 
@@ -109,8 +109,8 @@ async fn matrix(dns: &dyn DnsLookup, mode: &str) {
     );
     let nodata = ok(dns, "mx.insecure.example", RecordType::Aaaa).await;
     assert_eq!(
-        (&nodata.outcome, nodata.security),
-        (&Outcome::NoData, Insecure),
+        (&nodata.kind, nodata.security),
+        (&AnswerKind::NoData, Insecure),
         "{mode}: insecure NODATA"
     );
 
