@@ -11,12 +11,13 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
 use danerelay_queue::{
-    Completion, Envelope, Leased, Notify as QNotify, Outcome as QOutcome, Queue, QueueError,
-    QueueId, RecipientSpec,
+    Completion, Envelope, Leased, Notify, Outcome as QOutcome, Queue, QueueError, QueueId,
+    RecipientSpec,
 };
 
 use crate::metrics::Metrics;
-use crate::smtp::client::{EnhancedCode, Notify, Reply, Ret};
+use crate::smtp::client::{EnhancedCode, Reply};
+use crate::smtp::queue_edge::reply_to_queue;
 
 use super::dsn::{self, Action, DsnInput, DsnRecipient};
 use super::outcome::{Outcome, Reason};
@@ -58,26 +59,16 @@ pub struct ReportOptions {
     pub retry: RetryPolicy,
 }
 
-/// The queue's notify as the client's (same fields; RFC 3461 §4.1).
-pub fn notify(n: QNotify) -> Notify {
-    Notify {
-        success: n.success,
-        failure: n.failure,
-        delay: n.delay,
-        never: n.never,
-    }
-}
-
 fn to_queue(outcome: &Outcome) -> QOutcome {
     match outcome {
         Outcome::Delivered(r) => QOutcome::Delivered {
-            reply: r.one_line(),
+            reply: reply_to_queue(r),
         },
         Outcome::Deferred(r) => QOutcome::Deferred {
-            reply: r.reply.one_line(),
+            reply: reply_to_queue(&r.reply),
         },
         Outcome::Bounced(r) => QOutcome::Bounced {
-            reply: r.reply.one_line(),
+            reply: reply_to_queue(&r.reply),
         },
     }
 }
@@ -105,7 +96,7 @@ pub fn report(
         && results.iter().any(|r| {
             matches!(r.outcome, Outcome::Deferred(_))
                 && rcpt(r.index)
-                    .is_some_and(|l| dsn::wanted(Some(notify(l.notify)), Action::Delayed))
+                    .is_some_and(|l| dsn::wanted(Some(l.notify), Action::Delayed))
         })
         && queue.mark_delay_warned(leased)?;
 
@@ -138,7 +129,7 @@ pub fn report(
         let mut d = DsnRecipient::from_outcome(
             &l.address,
             l.orcpt.as_deref(),
-            Some(notify(l.notify)),
+            Some(l.notify),
             &r.outcome,
         );
         d.remote_mta = r.remote_mta.clone();
@@ -164,7 +155,7 @@ pub fn report(
         let mut d = DsnRecipient::from_outcome(
             &e.address,
             e.orcpt.as_deref(),
-            Some(notify(e.notify)),
+            Some(e.notify),
             &out,
         );
         d.last_attempt = Some(now);
@@ -195,10 +186,7 @@ pub fn report(
             reporting_mta: &options.reporting_mta,
             original_sender: &env.sender,
             envid: env.envid.as_deref(),
-            ret: env.ret.map(|r| match r {
-                danerelay_queue::Ret::Full => Ret::Full,
-                danerelay_queue::Ret::Headers => Ret::Headers,
-            }),
+            ret: env.ret,
             arrival: env.received_at,
             now,
             queue_id: leased.id.as_str(),
@@ -237,7 +225,7 @@ fn enqueue(
     let rcpt = RecipientSpec {
         address: d.recipient.clone(),
         orcpt: None,
-        notify: QNotify::default(),
+        notify: Notify::default(),
     };
     Ok(w.commit(env, vec![rcpt])?)
 }

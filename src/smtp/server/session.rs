@@ -9,6 +9,7 @@ use smtp_proto::{MailFrom, RcptTo, Request};
 use super::{params, sasl};
 use crate::auth::sender_allowed;
 use crate::metrics::{LimitHit, RejectReason};
+use crate::smtp::queue_edge;
 use crate::smtp::wire::{parse_command, Reply};
 
 pub use super::session_types::*;
@@ -429,7 +430,7 @@ impl Session {
                 return self.reject(RejectReason::RateLimit, Reply::user_rate_limited());
             }
         }
-        let ret = params::ret(from.flags);
+        let ret = queue_edge::ret_from_mail(from.flags);
         self.tx = Some(Transaction {
             sender: from.address,
             body_8bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
@@ -469,7 +470,7 @@ impl Session {
         if !tx.smtputf8 && !to.address.is_ascii() {
             return Action::Reply(Reply::non_ascii_needs_smtputf8());
         }
-        let notify = params::notify(to.flags);
+        let notify = queue_edge::notify_from_rcpt(to.flags);
         tx.recipients.push(Recipient {
             address: to.address,
             orcpt: to.orcpt,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::SenderPolicy;
+use crate::smtp::{Notify, Ret};
 
 fn cfg() -> SessionConfig {
     SessionConfig {
@@ -223,14 +224,16 @@ fn limits_and_parameters() {
     );
     let tx = s.transaction().unwrap();
     assert!(tx.body_8bit && !tx.smtputf8);
-    assert_eq!(tx.ret, Some(RetParam::Full));
+    assert_eq!(tx.ret, Some(Ret::Full));
     assert_eq!(tx.envid.as_deref(), Some("e1"));
     assert_eq!(tx.recipients[0].orcpt.as_deref(), Some("a@x.example"));
     assert_eq!(
         tx.recipients[0].notify,
-        Some(NotifyFlags {
+        Some(Notify {
+            success: false,
+            failure: false,
+            delay: false,
             never: true,
-            ..Default::default()
         })
     );
     assert_eq!(tx.recipients[1].notify, None);
