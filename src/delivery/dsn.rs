@@ -12,9 +12,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::outcome::{Outcome, Reason};
-use crate::smtp::client::{EnhancedCode, Reply};
 use crate::smtp::queue_edge::strip_rfc822;
-use crate::smtp::{Notify, Ret};
+use crate::smtp::{EnhancedCode, Notify, Reply, Ret};
 
 /// RFC 3464 §2.3.3 `Action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::smtp::client::{ClientError, EnhancedCode, Phase, RcptResult, Reply, TransactionResult};
+use crate::smtp::client::{ClientError, Phase, RcptResult, TransactionResult};
+use crate::smtp::{EnhancedCode, Reply};
 
 /// Why a recipient was deferred or bounced.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use danerelay_queue::{
 };
 
 use crate::metrics::Metrics;
-use crate::smtp::client::{EnhancedCode, Reply};
+use crate::smtp::{EnhancedCode, Reply};
 use crate::smtp::queue_edge::reply_to_queue;
 
 use super::dsn::{self, Action, DsnInput, DsnRecipient};

@@ -7,7 +7,7 @@
 
 use danerelay_queue::{Notify, Ret};
 
-use super::client::Reply;
+use super::Reply;
 
 /// RFC 3461 §4.3 `RET` from `smtp-proto`'s MAIL flags, if given.
 pub fn ret_from_mail(mail_flags: u64) -> Option<Ret> {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use danerelay::delivery::outcome::{self, AttemptError, Outcome};
 use danerelay::smtp::client::{
-    Client, ClientError, EnhancedCode, Envelope, Phase, RcptResult, Recipient, Timeouts,
+    Client, ClientError, Envelope, Phase, RcptResult, Recipient, Timeouts,
 };
-use danerelay::smtp::{Notify, Ret};
+use danerelay::smtp::{EnhancedCode, Notify, Ret};
 use fake_mx::{Script, Transcript};
 use rustls::pki_types::ServerName;
 use tokio::io::DuplexStream;

@@ -259,7 +259,7 @@ fn long_diagnostics_are_folded_below_998_octets() {
     r.diagnostic = Some(Reply {
         code: 550,
         enhanced: None,
-        text: long.clone(),
+        text: long.clone().into(),
     });
     r.detail = long;
     let rcpts = [r];

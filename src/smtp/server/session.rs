@@ -10,7 +10,8 @@ use super::{params, sasl};
 use crate::auth::sender_allowed;
 use crate::metrics::{LimitHit, RejectReason};
 use crate::smtp::queue_edge;
-use crate::smtp::wire::{parse_command, Reply};
+use crate::smtp::wire::parse_command;
+use crate::smtp::Reply;
 
 pub use super::session_types::*;
 

@@ -104,7 +104,7 @@ fn unauthenticated_untrusted_client_cannot_relay() {
     let r = reply(&s.on_line(b"MAIL FROM:<alice@example.com>\r\n"));
     assert_eq!(
         (r.code, r.enhanced),
-        (530, Some(crate::smtp::wire::Enhanced(5, 7, 0)))
+        (530, Some(crate::smtp::EnhancedCode(5, 7, 0)))
     );
     assert_eq!(code(&s.on_line(b"RCPT TO:<x@example.org>\r\n")), 503);
 }
@@ -138,7 +138,7 @@ fn sender_policy_enforced_after_auth() {
     let r = reply(&s.on_line(b"MAIL FROM:<bob@example.com>\r\n"));
     assert_eq!(
         (r.code, r.enhanced),
-        (553, Some(crate::smtp::wire::Enhanced(5, 7, 1)))
+        (553, Some(crate::smtp::EnhancedCode(5, 7, 1)))
     );
     assert_eq!(code(&s.on_line(b"MAIL FROM:<alice@example.com>\r\n")), 250);
 }
@@ -169,7 +169,7 @@ fn auth_login_dialogue_cancel_and_failures() {
     match s.auth_result(None) {
         Action::Close(r) => assert_eq!(
             (r.code, r.enhanced),
-            (421, Some(crate::smtp::wire::Enhanced(4, 7, 0)))
+            (421, Some(crate::smtp::EnhancedCode(4, 7, 0)))
         ),
         other => panic!("{other:?}"),
     }
@@ -183,7 +183,7 @@ fn over_long_line_abandons_a_sasl_exchange() {
     let r = reply(&s.on_line_too_long());
     assert_eq!(
         (r.code, r.enhanced),
-        (500, Some(crate::smtp::wire::Enhanced(5, 5, 6)))
+        (500, Some(crate::smtp::EnhancedCode(5, 5, 6)))
     );
     assert_eq!(code(&s.on_line(b"NOOP\r\n")), 250, "back to commands");
 }
@@ -220,7 +220,7 @@ fn limits_and_parameters() {
     let r = reply(&s.on_line(b"RCPT TO:<c@x.example>\r\n"));
     assert_eq!(
         (r.code, r.enhanced),
-        (452, Some(crate::smtp::wire::Enhanced(4, 5, 3)))
+        (452, Some(crate::smtp::EnhancedCode(4, 5, 3)))
     );
     let tx = s.transaction().unwrap();
     assert!(tx.body_8bit && !tx.smtputf8);
@@ -301,7 +301,7 @@ fn sequence_and_unknown_commands() {
     let r = reply(&s.on_line(b"FROB\r\n"));
     assert_eq!(
         (r.code, r.enhanced),
-        (500, Some(crate::smtp::wire::Enhanced(5, 5, 2)))
+        (500, Some(crate::smtp::EnhancedCode(5, 5, 2)))
     );
     assert_eq!(code(&s.on_line(b"VRFY x\r\n")), 252);
     assert_eq!(code(&s.on_line(b"NOOP\r\n")), 250);
@@ -362,7 +362,7 @@ fn storage_failure_is_451() {
     let r = s.message_done(MessageOutcome::StorageFailed);
     assert_eq!(
         (r.code, r.enhanced),
-        (451, Some(crate::smtp::wire::Enhanced(4, 3, 0)))
+        (451, Some(crate::smtp::EnhancedCode(4, 3, 0)))
     );
     assert_eq!(s.message_done(MessageOutcome::TooLarge).code, 552);
 }

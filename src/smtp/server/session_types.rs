@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::limits::UserRate;
 use crate::config::SenderPolicy;
 use crate::metrics::{LimitHit, RejectReason};
-use crate::smtp::wire::Reply;
+use crate::smtp::Reply;
 use crate::smtp::{Notify, Ret};
 
 /// What the session needs to know about its listener and peer.
