@@ -143,7 +143,10 @@ impl MessageState {
     }
 }
 
-/// The result of one delivery attempt for one recipient.
+/// The result of one delivery attempt for one recipient, as the queue records
+/// it: the delivery side's outcome (which carries the structured reply and
+/// where it came from) with the reply reduced to one line. The delivery side
+/// converts into it in one place; the queue never builds one itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// 2xx: the next hop took responsibility. The reply is kept for `show`.

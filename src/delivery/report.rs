@@ -11,13 +11,11 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
 use danerelay_queue::{
-    Completion, Envelope, Leased, Notify, Outcome as QOutcome, Queue, QueueError, QueueId,
-    RecipientSpec,
+    Completion, Envelope, Leased, Notify, Queue, QueueError, QueueId, RecipientSpec,
 };
 
 use crate::metrics::Metrics;
 use crate::smtp::{EnhancedCode, Reply};
-use crate::smtp::queue_edge::reply_to_queue;
 
 use super::dsn::{self, Action, DsnInput, DsnRecipient};
 use super::outcome::{Outcome, Reason};
@@ -59,20 +57,6 @@ pub struct ReportOptions {
     pub retry: RetryPolicy,
 }
 
-fn to_queue(outcome: &Outcome) -> QOutcome {
-    match outcome {
-        Outcome::Delivered(r) => QOutcome::Delivered {
-            reply: reply_to_queue(r),
-        },
-        Outcome::Deferred(r) => QOutcome::Deferred {
-            reply: reply_to_queue(&r.reply),
-        },
-        Outcome::Bounced(r) => QOutcome::Bounced {
-            reply: reply_to_queue(&r.reply),
-        },
-    }
-}
-
 /// Records `results` for `leased` and sends the DSNs they call for.
 pub fn report(
     queue: &Queue,
@@ -100,9 +84,9 @@ pub fn report(
         })
         && queue.mark_delay_warned(leased)?;
 
-    let outcomes: Vec<(u32, QOutcome)> = results
+    let outcomes: Vec<(u32, danerelay_queue::Outcome)> = results
         .iter()
-        .map(|r| (r.index, to_queue(&r.outcome)))
+        .map(|r| (r.index, r.outcome.to_queue()))
         .collect();
     let completion = queue.complete(leased, &outcomes, now)?;
 

@@ -92,7 +92,7 @@ pub enum RoutingError {
 }
 
 impl RoutingError {
-    /// Permanent errors bounce; the rest defer (SPEC: lookup errors defer).
+    /// Permanent errors bounce; the rest defer (README.md: lookup errors always defer).
     pub fn is_permanent(&self) -> bool {
         match self {
             RoutingError::NullMx { .. }

@@ -1,4 +1,4 @@
-//! DNS lookups that carry their DNSSEC status (SPEC `[dns]`).
+//! DNS lookups that carry their DNSSEC status (README.md: `dns.dnssec`).
 //!
 //! Everything the delivery side learns from DNS comes through the injected
 //! [`DnsLookup`] trait as an [`Answer`] with a [`Security`] (`Secure` or

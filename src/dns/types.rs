@@ -176,8 +176,8 @@ impl Answer {
 }
 
 /// A lookup that did not produce an answer. Every variant except
-/// [`DnsError::InvalidName`] is temporary: the delivery defers (SPEC:
-/// "DNSSEC bogus answers and lookup errors defer").
+/// [`DnsError::InvalidName`] is temporary: the delivery defers (README.md:
+/// "DNSSEC-bogus answers and lookup errors always defer").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
     #[error("{rtype} lookup for {name}: server failure (SERVFAIL)")]

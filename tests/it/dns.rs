@@ -408,7 +408,7 @@ async fn hickory_validator_misreports_wildcard_tlsa_behind_cnames() {
     }
 }
 
-/// `dns.trust_anchor` as DS records (SPEC `[dns]`): at start the DNSKEYs
+/// `dns.trust_anchor` as DS records (README.md: `dns.trust_anchor`): at start the DNSKEYs
 /// are fetched from knotd and matched to the DS; validation then passes the
 /// whole matrix (secure answers secure, bogus ⇒ temporary failure). A DS
 /// that matches no key, or no server to fetch from, stops the start.

@@ -262,7 +262,7 @@ impl Session {
         if self.tls.is_none() && self.cfg.starttls {
             lines.push("STARTTLS".into());
         }
-        // RFC 4954 §4 + SPEC: AUTH only inside TLS, and only until it succeeded.
+        // RFC 4954 §4: AUTH only inside TLS, and only until it succeeded.
         if self.tls.is_some() && self.cfg.auth_available && self.auth_user.is_none() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
@@ -398,7 +398,7 @@ impl Session {
         if self.tx.is_some() {
             return Action::Reply(Reply::bad_sequence("Nested MAIL command"));
         }
-        // Never an open relay: trusted network or authenticated, nothing else (SPEC).
+        // Never an open relay: `auth.trusted_networks` or authenticated, nothing else.
         if !self.cfg.trusted && self.auth_user.is_none() {
             return self.reject(RejectReason::AuthRequired, Reply::auth_required());
         }

@@ -28,7 +28,7 @@ pub struct SessionConfig {
     pub limits: SessionLimits,
 }
 
-/// The per-session abuse limits of `[limits]` (issue 10).
+/// The per-session abuse limits of `[limits]` (config/danerelay.toml).
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
     /// Commands in a row without progress before `421 4.7.0`.
