@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::dns::{Answer, BoxFuture, DnsError, DnsLookup, AnswerKind, RecordType, Security};
+use crate::dns::{Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, RecordType, Security};
 use crate::metrics::{DnsStatus, DnsType, Metrics};
 
 /// Counts lookups, then hands the answer on unchanged.

@@ -79,8 +79,7 @@ pub fn report(
             .delay_warning_due(env.received_at, now, leased.delay_warned)
         && results.iter().any(|r| {
             matches!(r.outcome, Outcome::Deferred(_))
-                && rcpt(r.index)
-                    .is_some_and(|l| dsn::wanted(Some(l.notify), Action::Delayed))
+                && rcpt(r.index).is_some_and(|l| dsn::wanted(Some(l.notify), Action::Delayed))
         })
         && queue.mark_delay_warned(leased)?;
 
@@ -110,12 +109,8 @@ pub fn report(
         if completion.expired.iter().any(|e| e.index == r.index) {
             continue;
         }
-        let mut d = DsnRecipient::from_outcome(
-            &l.address,
-            l.orcpt.as_deref(),
-            Some(l.notify),
-            &r.outcome,
-        );
+        let mut d =
+            DsnRecipient::from_outcome(&l.address, l.orcpt.as_deref(), Some(l.notify), &r.outcome);
         d.remote_mta = r.remote_mta.clone();
         d.last_attempt = Some(now);
         match d.action {
@@ -136,12 +131,8 @@ pub fn report(
             reply: Reply::local(451, EnhancedCode(4, 4, 7), text),
             remote: false,
         });
-        let mut d = DsnRecipient::from_outcome(
-            &e.address,
-            e.orcpt.as_deref(),
-            Some(e.notify),
-            &out,
-        );
+        let mut d =
+            DsnRecipient::from_outcome(&e.address, e.orcpt.as_deref(), Some(e.notify), &out);
         d.last_attempt = Some(now);
         failed.push(d);
     }

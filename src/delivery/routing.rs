@@ -23,7 +23,7 @@ use rand::Rng;
 use tracing::debug;
 
 use crate::config::{DomainPattern, NextHopHost, Route, TlsLevel};
-use crate::dns::{normalize_name, Answer, DnsError, DnsLookup, AnswerKind, RecordType, Security};
+use crate::dns::{normalize_name, Answer, AnswerKind, DnsError, DnsLookup, RecordType, Security};
 
 /// The SMTP port used for MX and implicit-MX hosts.
 pub const SMTP_PORT: u16 = 25;

@@ -88,7 +88,11 @@ fn mx_decision_table() {
             mx_answer(Secure, &[(0, ""), (10, "mx.example")]),
             Ok(vec!["mx.example"]),
         ),
-        ("NXDOMAIN", denial(AnswerKind::NxDomain, Secure), Err("5.1.2")),
+        (
+            "NXDOMAIN",
+            denial(AnswerKind::NxDomain, Secure),
+            Err("5.1.2"),
+        ),
         (
             "SERVFAIL: temporary, never implicit MX",
             servfail(),

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use super::types::{
-    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Mx, AnswerKind, Record, RecordType,
+    normalize_name, Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, Mx, Record, RecordType,
     Security, Tlsa,
 };
 

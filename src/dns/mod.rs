@@ -37,7 +37,7 @@ pub use probe::{dnssec_probe, ProbeResult};
 pub use tlsa::{lookup_tlsa, tlsa_owner, TlsaLookup};
 pub use trust_ad::{AdMode, TrustAdResolver};
 pub use types::{
-    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Mx, AnswerKind, Record, RecordType,
+    normalize_name, Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, Mx, Record, RecordType,
     Security, Tlsa,
 };
 pub use validate::ValidatingResolver;

@@ -12,7 +12,7 @@
 
 use tracing::debug;
 
-use super::types::{Answer, DnsError, DnsLookup, AnswerKind, RecordType, Security, Tlsa};
+use super::types::{Answer, AnswerKind, DnsError, DnsLookup, RecordType, Security, Tlsa};
 
 /// The TLSA records that apply to one host, or why there are none.
 #[derive(Debug, Clone, PartialEq, Eq)]

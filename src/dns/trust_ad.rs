@@ -29,7 +29,7 @@ use hickory_proto::rr::{RData, Record as HRecord};
 use tracing::debug;
 
 use super::types::{
-    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, AnswerKind, RecordType, Security,
+    normalize_name, Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, RecordType, Security,
 };
 use super::wire::{follow_chain, min_ttl, to_fqdn, to_hickory_type, wire_name};
 

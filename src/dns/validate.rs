@@ -49,7 +49,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::TokioResolver;
 
 use super::trust_ad::negative_ttl;
-use super::types::{Answer, BoxFuture, DnsError, DnsLookup, AnswerKind, RecordType, Security};
+use super::types::{Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, RecordType, Security};
 use super::wire::{follow_chain, min_ttl, name_to_string, to_fqdn, to_hickory_type};
 
 /// The in-process validating resolver.

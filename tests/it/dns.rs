@@ -12,7 +12,7 @@ use std::sync::Arc;
 use danerelay::config::DnssecMode;
 use danerelay::delivery::routing::{plan_route, plan_route_with_port, RouteSource, RoutingError};
 use danerelay::dns::{
-    self, dnssec_probe, lookup_tlsa, Answer, DnsError, DnsLookup, AnswerKind, Record, RecordType,
+    self, dnssec_probe, lookup_tlsa, Answer, AnswerKind, DnsError, DnsLookup, Record, RecordType,
     Security,
 };
 

@@ -4,7 +4,6 @@
 
 use smtp_proto::MailFrom;
 
-
 /// Parameters of extensions this server does not advertise (RFC 5321 §4.1.1.11:
 /// 555 for unrecognised MAIL parameters).
 pub fn unsupported_mail_param(from: &MailFrom<String>) -> Option<&'static str> {
