@@ -14,7 +14,8 @@ use danerelay::smtp::server::limits::HeaderCheck;
 use danerelay::smtp::server::session::{
     Action, MessageOutcome, Session, SessionConfig, SessionLimits, TlsInfo,
 };
-use danerelay::smtp::wire::{Line, LineReader, Reply};
+use danerelay::smtp::wire::{Line, LineReader};
+use danerelay::smtp::Reply;
 
 /// One harness: arbitrary bytes in, a panic only on a broken invariant.
 pub type Harness = fn(&[u8]);

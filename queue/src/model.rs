@@ -20,15 +20,27 @@ pub struct QueueOptions {
     pub lease: Duration,
 }
 
-/// RFC 3461 §4.3 `RET`.
+/// RFC 3461 §4.3 `RET`: what a failure DSN carries of the original message.
+/// The one definition: the SMTP server parses it into this, the queue stores
+/// it, the client and the DSN builder read it (`danerelay::smtp` re-exports it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ret {
+    /// `RET=FULL`: the whole message.
     Full,
+    /// `RET=HDRS`: the header section only.
     Headers,
 }
 
-/// RFC 3461 §4.1 `NOTIFY`. `Default` is the RFC's default when NOTIFY is absent: failure and
-/// delay (§4.1: "the MTA SHOULD behave as if NOTIFY=FAILURE,DELAY").
+/// RFC 3461 §4.1 `NOTIFY` of one recipient. `never` excludes the others. The
+/// one definition, shared by the SMTP server, the queue, the client and the DSN
+/// builder (`danerelay::smtp` re-exports it).
+///
+/// `Default` (and [`Notify::DEFAULT`]) is what applies when the submitter gave
+/// no NOTIFY: RFC 3461 §4.1 leaves it to the MTA, which should notify on
+/// failure and may on delay; danerelay does both (FAILURE,DELAY). Where "given
+/// or not" matters (the server's transaction, the client's RCPT line) the
+/// field is an `Option<Notify>`; the queue stores the default in place of
+/// `None`, so an explicit `NOTIFY=FAILURE,DELAY` reads back as not given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notify {
     pub success: bool,
@@ -37,14 +49,19 @@ pub struct Notify {
     pub never: bool,
 }
 
+impl Notify {
+    /// No NOTIFY given: failure and delay (RFC 3461 §4.1).
+    pub const DEFAULT: Notify = Notify {
+        success: false,
+        failure: true,
+        delay: true,
+        never: false,
+    };
+}
+
 impl Default for Notify {
     fn default() -> Notify {
-        Notify {
-            success: false,
-            failure: true,
-            delay: true,
-            never: false,
-        }
+        Notify::DEFAULT
     }
 }
 
@@ -126,7 +143,10 @@ impl MessageState {
     }
 }
 
-/// The result of one delivery attempt for one recipient.
+/// The result of one delivery attempt for one recipient, as the queue records
+/// it: the delivery side's outcome (which carries the structured reply and
+/// where it came from) with the reply reduced to one line. The delivery side
+/// converts into it in one place; the queue never builds one itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// 2xx: the next hop took responsibility. The reply is kept for `show`.

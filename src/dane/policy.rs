@@ -8,21 +8,16 @@ use std::fmt;
 use crate::config::TlsLevel;
 
 use super::tlsa::{usable_records, TlsaRecord};
+use crate::dns::Security;
 
-/// DNSSEC status of an RRset the caller already obtained. Bogus answers and
-/// lookup errors are not a status: the caller defers on them before asking
-/// (RFC 7672 §2.1.1), except for the TLSA lookup, see [`TlsaLookup::Failed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// Validated by DNSSEC (AD bit from a trusted resolver, or in-process).
-    Secure,
-    /// Provably unsigned (RFC 4035 §4.3 "insecure").
-    Insecure,
-}
-
-/// Outcome of the TLSA lookup at `_25._tcp.<host>` (RFC 7672 §2.2.3).
+/// The TLSA lookup at `_25._tcp.<host>` as [`decide`] takes it (RFC 7672
+/// §2.2.3): what `dns::lookup_tlsa` found, or that it failed. The DNSSEC
+/// status of the MX and address answers comes as [`Security`]; bogus answers
+/// and lookup errors are not a status: the caller defers on them before
+/// asking (RFC 7672 §2.1.1), except for the TLSA lookup, see
+/// [`TlsaInput::Failed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsaLookup {
+pub enum TlsaInput {
     /// RFC 7672 §2.2.3: a TLSA RRset was found. `base_domain` is the name the
     /// records belong to after (secure) CNAME expansion of the host name —
     /// the TLSA base domain, used as SNI and reference identifier (§3.2.3).
@@ -119,7 +114,7 @@ pub fn decide(
     mx_host: &str,
     mx: Security,
     host: Security,
-    tlsa: TlsaLookup,
+    tlsa: TlsaInput,
 ) -> Decision {
     let dane_only = match level {
         TlsLevel::None => return Decision::Plaintext,
@@ -142,15 +137,15 @@ pub fn decide(
         return no_dane(DeferReason::HostInsecure);
     }
     match tlsa {
-        TlsaLookup::Failed(why) => Decision::Defer(DeferReason::TlsaLookupFailed(why)),
-        TlsaLookup::NoRecords { .. } | TlsaLookup::Records { secure: false, .. } => {
+        TlsaInput::Failed(why) => Decision::Defer(DeferReason::TlsaLookupFailed(why)),
+        TlsaInput::NoRecords { .. } | TlsaInput::Records { secure: false, .. } => {
             no_dane(DeferReason::NoSecureTlsa)
         }
         // An empty RRset is NODATA, not "records that are all unusable".
-        TlsaLookup::Records { records, .. } if records.is_empty() => {
+        TlsaInput::Records { records, .. } if records.is_empty() => {
             no_dane(DeferReason::NoSecureTlsa)
         }
-        TlsaLookup::Records {
+        TlsaInput::Records {
             secure: true,
             records,
             base_domain,
@@ -208,8 +203,8 @@ mod tests {
         TlsaRecord { usage: 1, ..good() }
     }
 
-    fn found(records: Vec<TlsaRecord>) -> TlsaLookup {
-        TlsaLookup::Records {
+    fn found(records: Vec<TlsaRecord>) -> TlsaInput {
+        TlsaInput::Records {
             secure: true,
             records,
             base_domain: "MX.example.net.".into(),
@@ -218,7 +213,7 @@ mod tests {
 
     #[test]
     fn non_dane_levels_ignore_dns() {
-        for lookup in [found(vec![good()]), TlsaLookup::Failed("x".into())] {
+        for lookup in [found(vec![good()]), TlsaInput::Failed("x".into())] {
             let d = |l| decide(l, "mx.example.net", Secure, Secure, lookup.clone());
             assert_eq!(d(TlsLevel::None), Decision::Plaintext);
             assert_eq!(d(TlsLevel::May), Decision::Opportunistic);
@@ -243,14 +238,14 @@ mod tests {
             Decision::TlsRequired(MandatoryTls::AllTlsaUnusable)
         );
         assert_eq!(
-            d(Secure, Secure, TlsaLookup::Failed("SERVFAIL".into())),
+            d(Secure, Secure, TlsaInput::Failed("SERVFAIL".into())),
             Decision::Defer(DeferReason::TlsaLookupFailed("SERVFAIL".into()))
         );
         assert_eq!(
-            d(Secure, Secure, TlsaLookup::NoRecords { secure: true }),
+            d(Secure, Secure, TlsaInput::NoRecords { secure: true }),
             Decision::Opportunistic
         );
-        let insecure = TlsaLookup::Records {
+        let insecure = TlsaInput::Records {
             secure: false,
             records: vec![good()],
             base_domain: "mx.example.net".into(),
@@ -259,11 +254,11 @@ mod tests {
         assert_eq!(d(Secure, Secure, found(vec![])), Decision::Opportunistic);
         // No TLSA lookup matters for an insecure MX RRset or host (§2.2.1, §2.2.3).
         assert_eq!(
-            d(Insecure, Secure, TlsaLookup::Failed("x".into())),
+            d(Insecure, Secure, TlsaInput::Failed("x".into())),
             Decision::Opportunistic
         );
         assert_eq!(
-            d(Secure, Insecure, TlsaLookup::Failed("x".into())),
+            d(Secure, Insecure, TlsaInput::Failed("x".into())),
             Decision::Opportunistic
         );
         assert_eq!(
@@ -284,7 +279,7 @@ mod tests {
             Decision::Defer(DeferReason::NoUsableTlsa)
         );
         assert_eq!(
-            d(Secure, Secure, TlsaLookup::NoRecords { secure: true }),
+            d(Secure, Secure, TlsaInput::NoRecords { secure: true }),
             Decision::Defer(DeferReason::NoSecureTlsa)
         );
         assert_eq!(
@@ -296,14 +291,14 @@ mod tests {
             Decision::Defer(DeferReason::HostInsecure)
         );
         assert!(matches!(
-            d(Secure, Secure, TlsaLookup::Failed("timeout".into())),
+            d(Secure, Secure, TlsaInput::Failed("timeout".into())),
             Decision::Defer(DeferReason::TlsaLookupFailed(_))
         ));
     }
 
     #[test]
     fn cname_base_domain_and_mx_name_are_both_reference_ids() {
-        let t = TlsaLookup::Records {
+        let t = TlsaInput::Records {
             secure: true,
             records: vec![good()],
             base_domain: "smtp.provider.example.".into(),

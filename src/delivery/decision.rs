@@ -20,10 +20,6 @@ pub async fn host_decision(
     host: &CandidateHost,
 ) -> (Decision, Option<Result<crate::dns::TlsaLookup, DnsError>>) {
     let dane_level = matches!(level, TlsLevel::Dane | TlsLevel::DaneOnly);
-    let sec = |s: Security| match s {
-        Security::Secure => dane::Security::Secure,
-        Security::Insecure => dane::Security::Insecure,
-    };
     let looked = if dane_level && host.dnssec_secure() {
         Some(
             lookup_tlsa(
@@ -39,22 +35,22 @@ pub async fn host_decision(
         None
     };
     let tlsa = match &looked {
-        None => dane::TlsaLookup::NoRecords { secure: false },
-        Some(Err(e)) => dane::TlsaLookup::Failed(e.to_string()),
-        Some(Ok(l)) if l.has_secure_tlsa() => dane::TlsaLookup::Records {
+        None => dane::TlsaInput::NoRecords { secure: false },
+        Some(Err(e)) => dane::TlsaInput::Failed(e.to_string()),
+        Some(Ok(l)) if l.has_secure_tlsa() => dane::TlsaInput::Records {
             secure: true,
             records: l.records.clone(),
             base_domain: l.base_domain.clone(),
         },
-        Some(Ok(l)) => dane::TlsaLookup::NoRecords {
+        Some(Ok(l)) => dane::TlsaInput::NoRecords {
             secure: l.security == Security::Secure,
         },
     };
     let decision = decide(
         level,
         &host.name,
-        sec(host.mx_security),
-        sec(host.address_security),
+        host.mx_security,
+        host.address_security,
         tlsa,
     );
     (decision, looked)

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::outcome::{Outcome, Reason};
-use crate::smtp::client::{strip_rfc822, EnhancedCode, Notify, Reply, Ret};
+use crate::smtp::queue_edge::strip_rfc822;
+use crate::smtp::{EnhancedCode, Notify, Reply, Ret};
 
 /// RFC 3464 §2.3.3 `Action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,7 +56,8 @@ mod tests {
     use super::*;
     use crate::dane::DaneMatch;
     use crate::delivery::outcome::{from_error, AttemptError};
-    use crate::smtp::client::{EnhancedCode, Reply, TlsInfo};
+    use crate::smtp::client::TlsInfo;
+    use crate::smtp::{EnhancedCode, Reply};
 
     #[test]
     fn dane_verified_line_reads_like_postfix() {

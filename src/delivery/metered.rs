@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::dns::{Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security};
+use crate::dns::{Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, RecordType, Security};
 use crate::metrics::{DnsStatus, DnsType, Metrics};
 
 /// Counts lookups, then hands the answer on unchanged.
@@ -30,11 +30,11 @@ pub fn labels(rtype: RecordType, result: &Result<Answer, DnsError>) -> (DnsType,
         RecordType::Soa => DnsType::Soa,
     };
     let status = match result {
-        Ok(a) => match (&a.outcome, a.security) {
-            (Outcome::NxDomain, _) => DnsStatus::NxDomain,
-            (Outcome::NoData, _) => DnsStatus::NoData,
-            (Outcome::Records(_), Security::Secure) => DnsStatus::Secure,
-            (Outcome::Records(_), Security::Insecure) => DnsStatus::Insecure,
+        Ok(a) => match (&a.kind, a.security) {
+            (AnswerKind::NxDomain, _) => DnsStatus::NxDomain,
+            (AnswerKind::NoData, _) => DnsStatus::NoData,
+            (AnswerKind::Records(_), Security::Secure) => DnsStatus::Secure,
+            (AnswerKind::Records(_), Security::Insecure) => DnsStatus::Insecure,
         },
         Err(DnsError::Bogus { .. }) => DnsStatus::Bogus,
         Err(_) => DnsStatus::Error,

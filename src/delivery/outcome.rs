@@ -1,7 +1,7 @@
 //! The one outcome type of a delivery attempt, per recipient, and the one
 //! place every failure is mapped into it (STYLE habit 5).
 //!
-//! Rules (SPEC "Delivery (outbound)", RFC 5321 §4.2.1, RFC 7672 §2.2):
+//! Rules (README.md "Configuration", RFC 5321 §4.2.1, RFC 7672 §2.2):
 //! 2xx ⇒ delivered; 4xx ⇒ deferred; 5xx ⇒ bounced; connection problems,
 //! timeouts, TLS and DANE failures, DNSSEC-bogus answers and DNS lookup
 //! errors ⇒ always deferred (never bounced, never a reason to fall back).
@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::smtp::client::{ClientError, EnhancedCode, Phase, RcptResult, Reply, TransactionResult};
+use crate::smtp::client::{ClientError, Phase, RcptResult, TransactionResult};
+use crate::smtp::queue_edge::reply_to_queue;
+use crate::smtp::{EnhancedCode, Reply};
 
 /// Why a recipient was deferred or bounced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +45,9 @@ impl Reason {
     }
 }
 
-/// What became of one recipient in one attempt.
+/// What became of one recipient in one attempt. The queue records the same
+/// three cases as `danerelay_queue::Outcome`, which cannot hold a [`Reply`];
+/// [`Outcome::to_queue`] is the one conversion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The peer accepted responsibility (its 2xx reply).
@@ -61,6 +65,22 @@ impl Outcome {
             Outcome::Delivered(_) => "delivered",
             Outcome::Deferred(_) => "deferred",
             Outcome::Bounced(_) => "bounced",
+        }
+    }
+
+    /// The outcome as `Queue::complete` records it: the reply on one line.
+    pub fn to_queue(&self) -> danerelay_queue::Outcome {
+        use danerelay_queue::Outcome as Recorded;
+        match self {
+            Outcome::Delivered(r) => Recorded::Delivered {
+                reply: reply_to_queue(r),
+            },
+            Outcome::Deferred(r) => Recorded::Deferred {
+                reply: reply_to_queue(&r.reply),
+            },
+            Outcome::Bounced(r) => Recorded::Bounced {
+                reply: reply_to_queue(&r.reply),
+            },
         }
     }
 }

@@ -11,12 +11,11 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
 use danerelay_queue::{
-    Completion, Envelope, Leased, Notify as QNotify, Outcome as QOutcome, Queue, QueueError,
-    QueueId, RecipientSpec,
+    Completion, Envelope, Leased, Notify, Queue, QueueError, QueueId, RecipientSpec,
 };
 
 use crate::metrics::Metrics;
-use crate::smtp::client::{EnhancedCode, Notify, Reply, Ret};
+use crate::smtp::{EnhancedCode, Reply};
 
 use super::dsn::{self, Action, DsnInput, DsnRecipient};
 use super::outcome::{Outcome, Reason};
@@ -58,30 +57,6 @@ pub struct ReportOptions {
     pub retry: RetryPolicy,
 }
 
-/// The queue's notify as the client's (same fields; RFC 3461 §4.1).
-pub fn notify(n: QNotify) -> Notify {
-    Notify {
-        success: n.success,
-        failure: n.failure,
-        delay: n.delay,
-        never: n.never,
-    }
-}
-
-fn to_queue(outcome: &Outcome) -> QOutcome {
-    match outcome {
-        Outcome::Delivered(r) => QOutcome::Delivered {
-            reply: r.one_line(),
-        },
-        Outcome::Deferred(r) => QOutcome::Deferred {
-            reply: r.reply.one_line(),
-        },
-        Outcome::Bounced(r) => QOutcome::Bounced {
-            reply: r.reply.one_line(),
-        },
-    }
-}
-
 /// Records `results` for `leased` and sends the DSNs they call for.
 pub fn report(
     queue: &Queue,
@@ -104,14 +79,13 @@ pub fn report(
             .delay_warning_due(env.received_at, now, leased.delay_warned)
         && results.iter().any(|r| {
             matches!(r.outcome, Outcome::Deferred(_))
-                && rcpt(r.index)
-                    .is_some_and(|l| dsn::wanted(Some(notify(l.notify)), Action::Delayed))
+                && rcpt(r.index).is_some_and(|l| dsn::wanted(Some(l.notify), Action::Delayed))
         })
         && queue.mark_delay_warned(leased)?;
 
-    let outcomes: Vec<(u32, QOutcome)> = results
+    let outcomes: Vec<(u32, danerelay_queue::Outcome)> = results
         .iter()
-        .map(|r| (r.index, to_queue(&r.outcome)))
+        .map(|r| (r.index, r.outcome.to_queue()))
         .collect();
     let completion = queue.complete(leased, &outcomes, now)?;
 
@@ -135,12 +109,8 @@ pub fn report(
         if completion.expired.iter().any(|e| e.index == r.index) {
             continue;
         }
-        let mut d = DsnRecipient::from_outcome(
-            &l.address,
-            l.orcpt.as_deref(),
-            Some(notify(l.notify)),
-            &r.outcome,
-        );
+        let mut d =
+            DsnRecipient::from_outcome(&l.address, l.orcpt.as_deref(), Some(l.notify), &r.outcome);
         d.remote_mta = r.remote_mta.clone();
         d.last_attempt = Some(now);
         match d.action {
@@ -161,12 +131,8 @@ pub fn report(
             reply: Reply::local(451, EnhancedCode(4, 4, 7), text),
             remote: false,
         });
-        let mut d = DsnRecipient::from_outcome(
-            &e.address,
-            e.orcpt.as_deref(),
-            Some(notify(e.notify)),
-            &out,
-        );
+        let mut d =
+            DsnRecipient::from_outcome(&e.address, e.orcpt.as_deref(), Some(e.notify), &out);
         d.last_attempt = Some(now);
         failed.push(d);
     }
@@ -195,10 +161,7 @@ pub fn report(
             reporting_mta: &options.reporting_mta,
             original_sender: &env.sender,
             envid: env.envid.as_deref(),
-            ret: env.ret.map(|r| match r {
-                danerelay_queue::Ret::Full => Ret::Full,
-                danerelay_queue::Ret::Headers => Ret::Headers,
-            }),
+            ret: env.ret,
             arrival: env.received_at,
             now,
             queue_id: leased.id.as_str(),
@@ -237,7 +200,7 @@ fn enqueue(
     let rcpt = RecipientSpec {
         address: d.recipient.clone(),
         orcpt: None,
-        notify: QNotify::default(),
+        notify: Notify::default(),
     };
     Ok(w.commit(env, vec![rcpt])?)
 }

@@ -23,7 +23,7 @@ use rand::Rng;
 use tracing::debug;
 
 use crate::config::{DomainPattern, NextHopHost, Route, TlsLevel};
-use crate::dns::{normalize_name, Answer, DnsError, DnsLookup, Outcome, RecordType, Security};
+use crate::dns::{normalize_name, Answer, AnswerKind, DnsError, DnsLookup, RecordType, Security};
 
 /// The SMTP port used for MX and implicit-MX hosts.
 pub const SMTP_PORT: u16 = 25;
@@ -92,7 +92,7 @@ pub enum RoutingError {
 }
 
 impl RoutingError {
-    /// Permanent errors bounce; the rest defer (SPEC: lookup errors defer).
+    /// Permanent errors bounce; the rest defer (README.md: lookup errors always defer).
     pub fn is_permanent(&self) -> bool {
         match self {
             RoutingError::NullMx { .. }
@@ -152,16 +152,16 @@ pub fn mx_targets(
             })
         }
     };
-    match &answer.outcome {
-        Outcome::NxDomain => Err(RoutingError::NoSuchDomain {
+    match &answer.kind {
+        AnswerKind::NxDomain => Err(RoutingError::NoSuchDomain {
             domain: domain.to_string(),
         }),
-        Outcome::NoData => Ok(MxTargets {
+        AnswerKind::NoData => Ok(MxTargets {
             source: RouteSource::ImplicitMx,
             hosts: vec![(answer.canonical_name.clone(), 0)],
             security: answer.security,
         }),
-        Outcome::Records(_) => {
+        AnswerKind::Records(_) => {
             let all: Vec<_> = answer.mx().collect();
             // RFC 7505 §3: a lone MX with exchange "." means "no mail".
             if all.iter().all(|m| m.exchange.is_empty()) {

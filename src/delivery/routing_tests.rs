@@ -17,7 +17,7 @@ fn mx_answer(security: Security, mx: &[(u16, &str)]) -> Result<Answer, DnsError>
         name: "example.com".into(),
         rtype: RecordType::Mx,
         canonical_name: "example.com".into(),
-        outcome: Outcome::Records(
+        kind: AnswerKind::Records(
             mx.iter()
                 .map(|(p, e)| {
                     Record::Mx(Mx {
@@ -32,12 +32,12 @@ fn mx_answer(security: Security, mx: &[(u16, &str)]) -> Result<Answer, DnsError>
     })
 }
 
-fn denial(outcome: Outcome, security: Security) -> Result<Answer, DnsError> {
+fn denial(kind: AnswerKind, security: Security) -> Result<Answer, DnsError> {
     Ok(Answer {
         name: "example.com".into(),
         rtype: RecordType::Mx,
         canonical_name: "example.com".into(),
-        outcome,
+        kind,
         security,
         ttl: 300,
     })
@@ -79,7 +79,7 @@ fn mx_decision_table() {
         ),
         (
             "no MX RRset: implicit MX",
-            denial(Outcome::NoData, Secure),
+            denial(AnswerKind::NoData, Secure),
             Ok(vec!["example.com"]),
         ),
         ("null MX", mx_answer(Secure, &[(0, "")]), Err("5.1.10")),
@@ -88,7 +88,11 @@ fn mx_decision_table() {
             mx_answer(Secure, &[(0, ""), (10, "mx.example")]),
             Ok(vec!["mx.example"]),
         ),
-        ("NXDOMAIN", denial(Outcome::NxDomain, Secure), Err("5.1.2")),
+        (
+            "NXDOMAIN",
+            denial(AnswerKind::NxDomain, Secure),
+            Err("5.1.2"),
+        ),
         (
             "SERVFAIL: temporary, never implicit MX",
             servfail(),
@@ -122,7 +126,7 @@ fn mx_security_and_implicit_mx_carry_the_rrset_status() {
     let rng = &mut StdRng::seed_from_u64(1);
     let t = mx_targets("example.com", &mx_answer(Secure, &[(1, "mx.example")]), rng).unwrap();
     assert_eq!((t.source, t.security), (RouteSource::Mx, Secure));
-    let t = mx_targets("example.com", &denial(Outcome::NoData, Insecure), rng).unwrap();
+    let t = mx_targets("example.com", &denial(AnswerKind::NoData, Insecure), rng).unwrap();
     assert_eq!((t.source, t.security), (RouteSource::ImplicitMx, Insecure));
 }
 
@@ -168,10 +172,10 @@ fn addr(
         name: name.into(),
         rtype,
         canonical_name: name.into(),
-        outcome: if records.is_empty() {
-            Outcome::NoData
+        kind: if records.is_empty() {
+            AnswerKind::NoData
         } else {
-            Outcome::Records(records)
+            AnswerKind::Records(records)
         },
         security,
         ttl: 60,

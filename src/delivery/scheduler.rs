@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::smtp::client::{Envelope, Recipient, Ret};
+use crate::smtp::client::{Envelope, Recipient};
+use crate::smtp::queue_edge;
 
 use super::attempt::{Engine, Job, RcptOutcome, Reusable};
 use super::report::{self, ReportOptions, Reported};
@@ -297,12 +298,10 @@ impl Scheduler {
             .iter()
             .map(|i| {
                 let r = &leased.recipients[*i];
-                let n = report::notify(r.notify);
                 Recipient {
                     address: r.address.clone(),
                     orcpt: r.orcpt.clone(),
-                    // The queue stores the RFC default when NOTIFY was absent.
-                    notify: (r.notify != danerelay_queue::Notify::default()).then_some(n),
+                    notify: queue_edge::notify_from_queue(r.notify),
                 }
             })
             .collect();
@@ -311,10 +310,7 @@ impl Scheduler {
         envelope.body_8bit = env.body_8bit;
         envelope.smtputf8 = env.smtputf8;
         envelope.envid = env.envid.clone();
-        envelope.ret = env.ret.map(|r| match r {
-            danerelay_queue::Ret::Full => Ret::Full,
-            danerelay_queue::Ret::Headers => Ret::Headers,
-        });
+        envelope.ret = env.ret;
         let (q, id) = (self.queue.clone(), leased.id);
         Job {
             queue_id: leased.id.to_string(),

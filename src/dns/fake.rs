@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use super::types::{
-    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Mx, Outcome, Record, RecordType,
+    normalize_name, Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, Mx, Record, RecordType,
     Security, Tlsa,
 };
 
@@ -176,10 +176,10 @@ impl FakeDns {
                     }
                 }
             };
-            let (outcome, security) = match entry {
-                Entry::Records(r, s) => (Outcome::Records(r), s),
-                Entry::NoData(s) => (Outcome::NoData, s),
-                Entry::NxDomain(s) => (Outcome::NxDomain, s),
+            let (kind, security) = match entry {
+                Entry::Records(r, s) => (AnswerKind::Records(r), s),
+                Entry::NoData(s) => (AnswerKind::NoData, s),
+                Entry::NxDomain(s) => (AnswerKind::NxDomain, s),
                 Entry::ServFail => return Err(DnsError::ServFail { name: qname, rtype }),
                 Entry::Bogus => {
                     return Err(DnsError::Bogus {
@@ -193,7 +193,7 @@ impl FakeDns {
                 name: qname,
                 rtype,
                 canonical_name: current,
-                outcome,
+                kind,
                 security: chain_security.and(security),
                 ttl: state.ttl,
             });

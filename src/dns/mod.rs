@@ -1,4 +1,4 @@
-//! DNS lookups that carry their DNSSEC status (SPEC `[dns]`).
+//! DNS lookups that carry their DNSSEC status (README.md: `dns.dnssec`).
 //!
 //! Everything the delivery side learns from DNS comes through the injected
 //! [`DnsLookup`] trait as an [`Answer`] with a [`Security`] (`Secure` or
@@ -37,7 +37,7 @@ pub use probe::{dnssec_probe, ProbeResult};
 pub use tlsa::{lookup_tlsa, tlsa_owner, TlsaLookup};
 pub use trust_ad::{AdMode, TrustAdResolver};
 pub use types::{
-    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Mx, Outcome, Record, RecordType,
+    normalize_name, Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, Mx, Record, RecordType,
     Security, Tlsa,
 };
 pub use validate::ValidatingResolver;
@@ -106,7 +106,7 @@ pub(crate) fn log_result(name: &str, rtype: RecordType, result: &Result<Answer, 
         Ok(a) => debug!(
             name = %a.name,
             %rtype,
-            outcome = a.outcome.as_str(),
+            outcome = a.kind.as_str(),
             records = a.records().len(),
             security = %a.security,
             canonical = %a.canonical_name,

@@ -36,7 +36,7 @@ pub async fn dnssec_probe(dns: &dyn DnsLookup, name: &str) -> ProbeResult {
             detail: format!(
                 "{shown} SOA came back {} ({})",
                 answer.security,
-                answer.outcome.as_str()
+                answer.kind.as_str()
             ),
         },
         Err(e) => ProbeResult {

@@ -12,7 +12,7 @@
 
 use tracing::debug;
 
-use super::types::{Answer, DnsError, DnsLookup, Outcome, RecordType, Security, Tlsa};
+use super::types::{Answer, AnswerKind, DnsError, DnsLookup, RecordType, Security, Tlsa};
 
 /// The TLSA records that apply to one host, or why there are none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +78,8 @@ pub async fn lookup_tlsa(
 /// RRset at the expanded name still ends the search, §2.2.3 only falls
 /// through when no RRset exists).
 fn settle(base: &str, answer: &Answer) -> Option<TlsaLookup> {
-    match &answer.outcome {
-        Outcome::Records(_) => Some(TlsaLookup {
+    match &answer.kind {
+        AnswerKind::Records(_) => Some(TlsaLookup {
             base_domain: base.to_string(),
             records: if answer.is_secure() {
                 answer.tlsa().cloned().collect()
@@ -88,7 +88,7 @@ fn settle(base: &str, answer: &Answer) -> Option<TlsaLookup> {
             },
             security: answer.security,
         }),
-        Outcome::NoData | Outcome::NxDomain => None,
+        AnswerKind::NoData | AnswerKind::NxDomain => None,
     }
 }
 

@@ -29,7 +29,7 @@ use hickory_proto::rr::{RData, Record as HRecord};
 use tracing::debug;
 
 use super::types::{
-    normalize_name, Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security,
+    normalize_name, Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, RecordType, Security,
 };
 use super::wire::{follow_chain, min_ttl, to_fqdn, to_hickory_type, wire_name};
 
@@ -171,11 +171,11 @@ pub(crate) fn interpret(
     if code == ResponseCode::NoError {
         chain.check_connected(&qname, rtype, &message.answers)?;
     }
-    let outcome = match code {
-        ResponseCode::NoError if !chain.records.is_empty() => Outcome::Records(chain.records),
-        ResponseCode::NoError => Outcome::NoData,
+    let kind = match code {
+        ResponseCode::NoError if !chain.records.is_empty() => AnswerKind::Records(chain.records),
+        ResponseCode::NoError => AnswerKind::NoData,
         // RFC 6604: with a CNAME chain the RCODE describes the last name.
-        ResponseCode::NXDomain => Outcome::NxDomain,
+        ResponseCode::NXDomain => AnswerKind::NxDomain,
         ResponseCode::ServFail => {
             return Err(DnsError::ServFail { name: qname, rtype });
         }
@@ -187,15 +187,15 @@ pub(crate) fn interpret(
             })
         }
     };
-    let ttl = match outcome {
-        Outcome::Records(_) => min_ttl(&chain.used),
-        Outcome::NoData | Outcome::NxDomain => negative_ttl(&message.authorities),
+    let ttl = match kind {
+        AnswerKind::Records(_) => min_ttl(&chain.used),
+        AnswerKind::NoData | AnswerKind::NxDomain => negative_ttl(&message.authorities),
     };
     Ok(Answer {
         name: qname,
         rtype,
         canonical_name: chain.canonical_name,
-        outcome,
+        kind,
         security,
         ttl,
     })
@@ -284,14 +284,14 @@ mod tests {
         let nx = reply(ResponseCode::NXDomain, true, vec![], vec![soa(300, 60)]);
         let got = interpret("x.example", RecordType::A, nx, AdMode::TrustAd).unwrap();
         assert_eq!(
-            (got.outcome, got.security, got.ttl),
-            (Outcome::NxDomain, Security::Secure, 60)
+            (got.kind, got.security, got.ttl),
+            (AnswerKind::NxDomain, Security::Secure, 60)
         );
         let nodata = reply(ResponseCode::NoError, false, vec![], vec![soa(30, 600)]);
         let got = interpret("x.example", RecordType::Aaaa, nodata, AdMode::TrustAd).unwrap();
         assert_eq!(
-            (got.outcome, got.security, got.ttl),
-            (Outcome::NoData, Security::Insecure, 30)
+            (got.kind, got.security, got.ttl),
+            (AnswerKind::NoData, Security::Insecure, 30)
         );
         let sf = reply(ResponseCode::ServFail, false, vec![], vec![]);
         let err = interpret("x.example", RecordType::Mx, sf, AdMode::TrustAd).unwrap_err();
@@ -356,6 +356,6 @@ mod tests {
             AdMode::TrustAd,
         )
         .unwrap();
-        assert_eq!(got.outcome, Outcome::NoData);
+        assert_eq!(got.kind, AnswerKind::NoData);
     }
 }

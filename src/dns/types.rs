@@ -1,5 +1,5 @@
 //! The vocabulary of the DNS layer: what a caller asks ([`RecordType`]), what
-//! it gets back ([`Answer`] with its [`Security`] and [`Outcome`]) and how a
+//! it gets back ([`Answer`] with its [`Security`] and [`AnswerKind`]) and how a
 //! lookup fails ([`DnsError`]). No I/O here.
 
 use std::fmt;
@@ -104,7 +104,7 @@ pub enum Record {
 
 /// What the name holds for the requested type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum AnswerKind {
     /// At least one record (never empty).
     Records(Vec<Record>),
     /// The name exists but has no RRset of this type (RFC 2308 NODATA).
@@ -113,12 +113,12 @@ pub enum Outcome {
     NxDomain,
 }
 
-impl Outcome {
+impl AnswerKind {
     pub fn as_str(&self) -> &'static str {
         match self {
-            Outcome::Records(_) => "records",
-            Outcome::NoData => "nodata",
-            Outcome::NxDomain => "nxdomain",
+            AnswerKind::Records(_) => "records",
+            AnswerKind::NoData => "nodata",
+            AnswerKind::NxDomain => "nxdomain",
         }
     }
 }
@@ -131,7 +131,7 @@ pub struct Answer {
     pub rtype: RecordType,
     /// The owner name after following any CNAME chain (= `name` when none).
     pub canonical_name: String,
-    pub outcome: Outcome,
+    pub kind: AnswerKind,
     /// Status of the answer as a whole: the records (or the denial) and every
     /// CNAME on the way.
     pub security: Security,
@@ -142,9 +142,9 @@ pub struct Answer {
 
 impl Answer {
     pub fn records(&self) -> &[Record] {
-        match &self.outcome {
-            Outcome::Records(r) => r,
-            Outcome::NoData | Outcome::NxDomain => &[],
+        match &self.kind {
+            AnswerKind::Records(r) => r,
+            AnswerKind::NoData | AnswerKind::NxDomain => &[],
         }
     }
 
@@ -176,8 +176,8 @@ impl Answer {
 }
 
 /// A lookup that did not produce an answer. Every variant except
-/// [`DnsError::InvalidName`] is temporary: the delivery defers (SPEC:
-/// "DNSSEC bogus answers and lookup errors defer").
+/// [`DnsError::InvalidName`] is temporary: the delivery defers (README.md:
+/// "DNSSEC-bogus answers and lookup errors always defer").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
     #[error("{rtype} lookup for {name}: server failure (SERVFAIL)")]

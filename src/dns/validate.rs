@@ -49,7 +49,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::TokioResolver;
 
 use super::trust_ad::negative_ttl;
-use super::types::{Answer, BoxFuture, DnsError, DnsLookup, Outcome, RecordType, Security};
+use super::types::{Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, RecordType, Security};
 use super::wire::{follow_chain, min_ttl, name_to_string, to_fqdn, to_hickory_type};
 
 /// The in-process validating resolver.
@@ -165,16 +165,16 @@ fn positive(qname: &str, rtype: RecordType, answers: &[HRecord]) -> Result<Answe
     chain.check_connected(qname, rtype, answers)?;
     let security = proofs(qname, rtype, &chain.used)?;
     let ttl = min_ttl(&chain.used);
-    let outcome = if chain.records.is_empty() {
-        Outcome::NoData
+    let kind = if chain.records.is_empty() {
+        AnswerKind::NoData
     } else {
-        Outcome::Records(chain.records)
+        AnswerKind::Records(chain.records)
     };
     Ok(Answer {
         name: qname.to_string(),
         rtype,
         canonical_name: chain.canonical_name,
-        outcome,
+        kind,
         security,
         ttl,
     })
@@ -202,16 +202,16 @@ fn negative(qname: String, rtype: RecordType, error: NetError) -> Result<Answer,
                 .map(negative_ttl)
                 .or(no.negative_ttl)
                 .unwrap_or(0);
-            let outcome = if no.response_code == ResponseCode::NXDomain {
-                Outcome::NxDomain
+            let kind = if no.response_code == ResponseCode::NXDomain {
+                AnswerKind::NxDomain
             } else {
-                Outcome::NoData
+                AnswerKind::NoData
             };
             Ok(Answer {
                 canonical_name: qname.clone(),
                 name: qname,
                 rtype,
-                outcome,
+                kind,
                 security,
                 ttl,
             })
@@ -224,10 +224,10 @@ fn negative(qname: String, rtype: RecordType, error: NetError) -> Result<Answer,
             canonical_name: qname.clone(),
             name: qname,
             rtype,
-            outcome: if response.metadata.response_code == ResponseCode::NXDomain {
-                Outcome::NxDomain
+            kind: if response.metadata.response_code == ResponseCode::NXDomain {
+                AnswerKind::NxDomain
             } else {
-                Outcome::NoData
+                AnswerKind::NoData
             },
             security: Security::Insecure,
             ttl: 0,

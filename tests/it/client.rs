@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use danerelay::delivery::outcome::{self, AttemptError, Outcome};
 use danerelay::smtp::client::{
-    Client, ClientError, EnhancedCode, Envelope, Notify, Phase, RcptResult, Recipient, Ret,
-    Timeouts,
+    Client, ClientError, Envelope, Phase, RcptResult, Recipient, Timeouts,
 };
+use danerelay::smtp::{EnhancedCode, Notify, Ret};
 use fake_mx::{Script, Transcript};
 use rustls::pki_types::ServerName;
 use tokio::io::DuplexStream;
@@ -73,8 +73,10 @@ async fn pipelined_happy_path_with_dsn_parameters() {
             address: "a@dest.test".into(),
             orcpt: Some("a@dest.test".into()),
             notify: Some(Notify {
+                success: false,
                 failure: true,
-                ..Notify::default()
+                delay: false,
+                never: false,
             }),
         },
         Recipient::new("b@dest.test"),

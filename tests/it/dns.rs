@@ -12,7 +12,7 @@ use std::sync::Arc;
 use danerelay::config::DnssecMode;
 use danerelay::delivery::routing::{plan_route, plan_route_with_port, RouteSource, RoutingError};
 use danerelay::dns::{
-    self, dnssec_probe, lookup_tlsa, Answer, DnsError, DnsLookup, Outcome, Record, RecordType,
+    self, dnssec_probe, lookup_tlsa, Answer, AnswerKind, DnsError, DnsLookup, Record, RecordType,
     Security,
 };
 
@@ -77,14 +77,14 @@ async fn matrix(dns: &dyn DnsLookup, mode: &str) {
     // NODATA and NXDOMAIN, secure.
     let nodata = ok(dns, "mx.secure.example", RecordType::Aaaa).await;
     assert_eq!(
-        (&nodata.outcome, nodata.security),
-        (&Outcome::NoData, Secure),
+        (&nodata.kind, nodata.security),
+        (&AnswerKind::NoData, Secure),
         "{mode}: secure NODATA"
     );
     let nx = ok(dns, "nope.secure.example", RecordType::A).await;
     assert_eq!(
-        (&nx.outcome, nx.security),
-        (&Outcome::NxDomain, Secure),
+        (&nx.kind, nx.security),
+        (&AnswerKind::NxDomain, Secure),
         "{mode}: secure NXDOMAIN"
     );
 
@@ -109,8 +109,8 @@ async fn matrix(dns: &dyn DnsLookup, mode: &str) {
     );
     let nodata = ok(dns, "mx.insecure.example", RecordType::Aaaa).await;
     assert_eq!(
-        (&nodata.outcome, nodata.security),
-        (&Outcome::NoData, Insecure),
+        (&nodata.kind, nodata.security),
+        (&AnswerKind::NoData, Insecure),
         "{mode}: insecure NODATA"
     );
 
@@ -408,7 +408,7 @@ async fn hickory_validator_misreports_wildcard_tlsa_behind_cnames() {
     }
 }
 
-/// `dns.trust_anchor` as DS records (SPEC `[dns]`): at start the DNSKEYs
+/// `dns.trust_anchor` as DS records (README.md: `dns.trust_anchor`): at start the DNSKEYs
 /// are fetched from knotd and matched to the DS; validation then passes the
 /// whole matrix (secure answers secure, bogus ⇒ temporary failure). A DS
 /// that matches no key, or no server to fetch from, stops the start.

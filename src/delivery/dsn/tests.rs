@@ -187,12 +187,16 @@ fn delay_warning_is_delayed_with_a_4xx_status_and_headers_only() {
 #[test]
 fn notify_and_null_sender_decide_whether_a_dsn_exists() {
     let never = Some(Notify {
+        success: false,
+        failure: false,
+        delay: false,
         never: true,
-        ..Notify::default()
     });
     let success_only = Some(Notify {
         success: true,
-        ..Notify::default()
+        failure: false,
+        delay: false,
+        never: false,
     });
     let rcpts = [bounced("b@example.net", None)];
     assert_eq!(build(&input(&rcpts, None, "")), None, "never a DSN to <>");
@@ -224,16 +228,20 @@ fn notify_and_null_sender_decide_whether_a_dsn_exists() {
         (never, Action::Failed, false),
         (
             Some(Notify {
+                success: false,
+                failure: false,
                 delay: true,
-                ..Notify::default()
+                never: false,
             }),
             Action::Delayed,
             true,
         ),
         (
             Some(Notify {
+                success: false,
                 failure: true,
-                ..Notify::default()
+                delay: false,
+                never: false,
             }),
             Action::Delayed,
             false,
@@ -251,7 +259,7 @@ fn long_diagnostics_are_folded_below_998_octets() {
     r.diagnostic = Some(Reply {
         code: 550,
         enhanced: None,
-        text: long.clone(),
+        text: long.clone().into(),
     });
     r.detail = long;
     let rcpts = [r];

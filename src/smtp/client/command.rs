@@ -3,52 +3,8 @@
 //! advertised, `RCPT TO` with RFC 3461 `NOTIFY`/`ORCPT` when it offers DSN.
 
 use super::reply::Capabilities;
-
-/// RFC 3461 §4.3 `RET`: what a DSN carries of the original message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    Full,
-    Headers,
-}
-
-/// RFC 3461 §4.1 `NOTIFY`. `never` excludes the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Notify {
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-    pub never: bool,
-}
-
-impl Notify {
-    /// What applies when the submitter gave no `NOTIFY` (RFC 3461 §4.1: failure and delay).
-    pub const DEFAULT: Notify = Notify {
-        success: false,
-        failure: true,
-        delay: true,
-        never: false,
-    };
-
-    /// The parameter value, e.g. `SUCCESS,FAILURE`; `NEVER` wins over the rest.
-    pub fn param_value(&self) -> String {
-        if self.never {
-            return "NEVER".to_string();
-        }
-        let parts: Vec<&str> = [
-            (self.success, "SUCCESS"),
-            (self.failure, "FAILURE"),
-            (self.delay, "DELAY"),
-        ]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect();
-        if parts.is_empty() {
-            "NEVER".to_string()
-        } else {
-            parts.join(",")
-        }
-    }
-}
+use crate::smtp::queue_edge::{notify_param, ret_param, strip_rfc822};
+use crate::smtp::{Notify, Ret};
 
 /// One recipient of an outbound transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,10 +101,8 @@ pub fn mail_from_line(env: &Envelope, caps: &Capabilities) -> String {
         line.push_str(" SMTPUTF8");
     }
     if caps.dsn() {
-        match env.ret {
-            Some(Ret::Full) => line.push_str(" RET=FULL"),
-            Some(Ret::Headers) => line.push_str(" RET=HDRS"),
-            None => {}
+        if let Some(ret) = env.ret {
+            line.push_str(&format!(" RET={}", ret_param(ret)));
         }
         if let Some(envid) = &env.envid {
             line.push_str(&format!(" ENVID={}", xtext(envid)));
@@ -163,7 +117,7 @@ pub fn rcpt_to_line(rcpt: &Recipient, caps: &Capabilities) -> String {
     let mut line = format!("RCPT TO:<{}>", no_crlf(&rcpt.address));
     if caps.dsn() {
         if let Some(notify) = rcpt.notify {
-            line.push_str(&format!(" NOTIFY={}", notify.param_value()));
+            line.push_str(&format!(" NOTIFY={}", notify_param(notify)));
         }
         if let Some(orcpt) = &rcpt.orcpt {
             let addr = strip_rfc822(orcpt);
@@ -172,14 +126,6 @@ pub fn rcpt_to_line(rcpt: &Recipient, caps: &Capabilities) -> String {
     }
     line.push_str("\r\n");
     line
-}
-
-/// The address part of an ORCPT value given with or without its `rfc822;` type.
-pub fn strip_rfc822(orcpt: &str) -> &str {
-    match orcpt.split_once(';') {
-        Some((kind, addr)) if kind.eq_ignore_ascii_case("rfc822") => addr,
-        _ => orcpt,
-    }
 }
 
 #[cfg(test)]
@@ -263,9 +209,10 @@ mod tests {
         );
         let never = Recipient {
             notify: Some(Notify {
-                never: true,
+                success: false,
                 failure: true,
-                ..Notify::default()
+                delay: false,
+                never: true,
             }),
             ..Recipient::new("c@example.net")
         };

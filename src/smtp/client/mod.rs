@@ -31,12 +31,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
+use crate::smtp::Reply;
+
 pub use blocking::BlockingBody;
 pub use body::{BodyEncoder, BodyError, MAX_LINE};
-pub use command::{
-    mail_from_line, rcpt_to_line, strip_rfc822, xtext, Envelope, Notify, Recipient, Ret,
-};
-pub use reply::{Capabilities, EnhancedCode, Reply, ReplyError, ReplyRead, ReplyReader};
+pub use command::{mail_from_line, rcpt_to_line, xtext, Envelope, Recipient};
+pub use reply::{Capabilities, ReplyError, ReplyRead, ReplyReader};
 pub use transaction::{RcptResult, TransactionResult};
 pub use transport::{TlsInfo, Transport};
 

@@ -1,10 +1,8 @@
-//! Replies from the remote server as values: the [`Reply`] type, the sans-I/O
-//! [`ReplyReader`] that assembles (multi-line) replies from bytes with
-//! `smtp-proto`, and the EHLO [`Capabilities`] the client acts on.
+//! Replies from the remote server: the sans-I/O [`ReplyReader`] that
+//! assembles (multi-line) [`Reply`] values from bytes with `smtp-proto`, and
+//! the EHLO [`Capabilities`] the client acts on.
 //!
 //! Nothing here touches a socket: bytes in, values out (STYLE habit 1).
-
-use std::fmt;
 
 use smtp_proto::response::parser::{ResponseReceiver, MAX_RESPONSE_LENGTH};
 use smtp_proto::{
@@ -12,99 +10,7 @@ use smtp_proto::{
     EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS,
 };
 
-/// An RFC 3463 enhanced status code `class.subject.detail`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EnhancedCode(pub u8, pub u8, pub u8);
-
-impl EnhancedCode {
-    /// The generic code for a basic reply class (RFC 3463 §3.1: `X.0.0`).
-    pub fn generic_for(code: u16) -> EnhancedCode {
-        // Only 2, 4 and 5 are valid enhanced classes; anything else reads as permanent.
-        match code / 100 {
-            2 => EnhancedCode(2, 0, 0),
-            4 => EnhancedCode(4, 0, 0),
-            _ => EnhancedCode(5, 0, 0),
-        }
-    }
-}
-
-impl fmt::Display for EnhancedCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
-    }
-}
-
-/// One SMTP reply: basic code, the enhanced code when the server sent one,
-/// and the text (lines of a multi-line reply joined with `\n`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub enhanced: Option<EnhancedCode>,
-    pub text: String,
-}
-
-impl Reply {
-    /// A reply synthesised locally (for outcomes that have no remote reply).
-    pub fn local(code: u16, enhanced: EnhancedCode, text: impl Into<String>) -> Reply {
-        Reply {
-            code,
-            enhanced: Some(enhanced),
-            text: text.into(),
-        }
-    }
-
-    /// 2xx (RFC 5321 §4.2.1).
-    pub fn is_positive(&self) -> bool {
-        (200..300).contains(&self.code)
-    }
-
-    /// 3xx: the server waits for more (354 after DATA).
-    pub fn is_intermediate(&self) -> bool {
-        (300..400).contains(&self.code)
-    }
-
-    /// 4xx: try again later.
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-
-    /// 5xx: do not repeat this exact request.
-    pub fn is_permanent(&self) -> bool {
-        (500..600).contains(&self.code)
-    }
-
-    /// 421: the server is closing the transmission channel (RFC 5321 §3.8).
-    pub fn is_closing(&self) -> bool {
-        self.code == 421
-    }
-
-    /// The enhanced code the server sent, or the generic one for the class.
-    pub fn status(&self) -> EnhancedCode {
-        self.enhanced
-            .unwrap_or_else(|| EnhancedCode::generic_for(self.code))
-    }
-
-    /// The reply on one line (multi-line text joined with spaces), as logged
-    /// and as used in a DSN `Diagnostic-Code: smtp; …`.
-    pub fn one_line(&self) -> String {
-        let text = self
-            .text
-            .split('\n')
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(" ");
-        match self.enhanced {
-            Some(e) => format!("{} {} {}", self.code, e, text.trim()),
-            None => format!("{} {}", self.code, text.trim()),
-        }
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.one_line())
-    }
-}
+use crate::smtp::{EnhancedCode, Reply};
 
 /// Why bytes from the server could not be read as a reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,15 +51,11 @@ impl ReplyReader {
                 // "1.2.3" in the text of a 250 is not a status code.
                 let enhanced = match r.esc {
                     [a, b, c] if u16::from(a) == r.code / 100 && matches!(a, 2 | 4 | 5) => {
-                        Some(EnhancedCode(a, b, c))
+                        Some(EnhancedCode(a, b.into(), c.into()))
                     }
                     _ => None,
                 };
-                Ok(Reply {
-                    code: r.code,
-                    enhanced,
-                    text: r.message,
-                })
+                Ok(Reply::new(r.code, enhanced, r.message))
             }
             Err(smtp_proto::Error::ResponseTooLong) => Err(ReplyError::TooLong {
                 limit: MAX_RESPONSE_LENGTH,

@@ -20,7 +20,7 @@ use super::store::{BodyPipe, MessageStore, Submitted, CHUNK};
 use super::tls::{tls_info, ServerTls};
 use crate::auth::{FailureThrottle, UserStore};
 use crate::metrics::{LimitHit, Metrics};
-use crate::smtp::wire::{Line, LineReader, Reply};
+use crate::smtp::{wire::Line, wire::LineReader, Reply};
 use tokio::time::Instant;
 
 /// Any byte stream a session can run on.

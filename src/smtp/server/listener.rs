@@ -24,7 +24,7 @@ use super::{ServerError, ServerOptions};
 use crate::auth::{FailureThrottle, UserStore};
 use crate::config::{Config, ListenerConfig, ListenerTls, TlsSource};
 use crate::metrics::{LimitHit, ListenerLabel, Metrics, SessionTls};
-use crate::smtp::wire::Reply;
+use crate::smtp::Reply;
 
 /// Limits shared by every listener.
 struct Gate {

@@ -1,10 +1,8 @@
-//! MAIL and RCPT parameters, sans I/O: which ones this server accepts
-//! (only those of advertised extensions) and how RFC 3461 DSN parameters map
-//! onto the transaction.
+//! MAIL and RCPT parameters, sans I/O: which ones this server accepts (only
+//! those of advertised extensions). The RFC 3461 DSN parameters are read in
+//! [`crate::smtp::queue_edge`].
 
 use smtp_proto::MailFrom;
-
-use super::session::{NotifyFlags, RetParam};
 
 /// Parameters of extensions this server does not advertise (RFC 5321 §4.1.1.11:
 /// 555 for unrecognised MAIL parameters).
@@ -35,48 +33,9 @@ pub fn unsupported_mail_param(from: &MailFrom<String>) -> Option<&'static str> {
     }
 }
 
-/// RFC 3461 §4.3 `RET`, if given.
-pub fn ret(mail_flags: u64) -> Option<RetParam> {
-    if mail_flags & smtp_proto::MAIL_RET_FULL != 0 {
-        Some(RetParam::Full)
-    } else if mail_flags & smtp_proto::MAIL_RET_HDRS != 0 {
-        Some(RetParam::Headers)
-    } else {
-        None
-    }
-}
-
-/// RFC 3461 §4.1 `NOTIFY`, if given (`None` = the RFC default applies later).
-pub fn notify(rcpt_flags: u64) -> Option<NotifyFlags> {
-    use smtp_proto::{
-        RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
-    };
-    let any = RCPT_NOTIFY_DELAY | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_NEVER | RCPT_NOTIFY_SUCCESS;
-    (rcpt_flags & any != 0).then_some(NotifyFlags {
-        success: rcpt_flags & RCPT_NOTIFY_SUCCESS != 0,
-        failure: rcpt_flags & RCPT_NOTIFY_FAILURE != 0,
-        delay: rcpt_flags & RCPT_NOTIFY_DELAY != 0,
-        never: rcpt_flags & RCPT_NOTIFY_NEVER != 0,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dsn_mapping() {
-        assert_eq!(ret(smtp_proto::MAIL_RET_HDRS), Some(RetParam::Headers));
-        assert_eq!(ret(smtp_proto::MAIL_BODY_8BITMIME), None);
-        assert_eq!(notify(0), None);
-        assert_eq!(
-            notify(smtp_proto::RCPT_NOTIFY_DELAY),
-            Some(NotifyFlags {
-                delay: true,
-                ..Default::default()
-            })
-        );
-    }
 
     #[test]
     fn only_advertised_extensions() {

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 
-use crate::smtp::wire::Reply;
+use crate::smtp::Reply;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 

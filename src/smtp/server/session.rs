@@ -9,7 +9,9 @@ use smtp_proto::{MailFrom, RcptTo, Request};
 use super::{params, sasl};
 use crate::auth::sender_allowed;
 use crate::metrics::{LimitHit, RejectReason};
-use crate::smtp::wire::{parse_command, Reply};
+use crate::smtp::queue_edge;
+use crate::smtp::wire::parse_command;
+use crate::smtp::Reply;
 
 pub use super::session_types::*;
 
@@ -260,7 +262,7 @@ impl Session {
         if self.tls.is_none() && self.cfg.starttls {
             lines.push("STARTTLS".into());
         }
-        // RFC 4954 §4 + SPEC: AUTH only inside TLS, and only until it succeeded.
+        // RFC 4954 §4: AUTH only inside TLS, and only until it succeeded.
         if self.tls.is_some() && self.cfg.auth_available && self.auth_user.is_none() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
@@ -289,106 +291,6 @@ impl Session {
         self.tls = Some(info);
     }
 
-    fn auth(&mut self, mechanism: u64, initial: String) -> Action {
-        if self.tls.is_none() {
-            return Action::Reply(Reply::encryption_required());
-        }
-        if !self.cfg.auth_available {
-            return Action::Reply(Reply::not_implemented());
-        }
-        if self.helo.is_none() {
-            return Action::Reply(Reply::bad_sequence("Send EHLO first"));
-        }
-        if self.auth_user.is_some() {
-            return Action::Reply(Reply::bad_sequence("Already authenticated"));
-        }
-        if self.tx.is_some() {
-            return Action::Reply(Reply::bad_sequence(
-                "AUTH not permitted during a mail transaction",
-            ));
-        }
-        match mechanism {
-            smtp_proto::AUTH_PLAIN if initial.is_empty() => {
-                self.state = State::AuthPlain;
-                Action::Reply(Reply::auth_challenge(""))
-            }
-            smtp_proto::AUTH_PLAIN => self.auth_plain_response(initial.as_bytes()),
-            smtp_proto::AUTH_LOGIN if initial.is_empty() => {
-                self.state = State::AuthLoginUser;
-                Action::Reply(sasl::challenge("Username:"))
-            }
-            smtp_proto::AUTH_LOGIN => self.auth_login_user(initial.as_bytes()),
-            _ => Action::Reply(Reply::auth_mechanism_unsupported()),
-        }
-    }
-
-    /// RFC 4616: an authzid other than the login itself is refused (no
-    /// proxy authorization).
-    fn auth_plain_response(&mut self, line: &[u8]) -> Action {
-        match sasl::parse_plain(line) {
-            Ok(p) if !p.authzid.is_empty() && !p.authzid.eq_ignore_ascii_case(&p.login) => {
-                self.auth_result(None)
-            }
-            Ok(p) => {
-                self.state = State::AuthPending;
-                Action::Authenticate {
-                    login: p.login,
-                    password: p.password,
-                }
-            }
-            Err(reply) => Action::Reply(reply),
-        }
-    }
-
-    fn auth_login_user(&mut self, line: &[u8]) -> Action {
-        match sasl::decode_text(line) {
-            Ok(login) => {
-                self.state = State::AuthLoginPass { login };
-                Action::Reply(sasl::challenge("Password:"))
-            }
-            Err(reply) => Action::Reply(reply),
-        }
-    }
-
-    fn auth_login_pass(&mut self, login: String, line: &[u8]) -> Action {
-        match sasl::decode_text(line) {
-            Ok(password) => {
-                self.state = State::AuthPending;
-                Action::Authenticate { login, password }
-            }
-            Err(reply) => Action::Reply(reply),
-        }
-    }
-
-    /// The verification result: `Some(canonical email)` on success. After
-    /// `max_auth_failures` failures the connection is closed with `421 4.7.0`.
-    pub fn auth_result(&mut self, user: Option<String>) -> Action {
-        self.state = State::Command;
-        match user {
-            Some(user) => {
-                self.auth_user = Some(user);
-                self.junk = 0;
-                Action::Reply(Reply::auth_ok())
-            }
-            None => {
-                self.auth_failures += 1;
-                self.event(SessionEvent::AuthFailed);
-                if self.auth_failures >= self.cfg.max_auth_failures {
-                    self.event(SessionEvent::Limit(LimitHit::AuthFailures));
-                    Action::Close(Reply::too_many_auth_failures(&self.cfg.hostname))
-                } else {
-                    Action::Reply(Reply::auth_failed())
-                }
-            }
-        }
-    }
-
-    /// Verification could not run at all (task panicked, file unreadable).
-    pub fn auth_unavailable(&mut self) -> Action {
-        self.state = State::Command;
-        Action::Reply(Reply::auth_temp_failure())
-    }
-
     fn mail(&mut self, from: MailFrom<String>) -> Action {
         if self.helo.is_none() {
             return Action::Reply(Reply::bad_sequence("Send EHLO/HELO first"));
@@ -396,7 +298,7 @@ impl Session {
         if self.tx.is_some() {
             return Action::Reply(Reply::bad_sequence("Nested MAIL command"));
         }
-        // Never an open relay: trusted network or authenticated, nothing else (SPEC).
+        // Never an open relay: `auth.trusted_networks` or authenticated, nothing else.
         if !self.cfg.trusted && self.auth_user.is_none() {
             return self.reject(RejectReason::AuthRequired, Reply::auth_required());
         }
@@ -429,7 +331,7 @@ impl Session {
                 return self.reject(RejectReason::RateLimit, Reply::user_rate_limited());
             }
         }
-        let ret = params::ret(from.flags);
+        let ret = queue_edge::ret_from_mail(from.flags);
         self.tx = Some(Transaction {
             sender: from.address,
             body_8bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
@@ -469,7 +371,7 @@ impl Session {
         if !tx.smtputf8 && !to.address.is_ascii() {
             return Action::Reply(Reply::non_ascii_needs_smtputf8());
         }
-        let notify = params::notify(to.flags);
+        let notify = queue_edge::notify_from_rcpt(to.flags);
         tx.recipients.push(Recipient {
             address: to.address,
             orcpt: to.orcpt,
@@ -542,6 +444,9 @@ impl Session {
         reply
     }
 }
+
+#[path = "session_auth.rs"]
+mod auth;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

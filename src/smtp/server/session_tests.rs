@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::SenderPolicy;
+use crate::smtp::{Notify, Ret};
 
 fn cfg() -> SessionConfig {
     SessionConfig {
@@ -103,7 +104,7 @@ fn unauthenticated_untrusted_client_cannot_relay() {
     let r = reply(&s.on_line(b"MAIL FROM:<alice@example.com>\r\n"));
     assert_eq!(
         (r.code, r.enhanced),
-        (530, Some(crate::smtp::wire::Enhanced(5, 7, 0)))
+        (530, Some(crate::smtp::EnhancedCode(5, 7, 0)))
     );
     assert_eq!(code(&s.on_line(b"RCPT TO:<x@example.org>\r\n")), 503);
 }
@@ -137,7 +138,7 @@ fn sender_policy_enforced_after_auth() {
     let r = reply(&s.on_line(b"MAIL FROM:<bob@example.com>\r\n"));
     assert_eq!(
         (r.code, r.enhanced),
-        (553, Some(crate::smtp::wire::Enhanced(5, 7, 1)))
+        (553, Some(crate::smtp::EnhancedCode(5, 7, 1)))
     );
     assert_eq!(code(&s.on_line(b"MAIL FROM:<alice@example.com>\r\n")), 250);
 }
@@ -168,7 +169,7 @@ fn auth_login_dialogue_cancel_and_failures() {
     match s.auth_result(None) {
         Action::Close(r) => assert_eq!(
             (r.code, r.enhanced),
-            (421, Some(crate::smtp::wire::Enhanced(4, 7, 0)))
+            (421, Some(crate::smtp::EnhancedCode(4, 7, 0)))
         ),
         other => panic!("{other:?}"),
     }
@@ -182,7 +183,7 @@ fn over_long_line_abandons_a_sasl_exchange() {
     let r = reply(&s.on_line_too_long());
     assert_eq!(
         (r.code, r.enhanced),
-        (500, Some(crate::smtp::wire::Enhanced(5, 5, 6)))
+        (500, Some(crate::smtp::EnhancedCode(5, 5, 6)))
     );
     assert_eq!(code(&s.on_line(b"NOOP\r\n")), 250, "back to commands");
 }
@@ -219,18 +220,20 @@ fn limits_and_parameters() {
     let r = reply(&s.on_line(b"RCPT TO:<c@x.example>\r\n"));
     assert_eq!(
         (r.code, r.enhanced),
-        (452, Some(crate::smtp::wire::Enhanced(4, 5, 3)))
+        (452, Some(crate::smtp::EnhancedCode(4, 5, 3)))
     );
     let tx = s.transaction().unwrap();
     assert!(tx.body_8bit && !tx.smtputf8);
-    assert_eq!(tx.ret, Some(RetParam::Full));
+    assert_eq!(tx.ret, Some(Ret::Full));
     assert_eq!(tx.envid.as_deref(), Some("e1"));
     assert_eq!(tx.recipients[0].orcpt.as_deref(), Some("a@x.example"));
     assert_eq!(
         tx.recipients[0].notify,
-        Some(NotifyFlags {
+        Some(Notify {
+            success: false,
+            failure: false,
+            delay: false,
             never: true,
-            ..Default::default()
         })
     );
     assert_eq!(tx.recipients[1].notify, None);
@@ -298,7 +301,7 @@ fn sequence_and_unknown_commands() {
     let r = reply(&s.on_line(b"FROB\r\n"));
     assert_eq!(
         (r.code, r.enhanced),
-        (500, Some(crate::smtp::wire::Enhanced(5, 5, 2)))
+        (500, Some(crate::smtp::EnhancedCode(5, 5, 2)))
     );
     assert_eq!(code(&s.on_line(b"VRFY x\r\n")), 252);
     assert_eq!(code(&s.on_line(b"NOOP\r\n")), 250);
@@ -359,7 +362,7 @@ fn storage_failure_is_451() {
     let r = s.message_done(MessageOutcome::StorageFailed);
     assert_eq!(
         (r.code, r.enhanced),
-        (451, Some(crate::smtp::wire::Enhanced(4, 3, 0)))
+        (451, Some(crate::smtp::EnhancedCode(4, 3, 0)))
     );
     assert_eq!(s.message_done(MessageOutcome::TooLarge).code, 552);
 }
@@ -390,137 +393,6 @@ proptest::proptest! {
     }
 }
 
-mod limits {
-    use super::*;
-    use crate::metrics::{LimitHit, RejectReason};
-    use crate::smtp::server::limits::UserRate;
-    use crate::smtp::server::session::{SessionEvent, SessionLimits};
-
-    fn with(limits: SessionLimits) -> Session {
-        Session::new(
-            SessionConfig {
-                trusted: true,
-                max_recipients: 100,
-                limits,
-                ..cfg()
-            },
-            None,
-        )
-    }
-
-    fn code(a: &Action) -> u16 {
-        match a {
-            Action::Reply(r) | Action::Close(r) => r.code,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn junk_commands_close_with_421_and_progress_resets_the_count() {
-        let mut s = with(SessionLimits {
-            max_junk_commands: 3,
-            ..SessionLimits::default()
-        });
-        assert_eq!(code(&s.on_line(b"NOOP\r\n")), 250);
-        assert_eq!(code(&s.on_line(b"RSET\r\n")), 250);
-        assert_eq!(code(&s.on_line(b"FOO\r\n")), 500);
-        let a = s.on_line(b"VRFY x\r\n");
-        assert!(
-            matches!(&a, Action::Close(r) if r.code == 421
-            && r.to_bytes().starts_with(b"421 4.7.0")),
-            "{a:?}"
-        );
-        assert!(s
-            .take_events()
-            .contains(&SessionEvent::Limit(LimitHit::JunkCommands)));
-
-        // An accepted message makes progress: the count starts over.
-        let mut s = with(SessionLimits {
-            max_junk_commands: 2,
-            ..SessionLimits::default()
-        });
-        for _ in 0..3 {
-            assert_eq!(code(&s.on_line(b"HELO c\r\n")), 250);
-            // HELO counted once per round, RSET once: reset by each message.
-            assert_eq!(code(&s.on_line(b"MAIL FROM:<a@b.example>\r\n")), 250);
-            assert_eq!(code(&s.on_line(b"RCPT TO:<c@d.example>\r\n")), 250);
-            assert!(matches!(s.on_line(b"DATA\r\n"), Action::ReadData(_)));
-            s.message_done(MessageOutcome::Queued("X".into()));
-            assert_eq!(code(&s.on_line(b"RSET\r\n")), 250);
-        }
-    }
-
-    #[test]
-    fn recipients_per_session_are_capped_across_transactions() {
-        let mut s = with(SessionLimits {
-            max_recipients_per_session: 3,
-            ..SessionLimits::default()
-        });
-        s.on_line(b"EHLO c\r\n");
-        s.on_line(b"MAIL FROM:<a@b.example>\r\n");
-        assert_eq!(code(&s.on_line(b"RCPT TO:<1@d.example>\r\n")), 250);
-        assert_eq!(code(&s.on_line(b"RCPT TO:<2@d.example>\r\n")), 250);
-        s.on_line(b"RSET\r\n");
-        s.on_line(b"MAIL FROM:<a@b.example>\r\n");
-        assert_eq!(code(&s.on_line(b"RCPT TO:<3@d.example>\r\n")), 250);
-        let a = s.on_line(b"RCPT TO:<4@d.example>\r\n");
-        assert!(
-            matches!(&a, Action::Reply(r) if r.to_bytes().starts_with(b"452 4.5.3 Too many recipients in this session")),
-            "{a:?}"
-        );
-        let ev = s.take_events();
-        assert!(ev.contains(&SessionEvent::Limit(LimitHit::RecipientsPerSession)));
-        assert!(ev.contains(&SessionEvent::Rejected(RejectReason::TooManyRecipients)));
-    }
-
-    #[test]
-    fn user_message_rate_gives_450_4_7_1() {
-        let rate = UserRate::per_hour(2);
-        let mut s = Session::new(
-            SessionConfig {
-                limits: SessionLimits {
-                    user_rate: Some(rate.clone()),
-                    ..SessionLimits::default()
-                },
-                ..cfg()
-            },
-            Some(tls()),
-        );
-        s.on_line(b"EHLO c\r\n");
-        s.auth_result(Some("alice@example.com".into()));
-        for _ in 0..2 {
-            assert_eq!(code(&s.on_line(b"MAIL FROM:<alice@example.com>\r\n")), 250);
-            s.on_line(b"RSET\r\n");
-        }
-        let a = s.on_line(b"MAIL FROM:<alice@example.com>\r\n");
-        assert!(
-            matches!(&a, Action::Reply(r) if r.to_bytes().starts_with(b"450 4.7.1")),
-            "{a:?}"
-        );
-        assert!(s
-            .take_events()
-            .contains(&SessionEvent::Rejected(RejectReason::RateLimit)));
-        // The limit is per user, shared across sessions.
-        assert!(!rate.allow("alice@example.com"));
-        assert!(rate.allow("bob@example.com"));
-    }
-
-    #[test]
-    fn header_outcomes_are_552_5_3_4() {
-        let mut s = with(SessionLimits::default());
-        for outcome in [
-            MessageOutcome::HeaderTooLarge,
-            MessageOutcome::TooManyHeaderFields,
-        ] {
-            let r = s.message_done(outcome);
-            assert!(r.to_bytes().starts_with(b"552 5.3.4"), "{r:?}");
-        }
-        assert_eq!(
-            s.take_events()
-                .iter()
-                .filter(|e| **e == SessionEvent::Rejected(RejectReason::HeaderLimit))
-                .count(),
-            2
-        );
-    }
-}
+/// The `[limits]` table (config/danerelay.toml) as the session applies it.
+#[path = "session_limits_tests.rs"]
+mod limits;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use super::limits::UserRate;
 use crate::config::SenderPolicy;
 use crate::metrics::{LimitHit, RejectReason};
-use crate::smtp::wire::Reply;
+use crate::smtp::Reply;
+use crate::smtp::{Notify, Ret};
 
 /// What the session needs to know about its listener and peer.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ pub struct SessionConfig {
     pub limits: SessionLimits,
 }
 
-/// The per-session abuse limits of `[limits]` (issue 10).
+/// The per-session abuse limits of `[limits]` (config/danerelay.toml).
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
     /// Commands in a row without progress before `421 4.7.0`.
@@ -66,27 +67,13 @@ pub struct TlsInfo {
     pub cipher: String,
 }
 
-/// RFC 3461 NOTIFY as given on RCPT; `None` on the recipient = not given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct NotifyFlags {
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-    pub never: bool,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
     pub address: String,
+    /// RFC 3461 ORCPT address, xtext-decoded (type `rfc822` implied).
     pub orcpt: Option<String>,
-    pub notify: Option<NotifyFlags>,
-}
-
-/// RFC 3461 RET.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetParam {
-    Full,
-    Headers,
+    /// RFC 3461 NOTIFY as given on RCPT; `None` = not given.
+    pub notify: Option<Notify>,
 }
 
 /// One mail transaction (MAIL .. end of data).
@@ -95,7 +82,7 @@ pub struct Transaction {
     pub sender: String,
     pub body_8bit: bool,
     pub smtputf8: bool,
-    pub ret: Option<RetParam>,
+    pub ret: Option<Ret>,
     pub envid: Option<String>,
     pub recipients: Vec<Recipient>,
 }

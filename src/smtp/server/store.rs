@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::session::Transaction;
+use crate::smtp::queue_edge;
 
 /// Bytes per chunk handed to the writer.
 pub const CHUNK: usize = 32 * 1024;
@@ -263,14 +264,10 @@ pub fn to_queue(
     danerelay_queue::Envelope,
     Vec<danerelay_queue::RecipientSpec>,
 ) {
-    use super::session::RetParam;
     let tx = msg.tx;
     let env = danerelay_queue::Envelope {
         sender: tx.sender,
-        ret: tx.ret.map(|r| match r {
-            RetParam::Full => danerelay_queue::Ret::Full,
-            RetParam::Headers => danerelay_queue::Ret::Headers,
-        }),
+        ret: tx.ret,
         envid: tx.envid,
         body_8bit: tx.body_8bit,
         smtputf8: tx.smtputf8,
@@ -283,17 +280,8 @@ pub fn to_queue(
         .into_iter()
         .map(|r| danerelay_queue::RecipientSpec {
             address: r.address,
-            // The queue keeps ORCPT with its address type, as received (RFC 3461 §4.2).
-            orcpt: r.orcpt.map(|a| format!("rfc822;{a}")),
-            notify: r
-                .notify
-                .map(|n| danerelay_queue::Notify {
-                    success: n.success,
-                    failure: n.failure,
-                    delay: n.delay,
-                    never: n.never,
-                })
-                .unwrap_or_default(),
+            orcpt: r.orcpt.as_deref().map(queue_edge::orcpt_to_queue),
+            notify: queue_edge::notify_to_queue(r.notify),
         })
         .collect();
     (env, rcpts)
