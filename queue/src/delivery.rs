@@ -127,18 +127,32 @@ impl Queue {
             Ok((taken, corrupt))
         });
         let (taken, corrupt) = res.map_err(tx_err("lease"))?;
+        // From here on the batch is leased: an error must not return early, or every message
+        // after it would sit out its lease unseen. A message that fails is set aside (it is
+        // due again when its lease runs out) and the rest are handed out.
         for (k, e) in corrupt {
             inner.report_corrupt(&e);
-            inner.due.remove(&k).map_err(QueueError::db("drop due"))?;
-        }
-        let mut out = Vec::with_capacity(taken.len());
-        for (id, token, tx) in taken {
-            inner.count(Some(tx.before), Some(MessageState::Active));
-            if let Some(l) = self.build_leased(id, tx.rec, token, until)? {
-                out.push(l);
+            if let Err(e) = inner.due.remove(&k) {
+                tracing::warn!(key = %key_name(&k), error = %e, "could not drop the schedule entry of a corrupt record");
             }
         }
-        Ok(out)
+        let mut out = Vec::with_capacity(taken.len());
+        let mut failed = None;
+        for (id, token, tx) in taken {
+            inner.count(Some(tx.before), Some(MessageState::Active));
+            match self.build_leased(id, tx.rec, token, until) {
+                Ok(Some(l)) => out.push(l),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(queue_id = %id, error = %e, "leased message set aside until its lease runs out");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
     }
 
     fn build_leased(

@@ -664,3 +664,64 @@ fn concurrent_submits_share_rounds_and_wake_the_scheduler() {
         assert!(q.show(id).unwrap().is_some());
     }
 }
+
+/// Calls `on_key` with the `key` field of every tracing event emitted on this thread; lets a
+/// test act at an exact point inside a queue call (here: between a batch's lease transaction
+/// and the hand-out of its messages).
+struct OnKey<F>(F);
+
+impl<F: Fn(&str) + Send + Sync + 'static> tracing::Subscriber for OnKey<F> {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Key(Option<String>);
+        impl tracing::field::Visit for Key {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "key" {
+                    self.0 = Some(format!("{v:?}"));
+                }
+            }
+        }
+        let mut key = Key(None);
+        event.record(&mut key);
+        if let Some(k) = key.0 {
+            (self.0)(&k);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn one_bad_message_does_not_strand_the_rest_of_its_lease_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let a = enqueue(&q, b"first\r\n", &["b@example.net"]);
+    // Larger than `inline_body_max`: a spool file of its own, which we then lose.
+    let bad = enqueue(&q, &body(100 * 1024, 1), &["b@example.net"]);
+    let c = enqueue(&q, b"third\r\n", &["b@example.net"]);
+    std::fs::remove_file(dir.path().join("spool").join(bad.as_str())).unwrap();
+    // An operator deletes the bodiless message just as the batch parks it on hold, so
+    // handing it out fails after the batch's lease transaction committed.
+    let deleter = q.clone();
+    let sub = OnKey(move |key: &str| {
+        if key == bad.as_str() {
+            deleter.delete(bad).unwrap();
+        }
+    });
+    let leased = tracing::subscriber::with_default(sub, || q.lease_due(SystemTime::now(), 10));
+    let ids: Vec<_> = leased.unwrap().iter().map(|l| l.id).collect();
+    assert_eq!(
+        ids,
+        vec![a, c],
+        "the messages around the bad one are handed out"
+    );
+    assert_eq!(q.counts().active, 2);
+    assert!(q.show(bad).unwrap().is_none());
+}
