@@ -134,25 +134,34 @@
 mod admin;
 mod body;
 mod bodylog;
+mod codec;
 mod complete;
-mod delivery;
 mod durable;
 mod enqueue;
 mod error;
+mod fs;
 pub mod id;
+mod lease;
+mod lock;
 pub mod model;
+mod queue;
 mod recover;
 pub mod schedule;
 mod store;
+mod tx;
+mod writer;
 
 pub use admin::DomainSummary;
-pub use body::{BodyReader, MessageWriter};
+pub use body::BodyReader;
 pub use complete::Completion;
-pub use delivery::{Leased, EXPIRED_REPLY};
+pub use enqueue::MAX_RECIPIENTS;
 pub use error::QueueError;
 pub use id::{ParseIdError, QueueId};
+pub use lease::{Leased, EXPIRED_REPLY};
 pub use model::{
     Counts, Envelope, ExpiredRecipient, LeasedRecipient, ListFilter, MessageInfo, MessageState,
     Notify, Outcome, QueueOptions, RecipientInfo, RecipientSpec, RecipientState, Ret,
 };
-pub use store::{CorruptRecord, Queue, QueueTuning, MAX_RECIPIENTS};
+pub use queue::Queue;
+pub use store::{CorruptRecord, QueueTuning};
+pub use writer::MessageWriter;

@@ -46,7 +46,7 @@ fn enqueue_then_show_and_lease_returns_everything() {
     assert_eq!(l.size, data.len() as u64);
     assert_eq!(l.recipients.len(), 2);
     assert_eq!(l.recipients[0].index, 0);
-    assert_eq!(read_all(l.body), data);
+    assert_eq!(read_all(q.body(l.id).unwrap()), data);
     let again = read_all(q.body(id).unwrap());
     assert_eq!(again, data);
     assert_eq!(q.counts().active, 1);
@@ -73,8 +73,8 @@ fn large_body_is_spooled_streamed_and_intact() {
     let meta = std::fs::metadata(dir.path().join("spool").join(id.as_str())).unwrap();
     assert_eq!(meta.len(), 400 * 64 * 1024);
 
-    let mut l = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
-    let got = read_all(&mut l.body);
+    let l = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
+    let got = read_all(q.body(l.id).unwrap());
     assert_eq!(got.len(), 400 * 64 * 1024);
     assert!(got.chunks(chunk.len()).all(|c| c == chunk.as_slice()));
     let done = q
@@ -430,9 +430,9 @@ fn body_log_segments_are_removed_when_no_message_needs_them() {
     );
     // Deliver the first three: their segments go, except the one still shared or current.
     let now = SystemTime::now();
-    for mut l in q.lease_due(now, 3).unwrap() {
+    for l in q.lease_due(now, 3).unwrap() {
         assert_eq!(
-            read_all(&mut l.body),
+            read_all(q.body(l.id).unwrap()),
             body(5000, ids.iter().position(|i| *i == l.id).unwrap() as u8)
         );
         q.complete(&l, &[(0, delivered())], now).unwrap();
@@ -542,8 +542,8 @@ fn segments_survive_concurrent_enqueue_and_delivery() {
             continue;
         }
         idle = 0;
-        for mut l in batch {
-            let got = read_all(&mut l.body); // CRC-checked: the segment was not deleted under it
+        for l in batch {
+            let got = read_all(q.body(l.id).unwrap()); // CRC-checked: the segment was not deleted under it
             assert_eq!(got.len(), 3000);
             assert!(
                 q.complete(&l, &[(0, delivered())], SystemTime::now())
@@ -601,7 +601,7 @@ fn submitted_message_is_queued_whole_under_its_reserved_id() {
     assert_eq!(read_all(q.body(id).unwrap()), data);
     let l = q.lease_due(SystemTime::now(), 10).unwrap().pop().unwrap();
     assert_eq!(l.id, id);
-    assert_eq!(read_all(l.body), data);
+    assert_eq!(read_all(q.body(l.id).unwrap()), data);
 }
 
 #[test]
