@@ -77,14 +77,7 @@ impl Queue {
             let before = Indexed::of(&rec);
             let state = rec.state();
             let mut rcpts = read_recipients(rcpt, id, rec.rcpts)?;
-            for (index, outcome) in outcomes {
-                let Some(slot) = rcpts.get_mut(*index as usize) else {
-                    return abort(QueueError::NoSuchRecipient { id, index: *index });
-                };
-                if let Some(r) = slot.as_mut().filter(|r| r.state.is_open()) {
-                    apply(r, outcome, now);
-                }
-            }
+            apply_all(&mut rcpts, id, outcomes, now)?;
             let expires_at = later(rec.env.received_at, self.store.opts.max_age);
             let open = rcpts.iter().flatten().any(|r| r.state.is_open());
             let expired = if open && now >= expires_at {
@@ -98,8 +91,7 @@ impl Queue {
                 for i in 0..rec.rcpts {
                     rcpt.remove(&rcpt_key(id, i))?;
                 }
-                let body = bodies.remove(&id.key())?;
-                let (next, before) = (None, state);
+                let (body, next, before) = (bodies.remove(&id.key())?, None, state);
                 return Ok(Done {
                     before,
                     rec,
@@ -109,12 +101,7 @@ impl Queue {
                     body,
                 });
             }
-            for (i, r) in (0u32..).zip(&rcpts) {
-                if let Some(r) = r {
-                    let bytes = encode("recipient", r).or_else(abort)?;
-                    rcpt.insert(&rcpt_key(id, i), bytes)?;
-                }
-            }
+            write_recipients(rcpt, id, &rcpts)?;
             rec.deferrals = rec.deferrals.saturating_add(1);
             let delay = retry_delay(&self.store.opts.retry, rec.deferrals, jitter);
             let next = next_attempt(now, delay, expires_at);
@@ -191,6 +178,38 @@ fn read_recipients(
         rcpts.push(r);
     }
     Ok(rcpts)
+}
+
+/// Puts each outcome onto its (still open) recipient.
+fn apply_all(
+    rcpts: &mut [Option<RecipientRecord>],
+    id: QueueId,
+    outcomes: &[(u32, Outcome)],
+    now: SystemTime,
+) -> TxResult<()> {
+    for (index, outcome) in outcomes {
+        let Some(slot) = rcpts.get_mut(*index as usize) else {
+            return abort(QueueError::NoSuchRecipient { id, index: *index });
+        };
+        if let Some(r) = slot.as_mut().filter(|r| r.state.is_open()) {
+            apply(r, outcome, now);
+        }
+    }
+    Ok(())
+}
+
+fn write_recipients(
+    rcpt: &TransactionalTree,
+    id: QueueId,
+    rcpts: &[Option<RecipientRecord>],
+) -> TxResult<()> {
+    for (i, r) in (0u32..).zip(rcpts) {
+        if let Some(r) = r {
+            let bytes = encode("recipient", r).or_else(abort)?;
+            rcpt.insert(&rcpt_key(id, i), bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// Bounces every recipient still open at `max_age` and returns them (RFC 3463 4.4.7).
