@@ -43,6 +43,12 @@ pub struct Leased {
     pub(crate) token: u64,
 }
 
+/// A `due` entry to try: key, its time, the message, and the token a lease would get.
+type Candidate = (sled::IVec, u64, QueueId, u64);
+
+/// A `due` entry whose record could not be decoded, with the error to report.
+type CorruptDue = (sled::IVec, QueueError);
+
 /// A message the lease transaction took: its record as leased and its state before.
 struct Taken {
     id: QueueId,
@@ -120,12 +126,11 @@ impl Queue {
     /// The lease transaction: one for the whole batch, since sled's cost is per transaction
     /// and a scheduler with free slots leases many at once. A record that cannot be decoded
     /// is set aside (returned with its `due` key) rather than failing its neighbours.
-    #[allow(clippy::type_complexity)]
     fn take(
         &self,
-        candidates: &[(sled::IVec, u64, QueueId, u64)],
+        candidates: &[Candidate],
         until_ms: u64,
-    ) -> Result<(Vec<Taken>, Vec<(sled::IVec, QueueError)>), QueueError> {
+    ) -> Result<(Vec<Taken>, Vec<CorruptDue>), QueueError> {
         let store = &self.store;
         (&store.meta, &store.due, &store.lease)
             .transaction(|(meta, due, lease)| {
