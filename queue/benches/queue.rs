@@ -217,8 +217,9 @@ fn main() {
                         if batch.is_empty() {
                             return done;
                         }
-                        for mut l in batch {
-                            std::io::copy(&mut l.body, &mut std::io::sink()).unwrap();
+                        for l in batch {
+                            let mut body = q.body(l.id).unwrap();
+                            std::io::copy(&mut body, &mut std::io::sink()).unwrap();
                             let outcome = Outcome::Delivered {
                                 reply: "250 2.0.0 ok".into(),
                             };

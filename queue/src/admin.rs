@@ -10,9 +10,11 @@ use sled::transaction::Transactional;
 
 use crate::error::QueueError;
 use crate::id::QueueId;
-use crate::model::{BodyLoc, ListFilter, MessageInfo, MessageRecord, RecipientRecord};
-use crate::schedule::{due_key, from_ms, rcpt_key, to_ms};
-use crate::store::{abort, decode, encode, tx_err, Inner, Queue};
+use crate::model::{BodyLoc, ListFilter, MessageInfo, MessageRecord};
+use crate::queue::Queue;
+use crate::schedule::{from_ms, rcpt_key, to_ms};
+use crate::store::Store;
+use crate::tx::{tx_err, Indexed, MessageTx};
 
 /// One line of the per-domain summary (Postfix `qshape`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,13 +32,12 @@ impl Queue {
     /// Puts a message on hold: it is not leased again until released (a delivery already
     /// running finishes normally). `false` if it was already held.
     pub fn hold(&self, id: QueueId) -> Result<bool, QueueError> {
-        self.change(id, |rec, due, _| {
+        self.change(id, |rec| {
             if rec.hold {
-                return Ok(false);
+                return false;
             }
-            due.remove(&due_key(rec.next_ms, id))?;
             rec.hold = true;
-            Ok(true)
+            true
         })
     }
 
@@ -44,24 +45,22 @@ impl Queue {
     /// was not held.
     pub fn release(&self, id: QueueId) -> Result<bool, QueueError> {
         let now_ms = to_ms(SystemTime::now());
-        let changed = self.change(id, |rec, due, leases| {
+        let changed = self.change(id, |rec| {
             if !rec.hold {
-                return Ok(false);
+                return false;
             }
             rec.hold = false;
             match rec.lease {
                 Some(l) if l.until_ms > now_ms => rec.next_ms = l.until_ms,
                 _ => {
                     rec.lease = None;
-                    leases.remove(&id.key())?;
                     rec.next_ms = now_ms;
                 }
             }
-            due.insert(&due_key(rec.next_ms, id), &[])?;
-            Ok(true)
+            true
         })?;
         if changed {
-            self.inner.notify_due();
+            self.store.notify_due();
         }
         Ok(changed)
     }
@@ -69,17 +68,15 @@ impl Queue {
     /// Makes a waiting message due now. `false` if it is held or being delivered.
     pub fn retry_now(&self, id: QueueId) -> Result<bool, QueueError> {
         let now_ms = to_ms(SystemTime::now());
-        let changed = self.change(id, |rec, due, _| {
+        let changed = self.change(id, |rec| {
             if rec.hold || rec.lease.is_some() || rec.next_ms <= now_ms {
-                return Ok(false);
+                return false;
             }
-            due.remove(&due_key(rec.next_ms, id))?;
             rec.next_ms = now_ms;
-            due.insert(&due_key(now_ms, id), &[])?;
-            Ok(true)
+            true
         })?;
         if changed {
-            self.inner.notify_due();
+            self.store.notify_due();
         }
         Ok(changed)
     }
@@ -87,7 +84,7 @@ impl Queue {
     /// `retry_now` for every waiting message; returns how many moved.
     pub fn retry_all(&self) -> Result<usize, QueueError> {
         let mut moved = 0;
-        for id in self.inner.meta.iter().keys() {
+        for id in self.store.meta.iter().keys() {
             let k = id.map_err(QueueError::db("scan messages"))?;
             let Some(id) = QueueId::from_key(&k) else {
                 continue;
@@ -95,7 +92,7 @@ impl Queue {
             match self.retry_now(id) {
                 Ok(true) => moved += 1,
                 Ok(false) | Err(QueueError::NotFound { .. }) => {}
-                Err(e @ QueueError::Corrupt { .. }) => self.inner.report_corrupt(&e),
+                Err(e @ QueueError::Corrupt { .. }) => self.store.report_corrupt(&e),
                 Err(e) => return Err(e),
             }
         }
@@ -105,31 +102,31 @@ impl Queue {
     /// Removes a message without delivering it (no DSN). `false` if it did not exist.
     /// Also purges a message whose record is corrupt.
     pub fn delete(&self, id: QueueId) -> Result<bool, QueueError> {
-        let inner = &self.inner;
-        let body = match remove_message(inner, id) {
+        let store = &self.store;
+        let body = match remove_message(store, id) {
             Ok(Some(rec)) => {
-                inner.count(Some(rec.state()), None);
+                store.count(Some(rec.state()), None);
                 Some(rec.body)
             }
             Ok(None) => return Ok(false),
             Err(e @ QueueError::Corrupt { .. }) => {
-                inner.report_corrupt(&e);
-                purge(inner, id)?;
+                store.report_corrupt(&e);
+                purge(store, id)?;
                 // Unknown body location: a spool file is removed below; a body-log segment
                 // stays until the next open (nothing references it any more).
                 None
             }
             Err(e) => return Err(e),
         };
-        inner.commit.wait_durable()?;
-        inner.release_body(id, body.unwrap_or(BodyLoc::Spool));
+        self.commit.wait_durable()?;
+        store.release_body(id, body.unwrap_or(BodyLoc::Spool));
         Ok(true)
     }
 
     /// One message with all its recipients, `None` if not queued.
     pub fn show(&self, id: QueueId) -> Result<Option<MessageInfo>, QueueError> {
-        match self.inner.record(id)? {
-            Some(rec) => Ok(Some(self.inner.info(id, rec)?)),
+        match self.store.record(id)? {
+            Some(rec) => Ok(Some(info(&self.store, id, rec)?)),
             None => Ok(None),
         }
     }
@@ -140,18 +137,18 @@ impl Queue {
         let domain = filter.domain.as_ref().map(|d| d.to_ascii_lowercase());
         let mut out = Vec::new();
         let iter = match filter.after {
-            Some(after) => self.inner.meta.range((
+            Some(after) => self.store.meta.range((
                 std::ops::Bound::Excluded(after.key()),
                 std::ops::Bound::Unbounded,
             )),
-            None => self.inner.meta.iter(),
+            None => self.store.meta.iter(),
         };
         for item in iter {
             if filter.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
             let (k, v) = item.map_err(QueueError::db("scan messages"))?;
-            let (Some(id), Ok(rec)) = (QueueId::from_key(&k), self.inner.decode_meta(&k, &v))
+            let (Some(id), Ok(rec)) = (QueueId::from_key(&k), self.store.decode_meta(&k, &v))
             else {
                 continue;
             };
@@ -164,7 +161,7 @@ impl Queue {
             if filter.min_age.is_some_and(|m| age < m) || filter.max_age.is_some_and(|m| age > m) {
                 continue;
             }
-            let info = self.inner.info(id, rec)?;
+            let info = info(&self.store, id, rec)?;
             if let Some(d) = &domain {
                 let hit = info
                     .recipients
@@ -211,47 +208,36 @@ impl Queue {
 
     /// Age of the oldest queued message (by queue id, i.e. when it was begun), O(log n).
     pub fn oldest_age(&self, now: SystemTime) -> Result<Option<Duration>, QueueError> {
-        let first = self.inner.meta.first().map_err(QueueError::db("oldest"))?;
+        let first = self.store.meta.first().map_err(QueueError::db("oldest"))?;
         Ok(first
             .and_then(|(k, _)| QueueId::from_key(&k))
             .map(|id| now.duration_since(id.time()).unwrap_or(Duration::ZERO)))
     }
 
-    /// Applies `f` to a message record in one transaction; counts and syncs the change.
+    /// Applies `f` to a message record in one transaction (`f` says whether it changed
+    /// anything); counts and syncs the change.
     fn change(
         &self,
         id: QueueId,
-        f: impl Fn(
-            &mut MessageRecord,
-            &sled::transaction::TransactionalTree,
-            &sled::transaction::TransactionalTree,
-        ) -> Result<bool, sled::transaction::UnabortableTransactionError>,
+        f: impl Fn(&mut MessageRecord) -> bool,
     ) -> Result<bool, QueueError> {
-        let inner = &self.inner;
-        let res = (&inner.meta, &inner.due, &inner.lease)
-            .transaction(|(meta, due, leases)| {
-                let Some(v) = meta.get(id.key())? else {
-                    return abort(QueueError::NotFound { id });
-                };
-                let mut rec: MessageRecord = match decode("meta", &id.key(), &v) {
-                    Ok(r) => r,
-                    Err(e) => return abort(e),
-                };
-                let before = rec.state();
-                if !f(&mut rec, due, leases)? {
+        let store = &self.store;
+        let res = (&store.meta, &store.due, &store.lease)
+            .transaction(|(meta, due, lease)| {
+                let t = MessageTx { meta, due, lease };
+                let mut rec = t.load(id)?;
+                let before = (Indexed::of(&rec), rec.state());
+                if !f(&mut rec) {
                     return Ok(None);
                 }
-                match encode("message", &rec) {
-                    Ok(b) => meta.insert(&id.key(), b)?,
-                    Err(e) => return abort(e),
-                };
-                Ok(Some((before, rec.state())))
+                t.put(id, Some(before.0), &rec)?;
+                Ok(Some((before.1, rec.state())))
             })
             .map_err(tx_err("change message"))?;
         match res {
             Some((before, after)) => {
-                inner.count(Some(before), Some(after));
-                inner.commit.wait_durable()?;
+                store.count(Some(before), Some(after));
+                self.commit.wait_durable()?;
                 Ok(true)
             }
             None => Ok(false),
@@ -260,32 +246,24 @@ impl Queue {
 }
 
 /// Removes a message's records atomically; returns the record it had.
-pub(crate) fn remove_message(
-    inner: &Inner,
-    id: QueueId,
-) -> Result<Option<MessageRecord>, QueueError> {
-    (
-        &inner.meta,
-        &inner.rcpt,
-        &inner.due,
-        &inner.lease,
-        &inner.body,
-    )
-        .transaction(|(meta, rcpt, due, leases, bodies)| {
-            let Some(v) = meta.remove(&id.key())? else {
+fn remove_message(store: &Store, id: QueueId) -> Result<Option<MessageRecord>, QueueError> {
+    let trees = (
+        &store.meta,
+        &store.rcpt,
+        &store.due,
+        &store.lease,
+        &store.body,
+    );
+    trees
+        .transaction(|(meta, rcpt, due, lease, bodies)| {
+            let t = MessageTx { meta, due, lease };
+            let Some(rec) = t.get(id)? else {
                 return Ok(None);
             };
-            let rec: MessageRecord = match decode("meta", &id.key(), &v) {
-                Ok(r) => r,
-                Err(e) => return abort(e),
-            };
+            t.remove(id, Indexed::of(&rec))?;
             for i in 0..rec.rcpts {
                 rcpt.remove(&rcpt_key(id, i))?;
             }
-            if rec.scheduled() {
-                due.remove(&due_key(rec.next_ms, id))?;
-            }
-            leases.remove(&id.key())?;
             bodies.remove(&id.key())?;
             Ok(Some(rec))
         })
@@ -294,77 +272,32 @@ pub(crate) fn remove_message(
 
 /// Removes whatever is stored under a message whose record cannot be decoded. Its `due`
 /// entry (unknown time) is dropped later by `lease_due` when it finds no record.
-fn purge(inner: &Inner, id: QueueId) -> Result<(), QueueError> {
-    for item in inner.rcpt.scan_prefix(id.key()).keys() {
+fn purge(store: &Store, id: QueueId) -> Result<(), QueueError> {
+    for item in store.rcpt.scan_prefix(id.key()).keys() {
         let k = item.map_err(QueueError::db("purge"))?;
-        inner.rcpt.remove(k).map_err(QueueError::db("purge"))?;
+        store.rcpt.remove(k).map_err(QueueError::db("purge"))?;
     }
-    inner
-        .body
-        .remove(id.key())
-        .map_err(QueueError::db("purge"))?;
-    inner
-        .lease
-        .remove(id.key())
-        .map_err(QueueError::db("purge"))?;
-    inner
-        .meta
-        .remove(id.key())
-        .map_err(QueueError::db("purge"))?;
+    for tree in [&store.body, &store.lease, &store.meta] {
+        tree.remove(id.key()).map_err(QueueError::db("purge"))?;
+    }
     Ok(())
 }
 
-impl Inner {
-    pub(crate) fn decode_meta(&self, k: &[u8], v: &[u8]) -> Result<MessageRecord, QueueError> {
-        decode("meta", k, v).inspect_err(|e| self.report_corrupt(e))
-    }
-
-    pub(crate) fn record(&self, id: QueueId) -> Result<Option<MessageRecord>, QueueError> {
-        match self
-            .meta
-            .get(id.key())
-            .map_err(QueueError::db("read message"))?
-        {
-            Some(v) => self.decode_meta(&id.key(), &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The readable recipient records of a message, with their indexes.
-    pub(crate) fn recipients(
-        &self,
-        id: QueueId,
-        count: u32,
-    ) -> Result<Vec<(u32, RecipientRecord)>, QueueError> {
-        let mut out = Vec::with_capacity(count as usize);
-        for i in 0..count {
-            let k = rcpt_key(id, i);
-            let Some(v) = self.rcpt.get(k).map_err(QueueError::db("read recipient"))? else {
-                continue;
-            };
-            match decode::<RecipientRecord>("rcpt", &k, &v) {
-                Ok(r) => out.push((i, r)),
-                Err(e) => self.report_corrupt(&e),
-            }
-        }
-        Ok(out)
-    }
-
-    pub(crate) fn info(&self, id: QueueId, rec: MessageRecord) -> Result<MessageInfo, QueueError> {
-        let recipients = self
-            .recipients(id, rec.rcpts)?
-            .into_iter()
-            .map(|(i, r)| r.info(i))
-            .collect();
-        Ok(MessageInfo {
-            id,
-            state: rec.state(),
-            size: rec.size,
-            deferrals: rec.deferrals,
-            next_attempt: rec.scheduled().then(|| from_ms(rec.next_ms)),
-            delay_warned: rec.delay_warned,
-            recipients,
-            envelope: rec.env,
-        })
-    }
+/// One message as `show` and `list` report it.
+fn info(store: &Store, id: QueueId, rec: MessageRecord) -> Result<MessageInfo, QueueError> {
+    let recipients = store
+        .recipients(id, rec.rcpts)?
+        .into_iter()
+        .map(|(i, r)| r.info(i))
+        .collect();
+    Ok(MessageInfo {
+        id,
+        state: rec.state(),
+        size: rec.size,
+        deferrals: rec.deferrals,
+        next_attempt: rec.scheduled().then(|| from_ms(rec.next_ms)),
+        delay_warned: rec.delay_warned,
+        recipients,
+        envelope: rec.env,
+    })
 }

@@ -15,9 +15,11 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::error::QueueError;
+use crate::fs::sync_dir;
+use crate::lock::lock;
 
 struct Current {
     n: u64,
@@ -42,17 +44,13 @@ pub(crate) struct BodyLog {
     refs: Mutex<HashMap<u64, u64>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl BodyLog {
     /// Opens the log in `dir`; new bodies go to a fresh segment after the highest existing.
     pub(crate) fn open(dir: &Path, segment_max: u64) -> Result<BodyLog, QueueError> {
         std::fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
         let highest = segments(dir)?.into_iter().max().unwrap_or(0);
         let current = create(dir, highest + 1)?;
-        crate::durable::sync_dir(dir)?;
+        sync_dir(dir)?;
         Ok(BodyLog {
             dir: dir.to_path_buf(),
             segment_max,
@@ -111,7 +109,7 @@ impl BodyLog {
                 .map_err(QueueError::io("fdatasync body log", &self.dir))?;
         }
         if new_entries {
-            crate::durable::sync_dir(&self.dir)?;
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }

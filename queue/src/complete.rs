@@ -4,17 +4,20 @@
 
 use std::time::SystemTime;
 
-use sled::transaction::Transactional;
+use sled::transaction::{Transactional, TransactionalTree};
 
 use crate::body::BodyReader;
-use crate::delivery::{Leased, EXPIRED_REPLY};
+use crate::codec::{decode, encode};
 use crate::error::QueueError;
+use crate::id::QueueId;
+use crate::lease::{Leased, EXPIRED_REPLY};
 use crate::model::{
     BodyLoc, ExpiredRecipient, MessageRecord, MessageState, Outcome, RecipientRecord,
     RecipientState,
 };
-use crate::schedule::{due_key, later, next_attempt, rcpt_key, retry_delay, to_ms};
-use crate::store::{abort, decode, encode, tx_err, Queue};
+use crate::queue::Queue;
+use crate::schedule::{later, next_attempt, rcpt_key, retry_delay, to_ms};
+use crate::tx::{abort, tx_err, Indexed, MessageTx, TxResult};
 
 /// What [`Queue::complete`] did.
 #[derive(Debug)]
@@ -51,120 +54,80 @@ impl Queue {
         outcomes: &[(u32, Outcome)],
         now: SystemTime,
     ) -> Result<Completion, QueueError> {
-        let inner = &self.inner;
+        let store = &self.store;
         let id = lease.id;
         let jitter: f64 = rand::random_range(0.9..1.1);
-        let res = (
-            &inner.meta,
-            &inner.rcpt,
-            &inner.due,
-            &inner.lease,
-            &inner.body,
-        )
-            .transaction(|(meta, rcpt, due, leases, bodies)| {
-                let Some(v) = meta.get(id.key())? else {
-                    return abort(QueueError::NotFound { id });
-                };
-                let mut rec: MessageRecord = match decode("meta", &id.key(), &v) {
-                    Ok(r) => r,
-                    Err(e) => return abort(e),
-                };
-                if rec.lease.map(|l| l.token) != Some(lease.token) {
-                    return abort(QueueError::LeaseLost { id });
-                }
-                let before = rec.state();
-                let mut rcpts = Vec::with_capacity(rec.rcpts as usize);
+        let trees = (
+            &store.meta,
+            &store.rcpt,
+            &store.due,
+            &store.lease,
+            &store.body,
+        );
+        let res = trees.transaction(|(meta, rcpt, due, leases, bodies)| {
+            let t = MessageTx {
+                meta,
+                due,
+                lease: leases,
+            };
+            let mut rec = t.load(id)?;
+            if rec.lease.map(|l| l.token) != Some(lease.token) {
+                return abort(QueueError::LeaseLost { id });
+            }
+            let before = Indexed::of(&rec);
+            let state = rec.state();
+            let mut rcpts = read_recipients(rcpt, id, rec.rcpts)?;
+            apply_all(&mut rcpts, id, outcomes, now)?;
+            let expires_at = later(rec.env.received_at, self.store.opts.max_age);
+            let open = rcpts.iter().flatten().any(|r| r.state.is_open());
+            let expired = if open && now >= expires_at {
+                expire(&mut rcpts)
+            } else {
+                Vec::new()
+            };
+            let finished = !open || !expired.is_empty();
+            if finished {
+                t.remove(id, before)?;
                 for i in 0..rec.rcpts {
-                    let k = rcpt_key(id, i);
-                    let r = match rcpt.get(k)? {
-                        Some(v) => decode::<RecipientRecord>("rcpt", &k, &v).ok(),
-                        None => None,
-                    };
-                    rcpts.push(r);
+                    rcpt.remove(&rcpt_key(id, i))?;
                 }
-                for (index, outcome) in outcomes {
-                    let Some(slot) = rcpts.get_mut(*index as usize) else {
-                        return abort(QueueError::NoSuchRecipient { id, index: *index });
-                    };
-                    if let Some(r) = slot.as_mut().filter(|r| r.state.is_open()) {
-                        apply(r, outcome, now);
-                    }
-                }
-                let expires_at = later(rec.env.received_at, inner.opts.max_age);
-                let open = rcpts.iter().flatten().any(|r| r.state.is_open());
-                let mut expired = Vec::new();
-                if open && now >= expires_at {
-                    for (i, r) in (0u32..).zip(rcpts.iter_mut()) {
-                        if let Some(r) = r.as_mut().filter(|r| r.state.is_open()) {
-                            expired.push(ExpiredRecipient {
-                                index: i,
-                                address: r.address.clone(),
-                                orcpt: r.orcpt.clone(),
-                                notify: r.notify,
-                                last_reply: r.last_reply.clone(),
-                            });
-                            r.state = RecipientState::Bounced;
-                            r.last_reply = Some(EXPIRED_REPLY.to_string());
-                        }
-                    }
-                }
-                let finished = !open || !expired.is_empty();
-                if rec.scheduled() {
-                    due.remove(&due_key(rec.next_ms, id))?;
-                }
-                leases.remove(&id.key())?;
-                if finished {
-                    meta.remove(&id.key())?;
-                    for i in 0..rec.rcpts {
-                        rcpt.remove(&rcpt_key(id, i))?;
-                    }
-                    let body = bodies.remove(&id.key())?;
-                    return Ok(Done {
-                        before,
-                        rec,
-                        finished: true,
-                        next: None,
-                        expired,
-                        body,
-                    });
-                }
-                for (i, r) in (0u32..).zip(&rcpts) {
-                    if let Some(r) = r {
-                        match encode("recipient", r) {
-                            Ok(b) => rcpt.insert(&rcpt_key(id, i), b)?,
-                            Err(e) => return abort(e),
-                        };
-                    }
-                }
-                rec.deferrals = rec.deferrals.saturating_add(1);
-                let delay = retry_delay(&inner.opts.retry, rec.deferrals, jitter);
-                let next = next_attempt(now, delay, expires_at);
-                rec.lease = None;
-                rec.next_ms = to_ms(next);
-                if rec.scheduled() {
-                    due.insert(&due_key(rec.next_ms, id), &[])?;
-                }
-                match encode("message", &rec) {
-                    Ok(b) => meta.insert(&id.key(), b)?,
-                    Err(e) => return abort(e),
-                };
-                let next = rec.scheduled().then_some(next);
-                Ok(Done {
+                let (body, next, before) = (bodies.remove(&id.key())?, None, state);
+                return Ok(Done {
                     before,
                     rec,
-                    finished: false,
+                    finished,
                     next,
                     expired,
-                    body: None,
-                })
-            });
-        let done = match res.map_err(tx_err("complete")) {
-            Ok(d) => d,
-            Err(e) => {
-                inner.report_corrupt(&e);
-                return Err(e);
+                    body,
+                });
             }
-        };
+            write_recipients(rcpt, id, &rcpts)?;
+            rec.deferrals = rec.deferrals.saturating_add(1);
+            let delay = retry_delay(&self.store.opts.retry, rec.deferrals, jitter);
+            let next = next_attempt(now, delay, expires_at);
+            rec.lease = None;
+            rec.next_ms = to_ms(next);
+            t.put(id, Some(before), &rec)?;
+            let next = rec.scheduled().then_some(next);
+            let (body, before) = (None, state);
+            Ok(Done {
+                before,
+                rec,
+                finished,
+                next,
+                expired,
+                body,
+            })
+        });
+        let done = res
+            .map_err(tx_err("complete"))
+            .inspect_err(|e| store.report_corrupt(e))?;
+        self.completed(id, done)
+    }
+
+    /// After the transaction: counters, the finished message's body, durability, storage.
+    fn completed(&self, id: QueueId, done: Done) -> Result<Completion, QueueError> {
+        let store = &self.store;
         let Done {
             before,
             rec,
@@ -174,21 +137,21 @@ impl Queue {
             body,
         } = done;
         if finished {
-            inner.count(Some(before), None);
+            store.count(Some(before), None);
         } else {
-            inner.count(Some(before), Some(rec.state()));
+            store.count(Some(before), Some(rec.state()));
         }
         // Opened before the body's storage is released, so a DSN can still read it.
         let body = match (finished, rec.body, body) {
             (false, _, _) => None,
             (true, BodyLoc::Inline, Some(b)) => Some(BodyReader::inline(b, rec.size, rec.crc32)),
             (true, BodyLoc::Inline, None) => None,
-            (true, _, _) => inner.open_body(id, &rec).ok(),
+            (true, _, _) => store.open_body(id, &rec).ok(),
         };
-        inner.commit.wait_durable()?;
+        self.commit.wait_durable()?;
         if finished {
             // Only now that the removal is durable may the body's storage go.
-            inner.release_body(id, rec.body);
+            store.release_body(id, rec.body);
         }
         Ok(Completion {
             finished,
@@ -197,6 +160,75 @@ impl Queue {
             body,
         })
     }
+}
+
+/// A message's recipient records by index; an unreadable or missing one is `None`.
+fn read_recipients(
+    rcpt: &TransactionalTree,
+    id: QueueId,
+    count: u32,
+) -> TxResult<Vec<Option<RecipientRecord>>> {
+    let mut rcpts = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let k = rcpt_key(id, i);
+        let r = match rcpt.get(k)? {
+            Some(v) => decode::<RecipientRecord>("rcpt", &k, &v).ok(),
+            None => None,
+        };
+        rcpts.push(r);
+    }
+    Ok(rcpts)
+}
+
+/// Puts each outcome onto its (still open) recipient.
+fn apply_all(
+    rcpts: &mut [Option<RecipientRecord>],
+    id: QueueId,
+    outcomes: &[(u32, Outcome)],
+    now: SystemTime,
+) -> TxResult<()> {
+    for (index, outcome) in outcomes {
+        let Some(slot) = rcpts.get_mut(*index as usize) else {
+            return abort(QueueError::NoSuchRecipient { id, index: *index });
+        };
+        if let Some(r) = slot.as_mut().filter(|r| r.state.is_open()) {
+            apply(r, outcome, now);
+        }
+    }
+    Ok(())
+}
+
+fn write_recipients(
+    rcpt: &TransactionalTree,
+    id: QueueId,
+    rcpts: &[Option<RecipientRecord>],
+) -> TxResult<()> {
+    for (i, r) in (0u32..).zip(rcpts) {
+        if let Some(r) = r {
+            let bytes = encode("recipient", r).or_else(abort)?;
+            rcpt.insert(&rcpt_key(id, i), bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bounces every recipient still open at `max_age` and returns them (RFC 3463 4.4.7).
+fn expire(rcpts: &mut [Option<RecipientRecord>]) -> Vec<ExpiredRecipient> {
+    let mut expired = Vec::new();
+    for (i, r) in (0u32..).zip(rcpts.iter_mut()) {
+        if let Some(r) = r.as_mut().filter(|r| r.state.is_open()) {
+            expired.push(ExpiredRecipient {
+                index: i,
+                address: r.address.clone(),
+                orcpt: r.orcpt.clone(),
+                notify: r.notify,
+                last_reply: r.last_reply.clone(),
+            });
+            r.state = RecipientState::Bounced;
+            r.last_reply = Some(EXPIRED_REPLY.to_string());
+        }
+    }
+    expired
 }
 
 /// One recipient's outcome onto its record.

@@ -23,12 +23,14 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crate::bodylog::BodyLog;
-use crate::enqueue::{NewMessage, Placed, Records};
+use crate::enqueue::{self, NewMessage, Placed};
 use crate::error::QueueError;
+use crate::fs::sync_dir;
+use crate::lock::{lock, wait};
+use crate::store::Store;
 
 #[derive(Default)]
 struct State {
@@ -54,10 +56,6 @@ struct Shared {
     done: Condvar,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The group-commit handle; dropping it stops the committer thread after a last batch.
 pub(crate) struct GroupCommit {
     shared: Arc<Shared>,
@@ -65,12 +63,14 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
+    /// Starts the committer thread; it shares the queue's [`Store`] (trees, body log, counters
+    /// and wake-up hook) with everybody else.
     pub(crate) fn start(
         db: sled::Db,
         sled_dir: &Path,
-        records: Records,
+        store: Arc<Store>,
     ) -> Result<GroupCommit, QueueError> {
-        let mut syncer = SledSyncer::new(db, sled_dir, Arc::clone(&records.bodylog))?;
+        let mut syncer = SledSyncer::new(db, sled_dir)?;
         // Everything sled created while opening is made durable first: it writes `conf`
         // without any sync, and creates `db`, `blobs/` and snapshots in its directory.
         let conf = sled_dir.join("conf");
@@ -79,7 +79,9 @@ impl GroupCommit {
                 .and_then(|f| f.sync_all())
                 .map_err(QueueError::io("fsync sled conf", &conf))?;
         }
-        syncer.sync()?;
+        // Bodies first: a record reaching the disk must never point at a body that did not.
+        store.bodylog.sync()?;
+        syncer.sync_sled()?;
         sync_dir(sled_dir)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -91,7 +93,7 @@ impl GroupCommit {
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("queue-commit".into())
-            .spawn(move || run(&worker, &mut syncer, &records))
+            .spawn(move || run(&worker, &mut syncer, &store))
             .map_err(QueueError::io("spawn committer", sled_dir))?;
         Ok(GroupCommit {
             shared,
@@ -127,7 +129,7 @@ impl GroupCommit {
                     reason: st.last_error.clone().unwrap_or_default(),
                 });
             }
-            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = wait(&self.shared.done, st);
         }
     }
 
@@ -137,7 +139,7 @@ impl GroupCommit {
         let mut st = lock(&self.shared.state);
         if st.shutdown {
             drop(st);
-            Records::fail(msg, closing());
+            msg.fail(closing());
             return;
         }
         st.messages.push(msg);
@@ -178,7 +180,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, QueueError>) -> Result<T
     })
 }
 
-fn run(shared: &Shared, syncer: &mut SledSyncer, records: &Records) {
+fn run(shared: &Shared, syncer: &mut SledSyncer, store: &Store) {
     loop {
         let (target, messages) = {
             let mut st = lock(&shared.state);
@@ -186,7 +188,7 @@ fn run(shared: &Shared, syncer: &mut SledSyncer, records: &Records) {
                 && st.messages.is_empty()
                 && !st.shutdown
             {
-                st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = wait(&shared.work, st);
             }
             if st.requested == st.synced.max(st.failed_through)
                 && st.messages.is_empty()
@@ -197,7 +199,7 @@ fn run(shared: &Shared, syncer: &mut SledSyncer, records: &Records) {
             (st.requested, std::mem::take(&mut st.messages))
         };
         let queued = !messages.is_empty();
-        let result = round(syncer, records, messages);
+        let result = round(syncer, store, messages);
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&shared.state);
         match result {
@@ -211,7 +213,7 @@ fn run(shared: &Shared, syncer: &mut SledSyncer, records: &Records) {
         shared.done.notify_all();
         drop(st);
         if queued {
-            records.notify_due();
+            store.notify_due();
         }
     }
 }
@@ -220,34 +222,34 @@ fn run(shared: &Shared, syncer: &mut SledSyncer, records: &Records) {
 /// sled — which also covers every ticket taken before the round began.
 fn round(
     syncer: &mut SledSyncer,
-    records: &Records,
+    store: &Store,
     messages: Vec<NewMessage>,
 ) -> Result<(), QueueError> {
     let started = std::time::Instant::now();
     let count = messages.len();
     let placed: Vec<Placed> = messages
         .into_iter()
-        .filter_map(|msg| records.place(msg))
+        .filter_map(|msg| enqueue::place(store, msg))
         .collect();
-    if let Err(e) = guarded("syncing bodies", || syncer.sync_bodies()) {
+    if let Err(e) = guarded("syncing bodies", || store.bodylog.sync()) {
         for p in placed {
-            records.finish(p, Err(batch_failed(&e)));
+            enqueue::finish(store, p, Err(batch_failed(&e)));
         }
         return Err(e);
     }
     let mut encoded = Vec::with_capacity(placed.len());
     for mut p in placed {
-        match records.encode(&mut p) {
+        match enqueue::encode_record(&mut p) {
             Ok(meta) => encoded.push((p, meta)),
-            Err(e) => records.finish(p, Err(e)),
+            Err(e) => enqueue::finish(store, p, Err(e)),
         }
     }
-    let inserted = match guarded("storing messages", || records.insert_all(&encoded)) {
+    let inserted = match guarded("storing messages", || enqueue::insert_all(store, &encoded)) {
         Ok(()) => encoded.into_iter().map(|(p, _)| p).collect(),
         Err(e) => {
             // Nothing of theirs is in sled; the round still syncs for the other writers.
             for (p, _) in encoded {
-                records.finish(p, Err(batch_failed(&e)));
+                enqueue::finish(store, p, Err(batch_failed(&e)));
             }
             Vec::new()
         }
@@ -257,23 +259,22 @@ fn round(
     match result {
         Ok(()) => {
             for p in inserted {
-                records.finish(p, Ok(()));
+                enqueue::finish(store, p, Ok(()));
             }
             Ok(())
         }
         Err(e) => {
             for p in inserted {
-                records.undo(&p);
-                records.finish(p, Err(batch_failed(&e)));
+                enqueue::undo(store, &p);
+                enqueue::finish(store, p, Err(batch_failed(&e)));
             }
             Err(e)
         }
     }
 }
 
-/// Syncs the body log, flushes sled and syncs the files it leaves unsynced.
-pub(crate) struct SledSyncer {
-    bodies: Arc<BodyLog>,
+/// Flushes sled and syncs the files it leaves unsynced.
+struct SledSyncer {
     db: sled::Db,
     log: File,
     log_path: PathBuf,
@@ -284,15 +285,10 @@ pub(crate) struct SledSyncer {
 }
 
 impl SledSyncer {
-    pub(crate) fn new(
-        db: sled::Db,
-        sled_dir: &Path,
-        bodies: Arc<BodyLog>,
-    ) -> Result<SledSyncer, QueueError> {
+    fn new(db: sled::Db, sled_dir: &Path) -> Result<SledSyncer, QueueError> {
         let log_path = sled_dir.join("db");
         let log = File::open(&log_path).map_err(QueueError::io("open sled log", &log_path))?;
         Ok(SledSyncer {
-            bodies,
             db,
             log,
             log_path,
@@ -301,18 +297,8 @@ impl SledSyncer {
         })
     }
 
-    pub(crate) fn sync_bodies(&mut self) -> Result<(), QueueError> {
-        self.bodies.sync()
-    }
-
-    pub(crate) fn sync(&mut self) -> Result<(), QueueError> {
-        // Bodies first: a record reaching the disk must never point at a body that did not.
-        self.bodies.sync()?;
-        self.sync_sled()
-    }
-
     /// Flushes sled and syncs its files (the body log is the caller's business).
-    pub(crate) fn sync_sled(&mut self) -> Result<(), QueueError> {
+    fn sync_sled(&mut self) -> Result<(), QueueError> {
         self.db.flush().map_err(QueueError::db("flush"))?;
         self.log
             .sync_data()
@@ -356,11 +342,4 @@ impl SledSyncer {
         self.synced_blobs = present;
         Ok(())
     }
-}
-
-/// fsync of a directory, so that entries created or removed in it survive power loss.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), QueueError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(QueueError::io("fsync directory", dir))
 }

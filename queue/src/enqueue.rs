@@ -5,32 +5,35 @@
 //! synced to its spool file — and hands it to the committer. One committer round then, for every
 //! message handed in since the last round:
 //!
-//! 1. appends the in-memory bodies to the body log,
+//! 1. appends the in-memory bodies to the body log ([`place`]),
 //! 2. `fdatasync`s the body log (a body is durable before any record can point at it),
-//! 3. inserts the messages' records into sled, in one transaction,
+//! 3. inserts the messages' records into sled, in one transaction ([`insert_all`]),
 //! 4. flushes sled and `fdatasync`s its files,
 //!
-//! and only then reports each message queued. So a message costs one round, shared with every
-//! message (and every other durability request) that arrived meanwhile, and no thread of its
-//! own: the submission server hands small bodies over whole from its async task.
+//! and only then reports each message queued ([`finish`]). So a message costs one round, shared
+//! with every message (and every other durability request) that arrived meanwhile, and no thread
+//! of its own: the submission server hands small bodies over whole from its async task.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use sled::transaction::Transactional;
 
-use crate::bodylog::BodyLog;
+use crate::codec::encode;
 use crate::error::QueueError;
 use crate::id::QueueId;
-use crate::model::{BodyLoc, MessageRecord, MessageState};
-use crate::schedule::{due_key, rcpt_key};
-use crate::store::{encode, state_slot, tx_err};
+use crate::model::{
+    BodyLoc, Envelope, MessageRecord, MessageState, RecipientRecord, RecipientSpec,
+};
+use crate::schedule::{rcpt_key, to_ms};
+use crate::store::{QueueTuning, Store};
+use crate::tx::{tx_err, Indexed, MessageTx};
+
+/// The most recipients one message may have (the submission side caps far lower).
+pub const MAX_RECIPIENTS: usize = 65_535;
 
 /// Runs when a message is durably queued (or could not be); on the committer's thread, so it
 /// must not block (send on a channel, wake a task).
 pub(crate) type Done = Box<dyn FnOnce(Result<QueueId, QueueError>) + Send>;
-
-/// Runs whenever a message becomes due now.
-pub(crate) type DueHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Where a new message's body is before its round.
 pub(crate) enum NewBody {
@@ -42,14 +45,79 @@ pub(crate) enum NewBody {
     Spool,
 }
 
+impl NewBody {
+    /// A whole body in memory, bound for where `tuning` keeps small bodies.
+    pub(crate) fn in_memory(bytes: Vec<u8>, tuning: &QueueTuning) -> NewBody {
+        if tuning.small_bodies_in_sled {
+            NewBody::Inline(bytes)
+        } else {
+            NewBody::Log(bytes)
+        }
+    }
+}
+
 /// A message waiting for the committer's next round.
 pub(crate) struct NewMessage {
-    pub id: QueueId,
-    pub body: NewBody,
+    id: QueueId,
+    body: NewBody,
     /// Complete but for `body`, which the round fills in.
-    pub rec: MessageRecord,
-    pub rcpt_rows: Vec<([u8; 12], Vec<u8>)>,
-    pub done: Done,
+    rec: MessageRecord,
+    rcpt_rows: Vec<([u8; 12], Vec<u8>)>,
+    done: Done,
+}
+
+impl NewMessage {
+    /// Validates and encodes a new message; returns a constructor taking its `done`.
+    pub(crate) fn prepare(
+        id: QueueId,
+        body: NewBody,
+        size: u64,
+        crc32: u32,
+        env: Envelope,
+        rcpts: Vec<RecipientSpec>,
+    ) -> Result<impl FnOnce(Done) -> NewMessage, QueueError> {
+        if rcpts.is_empty() {
+            return Err(QueueError::NoRecipients);
+        }
+        if rcpts.len() > MAX_RECIPIENTS {
+            return Err(QueueError::TooManyRecipients {
+                count: rcpts.len(),
+                max: MAX_RECIPIENTS,
+            });
+        }
+        let rec = MessageRecord {
+            env,
+            // Set by the committer once the body has its place.
+            body: BodyLoc::Spool,
+            size,
+            crc32,
+            rcpts: u32::try_from(rcpts.len()).unwrap_or(u32::MAX),
+            hold: false,
+            deferrals: 0,
+            next_ms: to_ms(SystemTime::now()),
+            lease: None,
+            delay_warned: false,
+        };
+        let mut rcpt_rows = Vec::with_capacity(rcpts.len());
+        for (i, spec) in (0u32..).zip(rcpts) {
+            rcpt_rows.push((
+                rcpt_key(id, i),
+                encode("recipient", &RecipientRecord::new(spec))?,
+            ));
+        }
+        Ok(move |done| NewMessage {
+            id,
+            body,
+            rec,
+            rcpt_rows,
+            done,
+        })
+    }
+
+    /// Reports a message that never got a place.
+    pub(crate) fn fail(self, e: QueueError) {
+        (self.done)(Err(e));
+    }
 }
 
 /// A message whose body has a place (step 1 done).
@@ -58,128 +126,104 @@ pub(crate) struct Placed {
     loc: BodyLoc,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// What the committer needs of the queue to store new messages: the trees, the body log, and
-/// the in-memory counters and wake-up hook shared with [`crate::store::Inner`].
-#[derive(Clone)]
-pub(crate) struct Records {
-    pub meta: sled::Tree,
-    pub rcpt: sled::Tree,
-    pub due: sled::Tree,
-    pub body: sled::Tree,
-    pub bodylog: Arc<BodyLog>,
-    pub counts: Arc<Mutex<[i64; 4]>>,
-    pub hook: Arc<Mutex<Option<DueHook>>>,
-}
-
-impl Records {
-    /// Step 1: gives the body its place (appending it to the body log if it goes there); a
-    /// message whose body cannot be placed is reported failed here.
-    pub(crate) fn place(&self, mut msg: NewMessage) -> Option<Placed> {
-        let loc = match &mut msg.body {
-            NewBody::Log(bytes) => match self.bodylog.append(bytes) {
-                Ok((seg, off)) => {
-                    // The bytes are in the log now; the record only needs their place.
-                    *bytes = Vec::new();
-                    BodyLoc::Log { seg, off }
-                }
-                Err(e) => {
-                    Records::fail(msg, e);
-                    return None;
-                }
-            },
-            NewBody::Inline(_) => BodyLoc::Inline,
-            NewBody::Spool => BodyLoc::Spool,
-        };
-        Some(Placed { msg, loc })
-    }
-
-    /// Step 3a: encodes a placed message's envelope record, now that its body has a place.
-    pub(crate) fn encode(&self, p: &mut Placed) -> Result<Vec<u8>, QueueError> {
-        p.msg.rec.body = p.loc;
-        encode("message", &p.msg.rec)
-    }
-
-    /// Step 3b: inserts the records of a round's messages in one sled transaction (not yet
-    /// durable). One transaction per round, not per message: sled's per-transaction cost
-    /// dominated the round otherwise. Fails as a whole — only a storage error can fail it.
-    pub(crate) fn insert_all(&self, batch: &[(Placed, Vec<u8>)]) -> Result<(), QueueError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        (&self.meta, &self.rcpt, &self.due, &self.body)
-            .transaction(|(meta, rcpt, due, bodies)| {
-                for (p, meta_bytes) in batch {
-                    let id = p.msg.id;
-                    meta.insert(&id.key(), meta_bytes.as_slice())?;
-                    for (k, v) in &p.msg.rcpt_rows {
-                        rcpt.insert(k, v.as_slice())?;
-                    }
-                    due.insert(&due_key(p.msg.rec.next_ms, id), &[])?;
-                    if let NewBody::Inline(b) = &p.msg.body {
-                        bodies.insert(&id.key(), b.as_slice())?;
-                    }
-                }
-                Ok(())
-            })
-            .map_err(tx_err("enqueue"))?;
-        lock(&self.counts)[state_slot(MessageState::Pending)] += batch.len() as i64;
-        Ok(())
-    }
-
-    /// Takes the records of an inserted message out again, when the sync that was to make them
-    /// durable failed: the message was never acknowledged, so it must not be delivered either.
-    /// Best effort (the storage just failed); a record that stays is delivered after a restart.
-    pub(crate) fn undo(&self, p: &Placed) {
-        let id = p.msg.id;
-        let rec = &p.msg.rec;
-        let res = (&self.meta, &self.rcpt, &self.due, &self.body).transaction(
-            |(meta, rcpt, due, bodies)| {
-                meta.remove(&id.key())?;
-                for i in 0..rec.rcpts {
-                    rcpt.remove(&rcpt_key(id, i))?;
-                }
-                due.remove(&due_key(rec.next_ms, id))?;
-                bodies.remove(&id.key())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<QueueError>>(())
-            },
-        );
-        match res {
-            Ok(()) => lock(&self.counts)[state_slot(MessageState::Pending)] -= 1,
-            Err(e) => {
-                tracing::error!(queue_id = %id, error = ?e, "could not remove the records of an unacknowledged message")
+/// Step 1: gives the body its place (appending it to the body log if it goes there); a
+/// message whose body cannot be placed is reported failed here.
+pub(crate) fn place(store: &Store, mut msg: NewMessage) -> Option<Placed> {
+    let loc = match &mut msg.body {
+        NewBody::Log(bytes) => match store.bodylog.append(bytes) {
+            Ok((seg, off)) => {
+                // The bytes are in the log now; the record only needs their place.
+                *bytes = Vec::new();
+                BodyLoc::Log { seg, off }
             }
+            Err(e) => {
+                msg.fail(e);
+                return None;
+            }
+        },
+        NewBody::Inline(_) => BodyLoc::Inline,
+        NewBody::Spool => BodyLoc::Spool,
+    };
+    Some(Placed { msg, loc })
+}
+
+/// Step 3a: encodes a placed message's envelope record, now that its body has a place.
+pub(crate) fn encode_record(p: &mut Placed) -> Result<Vec<u8>, QueueError> {
+    p.msg.rec.body = p.loc;
+    encode("message", &p.msg.rec)
+}
+
+/// Step 3b: inserts the records of a round's messages in one sled transaction (not yet
+/// durable). One transaction per round, not per message: sled's per-transaction cost
+/// dominated the round otherwise. Fails as a whole — only a storage error can fail it.
+pub(crate) fn insert_all(store: &Store, batch: &[(Placed, Vec<u8>)]) -> Result<(), QueueError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let trees = (
+        &store.meta,
+        &store.rcpt,
+        &store.due,
+        &store.lease,
+        &store.body,
+    );
+    trees
+        .transaction(|(meta, rcpt, due, lease, bodies)| {
+            let t = MessageTx { meta, due, lease };
+            for (p, meta_bytes) in batch {
+                let id = p.msg.id;
+                t.put_encoded(id, None, &p.msg.rec, meta_bytes)?;
+                for (k, v) in &p.msg.rcpt_rows {
+                    rcpt.insert(k, v.as_slice())?;
+                }
+                if let NewBody::Inline(b) = &p.msg.body {
+                    bodies.insert(&id.key(), b.as_slice())?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(tx_err("enqueue"))?;
+    let n = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+    store.count_many(None, Some(MessageState::Pending), n);
+    Ok(())
+}
+
+/// Takes the records of an inserted message out again, when the sync that was to make them
+/// durable failed: the message was never acknowledged, so it must not be delivered either.
+/// Best effort (the storage just failed); a record that stays is delivered after a restart.
+pub(crate) fn undo(store: &Store, p: &Placed) {
+    let id = p.msg.id;
+    let rec = &p.msg.rec;
+    let trees = (
+        &store.meta,
+        &store.rcpt,
+        &store.due,
+        &store.lease,
+        &store.body,
+    );
+    let res = trees.transaction(|(meta, rcpt, due, lease, bodies)| {
+        MessageTx { meta, due, lease }.remove(id, Indexed::of(rec))?;
+        for i in 0..rec.rcpts {
+            rcpt.remove(&rcpt_key(id, i))?;
+        }
+        bodies.remove(&id.key())?;
+        Ok(())
+    });
+    match res.map_err(tx_err("undo enqueue")) {
+        Ok(()) => store.count(Some(MessageState::Pending), None),
+        Err(e) => {
+            tracing::error!(queue_id = %id, error = ?e, "could not remove the records of an unacknowledged message")
         }
     }
+}
 
-    /// Ends a message's round: reports the result and, on failure, frees its body.
-    pub(crate) fn finish(&self, p: Placed, result: Result<(), QueueError>) {
-        if result.is_err() {
-            self.release(p.loc);
-        }
-        let id = p.msg.id;
-        (p.msg.done)(result.map(|()| id));
-    }
-
-    /// Reports a message that never got a place.
-    pub(crate) fn fail(msg: NewMessage, e: QueueError) {
-        (msg.done)(Err(e));
-    }
-
-    fn release(&self, loc: BodyLoc) {
-        if let BodyLoc::Log { seg, .. } = loc {
-            self.bodylog.release(seg);
+/// Ends a message's round: reports the result and, on failure, frees its body.
+pub(crate) fn finish(store: &Store, p: Placed, result: Result<(), QueueError>) {
+    if result.is_err() {
+        if let BodyLoc::Log { seg, .. } = p.loc {
+            store.bodylog.release(seg);
         }
     }
-
-    /// Runs the wake-up hook (after a round queued new messages).
-    pub(crate) fn notify_due(&self) {
-        let hook = lock(&self.hook).clone();
-        if let Some(h) = hook {
-            h();
-        }
-    }
+    let id = p.msg.id;
+    (p.msg.done)(result.map(|()| id));
 }

@@ -6,15 +6,21 @@
 //! callback. [`Queue`] is `Clone + Send + Sync`.
 //!
 //! ## Layout
-//! - [`id`]: queue ids (12 chars, `[0-9A-Z]`, time-sortable).
-//! - [`model`]: envelope, recipients, states, outcomes, and the stored records.
-//! - `store`: open, trees, counters, `commit`. `recover`: what `open` repairs after a crash.
-//! - `body`: [`MessageWriter`] (streaming in) and [`BodyReader`] (streaming out).
-//! - `durable`: group commit and the fsyncs sled 0.34 omits. `enqueue`: what a round does
-//!   with the new messages handed to it.
-//! - `delivery`: `lease_due`, `abandon`, `extend_lease`, `next_due`; `complete`: outcomes.
-//! - `admin`: hold, release, delete, retry, list, show, domain summary.
-//! - [`schedule`]: pure retry math and the `due` index key.
+//! Dependencies point one way, top to bottom (`tests/layering.rs` checks there is no cycle):
+//! - `queue`: [`Queue`] — open (then `recover`), `begin`/`submit`, counts, statistics.
+//!   `lease` (`lease_due`, `abandon`, `extend_lease`, `next_due`, `body`), `complete`
+//!   (outcomes) and `admin` (hold, release, delete, retry, list, show, domain summary) add
+//!   the rest of `impl Queue`.
+//! - `writer`: [`MessageWriter`] (streaming in; `finish` hands its body over).
+//! - `durable`: the group committer and the fsyncs sled 0.34 omits; `enqueue`: what a round
+//!   does with the new messages handed to it; `recover`: what `open` repairs after a crash.
+//! - `store`: `Store`, the one owner of the trees, body log, ids, counters, corrupt list and
+//!   wake-up hook, shared as `Arc<Store>` by the queue, its writers and the committer.
+//! - `bodylog`: the append-only segments holding small bodies; `body`: [`BodyReader`].
+//! - Leaves: `tx` (`MessageTx`: every record write, keeping the `due`/`lease` indexes in
+//!   step), `codec` (record encoding), `fs` (directory fsync), `lock` (the one lock helper),
+//!   [`schedule`] (pure retry math and the `due` key), [`model`], [`id`] (queue ids:
+//!   12 chars, `[0-9A-Z]`, time-sortable), `error`.
 //!
 //! ## Submission side
 //! ```no_run
@@ -37,8 +43,10 @@
 //! - [`Queue::next_due`] → when to wake (O(log n)); [`Queue::on_due`] registers a
 //!   non-blocking callback fired when something becomes due now (new message, release…).
 //! - [`Queue::lease_due`]`(now, max)` → [`Leased`] messages: envelope, open recipients (with
-//!   their `index`), `body` reader, `size`, `expires_at`, `delay_warned`. Until the lease
-//!   (`QueueOptions::lease`) runs out nobody else gets the message.
+//!   their `index`), `size`, `expires_at`, `delay_warned`; [`Queue::body`] opens a reader on
+//!   the body. Until the lease (`QueueOptions::lease`) runs out nobody else gets the message.
+//!   A message whose body is missing is put on hold and reported instead; one that fails
+//!   otherwise is set aside until its lease runs out, and the rest of the batch is returned.
 //! - [`Queue::complete`]`(&leased, &[(index, Outcome)], now)` records delivered / deferred /
 //!   bounced per recipient and releases the lease atomically and durably. Open recipients are
 //!   rescheduled after `retry[deferrals-1]` (the last interval repeats with ±10 % jitter, and
@@ -117,42 +125,52 @@
 //! | lease + read body + complete, 16 workers (durable) | 4,095/s | 2,744/s |
 //! | enqueue, 1 M queued vs empty, medians of 3 alternating runs (target ≤ 20 % slower) | 5,590 vs 5,335 (**+5 %**) | 4,144 vs 4,348 (**−5 %**) |
 //! | `next_due` / `lease_due` with nothing due, 1 M queued | 1.7 / 1.0 µs | 2.2 / 0.9 µs |
-//! | `lease_due(now, 100)` with 1 M queued (bodies opened) | 21 ms | 39 ms |
+//! | `lease_due(now, 100)` with 1 M queued (bodies opened; now only checked) | 21 ms | 39 ms |
 //! | prefill of 1 M messages (200 B, durable, 128 writers) | 155 s | 195 s |
 //! | `Queue::open` of ~1.05 M messages (recovery scan) | 3.9 s | 4.1 s |
 //!
 //! `QUEUE_BENCH_PREFILL` sets the prefill size (default 1,000,000), `QUEUE_BENCH_SECS` the
 //! length of each run, `QUEUE_BENCH_ONLY=storage,writers,dequeue,scale` the sections.
 //!
-//! ## Changes against `QUEUE_API.md`
-//! None of its signatures changed. Added: `open_tuned`/[`QueueTuning`], `MessageWriter::id`
-//! and `size`, the whole delivery and admin side described above, `sync_stats`, `on_due`,
-//! `corrupt_records`, [`schedule::retry_delay`] for callers that want to show the schedule.
+//! ## API notes
+//! Beyond the basic open / begin / commit / lease / complete cycle: `open_tuned`/[`QueueTuning`],
+//! `MessageWriter::id` and `size`, the whole delivery and admin side described above,
+//! `sync_stats`, `on_due`, `corrupt_records`, [`schedule::retry_delay`] for callers that want
+//! to show the schedule.
 
 #![forbid(unsafe_code)]
 
 mod admin;
 mod body;
 mod bodylog;
+mod codec;
 mod complete;
-mod delivery;
 mod durable;
 mod enqueue;
 mod error;
+mod fs;
 pub mod id;
+mod lease;
+mod lock;
 pub mod model;
+mod queue;
 mod recover;
 pub mod schedule;
 mod store;
+mod tx;
+mod writer;
 
 pub use admin::DomainSummary;
-pub use body::{BodyReader, MessageWriter};
+pub use body::BodyReader;
 pub use complete::Completion;
-pub use delivery::{Leased, EXPIRED_REPLY};
+pub use enqueue::MAX_RECIPIENTS;
 pub use error::QueueError;
 pub use id::{ParseIdError, QueueId};
+pub use lease::{Leased, EXPIRED_REPLY};
 pub use model::{
     Counts, Envelope, ExpiredRecipient, LeasedRecipient, ListFilter, MessageInfo, MessageState,
     Notify, Outcome, QueueOptions, RecipientInfo, RecipientSpec, RecipientState, Ret,
 };
-pub use store::{CorruptRecord, Queue, QueueTuning, MAX_RECIPIENTS};
+pub use queue::Queue;
+pub use store::{CorruptRecord, QueueTuning};
+pub use writer::MessageWriter;

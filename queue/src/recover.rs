@@ -1,31 +1,35 @@
 //! Recovery at open: leases of a crashed process return to due, the per-state counters are
-//! rebuilt, spool files nobody references (a writer that died before `commit`, or a message
-//! finished just before a crash) are removed, and messages whose spool file is missing are
-//! reported as corrupt.
+//! rebuilt, spool files and body-log segments nobody references (a writer that died before
+//! `commit`, or a message finished just before a crash) are removed, and messages whose body
+//! is missing are reported as corrupt.
 
 use std::collections::HashSet;
 use std::time::SystemTime;
 
 use sled::transaction::Transactional;
 
+use crate::codec::{decode, key_name};
 use crate::error::QueueError;
 use crate::id::QueueId;
-use crate::model::{BodyLoc, MessageRecord};
-use crate::schedule::{due_key, to_ms};
-use crate::store::{abort, decode, encode, key_name, state_slot, tx_err, Inner};
+use crate::model::{BodyLoc, Counts, MessageRecord};
+use crate::schedule::to_ms;
+use crate::store::Store;
+use crate::tx::{abort, tx_err, Indexed, MessageTx};
 
-pub(crate) fn recover(inner: &Inner, now: SystemTime) -> Result<(), QueueError> {
-    let released = release_leases(inner, to_ms(now))?;
-    let spool_files = spool_files(inner)?;
-    let segments = inner.bodylog.segment_set()?;
-    let mut counts = [0i64; 4];
+/// Repairs the store at open; returns how many leases it released (the caller makes that
+/// durable).
+pub(crate) fn recover(store: &Store, now: SystemTime) -> Result<usize, QueueError> {
+    let released = release_leases(store, to_ms(now))?;
+    let spool_files = spool_files(store)?;
+    let segments = store.bodylog.segment_set()?;
+    let mut counts = Counts::default();
     let mut referenced = HashSet::new();
-    for item in inner.meta.iter() {
+    for item in store.meta.iter() {
         let (k, v) = item.map_err(QueueError::db("scan messages"))?;
         let rec: MessageRecord = match decode("meta", &k, &v) {
             Ok(r) => r,
             Err(e) => {
-                inner.report_corrupt(&e);
+                store.report_corrupt(&e);
                 continue;
             }
         };
@@ -39,41 +43,41 @@ pub(crate) fn recover(inner: &Inner, now: SystemTime) -> Result<(), QueueError> 
             }
             BodyLoc::Spool => Some("spool file missing"),
             BodyLoc::Log { seg, .. } if segments.contains(&seg) => {
-                inner.bodylog.add_ref(seg);
+                store.bodylog.add_ref(seg);
                 None
             }
             BodyLoc::Log { .. } => Some("body log segment missing"),
             BodyLoc::Inline => None,
         };
         if let Some(reason) = missing {
-            inner.report_corrupt(&QueueError::Corrupt {
+            store.report_corrupt(&QueueError::Corrupt {
                 tree: "meta",
                 key: key_name(&k),
                 reason: reason.into(),
             });
         }
-        counts[state_slot(rec.state())] += 1;
+        *counts.slot(rec.state()) += 1;
     }
-    inner.reset_counts(counts);
+    store.reset_counts(counts);
     for id in spool_files.difference(&referenced) {
-        let path = inner.spool_path(*id);
+        let path = store.spool_path(*id);
         tracing::info!(path = %path.display(), "removing orphaned spool file");
         std::fs::remove_file(&path).map_err(QueueError::io("remove orphan", &path))?;
     }
-    inner.bodylog.remove_unreferenced()?;
+    store.bodylog.remove_unreferenced()?;
     if released > 0 {
         tracing::info!(released, "leases of a previous process returned to due");
-        inner.commit.wait_durable()?;
     }
-    Ok(())
+    Ok(released)
 }
 
 /// Every lease at open belongs to a dead process: its message becomes due now.
-fn release_leases(inner: &Inner, now_ms: u64) -> Result<usize, QueueError> {
+fn release_leases(store: &Store, now_ms: u64) -> Result<usize, QueueError> {
     let mut released = 0;
-    for item in inner.lease.iter().keys() {
+    for item in store.lease.iter().keys() {
         let k = item.map_err(QueueError::db("scan leases"))?;
-        let res = (&inner.meta, &inner.due, &inner.lease).transaction(|(meta, due, lease)| {
+        let trees = (&store.meta, &store.due, &store.lease);
+        let res = trees.transaction(|(meta, due, lease)| {
             lease.remove(&k)?;
             let Some(v) = meta.get(&k)? else {
                 return Ok(false);
@@ -85,25 +89,19 @@ fn release_leases(inner: &Inner, now_ms: u64) -> Result<usize, QueueError> {
             let Some(id) = QueueId::from_key(&k) else {
                 return Ok(false);
             };
-            if rec.scheduled() {
-                due.remove(&due_key(rec.next_ms, id))?;
-                due.insert(&due_key(now_ms, id), &[])?;
-            }
+            let before = Indexed::of(&rec);
             rec.lease = None;
             rec.next_ms = now_ms;
-            match encode("message", &rec) {
-                Ok(bytes) => meta.insert(&k, bytes)?,
-                Err(e) => return abort(e),
-            };
+            MessageTx { meta, due, lease }.put(id, Some(before), &rec)?;
             Ok(true)
         });
         match res.map_err(tx_err("recover lease")) {
             Ok(true) => released += 1,
             Ok(false) => {}
             Err(e @ QueueError::Corrupt { .. }) => {
-                inner.report_corrupt(&e);
+                store.report_corrupt(&e);
                 // Without a readable record the lease entry means nothing.
-                inner
+                store
                     .lease
                     .remove(&k)
                     .map_err(QueueError::db("drop lease"))?;
@@ -114,8 +112,8 @@ fn release_leases(inner: &Inner, now_ms: u64) -> Result<usize, QueueError> {
     Ok(released)
 }
 
-fn spool_files(inner: &Inner) -> Result<HashSet<QueueId>, QueueError> {
-    let dir = inner.spool_dir();
+fn spool_files(store: &Store) -> Result<HashSet<QueueId>, QueueError> {
+    let dir = store.spool_dir();
     let mut out = HashSet::new();
     for entry in std::fs::read_dir(dir).map_err(QueueError::io("list spool", dir))? {
         let entry = entry.map_err(QueueError::io("list spool", dir))?;

@@ -1,35 +1,30 @@
-//! The store: opening (and recovering) the sled trees and spool directory, record encoding,
-//! the counters behind `counts`, corrupt-record reporting, and `commit`.
+//! The store: the one owner of the queue's state — the sled trees, the body log, the spool
+//! directory, the id generator, the per-state counters behind `counts`, the corrupt-record
+//! list and the wake-up (due) hook. [`crate::Queue`], its writers and the group committer
+//! each hold an `Arc<Store>`; nothing else keeps copies of its handles.
 //!
-//! Layout under the queue directory: `sled/` (the database) and `spool/<ID>` (bodies larger
-//! than `inline_body_max`). Trees, all keyed by the big-endian queue id unless noted:
-//! `meta` (envelope and scheduling state, [`MessageRecord`]), `rcpt` (id ‖ index u32 →
-//! [`RecipientRecord`]), `body` (inline bodies), `due` (next-attempt ms ‖ id → empty; see
-//! [`crate::schedule`]) and `lease` (id → empty, the messages leased right now, so recovery at
-//! open touches only them).
+//! Layout under the queue directory: `sled/` (the database), `bodies/<n>` (the body log,
+//! small bodies; see `bodylog`) and `spool/<ID>` (one file per body larger than
+//! `inline_body_max`). Trees, all keyed by the big-endian queue id unless noted: `meta`
+//! (envelope and scheduling state, [`MessageRecord`]), `rcpt` (id ‖ index u32 →
+//! [`RecipientRecord`]), `body` (small bodies, only with `small_bodies_in_sled`), `due`
+//! (next-attempt ms ‖ id → empty; see [`crate::schedule`]) and `lease` (id → empty, the
+//! messages leased right now, so recovery at open touches only them). `due` and `lease` are
+//! kept in step with `meta` by `tx::MessageTx`.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-
-use crate::body::MessageWriter;
+use crate::body::BodyReader;
 use crate::bodylog::BodyLog;
-use crate::durable::GroupCommit;
-use crate::enqueue::{DueHook, NewBody, NewMessage, Records};
+use crate::codec::{decode, key_name};
 use crate::error::QueueError;
+use crate::fs::sync_dir;
 use crate::id::{IdGen, QueueId};
-use crate::model::{
-    BodyLoc, Counts, Envelope, MessageRecord, MessageState, QueueOptions, RecipientRecord,
-    RecipientSpec,
-};
-use crate::schedule::{rcpt_key, to_ms};
-
-/// The most recipients one message may have (the submission side caps far lower).
-pub const MAX_RECIPIENTS: usize = 65_535;
+use crate::lock::lock;
+use crate::model::{BodyLoc, Counts, MessageRecord, MessageState, QueueOptions, RecipientRecord};
+use crate::schedule::rcpt_key;
 
 /// Storage knobs with measured defaults; `Queue::open` uses `QueueTuning::default()`.
 #[derive(Debug, Clone)]
@@ -65,7 +60,10 @@ pub struct CorruptRecord {
     pub reason: String,
 }
 
-pub(crate) struct Inner {
+/// Runs whenever a message becomes due now.
+pub(crate) type DueHook = Arc<dyn Fn() + Send + Sync>;
+
+pub(crate) struct Store {
     pub opts: QueueOptions,
     pub tuning: QueueTuning,
     pub meta: sled::Tree,
@@ -73,92 +71,21 @@ pub(crate) struct Inner {
     pub body: sled::Tree,
     pub due: sled::Tree,
     pub lease: sled::Tree,
+    pub bodylog: BodyLog,
+    pub ids: IdGen,
     spool_dir: PathBuf,
-    pub bodylog: Arc<BodyLog>,
-    ids: IdGen,
-    counts: Arc<Mutex<[i64; 4]>>,
+    counts: Mutex<[i64; 4]>,
     corrupt: Mutex<Vec<CorruptRecord>>,
-    hook: Arc<Mutex<Option<DueHook>>>,
-    // Last: dropped after the trees, stops the committer after its final batch.
-    pub commit: GroupCommit,
+    hook: Mutex<Option<DueHook>>,
 }
 
-/// The durable queue. Cheap to clone; all clones share one database.
-#[derive(Clone)]
-pub struct Queue {
-    pub(crate) inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("spool_dir", &self.inner.spool_dir)
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn state_slot(s: MessageState) -> usize {
+fn state_slot(s: MessageState) -> usize {
     match s {
         MessageState::Pending => 0,
         MessageState::Deferred => 1,
         MessageState::Held => 2,
         MessageState::Active => 3,
     }
-}
-
-pub(crate) fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, QueueError> {
-    serde_json::to_vec(v).map_err(|e| QueueError::Encode {
-        what,
-        reason: e.to_string(),
-    })
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(
-    tree: &'static str,
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, QueueError> {
-    serde_json::from_slice(bytes).map_err(|e| QueueError::Corrupt {
-        tree,
-        key: key_name(key),
-        reason: e.to_string(),
-    })
-}
-
-/// A key as an operator can read it: the queue id (plus suffix) when it parses, else hex.
-pub(crate) fn key_name(key: &[u8]) -> String {
-    match (key.len(), QueueId::from_key(key)) {
-        (8, Some(id)) => id.to_string(),
-        (12, Some(id)) => format!(
-            "{id}#{}",
-            u32::from_be_bytes([key[8], key[9], key[10], key[11]])
-        ),
-        (16, _) => match crate::schedule::parse_due_key(key) {
-            Some((ms, id)) => format!("{ms}:{id}"),
-            None => hex(key),
-        },
-        _ => hex(key),
-    }
-}
-
-fn hex(key: &[u8]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Maps a transaction failure onto the queue error.
-pub(crate) fn tx_err(op: &'static str) -> impl FnOnce(TransactionError<QueueError>) -> QueueError {
-    move |e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(source) => QueueError::Db { op, source },
-    }
-}
-
-pub(crate) fn abort<T>(e: QueueError) -> Result<T, ConflictableTransactionError<QueueError>> {
-    Err(ConflictableTransactionError::Abort(e))
 }
 
 /// Opens sled. A queue closed a moment ago in this process may still have sled's background
@@ -182,38 +109,19 @@ fn open_sled(dir: &Path, tuning: &QueueTuning) -> Result<sled::Db, QueueError> {
     }
 }
 
-impl Queue {
-    /// Opens (creating if needed) the queue in directory `path`, recovering from a crash:
-    /// leases held by a dead process become due now, orphaned spool files are removed, and
-    /// unreadable records are reported (see [`Queue::corrupt_records`]) instead of failing.
-    pub fn open(path: &Path, opts: QueueOptions) -> Result<Queue, QueueError> {
-        Queue::open_tuned(path, opts, QueueTuning::default())
-    }
-
-    /// [`Queue::open`] with explicit storage tuning (benchmarks, tests).
-    pub fn open_tuned(
+impl Store {
+    /// Opens (creating if needed) the directories, sled and the body log under `path`; returns
+    /// the database too, for the committer. Counters start at zero (recovery fills them in).
+    pub(crate) fn open(
         path: &Path,
         opts: QueueOptions,
         tuning: QueueTuning,
-    ) -> Result<Queue, QueueError> {
-        if opts.retry.is_empty() {
-            return Err(QueueError::InvalidOptions {
-                reason: "retry schedule is empty",
-            });
-        }
-        // Under a millisecond a lease would end in the millisecond it began (the index's
-        // resolution), and `lease_due` could hand the same message out twice in one call.
-        if opts.lease < std::time::Duration::from_millis(1) {
-            return Err(QueueError::InvalidOptions {
-                reason: "lease duration is under 1 ms",
-            });
-        }
-        let sled_dir = path.join("sled");
+    ) -> Result<(Store, sled::Db), QueueError> {
         let spool_dir = path.join("spool");
         for dir in [path, &spool_dir] {
             std::fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
         }
-        let db = open_sled(&sled_dir, &tuning)?;
+        let db = open_sled(&path.join("sled"), &tuning)?;
         let tree = |name: &str| db.open_tree(name).map_err(QueueError::db("open tree"));
         let (meta, rcpt, body, due, lease) = (
             tree("meta")?,
@@ -222,28 +130,13 @@ impl Queue {
             tree("due")?,
             tree("lease")?,
         );
-        let bodylog = Arc::new(BodyLog::open(
-            &path.join("bodies"),
-            tuning.body_segment_size,
-        )?);
-        crate::durable::sync_dir(path)?;
-        let counts = Arc::new(Mutex::new([0; 4]));
-        let hook = Arc::new(Mutex::new(None));
-        let records = Records {
-            meta: meta.clone(),
-            rcpt: rcpt.clone(),
-            due: due.clone(),
-            body: body.clone(),
-            bodylog: Arc::clone(&bodylog),
-            counts: Arc::clone(&counts),
-            hook: Arc::clone(&hook),
-        };
-        let commit = GroupCommit::start(db.clone(), &sled_dir, records)?;
+        let bodylog = BodyLog::open(&path.join("bodies"), tuning.body_segment_size)?;
+        sync_dir(path)?;
         let floor = meta
             .last()
             .map_err(QueueError::db("read last id"))?
             .and_then(|(k, _)| QueueId::from_key(&k));
-        let inner = Inner {
+        let store = Store {
             opts,
             tuning,
             meta,
@@ -251,107 +144,16 @@ impl Queue {
             body,
             due,
             lease,
-            spool_dir,
             bodylog,
             ids: IdGen::new(floor),
-            counts,
+            spool_dir,
+            counts: Mutex::new([0; 4]),
             corrupt: Mutex::new(Vec::new()),
-            hook,
-            commit,
+            hook: Mutex::new(None),
         };
-        let q = Queue {
-            inner: Arc::new(inner),
-        };
-        crate::recover::recover(&q.inner, SystemTime::now())?;
-        Ok(q)
+        Ok((store, db))
     }
 
-    /// Starts a message; write the raw message into the returned writer, then `commit`.
-    pub fn begin(&self) -> Result<MessageWriter, QueueError> {
-        Ok(self.begin_with_id(self.reserve_id()))
-    }
-
-    /// A fresh queue id for a message about to be written (with [`Queue::begin_with_id`] or
-    /// [`Queue::submit`]); an id that is never used leaves nothing behind.
-    pub fn reserve_id(&self) -> QueueId {
-        self.inner.ids.next()
-    }
-
-    /// [`Queue::begin`] for an id from [`Queue::reserve_id`].
-    pub fn begin_with_id(&self, id: QueueId) -> MessageWriter {
-        MessageWriter::new(Arc::clone(&self.inner), id)
-    }
-
-    /// Queues a message whose whole body is in memory, without blocking: `done` runs (on the
-    /// queue's committer thread, so it must not block) with the id once body, envelope and
-    /// recipients are on stable storage, or with the error. `id` comes from
-    /// [`Queue::reserve_id`]. Bodies larger than [`Queue::whole_body_max`] belong in a
-    /// [`MessageWriter`] instead (they would sit in memory until the round).
-    pub fn submit(
-        &self,
-        id: QueueId,
-        body: Vec<u8>,
-        env: Envelope,
-        rcpts: Vec<RecipientSpec>,
-        done: impl FnOnce(Result<QueueId, QueueError>) + Send + 'static,
-    ) {
-        let size = body.len() as u64;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&body);
-        let body = if self.inner.tuning.small_bodies_in_sled {
-            NewBody::Inline(body)
-        } else {
-            NewBody::Log(body)
-        };
-        match self
-            .inner
-            .new_message(id, body, size, crc.finalize(), env, rcpts)
-        {
-            Ok(build) => self.inner.commit.submit(build(Box::new(done))),
-            Err(e) => done(Err(e)),
-        }
-    }
-
-    /// The largest body [`Queue::submit`] is meant for (`QueueTuning::inline_body_max`).
-    pub fn whole_body_max(&self) -> usize {
-        self.inner.tuning.inline_body_max
-    }
-
-    /// Makes everything done so far durable (at shutdown; `commit` needs no extra flush).
-    pub fn flush(&self) -> Result<(), QueueError> {
-        self.inner.commit.wait_durable()
-    }
-
-    /// Number of messages per state, maintained in memory (O(1)).
-    pub fn counts(&self) -> Counts {
-        let c = lock(&self.inner.counts);
-        let mut out = Counts::default();
-        for s in MessageState::ALL {
-            *out.slot(s) = u64::try_from(c[state_slot(s)]).unwrap_or(0);
-        }
-        out
-    }
-
-    /// Group-commit statistics: `(durability requests, flush+sync rounds)` since open. The
-    /// second staying well below the first under load is group commit at work.
-    pub fn sync_stats(&self) -> (u64, u64) {
-        (self.inner.commit.requests(), self.inner.commit.syncs())
-    }
-
-    /// Records found unreadable since open (at open and during operations), oldest first.
-    pub fn corrupt_records(&self) -> Vec<CorruptRecord> {
-        lock(&self.inner.corrupt).clone()
-    }
-
-    /// Registers a callback run whenever a message becomes due now (new message, release,
-    /// retry-now, abandoned lease), so a scheduler can sleep until `next_due` without polling.
-    /// It runs on the caller's thread and must not block (e.g. `tokio::sync::Notify::notify_one`).
-    pub fn on_due(&self, hook: impl Fn() + Send + Sync + 'static) {
-        *lock(&self.inner.hook) = Some(Arc::new(hook));
-    }
-}
-
-impl Inner {
     pub(crate) fn spool_dir(&self) -> &Path {
         &self.spool_dir
     }
@@ -360,8 +162,13 @@ impl Inner {
         self.spool_dir.join(id.as_str())
     }
 
+    pub(crate) fn set_hook(&self, hook: DueHook) {
+        *lock(&self.hook) = Some(hook);
+    }
+
+    /// Runs the wake-up hook: something became due now.
     pub(crate) fn notify_due(&self) {
-        let hook = lock(&*self.hook).clone();
+        let hook = lock(&self.hook).clone();
         if let Some(h) = hook {
             h();
         }
@@ -369,20 +176,38 @@ impl Inner {
 
     /// Moves one message between states in the counters (`None` = absent).
     pub(crate) fn count(&self, from: Option<MessageState>, to: Option<MessageState>) {
+        self.count_many(from, to, 1);
+    }
+
+    /// Moves `n` messages between states in the counters: the one place they change.
+    pub(crate) fn count_many(&self, from: Option<MessageState>, to: Option<MessageState>, n: i64) {
         if from == to {
             return;
         }
         let mut c = lock(&self.counts);
         if let Some(s) = from {
-            c[state_slot(s)] -= 1;
+            c[state_slot(s)] -= n;
         }
         if let Some(s) = to {
-            c[state_slot(s)] += 1;
+            c[state_slot(s)] += n;
         }
     }
 
-    pub(crate) fn reset_counts(&self, counts: [i64; 4]) {
-        *lock(&self.counts) = counts;
+    /// Replaces the counters (at open, from a scan of every record).
+    pub(crate) fn reset_counts(&self, counts: Counts) {
+        let mut c = lock(&self.counts);
+        for s in MessageState::ALL {
+            c[state_slot(s)] = i64::try_from(counts.get(s)).unwrap_or(i64::MAX);
+        }
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        let c = lock(&self.counts);
+        let mut out = Counts::default();
+        for s in MessageState::ALL {
+            *out.slot(s) = u64::try_from(c[state_slot(s)]).unwrap_or(0);
+        }
+        out
     }
 
     pub(crate) fn report_corrupt(&self, err: &QueueError) {
@@ -399,79 +224,112 @@ impl Inner {
         }
     }
 
-    /// Validates and encodes a new message; returns a constructor taking its `done`.
-    pub(crate) fn new_message(
-        &self,
-        id: QueueId,
-        body: NewBody,
-        size: u64,
-        crc32: u32,
-        env: Envelope,
-        rcpts: Vec<RecipientSpec>,
-    ) -> Result<impl FnOnce(crate::enqueue::Done) -> NewMessage, QueueError> {
-        if rcpts.is_empty() {
-            return Err(QueueError::NoRecipients);
-        }
-        if rcpts.len() > MAX_RECIPIENTS {
-            return Err(QueueError::TooManyRecipients {
-                count: rcpts.len(),
-                max: MAX_RECIPIENTS,
-            });
-        }
-        let rec = MessageRecord {
-            env,
-            // Set by the committer once the body has its place.
-            body: BodyLoc::Spool,
-            size,
-            crc32,
-            rcpts: u32::try_from(rcpts.len()).unwrap_or(u32::MAX),
-            hold: false,
-            deferrals: 0,
-            next_ms: to_ms(SystemTime::now()),
-            lease: None,
-            delay_warned: false,
-        };
-        let mut rcpt_rows = Vec::with_capacity(rcpts.len());
-        for (i, spec) in (0u32..).zip(rcpts) {
-            rcpt_rows.push((
-                rcpt_key(id, i),
-                encode("recipient", &RecipientRecord::new(spec))?,
-            ));
-        }
-        Ok(move |done| NewMessage {
-            id,
-            body,
-            rec,
-            rcpt_rows,
-            done,
-        })
+    pub(crate) fn corrupt_records(&self) -> Vec<CorruptRecord> {
+        lock(&self.corrupt).clone()
     }
 
-    /// The blocking commit of a [`MessageWriter`]: one committer round.
-    pub(crate) fn commit_message(
-        &self,
-        w: &mut MessageWriter,
-        env: Envelope,
-        rcpts: Vec<RecipientSpec>,
-    ) -> Result<QueueId, QueueError> {
-        let buf = std::mem::take(&mut w.buf);
-        let body = if w.finish_spool()? {
-            NewBody::Spool
-        } else if self.tuning.small_bodies_in_sled {
-            NewBody::Inline(buf)
-        } else {
-            NewBody::Log(buf)
-        };
-        let crc = w.crc.clone().finalize();
-        let build = self.new_message(w.id, body, w.size, crc, env, rcpts)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.commit.submit(build(Box::new(move |r| {
-            let _ = tx.send(r);
-        })));
-        let id = rx.recv().map_err(|_| QueueError::Sync {
-            reason: "queue committer stopped".into(),
-        })??;
-        w.committed = true;
-        Ok(id)
+    pub(crate) fn drop_bad_due_key(&self, k: &[u8]) -> Result<(), QueueError> {
+        self.report_corrupt(&QueueError::Corrupt {
+            tree: "due",
+            key: key_name(k),
+            reason: "malformed schedule key".into(),
+        });
+        self.due.remove(k).map_err(QueueError::db("drop due"))?;
+        Ok(())
     }
+
+    pub(crate) fn decode_meta(&self, k: &[u8], v: &[u8]) -> Result<MessageRecord, QueueError> {
+        decode("meta", k, v).inspect_err(|e| self.report_corrupt(e))
+    }
+
+    pub(crate) fn record(&self, id: QueueId) -> Result<Option<MessageRecord>, QueueError> {
+        match self
+            .meta
+            .get(id.key())
+            .map_err(QueueError::db("read message"))?
+        {
+            Some(v) => self.decode_meta(&id.key(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The readable recipient records of a message, with their indexes.
+    pub(crate) fn recipients(
+        &self,
+        id: QueueId,
+        count: u32,
+    ) -> Result<Vec<(u32, RecipientRecord)>, QueueError> {
+        let mut out = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let k = rcpt_key(id, i);
+            let Some(v) = self.rcpt.get(k).map_err(QueueError::db("read recipient"))? else {
+                continue;
+            };
+            match decode::<RecipientRecord>("rcpt", &k, &v) {
+                Ok(r) => out.push((i, r)),
+                Err(e) => self.report_corrupt(&e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where a message's body is: its bytes (inline), or a file and an offset.
+    fn locate_body(&self, id: QueueId, rec: &MessageRecord) -> Result<Located, QueueError> {
+        match rec.body {
+            BodyLoc::Inline => self
+                .body
+                .get(id.key())
+                .map_err(QueueError::db("read body"))?
+                .map(Located::Inline)
+                .ok_or_else(|| QueueError::Corrupt {
+                    tree: "body",
+                    key: id.to_string(),
+                    reason: "inline body missing".into(),
+                }),
+            BodyLoc::Spool => Ok(Located::File(self.spool_path(id), 0)),
+            BodyLoc::Log { seg, off } => Ok(Located::File(self.bodylog.path(seg), off)),
+        }
+    }
+
+    pub(crate) fn open_body(
+        &self,
+        id: QueueId,
+        rec: &MessageRecord,
+    ) -> Result<BodyReader, QueueError> {
+        match self.locate_body(id, rec)? {
+            Located::Inline(data) => Ok(BodyReader::inline(data, rec.size, rec.crc32)),
+            Located::File(path, off) => BodyReader::spool(&path, off, rec.size, rec.crc32),
+        }
+    }
+
+    /// Fails where [`Store::open_body`] would fail to open the body, without reading it.
+    pub(crate) fn check_body(&self, id: QueueId, rec: &MessageRecord) -> Result<(), QueueError> {
+        match self.locate_body(id, rec)? {
+            Located::Inline(_) => Ok(()),
+            Located::File(path, _) => File::open(&path)
+                .map(drop)
+                .map_err(QueueError::io("open body file", &path)),
+        }
+    }
+
+    /// Frees a removed message's body storage (after the removal is durable).
+    pub(crate) fn release_body(&self, id: QueueId, loc: BodyLoc) {
+        match loc {
+            BodyLoc::Inline => {}
+            BodyLoc::Log { seg, .. } => self.bodylog.release(seg),
+            BodyLoc::Spool => {
+                let path = self.spool_path(id);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove spool file");
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Located {
+    Inline(sled::IVec),
+    File(PathBuf, u64),
 }

@@ -223,7 +223,7 @@ fn reopen_recovers_leases_and_counts() {
         .lease_due(SystemTime::now(), 10)
         .unwrap()
         .into_iter()
-        .map(|l| (l.id, read_all(l.body).len()))
+        .map(|l| (l.id, read_all(q.body(l.id).unwrap()).len()))
         .collect();
     assert_eq!(got, vec![(a, 3), (b, 200 * 1024)]);
     assert!(q.corrupt_records().is_empty());
@@ -294,9 +294,14 @@ fn corrupt_records_are_reported_and_skipped() {
     assert_eq!(ids, vec![good, truncated]);
     assert!(q.corrupt_records().iter().any(|c| c.tree == "due"));
     let mut iter = leased.into_iter();
-    assert_eq!(read_all(iter.next().unwrap().body), b"good\r\n");
+    assert_eq!(
+        read_all(q.body(iter.next().unwrap().id).unwrap()),
+        b"good\r\n"
+    );
     let mut damaged = Vec::new();
-    let err = std::io::Read::read_to_end(&mut iter.next().unwrap().body, &mut damaged).unwrap_err();
+    let err =
+        std::io::Read::read_to_end(&mut q.body(iter.next().unwrap().id).unwrap(), &mut damaged)
+            .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
 
     // The corrupt message can be purged by the operator.

@@ -46,7 +46,7 @@ fn enqueue_then_show_and_lease_returns_everything() {
     assert_eq!(l.size, data.len() as u64);
     assert_eq!(l.recipients.len(), 2);
     assert_eq!(l.recipients[0].index, 0);
-    assert_eq!(read_all(l.body), data);
+    assert_eq!(read_all(q.body(l.id).unwrap()), data);
     let again = read_all(q.body(id).unwrap());
     assert_eq!(again, data);
     assert_eq!(q.counts().active, 1);
@@ -73,8 +73,8 @@ fn large_body_is_spooled_streamed_and_intact() {
     let meta = std::fs::metadata(dir.path().join("spool").join(id.as_str())).unwrap();
     assert_eq!(meta.len(), 400 * 64 * 1024);
 
-    let mut l = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
-    let got = read_all(&mut l.body);
+    let l = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
+    let got = read_all(q.body(l.id).unwrap());
     assert_eq!(got.len(), 400 * 64 * 1024);
     assert!(got.chunks(chunk.len()).all(|c| c == chunk.as_slice()));
     let done = q
@@ -430,9 +430,9 @@ fn body_log_segments_are_removed_when_no_message_needs_them() {
     );
     // Deliver the first three: their segments go, except the one still shared or current.
     let now = SystemTime::now();
-    for mut l in q.lease_due(now, 3).unwrap() {
+    for l in q.lease_due(now, 3).unwrap() {
         assert_eq!(
-            read_all(&mut l.body),
+            read_all(q.body(l.id).unwrap()),
             body(5000, ids.iter().position(|i| *i == l.id).unwrap() as u8)
         );
         q.complete(&l, &[(0, delivered())], now).unwrap();
@@ -542,8 +542,8 @@ fn segments_survive_concurrent_enqueue_and_delivery() {
             continue;
         }
         idle = 0;
-        for mut l in batch {
-            let got = read_all(&mut l.body); // CRC-checked: the segment was not deleted under it
+        for l in batch {
+            let got = read_all(q.body(l.id).unwrap()); // CRC-checked: the segment was not deleted under it
             assert_eq!(got.len(), 3000);
             assert!(
                 q.complete(&l, &[(0, delivered())], SystemTime::now())
@@ -601,7 +601,7 @@ fn submitted_message_is_queued_whole_under_its_reserved_id() {
     assert_eq!(read_all(q.body(id).unwrap()), data);
     let l = q.lease_due(SystemTime::now(), 10).unwrap().pop().unwrap();
     assert_eq!(l.id, id);
-    assert_eq!(read_all(l.body), data);
+    assert_eq!(read_all(q.body(l.id).unwrap()), data);
 }
 
 #[test]
@@ -663,4 +663,65 @@ fn concurrent_submits_share_rounds_and_wake_the_scheduler() {
     for id in ids {
         assert!(q.show(id).unwrap().is_some());
     }
+}
+
+/// Calls `on_key` with the `key` field of every tracing event emitted on this thread; lets a
+/// test act at an exact point inside a queue call (here: between a batch's lease transaction
+/// and the hand-out of its messages).
+struct OnKey<F>(F);
+
+impl<F: Fn(&str) + Send + Sync + 'static> tracing::Subscriber for OnKey<F> {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Key(Option<String>);
+        impl tracing::field::Visit for Key {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "key" {
+                    self.0 = Some(format!("{v:?}"));
+                }
+            }
+        }
+        let mut key = Key(None);
+        event.record(&mut key);
+        if let Some(k) = key.0 {
+            (self.0)(&k);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn one_bad_message_does_not_strand_the_rest_of_its_lease_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let a = enqueue(&q, b"first\r\n", &["b@example.net"]);
+    // Larger than `inline_body_max`: a spool file of its own, which we then lose.
+    let bad = enqueue(&q, &body(100 * 1024, 1), &["b@example.net"]);
+    let c = enqueue(&q, b"third\r\n", &["b@example.net"]);
+    std::fs::remove_file(dir.path().join("spool").join(bad.as_str())).unwrap();
+    // An operator deletes the bodiless message just as the batch parks it on hold, so
+    // handing it out fails after the batch's lease transaction committed.
+    let deleter = q.clone();
+    let sub = OnKey(move |key: &str| {
+        if key == bad.as_str() {
+            deleter.delete(bad).unwrap();
+        }
+    });
+    let leased = tracing::subscriber::with_default(sub, || q.lease_due(SystemTime::now(), 10));
+    let ids: Vec<_> = leased.unwrap().iter().map(|l| l.id).collect();
+    assert_eq!(
+        ids,
+        vec![a, c],
+        "the messages around the bad one are handed out"
+    );
+    assert_eq!(q.counts().active, 2);
+    assert!(q.show(bad).unwrap().is_none());
 }
