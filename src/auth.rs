@@ -196,10 +196,7 @@ impl UserStore {
         let mtime = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        let mut guard = match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut guard = crate::sync::lock(&self.state);
         if mtime.is_some() && mtime != guard.0 {
             match load(&self.path) {
                 Ok((m, users)) => *guard = (m, Arc::new(users)),

@@ -14,6 +14,7 @@
 //! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
 //! - [`metrics`]  — every Prometheus metric, declared once.
+//! - [`sync`]     — poison-tolerant locking.
 //! - the queue is its own crate, `danerelay-queue` (`queue/`).
 //!
 //! This file is the composition root: it wires the parts together and owns
@@ -30,6 +31,7 @@ pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod smtp;
+pub mod sync;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
