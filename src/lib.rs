@@ -127,7 +127,7 @@ async fn start_with(
     if deliver && config.delivery.paused {
         tracing::warn!("delivery.paused = true: mail is accepted and queued, nothing is delivered");
     } else if deliver {
-        start_delivery(&config, &queue, &metrics, &shutdown, &tracker)?;
+        start_delivery(&config, &queue, &metrics, &shutdown, &tracker).await?;
     }
 
     let smtp_addresses = smtp::server::run(
@@ -155,16 +155,18 @@ async fn start_with(
     })
 }
 
-/// The resolver (`dns::build`), the start-up DNSSEC probe (in the
+/// The resolver (`dns::connect`), the start-up DNSSEC probe (in the
 /// background; it sets `danerelay_dnssec_validating`) and the scheduler.
-fn start_delivery(
+async fn start_delivery(
     config: &Arc<Config>,
     queue: &Queue,
     metrics: &Metrics,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
-    let resolver = dns::build(&config.dns).context("dns: cannot set up the resolver")?;
+    let resolver = dns::connect(&config.dns)
+        .await
+        .context("dns: cannot set up the resolver")?;
     if let Some(name) = config.dns.dnssec_probe.clone() {
         let (resolver, metrics) = (resolver.clone(), metrics.clone());
         let stop = shutdown.clone();
