@@ -4,7 +4,7 @@
 //! list in one go.
 //!
 //! This file holds the error type, the collecting deserializer and the
-//! [`Validator`]'s shared checks; the sections are validated in
+//! `Validator`'s shared checks; the sections are validated in
 //! `validate/server.rs` (listeners, TLS, auth, limits) and
 //! `validate/delivery.rs` (queue, DNS, delivery, routes).
 
