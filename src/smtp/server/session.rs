@@ -3,8 +3,12 @@
 //! AUTH, RFC 3207 STARTTLS, relay and sender policy, limits) and never touches
 //! a socket, a clock or the queue; `conn.rs` performs what it asks for and
 //! reports back (`tls_established`, `auth_result`, `message_done`).
+//!
+//! This file holds the state, the command dispatch, EHLO and STARTTLS;
+//! `session/auth.rs` the AUTH dialogues, `session/transaction.rs` MAIL, RCPT,
+//! DATA and BDAT.
 
-use smtp_proto::{MailFrom, RcptTo, Request};
+use smtp_proto::Request;
 
 use super::{params, sasl};
 use crate::auth::sender_allowed;
@@ -12,6 +16,9 @@ use crate::metrics::{LimitHit, RejectReason};
 use crate::smtp::wire::{parse_command, Reply};
 
 pub use super::session_types::*;
+
+mod auth;
+mod transaction;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -287,259 +294,6 @@ impl Session {
         self.auth_user = None;
         self.tx = None;
         self.tls = Some(info);
-    }
-
-    fn auth(&mut self, mechanism: u64, initial: String) -> Action {
-        if self.tls.is_none() {
-            return Action::Reply(Reply::encryption_required());
-        }
-        if !self.cfg.auth_available {
-            return Action::Reply(Reply::not_implemented());
-        }
-        if self.helo.is_none() {
-            return Action::Reply(Reply::bad_sequence("Send EHLO first"));
-        }
-        if self.auth_user.is_some() {
-            return Action::Reply(Reply::bad_sequence("Already authenticated"));
-        }
-        if self.tx.is_some() {
-            return Action::Reply(Reply::bad_sequence(
-                "AUTH not permitted during a mail transaction",
-            ));
-        }
-        match mechanism {
-            smtp_proto::AUTH_PLAIN if initial.is_empty() => {
-                self.state = State::AuthPlain;
-                Action::Reply(Reply::auth_challenge(""))
-            }
-            smtp_proto::AUTH_PLAIN => self.auth_plain_response(initial.as_bytes()),
-            smtp_proto::AUTH_LOGIN if initial.is_empty() => {
-                self.state = State::AuthLoginUser;
-                Action::Reply(sasl::challenge("Username:"))
-            }
-            smtp_proto::AUTH_LOGIN => self.auth_login_user(initial.as_bytes()),
-            _ => Action::Reply(Reply::auth_mechanism_unsupported()),
-        }
-    }
-
-    /// RFC 4616: an authzid other than the login itself is refused (no
-    /// proxy authorization).
-    fn auth_plain_response(&mut self, line: &[u8]) -> Action {
-        match sasl::parse_plain(line) {
-            Ok(p) if !p.authzid.is_empty() && !p.authzid.eq_ignore_ascii_case(&p.login) => {
-                self.auth_result(None)
-            }
-            Ok(p) => {
-                self.state = State::AuthPending;
-                Action::Authenticate {
-                    login: p.login,
-                    password: p.password,
-                }
-            }
-            Err(reply) => Action::Reply(reply),
-        }
-    }
-
-    fn auth_login_user(&mut self, line: &[u8]) -> Action {
-        match sasl::decode_text(line) {
-            Ok(login) => {
-                self.state = State::AuthLoginPass { login };
-                Action::Reply(sasl::challenge("Password:"))
-            }
-            Err(reply) => Action::Reply(reply),
-        }
-    }
-
-    fn auth_login_pass(&mut self, login: String, line: &[u8]) -> Action {
-        match sasl::decode_text(line) {
-            Ok(password) => {
-                self.state = State::AuthPending;
-                Action::Authenticate { login, password }
-            }
-            Err(reply) => Action::Reply(reply),
-        }
-    }
-
-    /// The verification result: `Some(canonical email)` on success. After
-    /// `max_auth_failures` failures the connection is closed with `421 4.7.0`.
-    pub fn auth_result(&mut self, user: Option<String>) -> Action {
-        self.state = State::Command;
-        match user {
-            Some(user) => {
-                self.auth_user = Some(user);
-                self.junk = 0;
-                Action::Reply(Reply::auth_ok())
-            }
-            None => {
-                self.auth_failures += 1;
-                self.event(SessionEvent::AuthFailed);
-                if self.auth_failures >= self.cfg.max_auth_failures {
-                    self.event(SessionEvent::Limit(LimitHit::AuthFailures));
-                    Action::Close(Reply::too_many_auth_failures(&self.cfg.hostname))
-                } else {
-                    Action::Reply(Reply::auth_failed())
-                }
-            }
-        }
-    }
-
-    /// Verification could not run at all (task panicked, file unreadable).
-    pub fn auth_unavailable(&mut self) -> Action {
-        self.state = State::Command;
-        Action::Reply(Reply::auth_temp_failure())
-    }
-
-    fn mail(&mut self, from: MailFrom<String>) -> Action {
-        if self.helo.is_none() {
-            return Action::Reply(Reply::bad_sequence("Send EHLO/HELO first"));
-        }
-        if self.tx.is_some() {
-            return Action::Reply(Reply::bad_sequence("Nested MAIL command"));
-        }
-        // Never an open relay: trusted network or authenticated, nothing else (SPEC).
-        if !self.cfg.trusted && self.auth_user.is_none() {
-            return self.reject(RejectReason::AuthRequired, Reply::auth_required());
-        }
-        if let Some(param) = params::unsupported_mail_param(&from) {
-            return Action::Reply(Reply::param_not_supported(param));
-        }
-        // RFC 5321 §4.1.1.11: after HELO no service extension was negotiated.
-        if !self.esmtp && (from.flags != 0 || from.size != 0 || from.env_id.is_some()) {
-            return Action::Reply(Reply::param_not_supported("(extensions need EHLO)"));
-        }
-        if from.size as u64 > self.cfg.max_message_size {
-            return self.reject(RejectReason::TooLarge, Reply::message_too_large());
-        }
-        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
-        if !smtputf8 && !from.address.is_ascii() {
-            return Action::Reply(Reply::non_ascii_needs_smtputf8());
-        }
-        if let Some(user) = &self.auth_user {
-            if !sender_allowed(self.cfg.sender_policy, user, &from.address) {
-                let reply = Reply::sender_not_owned(&from.address);
-                return self.reject(RejectReason::SenderPolicy, reply);
-            }
-            // Checked last, so only transactions that would start count.
-            let allowed = match &self.cfg.limits.user_rate {
-                Some(rate) => rate.allow(user),
-                None => true,
-            };
-            if !allowed {
-                self.event(SessionEvent::Limit(LimitHit::UserMessageRate));
-                return self.reject(RejectReason::RateLimit, Reply::user_rate_limited());
-            }
-        }
-        let ret = params::ret(from.flags);
-        self.tx = Some(Transaction {
-            sender: from.address,
-            body_8bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
-            smtputf8,
-            ret,
-            envid: from.env_id,
-            recipients: Vec::new(),
-        });
-        Action::Reply(Reply::ok_sender())
-    }
-
-    fn rcpt(&mut self, to: RcptTo<String>) -> Action {
-        let max = self.cfg.max_recipients;
-        let Some(tx) = self.tx.as_ref() else {
-            return Action::Reply(Reply::bad_sequence("Need MAIL before RCPT"));
-        };
-        if tx.recipients.len() >= max {
-            self.event(SessionEvent::Limit(LimitHit::RecipientsPerMessage));
-            return self.reject(
-                RejectReason::TooManyRecipients,
-                Reply::too_many_recipients(),
-            );
-        }
-        if self.session_recipients >= self.cfg.limits.max_recipients_per_session {
-            self.event(SessionEvent::Limit(LimitHit::RecipientsPerSession));
-            return self.reject(
-                RejectReason::TooManyRecipients,
-                Reply::too_many_session_recipients(),
-            );
-        }
-        let Some(tx) = self.tx.as_mut() else {
-            return Action::Reply(Reply::bad_sequence("Need MAIL before RCPT"));
-        };
-        if to.address.is_empty() {
-            return Action::Reply(Reply::syntax("Recipient address must be local@domain"));
-        }
-        if !tx.smtputf8 && !to.address.is_ascii() {
-            return Action::Reply(Reply::non_ascii_needs_smtputf8());
-        }
-        let notify = params::notify(to.flags);
-        tx.recipients.push(Recipient {
-            address: to.address,
-            orcpt: to.orcpt,
-            notify,
-        });
-        self.session_recipients += 1;
-        Action::Reply(Reply::ok_recipient())
-    }
-
-    fn data(&mut self) -> Action {
-        match &self.tx {
-            None => Action::Reply(Reply::bad_sequence("Need MAIL command")),
-            Some(tx) if tx.recipients.is_empty() => {
-                Action::Reply(Reply::bad_sequence("Need RCPT command"))
-            }
-            Some(_) => {
-                self.state = State::Data;
-                Action::ReadData(Reply::start_data())
-            }
-        }
-    }
-
-    fn bdat(&mut self, size: usize, last: bool) -> Action {
-        let reject = match &self.tx {
-            None => Some(Reply::bad_sequence("Need MAIL command")),
-            Some(tx) if tx.recipients.is_empty() => Some(Reply::bad_sequence("Need RCPT command")),
-            Some(_) => None,
-        };
-        if reject.is_none() && !self.bdat_in_progress() {
-            self.state = State::Bdat { octets: 0 };
-        }
-        Action::ReadChunk { size, last, reject }
-    }
-
-    /// A non-LAST BDAT chunk was taken in.
-    pub fn chunk_done(&mut self, octets: usize) -> Reply {
-        let total = match self.state {
-            State::Bdat { octets: so_far } => so_far.saturating_add(octets),
-            _ => octets,
-        };
-        self.state = State::Bdat { octets: total };
-        Reply::chunk_received(octets)
-    }
-
-    /// The message (DATA or BDAT LAST) ended; the transaction is over whatever
-    /// the outcome, as RFC 5321 §4.1.1.4 and RFC 3030 §2 require.
-    pub fn message_done(&mut self, outcome: MessageOutcome) -> Reply {
-        self.tx = None;
-        self.state = State::Command;
-        let (reason, reply) = match outcome {
-            MessageOutcome::Queued(id) => {
-                self.junk = 0;
-                return Reply::queued(&id);
-            }
-            MessageOutcome::TooLarge => (RejectReason::TooLarge, Reply::message_too_large()),
-            MessageOutcome::BareLineEnding => {
-                (RejectReason::BareLineEnding, Reply::bare_line_ending())
-            }
-            MessageOutcome::StorageFailed => (RejectReason::Storage, Reply::storage_failure()),
-            MessageOutcome::HeaderTooLarge => {
-                self.event(SessionEvent::Limit(LimitHit::HeaderSize));
-                (RejectReason::HeaderLimit, Reply::header_too_large())
-            }
-            MessageOutcome::TooManyHeaderFields => {
-                self.event(SessionEvent::Limit(LimitHit::HeaderFields));
-                (RejectReason::HeaderLimit, Reply::too_many_header_fields())
-            }
-        };
-        self.event(SessionEvent::Rejected(reason));
-        reply
     }
 }
 
