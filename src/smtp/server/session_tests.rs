@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::SenderPolicy;
 
-fn cfg() -> SessionConfig {
+pub(super) fn cfg() -> SessionConfig {
     SessionConfig {
         hostname: "relay.test".into(),
         starttls: true,
@@ -17,14 +17,14 @@ fn cfg() -> SessionConfig {
     }
 }
 
-fn tls() -> TlsInfo {
+pub(super) fn tls() -> TlsInfo {
     TlsInfo {
         version: "TLSv1.3".into(),
         cipher: "TLS_AES_128_GCM_SHA256".into(),
     }
 }
 
-fn code(a: &Action) -> u16 {
+pub(super) fn code(a: &Action) -> u16 {
     match a {
         Action::Reply(r) | Action::Close(r) | Action::StartTls(r) | Action::ReadData(r) => r.code,
         Action::ReadChunk {
@@ -35,7 +35,7 @@ fn code(a: &Action) -> u16 {
     }
 }
 
-fn reply(a: &Action) -> Reply {
+pub(super) fn reply(a: &Action) -> Reply {
     match a {
         Action::Reply(r) | Action::Close(r) | Action::StartTls(r) | Action::ReadData(r) => {
             r.clone()
@@ -45,7 +45,7 @@ fn reply(a: &Action) -> Reply {
 }
 
 /// A TLS session logged in as alice@example.com.
-fn logged_in(c: SessionConfig) -> Session {
+pub(super) fn logged_in(c: SessionConfig) -> Session {
     let mut s = Session::new(c, Some(tls()));
     assert_eq!(code(&s.on_line(b"EHLO client\r\n")), 250);
     let a = s.on_line(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUuY29tAHB3\r\n"); // \0alice@example.com\0pw
@@ -129,62 +129,6 @@ fn trusted_client_relays_without_auth_and_any_sender() {
         Reply::queued("ABC")
     );
     assert!(s.transaction().is_none());
-}
-
-#[test]
-fn sender_policy_enforced_after_auth() {
-    let mut s = logged_in(cfg());
-    let r = reply(&s.on_line(b"MAIL FROM:<bob@example.com>\r\n"));
-    assert_eq!(
-        (r.code, r.enhanced),
-        (553, Some(crate::smtp::wire::Enhanced(5, 7, 1)))
-    );
-    assert_eq!(code(&s.on_line(b"MAIL FROM:<alice@example.com>\r\n")), 250);
-}
-
-#[test]
-fn auth_login_dialogue_cancel_and_failures() {
-    let mut s = Session::new(cfg(), Some(tls()));
-    s.on_line(b"EHLO c\r\n");
-    assert_eq!(reply(&s.on_line(b"AUTH LOGIN\r\n")).text, "VXNlcm5hbWU6");
-    assert_eq!(
-        reply(&s.on_line(b"YWxpY2VAZXhhbXBsZS5jb20=\r\n")).text,
-        "UGFzc3dvcmQ6"
-    );
-    assert_eq!(
-        s.on_line(b"c2VjcmV0\r\n"),
-        Action::Authenticate {
-            login: "alice@example.com".into(),
-            password: "secret".into()
-        }
-    );
-    assert_eq!(code(&s.auth_result(None)), 535);
-    // Cancel with "*".
-    s.on_line(b"AUTH PLAIN\r\n");
-    assert_eq!(code(&s.on_line(b"*\r\n")), 501);
-    assert_eq!(code(&s.on_line(b"AUTH CRAM-MD5\r\n")), 504);
-    // Second failure reaches max_auth_failures = 2: 421 4.7.0 and close.
-    s.on_line(b"AUTH PLAIN AGEAYg==\r\n");
-    match s.auth_result(None) {
-        Action::Close(r) => assert_eq!(
-            (r.code, r.enhanced),
-            (421, Some(crate::smtp::wire::Enhanced(4, 7, 0)))
-        ),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn over_long_line_abandons_a_sasl_exchange() {
-    let mut s = Session::new(cfg(), Some(tls()));
-    s.on_line(b"EHLO c\r\n");
-    assert_eq!(code(&s.on_line(b"AUTH LOGIN\r\n")), 334);
-    let r = reply(&s.on_line_too_long());
-    assert_eq!(
-        (r.code, r.enhanced),
-        (500, Some(crate::smtp::wire::Enhanced(5, 5, 6)))
-    );
-    assert_eq!(code(&s.on_line(b"NOOP\r\n")), 250, "back to commands");
 }
 
 #[test]

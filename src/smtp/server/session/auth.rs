@@ -104,3 +104,7 @@ impl Session {
         Action::Reply(Reply::auth_temp_failure())
     }
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;
