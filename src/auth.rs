@@ -1,6 +1,7 @@
 //! Who may submit, and as whom: the users file (TOML, Argon2id PHC hashes,
 //! written by `danerelay user add`), password verification off the async
-//! runtime, the per-IP failure throttle, and the `auth.sender_policy` decision.
+//! runtime, the failure throttle (`auth/throttle.rs`), and the
+//! `auth.sender_policy` decision.
 //!
 //! Users file format:
 //! ```toml
@@ -13,10 +14,9 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -24,6 +24,10 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::config::SenderPolicy;
+
+mod throttle;
+
+pub use throttle::{failure_delay, throttle_key, FailureThrottle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -191,10 +195,7 @@ impl UserStore {
         let mtime = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        let mut guard = match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut guard = crate::sync::lock(&self.state);
         if mtime.is_some() && mtime != guard.0 {
             match load(&self.path) {
                 Ok((m, users)) => *guard = (m, Arc::new(users)),
@@ -291,59 +292,6 @@ pub fn sender_allowed(policy: SenderPolicy, user: &str, sender: &str) -> bool {
     }
 }
 
-/// Counts AUTH failures per client IP across connections and says how long to
-/// wait before answering the next failure: 100 ms doubling per recent failure,
-/// capped at 5 s; failures older than 15 minutes are forgotten. A bounded map,
-/// so an address scan cannot grow it without limit.
-#[derive(Debug, Default)]
-pub struct FailureThrottle {
-    inner: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
-const THROTTLE_MAX_ENTRIES: usize = 100_000;
-
-impl FailureThrottle {
-    /// Records a failure from `ip` and returns the delay to apply before replying.
-    pub fn record_failure(&self, ip: IpAddr) -> Duration {
-        let now = Instant::now();
-        let mut map = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if map.len() >= THROTTLE_MAX_ENTRIES {
-            map.retain(|_, (_, at)| now.duration_since(*at) < THROTTLE_WINDOW);
-            if map.len() >= THROTTLE_MAX_ENTRIES {
-                map.clear();
-            }
-        }
-        let entry = map.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) >= THROTTLE_WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        failure_delay(entry.0)
-    }
-
-    /// Failures currently remembered for `ip`.
-    pub fn failures(&self, ip: IpAddr) -> u32 {
-        let map = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        map.get(&ip)
-            .filter(|(_, at)| at.elapsed() < THROTTLE_WINDOW)
-            .map_or(0, |(n, _)| *n)
-    }
-}
-
-/// Delay before answering the `n`th recent failure (n ≥ 1).
-pub fn failure_delay(n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(6);
-    Duration::from_millis(100u64 << exp).min(Duration::from_secs(5))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -367,7 +315,7 @@ mod tests {
         assert_eq!(store.verify_blocking("alice@example.com", "wrong"), None);
         assert_eq!(store.verify_blocking("bob@example.com", "s3cret"), None);
         // Updating replaces the hash rather than adding a second entry.
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
         user_add(&path, "alice@example.com", "new").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("[[user]]").count(), 1);
@@ -405,18 +353,6 @@ mod tests {
             "bob@sub.example.com"
         ));
         assert!(sender_allowed(Any, "alice@example.com", ""));
-    }
-
-    #[test]
-    fn throttle_grows_per_ip() {
-        let t = FailureThrottle::default();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(t.record_failure(a), Duration::from_millis(100));
-        assert_eq!(t.record_failure(a), Duration::from_millis(200));
-        assert_eq!(t.record_failure(b), Duration::from_millis(100));
-        assert_eq!(t.failures(a), 2);
-        assert_eq!(failure_delay(30), Duration::from_secs(5));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
 //! - [`metrics`]  — every Prometheus metric, declared once.
 //! - [`cli`]      — every command's front end: arguments, output, exit codes.
+//! - [`sync`]     — poison-tolerant locking.
 //! - the queue is its own crate, `danerelay-queue` (`queue/`).
 //!
 //! This file is the composition root: it wires the parts together and owns
@@ -32,6 +33,7 @@ pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod smtp;
+pub mod sync;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -127,7 +129,7 @@ async fn start_with(
     if deliver && config.delivery.paused {
         tracing::warn!("delivery.paused = true: mail is accepted and queued, nothing is delivered");
     } else if deliver {
-        start_delivery(&config, &queue, &metrics, &shutdown, &tracker)?;
+        start_delivery(&config, &queue, &metrics, &shutdown, &tracker).await?;
     }
 
     let smtp_addresses = smtp::server::run(
@@ -155,16 +157,18 @@ async fn start_with(
     })
 }
 
-/// The resolver (`dns::build`), the start-up DNSSEC probe (in the
+/// The resolver (`dns::connect`), the start-up DNSSEC probe (in the
 /// background; it sets `danerelay_dnssec_validating`) and the scheduler.
-fn start_delivery(
+async fn start_delivery(
     config: &Arc<Config>,
     queue: &Queue,
     metrics: &Metrics,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
-    let resolver = dns::build(&config.dns).context("dns: cannot set up the resolver")?;
+    let resolver = dns::connect(&config.dns)
+        .await
+        .context("dns: cannot set up the resolver")?;
     if let Some(name) = config.dns.dnssec_probe.clone() {
         let (resolver, metrics) = (resolver.clone(), metrics.clone());
         let stop = shutdown.clone();

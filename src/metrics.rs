@@ -194,57 +194,74 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     must(IntCounterVec::new(Opts::new(name, help), labels))
 }
 
+fn counter(name: &str, help: &str) -> IntCounter {
+    must(IntCounter::new(name, help))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    must(IntGauge::new(name, help))
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    must(IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    must(Histogram::with_opts(
+        HistogramOpts::new(name, help).buckets(buckets),
+    ))
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Registry::new(),
-            build_info: must(IntGaugeVec::new(
-                Opts::new("danerelay_build_info", "Constant 1, labelled with the running danerelay version."),
+            build_info: gauge_vec(
+                "danerelay_build_info",
+                "Constant 1, labelled with the running danerelay version.",
                 &["version"],
-            )),
-            ready: must(IntGauge::new(
+            ),
+            ready: gauge(
                 "danerelay_ready",
                 "1 while the relay is ready to accept mail (listeners bound, queue open, not draining).",
-            )),
+            ),
             smtp_sessions_total: counter_vec(
                 "danerelay_smtp_sessions_total",
                 "Submission sessions finished, by listener kind and whether TLS was in use.",
                 &["listener", "tls"],
             ),
-            smtp_sessions_active: must(IntGauge::new(
+            smtp_sessions_active: gauge(
                 "danerelay_smtp_sessions_active",
                 "Submission sessions open now.",
-            )),
-            messages_received_total: must(IntCounter::new(
+            ),
+            messages_received_total: counter(
                 "danerelay_messages_received_total",
                 "Messages accepted: answered 250 after being stored durably.",
-            )),
+            ),
             messages_rejected_total: counter_vec(
                 "danerelay_messages_rejected_total",
                 "Submissions refused, by reason.",
                 &["reason"],
             ),
-            auth_failures_total: must(IntCounter::new(
-                "danerelay_auth_failures_total",
-                "Failed AUTH attempts.",
-            )),
-            received_bytes_total: must(IntCounter::new(
+            auth_failures_total: counter("danerelay_auth_failures_total", "Failed AUTH attempts."),
+            received_bytes_total: counter(
                 "danerelay_received_bytes_total",
                 "Bytes of accepted messages.",
-            )),
+            ),
             smtp_limit_hits_total: counter_vec(
                 "danerelay_smtp_limit_hits_total",
                 "Abuse limits of [limits] that refused a connection, command or message, by limit.",
                 &["limit"],
             ),
-            queue_messages: must(IntGaugeVec::new(
-                Opts::new("danerelay_queue_messages", "Queued messages by state (active = being delivered now)."),
+            queue_messages: gauge_vec(
+                "danerelay_queue_messages",
+                "Queued messages by state (active = being delivered now).",
                 &["state"],
-            )),
-            queue_oldest_message_age_seconds: must(IntGauge::new(
+            ),
+            queue_oldest_message_age_seconds: gauge(
                 "danerelay_queue_oldest_message_age_seconds",
                 "Age of the oldest message in the queue (0 when empty).",
-            )),
+            ),
             delivery_attempts_total: counter_vec(
                 "danerelay_delivery_attempts_total",
                 "Delivery attempts per recipient, by outcome and TLS result.",
@@ -265,53 +282,54 @@ impl Metrics {
                 "DNS lookups by query type and DNSSEC/answer status.",
                 &["type", "status"],
             ),
-            dnssec_validating: must(IntGauge::new(
+            dnssec_validating: gauge(
                 "danerelay_dnssec_validating",
                 "1 when the start-up probe proved that DNSSEC validation works (DANE active), else 0.",
-            )),
-            delivery_duration_seconds: must(Histogram::with_opts(
-                HistogramOpts::new(
-                    "danerelay_delivery_duration_seconds",
-                    "Duration of one delivery attempt to one host, connect to QUIT.",
-                )
-                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
-            )),
-            queue_time_seconds: must(Histogram::with_opts(
-                HistogramOpts::new(
-                    "danerelay_queue_time_seconds",
-                    "Time from acceptance to final delivery or bounce.",
-                )
-                .buckets(vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0]),
-            )),
+            ),
+            delivery_duration_seconds: histogram(
+                "danerelay_delivery_duration_seconds",
+                "Duration of one delivery attempt to one host, connect to QUIT.",
+                vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+            ),
+            queue_time_seconds: histogram(
+                "danerelay_queue_time_seconds",
+                "Time from acceptance to final delivery or bounce.",
+                vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0],
+            ),
         };
-        m.build_info
+        m.register();
+        m.prefill();
+        m
+    }
+
+    /// Registers every metric (and sets the constant build info).
+    fn register(&self) {
+        self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(m.build_info.clone()),
-            Box::new(m.ready.clone()),
-            Box::new(m.smtp_sessions_total.clone()),
-            Box::new(m.smtp_sessions_active.clone()),
-            Box::new(m.messages_received_total.clone()),
-            Box::new(m.messages_rejected_total.clone()),
-            Box::new(m.auth_failures_total.clone()),
-            Box::new(m.received_bytes_total.clone()),
-            Box::new(m.smtp_limit_hits_total.clone()),
-            Box::new(m.queue_messages.clone()),
-            Box::new(m.queue_oldest_message_age_seconds.clone()),
-            Box::new(m.delivery_attempts_total.clone()),
-            Box::new(m.dane_results_total.clone()),
-            Box::new(m.delivery_tls_handshakes_total.clone()),
-            Box::new(m.dns_lookups_total.clone()),
-            Box::new(m.dnssec_validating.clone()),
-            Box::new(m.delivery_duration_seconds.clone()),
-            Box::new(m.queue_time_seconds.clone()),
+            Box::new(self.build_info.clone()),
+            Box::new(self.ready.clone()),
+            Box::new(self.smtp_sessions_total.clone()),
+            Box::new(self.smtp_sessions_active.clone()),
+            Box::new(self.messages_received_total.clone()),
+            Box::new(self.messages_rejected_total.clone()),
+            Box::new(self.auth_failures_total.clone()),
+            Box::new(self.received_bytes_total.clone()),
+            Box::new(self.smtp_limit_hits_total.clone()),
+            Box::new(self.queue_messages.clone()),
+            Box::new(self.queue_oldest_message_age_seconds.clone()),
+            Box::new(self.delivery_attempts_total.clone()),
+            Box::new(self.dane_results_total.clone()),
+            Box::new(self.delivery_tls_handshakes_total.clone()),
+            Box::new(self.dns_lookups_total.clone()),
+            Box::new(self.dnssec_validating.clone()),
+            Box::new(self.delivery_duration_seconds.clone()),
+            Box::new(self.queue_time_seconds.clone()),
         ];
         for c in collectors {
-            must(m.registry.register(c));
+            must(self.registry.register(c));
         }
-        m.prefill();
-        m
     }
 
     /// Creates every labelled series at 0, so dashboards and `rate()` see

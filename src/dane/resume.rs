@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::client::{Resumption, Tls12Resumption};
@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 use super::policy::{normalize_name, DaneTarget, Decision};
 use super::verifier::{client_config, Plan, TlsClientSetup};
 use super::DaneError;
+use crate::sync::lock;
 
 /// Default number of cached configs (peers × policies).
 pub const DEFAULT_CAPACITY: usize = 1000;
@@ -182,7 +183,7 @@ impl TlsConfigCache {
     /// Configs held now (expired ones included until they are replaced or
     /// evicted).
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        lock(&self.inner).entries.len()
     }
 
     /// Whether no config is held.
@@ -212,7 +213,7 @@ impl TlsConfigCache {
 
     fn config_for(&self, key: PolicyKey, plan: &Plan) -> Result<Arc<ClientConfig>, DaneError> {
         let now = Instant::now();
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         inner.clock += 1;
         let tick = inner.clock;
         if let Some(e) = inner.entries.get_mut(&key) {
@@ -235,10 +236,6 @@ impl TlsConfigCache {
             },
         );
         Ok(config)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -67,12 +67,53 @@ pub fn report(
     now: SystemTime,
 ) -> Result<ReportSummary, ReportError> {
     let env = &leased.envelope;
+    // The lease must still be held to mark the warning: before `complete`.
+    let warn = delay_warning(queue, leased, results, options, now)?;
+
+    let outcomes: Vec<(u32, danerelay_queue::Outcome)> = results
+        .iter()
+        .map(|r| (r.index, r.outcome.to_queue()))
+        .collect();
+    let completion = queue.complete(leased, &outcomes, now)?;
+    observe_queue_time(metrics, env, results, &completion, now);
+
+    let (failed, delayed) = dsn_recipients(leased, results, &completion, warn, now);
+    let mut summary = ReportSummary {
+        completion,
+        dsns: Vec::new(),
+    };
+    if env.sender.is_empty() || (failed.is_empty() && delayed.is_empty()) {
+        return Ok(summary);
+    }
+    let mut bytes = Vec::new();
+    match summary.completion.body.take() {
+        Some(mut body) => body.read_to_end(&mut bytes),
+        None => queue.body(leased.id)?.read_to_end(&mut bytes),
+    }
+    .map_err(ReportError::Body)?;
+    for group in [failed, delayed] {
+        if let Some(id) = send_dsn(queue, leased, options, &group, &bytes, now)? {
+            summary.dsns.push(id);
+        }
+    }
+    Ok(summary)
+}
+
+/// Whether this attempt owes the sender the one delay warning (RFC 3464
+/// `delayed`), marked in the queue so it is sent once.
+fn delay_warning(
+    queue: &Queue,
+    leased: &Leased,
+    results: &[Reported],
+    options: &ReportOptions,
+    now: SystemTime,
+) -> Result<bool, ReportError> {
+    let env = &leased.envelope;
     let rcpt = |index: u32| leased.recipients.iter().find(|r| r.index == index);
     let any_deferred = results
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Deferred(_)));
-    // The lease must still be held to mark the warning: before `complete`.
-    let warn = any_deferred
+    Ok(any_deferred
         && !env.sender.is_empty()
         && options
             .retry
@@ -81,14 +122,18 @@ pub fn report(
             matches!(r.outcome, Outcome::Deferred(_))
                 && rcpt(r.index).is_some_and(|l| dsn::wanted(Some(l.notify), Action::Delayed))
         })
-        && queue.mark_delay_warned(leased)?;
+        && queue.mark_delay_warned(leased)?)
+}
 
-    let outcomes: Vec<(u32, danerelay_queue::Outcome)> = results
-        .iter()
-        .map(|r| (r.index, r.outcome.to_queue()))
-        .collect();
-    let completion = queue.complete(leased, &outcomes, now)?;
-
+/// Queue time of every recipient that left the queue (delivered, bounced
+/// or expired).
+fn observe_queue_time(
+    metrics: &Metrics,
+    env: &Envelope,
+    results: &[Reported],
+    completion: &Completion,
+    now: SystemTime,
+) {
     let age = now
         .duration_since(env.received_at)
         .unwrap_or(Duration::ZERO)
@@ -101,7 +146,18 @@ pub fn report(
     for _ in &completion.expired {
         metrics.queue_time_seconds.observe(age);
     }
+}
 
+/// The recipients of the failure DSN and of the delay warning (empty unless
+/// `warn`); expired recipients fail with 4.4.7 (RFC 3463 §3.5).
+fn dsn_recipients(
+    leased: &Leased,
+    results: &[Reported],
+    completion: &Completion,
+    warn: bool,
+    now: SystemTime,
+) -> (Vec<DsnRecipient>, Vec<DsnRecipient>) {
+    let rcpt = |index: u32| leased.recipients.iter().find(|r| r.index == index);
     let mut failed: Vec<DsnRecipient> = Vec::new();
     let mut delayed: Vec<DsnRecipient> = Vec::new();
     for r in results {
@@ -136,45 +192,39 @@ pub fn report(
         d.last_attempt = Some(now);
         failed.push(d);
     }
+    (failed, delayed)
+}
 
-    if env.sender.is_empty() || (failed.is_empty() && delayed.is_empty()) {
-        return Ok(ReportSummary {
-            completion,
-            dsns: Vec::new(),
-        });
+/// Builds and enqueues one DSN for `group`, if any recipient there wants it.
+fn send_dsn(
+    queue: &Queue,
+    leased: &Leased,
+    options: &ReportOptions,
+    group: &[DsnRecipient],
+    original: &[u8],
+    now: SystemTime,
+) -> Result<Option<QueueId>, ReportError> {
+    if group.is_empty() {
+        return Ok(None);
     }
-    let mut summary = ReportSummary {
-        completion,
-        dsns: Vec::new(),
+    let env = &leased.envelope;
+    let input = DsnInput {
+        reporting_mta: &options.reporting_mta,
+        original_sender: &env.sender,
+        envid: env.envid.as_deref(),
+        ret: env.ret,
+        arrival: env.received_at,
+        now,
+        queue_id: leased.id.as_str(),
+        recipients: group,
+        original,
     };
-    let mut bytes = Vec::new();
-    match summary.completion.body.take() {
-        Some(mut body) => body.read_to_end(&mut bytes),
-        None => queue.body(leased.id)?.read_to_end(&mut bytes),
-    }
-    .map_err(ReportError::Body)?;
-    for group in [failed, delayed] {
-        if group.is_empty() {
-            continue;
-        }
-        let input = DsnInput {
-            reporting_mta: &options.reporting_mta,
-            original_sender: &env.sender,
-            envid: env.envid.as_deref(),
-            ret: env.ret,
-            arrival: env.received_at,
-            now,
-            queue_id: leased.id.as_str(),
-            recipients: &group,
-            original: &bytes,
-        };
-        if let Some(d) = dsn::build(&input) {
-            let id = enqueue(queue, &d, env, now)?;
-            tracing::info!(queue_id = %leased.id, dsn = %id, to = %d.recipient, "DSN enqueued");
-            summary.dsns.push(id);
-        }
-    }
-    Ok(summary)
+    let Some(d) = dsn::build(&input) else {
+        return Ok(None);
+    };
+    let id = enqueue(queue, &d, env, now)?;
+    tracing::info!(queue_id = %leased.id, dsn = %id, to = %d.recipient, "DSN enqueued");
+    Ok(Some(id))
 }
 
 /// Enqueues a DSN from the null sender (RFC 3461 §6.2), so it is never

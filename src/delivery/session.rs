@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::dane::{rejection_verdict, DaneMatch, Decision, TlsConfigCache, Verdict};
+use crate::dane::{
+    rejection_verdict, DaneMatch, Decision, TlsClientSetup, TlsConfigCache, Verdict,
+};
 use crate::smtp::client::{Client, ClientError, Timeouts, TlsInfo};
 
 use super::outcome::AttemptError;
@@ -135,7 +137,7 @@ pub async fn open(
             detail: reason.to_string(),
         });
     }
-    let mut client = greet(peer, options).await?;
+    let client = greet(peer, options).await?;
     let offered = client.capabilities().starttls();
     let setup = options
         .tls_configs
@@ -166,6 +168,17 @@ pub async fn open(
             host: peer.host.to_string(),
         });
     }
+    starttls(client, peer, &setup, options).await
+}
+
+/// STARTTLS (RFC 3207) under `setup`: the verdict for the chain received,
+/// or what a failed or refused handshake leaves of this host.
+async fn starttls(
+    mut client: Client<TcpStream>,
+    peer: &Peer<'_>,
+    setup: &TlsClientSetup,
+    options: &SessionOptions,
+) -> Result<Session, AttemptError> {
     match client
         .starttls(setup.config.clone(), setup.server_name.clone())
         .await

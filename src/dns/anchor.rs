@@ -1,10 +1,11 @@
 //! `dns.trust_anchor` for `dns.dnssec = "validate"`: a file of DS and/or
-//! DNSKEY records in zone-file syntax (SPEC `[dns]`), turned into hickory's
+//! DNSKEY records in zone-file syntax (README, `[dns]`), turned into hickory's
 //! [`TrustAnchors`].
 //!
 //! hickory only takes DNSKEYs as anchors, so DS records are bootstrapped at
 //! start: the DNSKEY RRset of each DS owner is fetched (DO=1, CD=1) from the
-//! configured name servers, a key is kept when a DS with the same key tag and
+//! configured name servers in turn until one answers with keys that pass, a
+//! key is kept when a DS with the same key tag and
 //! algorithm carries its RFC 4034 §5.1.4 digest (SHA-1, SHA-256, SHA-384;
 //! RFC 4509, RFC 6605), the key is a zone key and not revoked (RFC 5011 §7),
 //! and the RRset is self-signed by a kept key within its validity period
@@ -12,18 +13,18 @@
 //! file: never a silent fall-back to the IANA root or to "insecure".
 //!
 //! Records are one per line (a parenthesised record may span lines);
-//! `;` starts a comment. The bootstrap query is a blocking UDP exchange
-//! (TCP when truncated, RFC 7766 §5), done once at start.
+//! `;` starts a comment. The bootstrap query goes through hickory-net's
+//! client, as every other query does (UDP, TCP when truncated, RFC 7766 §5);
+//! [`load`] is async, [`load_blocking`] serves synchronous callers.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS, RRSIG};
 use hickory_proto::dnssec::{Algorithm, DigestType, TrustAnchors, Verifier};
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tracing::{info, warn};
 
@@ -38,8 +39,8 @@ pub(super) struct AnchorFile {
 }
 
 /// Reads `path` and builds the anchors, fetching DNSKEYs for DS records
-/// from `servers`.
-pub(super) fn load(
+/// from `servers` (empty ⇒ /etc/resolv.conf).
+pub(super) async fn load(
     path: &Path,
     servers: &[SocketAddr],
     timeout: Duration,
@@ -51,22 +52,21 @@ pub(super) fn load(
     let file = parse(&text).map_err(&fail)?;
     let mut anchors = TrustAnchors::from_str(&file.dnskey_text).map_err(|e| fail(e.to_string()))?;
     let mut count = count_dnskeys(&file.dnskey_text);
-    let mut owners: Vec<&Name> = Vec::new();
-    for (owner, _) in &file.ds {
-        if !owners.contains(&owner) {
-            owners.push(owner);
-        }
-    }
-    for owner in owners {
+    let servers = if servers.is_empty() && !file.ds.is_empty() {
+        super::system_nameservers()?
+    } else {
+        servers.to_vec()
+    };
+    for owner in ds_owners(&file.ds) {
         let ds: Vec<&DS> = file
             .ds
             .iter()
             .filter(|(o, _)| o == owner)
             .map(|(_, d)| d)
             .collect();
-        let (keys, sigs) = fetch_dnskeys(owner, servers, timeout).map_err(&fail)?;
-        let matched = match_keys(owner, &ds, &keys).map_err(&fail)?;
-        verify_self_signature(owner, &matched, &keys, &sigs, unix_now()).map_err(&fail)?;
+        let matched = bootstrap_owner(owner, &ds, &servers, timeout)
+            .await
+            .map_err(&fail)?;
         for (record, key) in matched {
             anchors.insert_with_name(key.public_key(), owner.into());
             info!(target: "danerelay::dns", owner = %record.name, key_tag = key.calculate_key_tag().unwrap_or(0),
@@ -78,6 +78,77 @@ pub(super) fn load(
         return Err(fail("no DS or DNSKEY records".into()));
     }
     Ok(anchors)
+}
+
+/// [`load`] for synchronous callers: runs on a thread of its own with its
+/// own runtime, so it works inside or outside a Tokio runtime (it blocks the
+/// calling thread; async callers use [`load`]).
+pub(super) fn load_blocking(
+    path: &Path,
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TrustAnchors, DnsError> {
+    let setup = |detail: String| DnsError::Setup {
+        detail: format!("trust anchor {}: {detail}", path.display()),
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| setup(format!("bootstrap runtime: {e}")))?
+                    .block_on(load(path, servers, timeout))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(setup("bootstrap thread panicked".into())))
+    })
+}
+
+/// The distinct DS owners, in file order.
+fn ds_owners(ds: &[(Name, DS)]) -> Vec<&Name> {
+    let mut owners: Vec<&Name> = Vec::new();
+    for (owner, _) in ds {
+        if !owners.contains(&owner) {
+            owners.push(owner);
+        }
+    }
+    owners
+}
+
+/// The DS-matched, self-signed DNSKEYs of `owner`, from the first of
+/// `servers` whose answer passes; every server is tried before giving up.
+async fn bootstrap_owner(
+    owner: &Name,
+    ds: &[&DS],
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<Vec<(Record, DNSKEY)>, String> {
+    let mut errors = Vec::new();
+    for server in servers {
+        let result = match fetch_dnskeys(owner, *server, timeout).await {
+            Ok((keys, sigs)) => match_keys(owner, ds, &keys).and_then(|matched| {
+                verify_self_signature(owner, &matched, &keys, &sigs, unix_now())?;
+                Ok(matched)
+            }),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(matched) => return Ok(matched),
+            Err(e) => {
+                warn!(target: "danerelay::dns", %server, error = %e, "trust anchor DNSKEY bootstrap failed");
+                errors.push(format!("{server}: {e}"));
+            }
+        }
+    }
+    Err(format!(
+        "fetching DNSKEY of {owner} for the DS anchor: {}",
+        if errors.is_empty() {
+            "no name servers".to_string()
+        } else {
+            errors.join("; ")
+        }
+    ))
 }
 
 fn count_dnskeys(text: &str) -> usize {
@@ -301,134 +372,55 @@ fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
-/// (DNSKEY records, RRSIGs over them) for `owner`, from the first server
-/// that answers.
-fn fetch_dnskeys(
+/// (DNSKEY records, RRSIGs over them) for `owner` from `server`.
+async fn fetch_dnskeys(
     owner: &Name,
-    servers: &[SocketAddr],
+    server: SocketAddr,
     timeout: Duration,
 ) -> Result<(Vec<Record>, Vec<Record>), String> {
-    let servers = if servers.is_empty() {
-        super::system_nameservers().map_err(|e| e.to_string())?
-    } else {
-        servers.to_vec()
-    };
-    let mut errors = Vec::new();
-    for server in &servers {
-        match query_dnskey(owner, *server, timeout) {
-            Ok(reply) => {
-                let (mut keys, mut sigs) = (Vec::new(), Vec::new());
-                for r in reply.answers {
-                    if !r.name.eq_ignore_root_case(owner) {
-                        continue;
-                    }
-                    match &r.data {
-                        RData::DNSSEC(DNSSECRData::DNSKEY(_)) => keys.push(r),
-                        RData::DNSSEC(DNSSECRData::RRSIG(s))
-                            if s.input().type_covered == RecordType::DNSKEY =>
-                        {
-                            sigs.push(r)
-                        }
-                        _ => {}
-                    }
-                }
-                if keys.is_empty() {
-                    errors.push(format!("{server}: no DNSKEY records for {owner}"));
-                    continue;
-                }
-                return Ok((keys, sigs));
+    let reply = super::trust_ad::exchange(server, dnskey_request(owner), timeout)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_message();
+    if reply.metadata.response_code != ResponseCode::NoError {
+        return Err(format!("answered {}", reply.metadata.response_code));
+    }
+    let (mut keys, mut sigs) = (Vec::new(), Vec::new());
+    for r in reply.answers {
+        if !r.name.eq_ignore_root_case(owner) {
+            continue;
+        }
+        match &r.data {
+            RData::DNSSEC(DNSSECRData::DNSKEY(_)) => keys.push(r),
+            RData::DNSSEC(DNSSECRData::RRSIG(s))
+                if s.input().type_covered == RecordType::DNSKEY =>
+            {
+                sigs.push(r)
             }
-            Err(e) => {
-                warn!(target: "danerelay::dns", %server, error = %e, "trust anchor DNSKEY query failed");
-                errors.push(format!("{server}: {e}"));
-            }
+            _ => {}
         }
     }
-    Err(format!(
-        "fetching DNSKEY of {owner} for the DS anchor: {}",
-        if errors.is_empty() {
-            "no name servers".to_string()
-        } else {
-            errors.join("; ")
-        }
-    ))
+    if keys.is_empty() {
+        return Err(format!("no DNSKEY records for {owner}"));
+    }
+    Ok((keys, sigs))
 }
 
-fn query_dnskey(owner: &Name, server: SocketAddr, timeout: Duration) -> Result<Message, String> {
+/// DNSKEY query with DO=1 (RFC 3225) and CD=1: we check the keys ourselves,
+/// so a validating upstream must not withhold them (RFC 4035 §3.2.2).
+fn dnskey_request(owner: &Name) -> DnsRequest {
     let mut msg = Message::query();
     msg.add_query(Query::query(owner.clone(), RecordType::DNSKEY));
     msg.metadata.recursion_desired = true;
-    // We check the keys ourselves: a validating upstream must not withhold
-    // them (RFC 4035 §3.2.2).
     msg.metadata.checking_disabled = true;
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
     edns.set_dnssec_ok(true);
     msg.set_edns(edns);
-    let id = msg.metadata.id;
-    let wire = msg.to_vec().map_err(|e| e.to_string())?;
-    let bind = if server.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let socket = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-    socket
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    socket.connect(server).map_err(|e| e.to_string())?;
-    socket.send(&wire).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 65_535];
-    let mut reply = None;
-    // Stray datagrams with another id are skipped, a few at most.
-    for _ in 0..8 {
-        let n = socket.recv(&mut buf).map_err(|e| e.to_string())?;
-        if let Ok(m) = Message::from_vec(&buf[..n]) {
-            if m.metadata.id == id {
-                reply = Some(m);
-                break;
-            }
-        }
-    }
-    let reply = reply.ok_or("no reply with our query id")?;
-    let reply = if reply.metadata.truncation {
-        query_tcp(&wire, id, server, timeout)?
-    } else {
-        reply
-    };
-    if reply.metadata.response_code != ResponseCode::NoError {
-        return Err(format!("answered {}", reply.metadata.response_code));
-    }
-    Ok(reply)
-}
-
-/// RFC 1035 §4.2.2: two-octet length prefix.
-fn query_tcp(
-    wire: &[u8],
-    id: u16,
-    server: SocketAddr,
-    timeout: Duration,
-) -> Result<Message, String> {
-    let mut stream = TcpStream::connect_timeout(&server, timeout).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let len = u16::try_from(wire.len()).map_err(|e| e.to_string())?;
-    let mut framed = len.to_be_bytes().to_vec();
-    framed.extend_from_slice(wire);
-    stream.write_all(&framed).map_err(|e| e.to_string())?;
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    let reply = Message::from_vec(&buf).map_err(|e| e.to_string())?;
-    if reply.metadata.id != id {
-        return Err("TCP reply with a different id".into());
-    }
-    Ok(reply)
+    let mut options = DnsRequestOptions::default();
+    options.edns_set_dnssec_ok = true;
+    options.edns_payload_len = 1232;
+    DnsRequest::new(msg, options)
 }
 
 #[cfg(test)]

@@ -219,3 +219,71 @@ fn the_dnskey_rrset_must_be_signed_by_a_matched_key_in_time() {
         .unwrap_err();
     assert!(err.contains("key "), "{err}");
 }
+
+/// A UDP name server on loopback that answers every query with `answers`.
+async fn stub_server(answers: Vec<Record>) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = query.into_response();
+            reply.add_answers(answers.clone());
+            let _ = socket.send_to(&reply.to_vec().unwrap(), peer).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn every_server_is_tried_before_the_bootstrap_fails() {
+    let owner = Name::from_ascii("example.").unwrap();
+    let now = unix_now();
+    let (key, sig, ds) = signed_zone_key(now - 3600, now + 3600);
+    let (other_key, other_sig, _) = signed_zone_key(now - 3600, now + 3600);
+    let wrong = stub_server(vec![other_key, other_sig]).await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap();
+    let right = stub_server(vec![key.clone(), sig]).await;
+    let t = Duration::from_millis(300);
+
+    let matched = bootstrap_owner(&owner, &[&ds], &[wrong, silent, right], t)
+        .await
+        .unwrap();
+    assert_eq!(matched.len(), 1);
+    assert_eq!(matched[0].0, key);
+
+    let err = bootstrap_owner(&owner, &[&ds], &[wrong, silent], t)
+        .await
+        .unwrap_err();
+    assert!(err.contains(&format!("{wrong}: no DNSKEY")), "{err}");
+    assert!(err.contains(&silent.to_string()), "{err}");
+}
+
+/// On a current-thread runtime a blocking bootstrap would stall every other
+/// task until it gave up.
+#[tokio::test]
+async fn the_bootstrap_leaves_the_runtime_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("root.ds");
+    std::fs::write(&path, format!(". IN DS {ROOT_DS}\n")).unwrap();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = ticks.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let servers = [silent.local_addr().unwrap()];
+    let Err(err) = load(&path, &servers, Duration::from_millis(300)).await else {
+        panic!("a silent server cannot bootstrap a DS anchor");
+    };
+    assert!(matches!(err, DnsError::Setup { .. }), "{err}");
+    let ticks = ticks.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(ticks >= 5, "other tasks ran only {ticks} times");
+}

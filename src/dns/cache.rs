@@ -2,23 +2,28 @@
 //! TTL (capped at [`CacheOptions::max_ttl`]); errors are never kept beyond
 //! the in-flight query. Concurrent identical queries coalesce: the first
 //! caller asks, the others wait for its result (a queue run that fans out to
-//! many recipients at one domain asks DNS once).
+//! many recipients at one domain asks DNS once). At most
+//! [`CacheOptions::max_entries`] names are kept; past that the least recently
+//! used one goes (O(1), `lru`).
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lru::LruCache;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tracing::trace;
 
 use super::types::{normalize_name, Answer, BoxFuture, DnsError, DnsLookup, RecordType};
+use crate::sync::lock;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CacheOptions {
     /// Upper bound on how long any answer is kept.
     pub max_ttl: Duration,
-    /// Entries beyond this trigger a sweep of expired ones.
+    /// Most entries kept; inserting past it evicts the least recently used
+    /// (0 is taken as 1).
     pub max_entries: usize,
 }
 
@@ -44,7 +49,9 @@ type Slot = Arc<OnceCell<Cached>>;
 pub struct CachingLookup<L> {
     inner: L,
     options: CacheOptions,
-    slots: Mutex<HashMap<Key, Slot>>,
+    /// A panic elsewhere while holding the lock leaves only a cache behind,
+    /// so a poisoned lock is taken as it is.
+    slots: Mutex<LruCache<Key, Slot>>,
 }
 
 impl<L: DnsLookup> CachingLookup<L> {
@@ -52,32 +59,38 @@ impl<L: DnsLookup> CachingLookup<L> {
         CachingLookup {
             inner,
             options,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(LruCache::new(
+                NonZeroUsize::new(options.max_entries).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
     /// Drops every entry (tests, or an operator's flush).
     pub fn clear(&self) {
-        self.lock().clear();
+        lock(&self.slots).clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
-        // A panic elsewhere while holding the lock leaves only a cache behind.
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    /// Entries held now (fresh, expired or in flight).
+    pub fn len(&self) -> usize {
+        lock(&self.slots).len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.slots).is_empty()
     }
 
     /// The slot for `key`: the existing one unless it holds an expired value.
     fn slot(&self, key: &Key) -> Slot {
         let now = Instant::now();
-        let mut slots = self.lock();
-        if slots.len() > self.options.max_entries {
-            slots.retain(|_, s| s.get().is_none_or(|c| c.expires > now));
-        }
+        let mut slots = lock(&self.slots);
         match slots.get(key) {
             Some(slot) if slot.get().is_none_or(|c| c.expires > now) => slot.clone(),
             _ => {
+                // An evicted in-flight slot still answers its waiters; only
+                // later callers ask again.
                 let slot = Slot::default();
-                slots.insert(key.clone(), slot.clone());
+                slots.put(key.clone(), slot.clone());
                 slot
             }
         }
@@ -148,14 +161,64 @@ mod tests {
     }
 
     fn counting(fake: FakeDns) -> Arc<CachingLookup<Counting>> {
+        counting_with(fake, CacheOptions::default())
+    }
+
+    fn counting_with(fake: FakeDns, options: CacheOptions) -> Arc<CachingLookup<Counting>> {
         Arc::new(CachingLookup::new(
             Counting {
                 inner: fake,
                 calls: AtomicUsize::new(0),
                 delay: Duration::from_millis(50),
             },
-            CacheOptions::default(),
+            options,
         ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_entries_caps_the_cache_evicting_the_least_recently_used() {
+        let fake = FakeDns::new();
+        for i in 0..10 {
+            fake.a(
+                &format!("mx{i}.example.net"),
+                Security::Secure,
+                &["192.0.2.1"],
+            );
+        }
+        let options = CacheOptions {
+            max_entries: 3,
+            ..CacheOptions::default()
+        };
+        let cache = counting_with(fake, options);
+        for name in ["mx0.example.net", "mx1.example.net", "mx2.example.net"] {
+            cache.lookup(name, RecordType::A).await.unwrap();
+        }
+        // Touch mx0, so mx1 is the least recently used when mx3 arrives.
+        cache
+            .lookup("mx0.example.net", RecordType::A)
+            .await
+            .unwrap();
+        cache
+            .lookup("mx3.example.net", RecordType::A)
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 3);
+        assert_eq!(calls(&cache), 4);
+        cache
+            .lookup("mx0.example.net", RecordType::A)
+            .await
+            .unwrap();
+        assert_eq!(calls(&cache), 4, "mx0 was kept");
+        cache
+            .lookup("mx1.example.net", RecordType::A)
+            .await
+            .unwrap();
+        assert_eq!(calls(&cache), 5, "mx1 was evicted");
+        for i in 4..10 {
+            let name = format!("mx{i}.example.net");
+            cache.lookup(&name, RecordType::A).await.unwrap();
+            assert!(cache.len() <= 3, "{} entries", cache.len());
+        }
     }
 
     fn calls(c: &CachingLookup<Counting>) -> usize {

@@ -3,7 +3,7 @@
 //! Everything the delivery side learns from DNS comes through the injected
 //! [`DnsLookup`] trait as an [`Answer`] with a [`Security`] (`Secure` or
 //! `Insecure`); bogus, SERVFAIL and timeouts are [`DnsError`]s, all
-//! temporary. [`build`] picks the implementation from `dns.dnssec`:
+//! temporary. [`connect`] picks the implementation from `dns.dnssec`:
 //!
 //! * `trust-ad` — [`TrustAdResolver`]: AD=1/DO=1 queries to a validating
 //!   recursive resolver, trusting the AD bit (the Postfix model);
@@ -46,36 +46,62 @@ pub use validate::ValidatingResolver;
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The resolver the relay uses, as configured: the mode's implementation
-/// behind the cache. Must be called inside a Tokio runtime.
-pub fn build(config: &DnsConfig) -> Result<Arc<dyn DnsLookup>, DnsError> {
-    let cache = CacheOptions::default();
-    Ok(match config.dnssec {
-        DnssecMode::TrustAd | DnssecMode::Off => {
-            let mode = if config.dnssec == DnssecMode::Off {
-                warn!("dns.dnssec = \"off\": every answer is treated as insecure; DANE will never engage");
-                AdMode::Off
-            } else {
-                AdMode::TrustAd
-            };
-            let servers = if config.nameservers.is_empty() {
-                system_nameservers()?
-            } else {
-                config.nameservers.clone()
-            };
-            Arc::new(CachingLookup::new(
-                TrustAdResolver::new(servers, QUERY_TIMEOUT, mode)?,
-                cache,
-            ))
-        }
-        DnssecMode::Validate => Arc::new(CachingLookup::new(
-            ValidatingResolver::new(
+/// behind the cache. Must be called inside a Tokio runtime; a DS trust
+/// anchor's DNSKEY bootstrap runs on it without blocking a worker.
+pub async fn connect(config: &DnsConfig) -> Result<Arc<dyn DnsLookup>, DnsError> {
+    match config.dnssec {
+        DnssecMode::Validate => {
+            let resolver = ValidatingResolver::new(
                 &config.nameservers,
                 config.trust_anchor.as_deref(),
                 QUERY_TIMEOUT,
-            )?,
-            cache,
-        )),
-    })
+            )
+            .await?;
+            Ok(Arc::new(CachingLookup::new(
+                resolver,
+                CacheOptions::default(),
+            )))
+        }
+        DnssecMode::TrustAd | DnssecMode::Off => ad_resolver(config),
+    }
+}
+
+/// [`connect`] for synchronous callers: a DS trust anchor's bootstrap
+/// blocks the calling thread, so async code uses [`connect`].
+pub fn build(config: &DnsConfig) -> Result<Arc<dyn DnsLookup>, DnsError> {
+    match config.dnssec {
+        DnssecMode::Validate => {
+            let resolver = ValidatingResolver::new_blocking(
+                &config.nameservers,
+                config.trust_anchor.as_deref(),
+                QUERY_TIMEOUT,
+            )?;
+            Ok(Arc::new(CachingLookup::new(
+                resolver,
+                CacheOptions::default(),
+            )))
+        }
+        DnssecMode::TrustAd | DnssecMode::Off => ad_resolver(config),
+    }
+}
+
+/// `trust-ad` and `off`: no I/O at construction.
+fn ad_resolver(config: &DnsConfig) -> Result<Arc<dyn DnsLookup>, DnsError> {
+    let mode = if config.dnssec == DnssecMode::Off {
+        warn!("dns.dnssec = \"off\": every answer is treated as insecure; DANE will never engage");
+        AdMode::Off
+    } else {
+        AdMode::TrustAd
+    };
+    let servers = if config.nameservers.is_empty() {
+        system_nameservers()?
+    } else {
+        config.nameservers.clone()
+    };
+    Ok(Arc::new(CachingLookup::new(
+        TrustAdResolver::new(servers, QUERY_TIMEOUT, mode)?,
+        CacheOptions::default(),
+    )))
 }
 
 /// Name servers from /etc/resolv.conf.

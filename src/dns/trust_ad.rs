@@ -86,31 +86,13 @@ impl TrustAdResolver {
         Ok(DnsRequest::new(message, options))
     }
 
-    async fn exchange(
-        &self,
-        server: SocketAddr,
-        request: DnsRequest,
-    ) -> Result<DnsResponse, NetError> {
-        let provider = TokioRuntimeProvider::default();
-        let udp = UdpClientStream::builder(server, provider.clone())
-            .with_timeout(Some(self.timeout))
-            .exchange();
-        let response = udp.send(request.clone()).first_answer().await?;
-        if !response.metadata.truncation {
-            return Ok(response);
-        }
-        debug!(%server, "truncated UDP reply, retrying over TCP");
-        let tcp = TcpClientStream::exchange(server, None, self.timeout, None, provider).await?;
-        tcp.send(request).first_answer().await
-    }
-
     async fn resolve(&self, name: &str, rtype: RecordType) -> Result<Answer, DnsError> {
         let request = self.request(name, rtype)?;
         let mut last = DnsError::Setup {
             detail: "no name servers".into(),
         };
         for server in &self.servers {
-            match self.exchange(*server, request.clone()).await {
+            match exchange(*server, request.clone(), self.timeout).await {
                 Ok(response) => match interpret(name, rtype, response.into_message(), self.mode) {
                     Err(DnsError::ResponseCode { code, .. }) if code == "REFUSED" => {
                         last = DnsError::ResponseCode {
@@ -152,6 +134,26 @@ impl DnsLookup for TrustAdResolver {
             result
         })
     }
+}
+
+/// One query to `server` through hickory-net's client: UDP, then TCP when
+/// the reply is truncated (RFC 7766 §5); `timeout` per transport.
+pub(super) async fn exchange(
+    server: SocketAddr,
+    request: DnsRequest,
+    timeout: Duration,
+) -> Result<DnsResponse, NetError> {
+    let provider = TokioRuntimeProvider::default();
+    let udp = UdpClientStream::builder(server, provider.clone())
+        .with_timeout(Some(timeout))
+        .exchange();
+    let response = udp.send(request.clone()).first_answer().await?;
+    if !response.metadata.truncation {
+        return Ok(response);
+    }
+    debug!(%server, "truncated UDP reply, retrying over TCP");
+    let tcp = TcpClientStream::exchange(server, None, timeout, None, provider).await?;
+    tcp.send(request).first_answer().await
 }
 
 /// Turns a reply into an [`Answer`]: a pure function of the message.

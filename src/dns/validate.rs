@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::{DnsError as HDnsError, NetError};
-use hickory_proto::dnssec::Proof;
+use hickory_proto::dnssec::{Proof, TrustAnchors};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Record as HRecord;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -67,12 +67,39 @@ impl std::fmt::Debug for ValidatingResolver {
 impl ValidatingResolver {
     /// `servers` empty ⇒ /etc/resolv.conf. `trust_anchor` `None` ⇒ the IANA
     /// root anchors built into hickory. DS records in the anchor file are
-    /// bootstrapped here (`super::anchor`): one blocking DNSKEY query per DS
-    /// owner, at most `timeout` per server, so construction may take that
-    /// long; a failure is [`DnsError::Setup`].
-    pub fn new(
+    /// bootstrapped here (`super::anchor`): one DNSKEY query per DS owner, at
+    /// most `timeout` per server and every server tried, so construction may
+    /// take that long; a failure is [`DnsError::Setup`].
+    pub async fn new(
         servers: &[SocketAddr],
         trust_anchor: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Self, DnsError> {
+        let anchors = match trust_anchor {
+            Some(path) => Some(super::anchor::load(path, servers, timeout).await?),
+            None => None,
+        };
+        Self::with_anchors(servers, anchors, timeout)
+    }
+
+    /// [`Self::new`] for synchronous callers: the DS bootstrap blocks the
+    /// calling thread (on a runtime of its own), so never call it from a
+    /// Tokio worker.
+    pub fn new_blocking(
+        servers: &[SocketAddr],
+        trust_anchor: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Self, DnsError> {
+        let anchors = match trust_anchor {
+            Some(path) => Some(super::anchor::load_blocking(path, servers, timeout)?),
+            None => None,
+        };
+        Self::with_anchors(servers, anchors, timeout)
+    }
+
+    fn with_anchors(
+        servers: &[SocketAddr],
+        anchors: Option<TrustAnchors>,
         timeout: Duration,
     ) -> Result<Self, DnsError> {
         let setup = |detail: String| DnsError::Setup { detail };
@@ -107,8 +134,7 @@ impl ValidatingResolver {
         // Our `CachingLookup` caches whole answers instead.
         opts.cache_size = 0;
         *builder.options_mut() = opts;
-        if let Some(path) = trust_anchor {
-            let anchors = super::anchor::load(path, servers, timeout)?;
+        if let Some(anchors) = anchors {
             builder = builder.with_trust_anchor(Arc::new(anchors));
         }
         let inner = builder
@@ -274,7 +300,9 @@ mod tests {
         let t = Duration::from_millis(300);
         let good = dir.path().join("root.key");
         std::fs::write(&good, ROOT_DNSKEY).unwrap();
-        assert!(ValidatingResolver::new(&servers, Some(&good), t).is_ok());
+        assert!(ValidatingResolver::new(&servers, Some(&good), t)
+            .await
+            .is_ok());
         // A DS anchor whose DNSKEYs cannot be fetched stops the start,
         // naming the file; it never falls back to the IANA root.
         let ds = dir.path().join("root.ds");
@@ -283,13 +311,19 @@ mod tests {
             ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n",
         )
         .unwrap();
-        let err = ValidatingResolver::new(&servers, Some(&ds), t).unwrap_err();
+        let err = ValidatingResolver::new(&servers, Some(&ds), t)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DnsError::Setup { .. }), "{err}");
         assert!(err.to_string().contains("root.ds"), "{err}");
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "; nothing\n").unwrap();
-        assert!(ValidatingResolver::new(&servers, Some(&empty), t).is_err());
+        assert!(ValidatingResolver::new(&servers, Some(&empty), t)
+            .await
+            .is_err());
         let missing = dir.path().join("missing");
-        assert!(ValidatingResolver::new(&servers, Some(&missing), t).is_err());
+        assert!(ValidatingResolver::new(&servers, Some(&missing), t)
+            .await
+            .is_err());
     }
 }

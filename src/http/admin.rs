@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use danerelay_queue::{ListFilter, MessageInfo, MessageState, Queue, QueueError, QueueId};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 /// What the admin routes need.
 #[derive(Clone)]
@@ -66,8 +67,10 @@ async fn guard(
     }
 }
 
+/// Compares without an early exit, so response timing does not reveal how
+/// much of a guessed token was right (only whether its length was).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 /// An API failure: its status and a message for the operator.
@@ -419,8 +422,21 @@ mod tests {
             StatusCode::FORBIDDEN
         );
         assert_eq!(
+            status(app.clone(), "192.0.2.10:5000", Some("Bearer t0keN")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
             status(app, "127.0.0.1:5000", Some("Basic t0ken")).await,
             StatusCode::FORBIDDEN
         );
+    }
+
+    #[test]
+    fn token_compare_needs_every_byte_and_the_length() {
+        assert!(constant_time_eq(b"t0ken", b"t0ken"));
+        assert!(!constant_time_eq(b"t0ken", b"t0keN"));
+        assert!(!constant_time_eq(b"t0ken", b"t0ke"));
+        assert!(!constant_time_eq(b"t0ken", b"t0ken!"));
+        assert!(!constant_time_eq(b"", b"t0ken"));
     }
 }

@@ -251,7 +251,9 @@ async fn routing_matrix(dns: &dyn DnsLookup, mode: &str) {
 async fn trust_ad_via_unbound_passes_the_matrix() {
     init_logs();
     let Some(env) = DnsEnv::start() else { return };
-    let dns = dns::build(&env.dns_config(DnssecMode::TrustAd)).unwrap();
+    let dns = dns::connect(&env.dns_config(DnssecMode::TrustAd))
+        .await
+        .unwrap();
     matrix(dns.as_ref(), "trust-ad").await;
     routing_matrix(dns.as_ref(), "trust-ad").await;
     assert!(dnssec_probe(dns.as_ref(), ".").await.validating);
@@ -261,7 +263,9 @@ async fn trust_ad_via_unbound_passes_the_matrix() {
 async fn validate_against_knot_passes_the_matrix() {
     init_logs();
     let Some(env) = DnsEnv::start() else { return };
-    let dns = dns::build(&env.dns_config(DnssecMode::Validate)).unwrap();
+    let dns = dns::connect(&env.dns_config(DnssecMode::Validate))
+        .await
+        .unwrap();
     matrix(dns.as_ref(), "validate").await;
     routing_matrix(dns.as_ref(), "validate").await;
     assert!(dnssec_probe(dns.as_ref(), ".").await.validating);
@@ -272,14 +276,16 @@ async fn probe_and_off_mode_report_no_validation() {
     init_logs();
     let Some(env) = DnsEnv::start() else { return };
     // `off` through the validating unbound: everything insecure.
-    let off = dns::build(&env.dns_config(DnssecMode::Off)).unwrap();
+    let off = dns::connect(&env.dns_config(DnssecMode::Off))
+        .await
+        .unwrap();
     let mx = ok(off.as_ref(), "secure.example", RecordType::Mx).await;
     assert_eq!(mx.security, Security::Insecure);
     assert!(!dnssec_probe(off.as_ref(), ".").await.validating);
     // `trust-ad` pointed at a non-validating server (knotd sets no AD bit).
     let mut config = env.dns_config(DnssecMode::TrustAd);
     config.nameservers = vec![env.knot_addr];
-    let plain = dns::build(&config).unwrap();
+    let plain = dns::connect(&config).await.unwrap();
     let probe = dnssec_probe(plain.as_ref(), ".").await;
     assert!(!probe.validating, "{probe:?}");
     // An unreachable resolver is a temporary failure, not a crash; a dead
@@ -315,7 +321,9 @@ async fn caller_records_are_served_and_signed() {
         env.trust_anchor.starts_with(env.dir()),
         "everything lives in the temp dir"
     );
-    let dns: Arc<dyn DnsLookup> = dns::build(&env.dns_config(DnssecMode::TrustAd)).unwrap();
+    let dns: Arc<dyn DnsLookup> = dns::connect(&env.dns_config(DnssecMode::TrustAd))
+        .await
+        .unwrap();
     let answer = ok(dns.as_ref(), "extra.secure.example", RecordType::A).await;
     assert_eq!(
         (answer.records(), answer.security),
@@ -369,11 +377,15 @@ async fn caller_records_are_served_and_signed() {
 async fn hickory_validator_misreports_wildcard_tlsa_behind_cnames() {
     init_logs();
     let Some(env) = DnsEnv::start() else { return };
-    let trust_ad = dns::build(&env.dns_config(DnssecMode::TrustAd)).unwrap();
-    let direct = dns::build(&env.dns_config(DnssecMode::Validate)).unwrap();
+    let trust_ad = dns::connect(&env.dns_config(DnssecMode::TrustAd))
+        .await
+        .unwrap();
+    let direct = dns::connect(&env.dns_config(DnssecMode::Validate))
+        .await
+        .unwrap();
     let mut behind = env.dns_config(DnssecMode::Validate);
     behind.nameservers = vec![env.unbound_addr];
-    let behind = dns::build(&behind).unwrap();
+    let behind = dns::connect(&behind).await.unwrap();
     for name in [
         "_25._tcp.wild.secure.example",
         "_25._tcp.xwild.secure.example",
@@ -420,7 +432,7 @@ async fn validate_with_a_ds_trust_anchor() {
     assert!(ds.contains("DS"), "{ds}");
     let mut config = env.dns_config(DnssecMode::Validate);
     config.trust_anchor = Some(env.root_ds());
-    let dns = dns::build(&config).unwrap();
+    let dns = dns::connect(&config).await.unwrap();
     matrix(dns.as_ref(), "validate (DS anchor)").await;
     assert!(dnssec_probe(dns.as_ref(), ".").await.validating);
 
@@ -429,7 +441,7 @@ async fn validate_with_a_ds_trust_anchor() {
     let mixed = env.dir().join("mixed.anchor");
     std::fs::write(&mixed, format!("; test root\n{ds}\n; its key\n{key}\n")).unwrap();
     config.trust_anchor = Some(mixed);
-    let dns = dns::build(&config).unwrap();
+    let dns = dns::connect(&config).await.unwrap();
     let mx = ok(dns.as_ref(), "secure.example", RecordType::Mx).await;
     assert_eq!(mx.security, Security::Secure);
     temp_err(dns.as_ref(), "bogus.example", RecordType::Mx).await;
@@ -445,7 +457,8 @@ async fn validate_with_a_ds_trust_anchor() {
     let wrong = env.dir().join("wrong.ds");
     std::fs::write(&wrong, ds.replace(digest, &flipped)).unwrap();
     config.trust_anchor = Some(wrong.clone());
-    let err = dns::build(&config)
+    let err = dns::connect(&config)
+        .await
         .err()
         .expect("a non-matching DS must stop the start");
     let text = err.to_string();
@@ -464,6 +477,7 @@ async fn validate_with_a_ds_trust_anchor() {
         config.trust_anchor.as_deref(),
         std::time::Duration::from_millis(300),
     )
+    .await
     .unwrap_err();
     assert!(matches!(err, DnsError::Setup { .. }), "{err}");
     assert!(err.to_string().contains("root.ds"), "{err}");

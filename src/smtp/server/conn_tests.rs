@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use super::*;
 use crate::config::SenderPolicy;
 use crate::smtp::server::session::SessionConfig;
-use crate::smtp::server::store::{MessageSink, StoreError};
+use crate::smtp::server::store::{MessageSink, StoreError, Submitted};
 
 #[derive(Default)]
 struct Mem(Mutex<Vec<(Submitted, Vec<u8>)>>);

@@ -9,22 +9,16 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::metrics::LimitHit;
+use crate::sync::lock;
 
 /// Keys kept by a keyed rate limiter before stale ones are swept.
 const MAX_KEYS: usize = 100_000;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
 
 /// `n` events per `period`, with a burst of `n` (so the first `n` are never
 /// delayed). `n` = 0 is treated as 1 (validation refuses 0 anyway).

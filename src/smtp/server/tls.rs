@@ -54,17 +54,11 @@ impl CertResolver {
     }
 
     pub fn set(&self, key: CertifiedKey) {
-        match self.current.write() {
-            Ok(mut g) => *g = Arc::new(key),
-            Err(p) => *p.into_inner() = Arc::new(key),
-        }
+        *crate::sync::write(&self.current) = Arc::new(key);
     }
 
     pub fn get(&self) -> Arc<CertifiedKey> {
-        match self.current.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        crate::sync::read(&self.current).clone()
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use danerelay::config::{Config, ListenerTls};
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 pub const NAMESPACE: &str = "danerelay";
 
@@ -15,7 +15,7 @@ pub fn base_dir() -> PathBuf {
 }
 
 pub fn yaml_docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
@@ -33,7 +33,7 @@ pub struct Base {
 pub fn base() -> Base {
     let dir = base_dir();
     let kustomization: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
             .unwrap();
     assert_eq!(kustomization["namespace"].as_str(), Some(NAMESPACE));
     let mut resources = Vec::new();

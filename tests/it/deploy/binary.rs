@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use danerelay::config::{DnssecMode, ListenerTls, TlsSource};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::base::*;
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::base::*;
 
