@@ -41,7 +41,7 @@ pub fn run(args: &TlsCheckArgs) -> Exit {
         }
     };
     let report = runtime.block_on(async {
-        let dns = crate::dns::build(&config.dns)?;
+        let dns = crate::dns::connect(&config.dns).await?;
         let options = EngineOptions::from_config(&config.delivery);
         Ok::<_, crate::dns::DnsError>(tls_check::check(dns.as_ref(), &options, &args.domain).await)
     });

@@ -15,7 +15,7 @@
 //! Records are one per line (a parenthesised record may span lines);
 //! `;` starts a comment. The bootstrap query goes through hickory-net's
 //! client, as every other query does (UDP, TCP when truncated, RFC 7766 §5);
-//! [`load`] is async, [`load_blocking`] serves synchronous callers.
+//! [`load`] is async: the bootstrap never blocks a Tokio worker.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -78,31 +78,6 @@ pub(super) async fn load(
         return Err(fail("no DS or DNSKEY records".into()));
     }
     Ok(anchors)
-}
-
-/// [`load`] for synchronous callers: runs on a thread of its own with its
-/// own runtime, so it works inside or outside a Tokio runtime (it blocks the
-/// calling thread; async callers use [`load`]).
-pub(super) fn load_blocking(
-    path: &Path,
-    servers: &[SocketAddr],
-    timeout: Duration,
-) -> Result<TrustAnchors, DnsError> {
-    let setup = |detail: String| DnsError::Setup {
-        detail: format!("trust anchor {}: {detail}", path.display()),
-    };
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| setup(format!("bootstrap runtime: {e}")))?
-                    .block_on(load(path, servers, timeout))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(setup("bootstrap thread panicked".into())))
-    })
 }
 
 /// The distinct DS owners, in file order.

@@ -66,25 +66,6 @@ pub async fn connect(config: &DnsConfig) -> Result<Arc<dyn DnsLookup>, DnsError>
     }
 }
 
-/// [`connect`] for synchronous callers: a DS trust anchor's bootstrap
-/// blocks the calling thread, so async code uses [`connect`].
-pub fn build(config: &DnsConfig) -> Result<Arc<dyn DnsLookup>, DnsError> {
-    match config.dnssec {
-        DnssecMode::Validate => {
-            let resolver = ValidatingResolver::new_blocking(
-                &config.nameservers,
-                config.trust_anchor.as_deref(),
-                QUERY_TIMEOUT,
-            )?;
-            Ok(Arc::new(CachingLookup::new(
-                resolver,
-                CacheOptions::default(),
-            )))
-        }
-        DnssecMode::TrustAd | DnssecMode::Off => ad_resolver(config),
-    }
-}
-
 /// `trust-ad` and `off`: no I/O at construction.
 fn ad_resolver(config: &DnsConfig) -> Result<Arc<dyn DnsLookup>, DnsError> {
     let mode = if config.dnssec == DnssecMode::Off {

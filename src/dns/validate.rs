@@ -82,21 +82,6 @@ impl ValidatingResolver {
         Self::with_anchors(servers, anchors, timeout)
     }
 
-    /// [`Self::new`] for synchronous callers: the DS bootstrap blocks the
-    /// calling thread (on a runtime of its own), so never call it from a
-    /// Tokio worker.
-    pub fn new_blocking(
-        servers: &[SocketAddr],
-        trust_anchor: Option<&Path>,
-        timeout: Duration,
-    ) -> Result<Self, DnsError> {
-        let anchors = match trust_anchor {
-            Some(path) => Some(super::anchor::load_blocking(path, servers, timeout)?),
-            None => None,
-        };
-        Self::with_anchors(servers, anchors, timeout)
-    }
-
     fn with_anchors(
         servers: &[SocketAddr],
         anchors: Option<TrustAnchors>,

@@ -24,7 +24,7 @@
 //!     .record(Zone::Secure, "smtp.shop A 127.0.0.1")
 //!     .record(Zone::Secure, &format!("_{port}._tcp.smtp.shop TLSA 3 1 1 {sha256_spki_hex}"))
 //!     .start() else { return };          // tools missing outside CI: skipped
-//! let dns = danerelay::dns::build(&env.dns_config(DnssecMode::TrustAd))?; // via unbound
+//! let dns = danerelay::dns::connect(&env.dns_config(DnssecMode::TrustAd)).await?; // via unbound
 //! let plan = plan_route_with_port(dns.as_ref(), "shop.secure.example", &[], port).await?;
 //! ```
 
