@@ -10,9 +10,9 @@
 pub mod attempt;
 pub mod decision;
 pub mod dsn;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 #[allow(clippy::unwrap_used)]
-mod fake_mx;
+pub mod fake_mx;
 pub mod logline;
 pub mod metered;
 pub mod outcome;
