@@ -15,6 +15,8 @@
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
 //! - [`metrics`]  — every Prometheus metric, declared once.
 //! - the queue is its own crate, `danerelay-queue` (`queue/`).
+//! - `testing`  — test doubles (fake DNS, fake MX, clock, certificates);
+//!   tests and the `test-util` feature only.
 //!
 //! This file is the composition root: it wires the parts together and owns
 //! no logic of its own. Dependencies point one way:
@@ -30,6 +32,8 @@ pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod smtp;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -8,12 +8,14 @@
 //! [`tls_check`] is `danerelay tls-check` on the same code.
 
 pub mod attempt;
+pub mod clock;
 pub mod decision;
 pub mod dsn;
 #[cfg(any(test, feature = "test-util"))]
 #[allow(clippy::unwrap_used)]
 pub mod fake_mx;
 pub mod logline;
+pub mod mailbox;
 pub mod metered;
 pub mod outcome;
 pub mod report;
