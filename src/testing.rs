@@ -47,26 +47,31 @@ pub fn enqueue_with(queue: &Queue, env: Envelope, rcpts: &[&str], notify: Notify
     w.commit(env, specs).expect("queue: commit")
 }
 
-/// Certificates made with rcgen at test time, and the TLS configs that
-/// present them.
+/// Certificates made with rcgen at test time — self-signed or issued by a
+/// test CA, optionally expired — and the TLS configs that present them.
 pub mod certs {
     use std::sync::Arc;
 
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{
+        date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-    /// A certificate and its private key.
-    pub struct Issued {
-        pub cert: rcgen::Certificate,
+    /// One certificate with its key and the parameters that issue children.
+    pub struct Node {
+        pub cert: CertificateDer<'static>,
         pub key: KeyPair,
+        params: CertificateParams,
+        pem: String,
     }
 
-    impl Issued {
-        pub fn der(&self) -> CertificateDer<'static> {
-            self.cert.der().clone()
+    impl Node {
+        fn issuer(&self) -> Issuer<'_, &KeyPair> {
+            Issuer::from_params(&self.params, &self.key)
         }
         pub fn cert_pem(&self) -> String {
-            self.cert.pem()
+            self.pem.clone()
         }
         pub fn key_pem(&self) -> String {
             self.key.serialize_pem()
@@ -74,12 +79,12 @@ pub mod certs {
         pub fn key_der(&self) -> PrivateKeyDer<'static> {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
         }
-        /// A rustls server config presenting this certificate, limited to
-        /// `versions` (all safe defaults when empty).
+        /// A rustls server config presenting this certificate alone, limited
+        /// to `versions` (the safe defaults when empty).
         pub fn server_config(
             &self,
             versions: &[&'static rustls::SupportedProtocolVersion],
-        ) -> Arc<rustls::ServerConfig> {
+        ) -> rustls::ServerConfig {
             let builder =
                 rustls::ServerConfig::builder_with_provider(crate::dane::ring_provider().clone());
             let builder = if versions.is_empty() {
@@ -87,48 +92,77 @@ pub mod certs {
             } else {
                 builder.with_protocol_versions(versions)
             };
-            let config = builder
+            builder
                 .expect("rustls: protocol versions")
                 .with_no_client_auth()
-                .with_single_cert(vec![self.der()], self.key_der())
-                .expect("rustls: certificate and key");
-            Arc::new(config)
+                .with_single_cert(vec![self.cert.clone()], self.key_der())
+                .expect("rustls: certificate and key")
         }
         /// A TLS acceptor presenting this certificate.
         pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-            tokio_rustls::TlsAcceptor::from(self.server_config(&[]))
+            tokio_rustls::TlsAcceptor::from(Arc::new(self.server_config(&[])))
         }
     }
 
-    /// A self-signed certificate for `names` (DNS names in the SAN).
-    pub fn self_signed(names: &[&str]) -> Issued {
-        let key = KeyPair::generate().expect("rcgen: key");
-        let cert = params(names).self_signed(&key).expect("rcgen: self-sign");
-        Issued { cert, key }
+    fn expire(params: &mut CertificateParams) {
+        params.not_before = date_time_ymd(2019, 1, 1);
+        params.not_after = date_time_ymd(2020, 1, 1);
     }
 
-    /// A CA and a leaf for `names` that it issued: (ca, leaf).
-    pub fn ca_and_leaf(names: &[&str]) -> (Issued, Issued) {
-        let ca_key = KeyPair::generate().expect("rcgen: key");
-        let mut ca_params = params(&[]);
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("rcgen: self-sign");
+    fn sign(params: CertificateParams, parent: Option<&Node>) -> Node {
         let key = KeyPair::generate().expect("rcgen: key");
-        let leaf = {
-            let issuer = Issuer::new(ca_params, &ca_key);
-            params(names).signed_by(&key, &issuer).expect("rcgen: sign")
-        };
-        (
-            Issued {
-                cert: ca,
-                key: ca_key,
-            },
-            Issued { cert: leaf, key },
-        )
+        let cert = match parent {
+            Some(p) => params.signed_by(&key, &p.issuer()),
+            None => params.self_signed(&key),
+        }
+        .expect("rcgen: sign");
+        Node {
+            pem: cert.pem(),
+            cert: cert.der().clone(),
+            key,
+            params,
+        }
     }
 
-    fn params(names: &[&str]) -> CertificateParams {
+    /// A CA certificate named `cn`, self-signed when `parent` is `None`.
+    pub fn ca(cn: &str, parent: Option<&Node>, expired: bool) -> Node {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("rcgen: params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        if expired {
+            expire(&mut params);
+        }
+        sign(params, parent)
+    }
+
+    /// A server certificate for `names` (DNS SANs), self-signed when
+    /// `parent` is `None`.
+    pub fn leaf(names: &[&str], parent: Option<&Node>, expired: bool) -> Node {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        CertificateParams::new(names).expect("rcgen: names")
+        let mut params = CertificateParams::new(names).expect("rcgen: names");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "smtp server");
+        if expired {
+            expire(&mut params);
+        }
+        sign(params, parent)
+    }
+
+    /// A self-signed server certificate for `names`.
+    pub fn self_signed(names: &[&str]) -> Node {
+        leaf(names, None, false)
+    }
+
+    /// A server certificate with no SANs, only the subject CN `cn`.
+    pub fn cn_only_leaf(cn: &str, parent: &Node) -> Node {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("rcgen: params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        sign(params, Some(parent))
     }
 }

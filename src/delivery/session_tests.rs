@@ -180,17 +180,9 @@ async fn connect_refused_is_a_connect_error() {
 async fn tls_peer(
     version: &'static rustls::SupportedProtocolVersion,
 ) -> (u16, rustls::pki_types::CertificateDer<'static>) {
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
-    let cert = ck.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(crate::dane::ring_provider().clone())
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let mx = crate::testing::certs::self_signed(&["mx.test"]);
+    let cert = mx.cert.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(mx.server_config(&[version])));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
