@@ -2,7 +2,7 @@
 //! handshakes through the rustls verifiers, and `danerelay dane verify`.
 //! Certificates and keys are generated per test; nothing is checked in.
 
-#![allow(clippy::unwrap_used)] // tests may unwrap (BRIEF)
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 mod cli;
 mod handshake;
