@@ -11,9 +11,6 @@ pub mod attempt;
 pub mod clock;
 pub mod decision;
 pub mod dsn;
-#[cfg(any(test, feature = "test-util"))]
-#[allow(clippy::unwrap_used)]
-pub mod fake_mx;
 pub mod logline;
 pub mod mailbox;
 pub mod metered;

@@ -270,7 +270,7 @@ async fn per_destination_caps_connections_and_reuses_them() {
     }
     until("six delivered", || w.mx.messages().len() == 6).await;
     let (max_active, connections) = {
-        let st = w.mx.stats.lock().unwrap();
+        let st = w.mx.transcript.lock().unwrap();
         (st.max_active, st.connections)
     };
     assert!(max_active <= 2, "max concurrent connections {max_active}");
@@ -401,7 +401,7 @@ async fn shutdown_gives_unfinished_leases_back() {
         Duration::ZERO,
         Notify::default(),
     );
-    let stats = w.mx.stats.clone();
+    let stats = w.mx.transcript.clone();
     until("DATA sent", || stats.lock().unwrap().data_started == 1).await;
     let cut = Instant::now();
     stop.cancel();
@@ -477,7 +477,7 @@ async fn a_burst_reuses_at_most_per_destination_connections() {
     let (stop, handle) = spawn(scheduler(&w, 8, 8, None));
     until("all delivered", || w.mx.messages().len() == 300).await;
     let elapsed = start.elapsed();
-    let conns = w.mx.stats.lock().unwrap().connections;
+    let conns = w.mx.transcript.lock().unwrap().connections;
     eprintln!("300 messages in {elapsed:?} over {conns} connections");
     assert!(conns <= 8, "{conns} connections");
     stop.cancel();

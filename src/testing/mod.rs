@@ -4,7 +4,7 @@
 //! so a release build contains none of it.
 //!
 //! - [`FakeDns`]: DNS answers from a table (`dns::fake`).
-//! - [`FakeMx`]: a receiving MTA on 127.0.0.1 (`delivery::fake_mx`).
+//! - [`mx`]: the fake MX, scripted, on a duplex or on 127.0.0.1 ([`FakeMx`]).
 //! - [`PausedClock`]: the delivery clock, driven by tokio's paused time.
 //! - [`enqueue`], [`enqueue_with`]: a small message into a queue.
 //! - [`certs`]: rcgen certificates made at test time.
@@ -14,9 +14,12 @@ use std::time::SystemTime;
 
 use danerelay_queue::{Envelope, Notify, Queue, QueueId, RecipientSpec};
 
+#[allow(clippy::unwrap_used)]
+pub mod mx;
+
 pub use crate::delivery::clock::PausedClock;
-pub use crate::delivery::fake_mx::FakeMx;
 pub use crate::dns::FakeDns;
+pub use mx::FakeMx;
 
 /// Enqueues a small message from `sender` to `rcpts`, received now.
 pub fn enqueue(queue: &Queue, sender: &str, rcpts: &[&str]) -> QueueId {
