@@ -483,14 +483,8 @@ fn prefill(args: &[String]) -> anyhow::Result<()> {
 
 fn prefill_envelope() -> danerelay_queue::Envelope {
     danerelay_queue::Envelope {
-        sender: "bench@load.test".into(),
-        ret: None,
-        envid: None,
-        body_8bit: false,
-        smtputf8: false,
-        auth_user: None,
         client_addr: Some(std::net::IpAddr::from([127, 0, 0, 1])),
-        received_at: std::time::SystemTime::now(),
+        ..danerelay_queue::Envelope::new("bench@load.test", std::time::SystemTime::now())
     }
 }
 

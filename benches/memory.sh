@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Memory bound of the submission server (issue 10): starts the release binary
+# Memory bound of the submission server (README "Performance"): starts the release binary
 # on free 127.0.0.1 ports, holds 2,000 idle sessions open, then runs 50
 # concurrent 25 MiB submissions (the 2,000 still open), and reports the
 # server's RSS (VmRSS) at each step and its peak (VmHWM). Fails when the peak

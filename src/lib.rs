@@ -17,6 +17,8 @@
 //! - [`cli`]      — every command's front end: arguments, output, exit codes.
 //! - [`sync`]     — poison-tolerant locking.
 //! - the queue is its own crate, `danerelay-queue` (`queue/`).
+//! - `testing`  — test doubles (fake DNS, fake MX, clock, certificates);
+//!   tests and the `test-util` feature only.
 //!
 //! This file is the composition root: it wires the parts together and owns
 //! no logic of its own. Dependencies point one way:
@@ -34,6 +36,8 @@ pub mod http;
 pub mod metrics;
 pub mod smtp;
 pub mod sync;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -54,7 +54,7 @@ label_enum!(
     }
 );
 label_enum!(
-    /// `limit` of `[limits]` that refused a connection, command or session (issue 10).
+    /// `limit` of `[limits]` that refused a connection, command or session.
     LimitHit {
         /// `max_connections` (all clients).
         Connections => "connections",

@@ -35,14 +35,9 @@ fn opts() -> QueueOptions {
 
 fn envelope() -> Envelope {
     Envelope {
-        sender: "bench@example.org".into(),
-        ret: None,
-        envid: None,
-        body_8bit: false,
-        smtputf8: false,
         auth_user: Some("bench@example.org".into()),
         client_addr: Some("127.0.0.1".parse().unwrap()),
-        received_at: SystemTime::now(),
+        ..Envelope::new("bench@example.org", SystemTime::now())
     }
 }
 

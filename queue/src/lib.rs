@@ -28,9 +28,7 @@
 //! # fn f(q: &Queue) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut w = q.begin()?;
 //! w.write_all(b"Subject: hi\r\n\r\nbody\r\n")?;         // stream; never held whole
-//! let env = Envelope { sender: "a@example.org".into(), ret: None, envid: None,
-//!     body_8bit: false, smtputf8: false, auth_user: None, client_addr: None,
-//!     received_at: SystemTime::now() };
+//! let env = Envelope::new("a@example.org", SystemTime::now());
 //! let rcpt = RecipientSpec { address: "b@example.net".into(), orcpt: None,
 //!     notify: Notify::default() };
 //! let id = w.commit(env, vec![rcpt])?;                  // durable when this returns

@@ -80,6 +80,24 @@ pub struct Envelope {
     pub received_at: SystemTime,
 }
 
+impl Envelope {
+    /// A plain envelope: 7-bit, no `RET`/`ENVID` (RFC 3461 §4.3, §4.4), no
+    /// submitter recorded. Set the other fields with struct update syntax:
+    /// `Envelope { auth_user: Some(u), ..Envelope::new(sender, now) }`.
+    pub fn new(sender: impl Into<String>, received_at: SystemTime) -> Envelope {
+        Envelope {
+            sender: sender.into(),
+            ret: None,
+            envid: None,
+            body_8bit: false,
+            smtputf8: false,
+            auth_user: None,
+            client_addr: None,
+            received_at,
+        }
+    }
+}
+
 /// One recipient as accepted by `RCPT TO`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipientSpec {

@@ -199,13 +199,9 @@ fn certificate_files_missing_warn_unreadable_or_garbage_err() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with("tls.certificate:") && errs[0].contains("no PEM certificate"));
 
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["relay.test".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = crate::testing::certs::self_signed(&["relay.test"]);
     let cert_file = dir.path().join("tls.crt");
-    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&cert_file, cert.cert_pem()).unwrap();
     let text = format!(
         "[tls]\ncertificate = {:?}\nprivate_key = {:?}\n",
         cert_file.display(),

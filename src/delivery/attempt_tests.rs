@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::delivery::fake_mx::FakeMx;
 use crate::dns::{FakeDns, RecordType, Security};
 use crate::smtp::client::{Recipient, Timeouts};
+use crate::testing::FakeMx;
 
 fn engine(dns: FakeDns, port: u16, tls: TlsLevel) -> (Engine, Metrics) {
     let metrics = Metrics::new();
@@ -91,7 +91,11 @@ async fn a_failed_tlsa_lookup_skips_that_host_and_defers_when_none_is_left() {
     let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
     assert_eq!(out[0][0].outcome.label(), "deferred");
     assert!(reply(&out[0][0]).contains("4.7.5"), "{}", reply(&out[0][0]));
-    assert_eq!(mx.stats.lock().unwrap().connections, 0, "never connected");
+    assert_eq!(
+        mx.transcript.lock().unwrap().connections,
+        0,
+        "never connected"
+    );
     assert!(metrics
         .render()
         .contains("danerelay_dane_results_total{result=\"tempfail\"} 1"));
@@ -131,7 +135,7 @@ async fn dane_only_defers_an_insecure_destination_without_connecting() {
     let (e, _) = engine(dns, mx.port, TlsLevel::DaneOnly);
     let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
     assert_eq!(out[0][0].outcome.label(), "deferred");
-    assert_eq!(mx.stats.lock().unwrap().connections, 0);
+    assert_eq!(mx.transcript.lock().unwrap().connections, 0);
 }
 
 #[tokio::test]
@@ -182,7 +186,7 @@ async fn several_messages_share_one_session_and_a_4xx_stays_with_its_recipient()
             vec!["delivered"]
         ]
     );
-    assert_eq!(mx.stats.lock().unwrap().connections, 1);
+    assert_eq!(mx.transcript.lock().unwrap().connections, 1);
     assert_eq!(mx.messages().len(), 3);
 }
 

@@ -8,12 +8,11 @@
 //! [`tls_check`] is `danerelay tls-check` on the same code.
 
 pub mod attempt;
+pub mod clock;
 pub mod decision;
 pub mod dsn;
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod fake_mx;
 pub mod logline;
+pub mod mailbox;
 pub mod metered;
 pub mod outcome;
 pub mod report;

@@ -238,14 +238,9 @@ fn enqueue(
     let mut w = queue.begin()?;
     w.write_all(&d.message).map_err(ReportError::Write)?;
     let env = Envelope {
-        sender: String::new(),
-        ret: None,
-        envid: None,
         body_8bit: original.body_8bit,
         smtputf8: original.smtputf8,
-        auth_user: None,
-        client_addr: None,
-        received_at: now,
+        ..Envelope::new("", now)
     };
     let rcpt = RecipientSpec {
         address: d.recipient.clone(),

@@ -3,7 +3,7 @@
 //! arguments and randomness as a number in `[0, 1)`, so every rule is a
 //! table test.
 //!
-//! `[queue] retry`, `max_age`, `delay_warning` (SPEC "Configuration") map
+//! `[queue] retry`, `max_age`, `delay_warning` (README "Configuration", `config/danerelay.toml`) map
 //! 1:1 onto [`RetryPolicy`]: `RetryPolicy::new(q.retry.clone(), q.max_age,
 //! q.delay_warning)`.
 
@@ -124,7 +124,7 @@ mod tests {
     }
 
     fn spec_default() -> RetryPolicy {
-        // SPEC: retry = ["5m","10m","30m","1h","2h","4h"], max_age 5d, delay_warning 4h.
+        // The documented defaults: retry = ["5m","10m","30m","1h","2h","4h"], max_age 5d, delay_warning 4h.
         RetryPolicy::new(
             vec![mins(5), mins(10), mins(30), mins(60), mins(120), mins(240)],
             Duration::from_secs(5 * 24 * 3600),

@@ -18,11 +18,12 @@
 //! are then cut off: a message nobody finished is given back untouched
 //! (`Queue::abandon`), one with some final answers is completed with just
 //! those — a recipient is never marked delivered unless a peer said 2xx.
+//! "Now" comes from a [`Clock`] (the wall clock unless a test injects one).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use danerelay_queue::{Leased, Queue};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -34,6 +35,9 @@ use crate::smtp::client::{Envelope, Recipient};
 use crate::smtp::queue_edge;
 
 use super::attempt::{Engine, Job, RcptOutcome, Reusable};
+use super::clock::{Clock, SystemClock};
+use super::mailbox::{self, Asking};
+pub use super::mailbox::{LINGER, MAX_PER_SESSION};
 use super::report::{self, ReportOptions, Reported};
 
 /// The longest the scheduler sleeps without a reason (a safety net against
@@ -63,6 +67,8 @@ pub struct Scheduler {
     conn_waiters: Arc<AtomicUsize>,
     destinations: Arc<Mutex<HashMap<String, Mailbox>>>,
     wake: Arc<Notify>,
+    /// "Now" for due dates, retries and expiry (the wall clock but in tests).
+    clock: Arc<dyn Clock>,
 }
 
 /// One leased message while its groups are out.
@@ -74,35 +80,8 @@ struct InFlight {
 
 /// One message's share of a destination group: its job and queue indices.
 type GroupItem = (Arc<InFlight>, Job, Vec<u32>);
-
-/// Work waiting for a destination, and how many workers serve it (at most
-/// `per_destination`, each with one connection at a time).
-#[derive(Default)]
-struct Mailbox {
-    waiting: VecDeque<GroupItem>,
-    workers: usize,
-    /// Workers keeping an idle session open, waiting on `ready`.
-    idle: usize,
-    ready: Arc<Notify>,
-}
-
-/// What a destination worker does next.
-enum Step {
-    Work(Vec<GroupItem>),
-    /// Keep the session open until more work arrives or the instant passes.
-    Linger(Arc<Notify>, tokio::time::Instant),
-    /// Close and leave; the items (only at shutdown) are cut off.
-    Exit(Vec<GroupItem>),
-}
-
-/// How long an idle session waits for more mail to its destination, like
-/// Postfix's `smtp_connection_cache_time_limit` (2 s).
-pub const LINGER: Duration = Duration::from_secs(2);
-
-/// Messages sent over one session before it is closed (like Postfix's
-/// `smtp_connection_reuse_count_limit`, which has no limit by default; a
-/// bound keeps one destination from holding a connection forever).
-pub const MAX_PER_SESSION: usize = 100;
+type Mailbox = mailbox::Mailbox<GroupItem>;
+type Step = mailbox::Step<GroupItem>;
 
 struct FlightState {
     results: Vec<Reported>,
@@ -129,7 +108,14 @@ impl Scheduler {
             conn_waiters: Arc::default(),
             destinations: Arc::default(),
             wake: Arc::new(Notify::new()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Measures due dates, retries and expiry against `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Scheduler {
+        self.clock = clock;
+        self
     }
 
     /// Runs until `shutdown`, then drains in-flight attempts within the grace.
@@ -152,10 +138,8 @@ impl Scheduler {
             let mut pause = None;
             let mut full = false;
             if free > 0 {
-                let q = self.queue.clone();
-                match tokio::task::spawn_blocking(move || q.lease_due(SystemTime::now(), free))
-                    .await
-                {
+                let (q, now) = (self.queue.clone(), self.clock.now());
+                match tokio::task::spawn_blocking(move || q.lease_due(now, free)).await {
                     Ok(Ok(batch)) => {
                         full = batch.len() == free;
                         self.dispatch(batch, &slots, &tasks, &shutdown, &hard);
@@ -205,7 +189,7 @@ impl Scheduler {
         let next = tokio::task::spawn_blocking(move || q.next_due()).await;
         match next {
             Ok(Ok(Some(at))) => at
-                .duration_since(SystemTime::now())
+                .duration_since(self.clock.now())
                 .unwrap_or(Duration::ZERO)
                 .clamp(Duration::from_millis(20), MAX_IDLE),
             Ok(Ok(None)) => MAX_IDLE,
@@ -287,9 +271,7 @@ impl Scheduler {
     }
 
     fn lock_destinations(&self) -> std::sync::MutexGuard<'_, HashMap<String, Mailbox>> {
-        self.destinations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.destinations)
     }
 
     fn job(&self, leased: &Leased, idx: &[usize]) -> Job {
@@ -337,44 +319,11 @@ impl Scheduler {
         let mut held: Option<OwnedSemaphorePermit> = None;
         let mut linger_until: Option<tokio::time::Instant> = None;
         loop {
-            let step = {
-                let mut map = self.lock_destinations();
-                let Some(mb) = map.get_mut(&domain) else {
-                    return;
-                };
-                // Linger only while nobody else waits for a connection.
-                let may_linger = open.is_some()
-                    && self.conn_waiters.load(Ordering::Acquire) == 0
-                    && linger_until.is_none_or(|t| tokio::time::Instant::now() < t);
-                let step = if soft.is_cancelled() {
-                    Step::Exit(mb.waiting.drain(..).collect())
-                } else if !mb.waiting.is_empty() {
-                    let n = mb
-                        .waiting
-                        .len()
-                        .div_ceil(mb.workers.max(1))
-                        .min(MAX_PER_SESSION);
-                    linger_until = None;
-                    Step::Work(mb.waiting.drain(..n).collect())
-                } else if may_linger {
-                    mb.idle += 1;
-                    let until =
-                        *linger_until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
-                    Step::Linger(mb.ready.clone(), until)
-                } else {
-                    Step::Exit(Vec::new())
-                };
-                if let Step::Exit(_) = step {
-                    mb.workers = mb.workers.saturating_sub(1);
-                    if mb.workers == 0 && mb.waiting.is_empty() {
-                        map.remove(&domain);
-                    }
-                }
-                step
-            };
+            let step = self.next_step(&domain, open.is_some(), &mut linger_until, &soft);
             let take = match step {
-                Step::Work(take) => take,
-                Step::Linger(ready, until) => {
+                None => return,
+                Some(Step::Work(take)) => take,
+                Some(Step::Linger(ready, until)) => {
                     tokio::select! {
                         _ = ready.notified() => {}
                         _ = tokio::time::sleep_until(until) => {}
@@ -385,7 +334,7 @@ impl Scheduler {
                     }
                     continue;
                 }
-                Step::Exit(take) => {
+                Some(Step::Exit(take)) => {
                     if let Some(s) = open.take() {
                         s.close(&self.engine.metrics).await;
                     }
@@ -393,20 +342,7 @@ impl Scheduler {
                     return;
                 }
             };
-            // An open session keeps its connection permit between rounds.
-            let permit = match held.take() {
-                Some(p) if open.is_some() => Some(p),
-                _ => {
-                    let conns = self.connections.clone();
-                    self.conn_waiters.fetch_add(1, Ordering::AcqRel);
-                    let p = tokio::select! {
-                        p = conns.acquire_owned() => p.ok(),
-                        _ = soft.cancelled() => None,
-                    };
-                    self.conn_waiters.fetch_sub(1, Ordering::AcqRel);
-                    p
-                }
-            };
+            let permit = self.permit(held.take(), open.is_some(), &soft).await;
             let jobs: Vec<Job> = take.iter().map(|(_, j, _)| j.clone()).collect();
             let cached = open.take();
             let results = match permit {
@@ -423,6 +359,52 @@ impl Scheduler {
                 None => None,
             };
             self.settle(take, results).await;
+        }
+    }
+
+    /// What `domain`'s worker does next (`None`: the mailbox is gone); the
+    /// mailbox goes when its last worker leaves it empty.
+    fn next_step(
+        &self,
+        domain: &str,
+        session_open: bool,
+        linger_until: &mut Option<tokio::time::Instant>,
+        soft: &CancellationToken,
+    ) -> Option<Step> {
+        let mut map = self.lock_destinations();
+        let mb = map.get_mut(domain)?;
+        let step = mb.next_step(Asking {
+            session_open,
+            others_waiting: self.conn_waiters.load(Ordering::Acquire) > 0,
+            shutting_down: soft.is_cancelled(),
+            linger_until,
+        });
+        if matches!(step, Step::Exit(_)) && mb.workers == 0 && mb.waiting.is_empty() {
+            map.remove(domain);
+        }
+        Some(step)
+    }
+
+    /// A connection permit: an open session keeps its own between rounds,
+    /// otherwise wait for one (`None`: shutdown came first).
+    async fn permit(
+        &self,
+        held: Option<OwnedSemaphorePermit>,
+        session_open: bool,
+        soft: &CancellationToken,
+    ) -> Option<OwnedSemaphorePermit> {
+        match held {
+            Some(p) if session_open => Some(p),
+            _ => {
+                let conns = self.connections.clone();
+                self.conn_waiters.fetch_add(1, Ordering::AcqRel);
+                let p = tokio::select! {
+                    p = conns.acquire_owned() => p.ok(),
+                    _ = soft.cancelled() => None,
+                };
+                self.conn_waiters.fetch_sub(1, Ordering::AcqRel);
+                p
+            }
         }
     }
 
@@ -471,7 +453,7 @@ impl Scheduler {
         let queue = self.queue.clone();
         let options = self.options.report.clone();
         let metrics = self.engine.metrics.clone();
-        let wake = self.wake.clone();
+        let (wake, clock) = (self.wake.clone(), self.clock.clone());
         let done = tokio::task::spawn_blocking(move || {
             let (results, aborted) = {
                 let st = flight.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -485,7 +467,7 @@ impl Scheduler {
                     info!(queue_id = %id, "delivery cut off by shutdown; lease given back");
                 }
             } else {
-                let now = SystemTime::now();
+                let now = clock.now();
                 match report::report(&queue, &flight.leased, &results, &options, &metrics, now) {
                     Ok(s) if s.completion.finished => info!(queue_id = %id, "removed"),
                     Ok(_) => {}

@@ -1,30 +1,30 @@
-//! Scheduler tests: FakeDns routes every domain to the in-process fake MX
-//! (`fake_mx`), the queue is a real one in a temp dir.
+//! Scheduler tests: FakeDns routes every domain to the in-process fake MX,
+//! the queue is a real one in a temp dir. Tests of retry timing run on
+//! tokio's paused time, which moves only when they `advance` it.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use danerelay_queue::{
-    Envelope, Notify, Queue, QueueId, QueueOptions, RecipientSpec, RecipientState,
-};
+use danerelay_queue::{Envelope, Notify, Queue, QueueId, QueueOptions, RecipientState};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::config::TlsLevel;
 use crate::delivery::attempt::{Engine, EngineOptions, MAX_HOSTS};
-use crate::delivery::fake_mx::FakeMx;
 use crate::delivery::report::ReportOptions;
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::session::SessionOptions;
-use crate::dns::{FakeDns, Security};
+use crate::dns::Security;
 use crate::metrics::Metrics;
 use crate::smtp::client::Timeouts;
+use crate::testing::{enqueue_with, FakeDns, FakeMx, PausedClock};
 
 struct World {
     queue: Queue,
     mx: FakeMx,
     metrics: Metrics,
+    /// The scheduler's "now": tokio's clock, so paused tests control it.
+    clock: PausedClock,
     _dir: tempfile::TempDir,
 }
 
@@ -55,6 +55,7 @@ async fn world(retry: Duration, max_age: Duration, data_delay: Duration) -> Worl
         queue,
         mx: FakeMx::start(data_delay).await,
         metrics: Metrics::new(),
+        clock: PausedClock::new(),
         _dir: dir,
     }
 }
@@ -94,35 +95,18 @@ fn scheduler(
             ),
         },
     };
-    Scheduler::new(w.queue.clone(), engine, options)
+    Scheduler::new(w.queue.clone(), engine, options).with_clock(Arc::new(w.clock))
 }
 
-fn enqueue(q: &Queue, sender: &str, rcpts: &[&str], age: Duration, notify: Notify) -> QueueId {
-    let mut w = q.begin().unwrap();
-    w.write_all(b"Subject: test\r\nMessage-ID: <t@src.test>\r\n\r\nhello\r\n")
-        .unwrap();
-    let env = Envelope {
-        sender: sender.into(),
-        ret: None,
-        envid: None,
-        body_8bit: false,
-        smtputf8: false,
-        auth_user: None,
-        client_addr: None,
-        received_at: SystemTime::now() - age,
-    };
-    let specs = rcpts
-        .iter()
-        .map(|r| RecipientSpec {
-            address: (*r).into(),
-            orcpt: None,
-            notify,
-        })
-        .collect();
-    w.commit(env, specs).unwrap()
+/// Enqueues a message received `age` ago by the world's clock.
+fn enqueue(w: &World, sender: &str, rcpts: &[&str], age: Duration, notify: Notify) -> QueueId {
+    let env = Envelope::new(sender, w.clock.now() - age);
+    enqueue_with(&w.queue, env, rcpts, notify)
 }
 
-/// Waits (bounded) until `cond` holds.
+/// Waits (at most 15 s of real time) until `cond` holds, without moving
+/// tokio's clock: the wait is a blocking task, which keeps a paused runtime
+/// from auto-advancing while the MX and the queue do their work.
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -130,8 +114,23 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
             start.elapsed() < Duration::from_secs(15),
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        real_sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Lets `d` of real time pass (tokio's clock stays put when paused).
+async fn real_sleep(d: Duration) {
+    tokio::task::spawn_blocking(move || std::thread::sleep(d))
+        .await
+        .unwrap();
+}
+
+/// The first recipient's attempt count (0 once the message is gone).
+fn attempts(w: &World, id: QueueId) -> u32 {
+    w.queue
+        .show(id)
+        .unwrap()
+        .map_or(0, |m| m.recipients[0].attempts)
 }
 
 fn spawn(s: Scheduler) -> (CancellationToken, tokio::task::JoinHandle<()>) {
@@ -158,7 +157,7 @@ async fn delivers_bounces_and_sends_one_failure_dsn_to_the_sender() {
     .await;
     let (stop, handle) = spawn(scheduler(&w, 4, 2, None));
     let id = enqueue(
-        &w.queue,
+        &w,
         "alice@src.test",
         &["bob@dest.test", "reject-me@dest.test"],
         Duration::ZERO,
@@ -217,14 +216,14 @@ async fn null_sender_and_notify_never_get_no_dsn() {
         never: true,
     };
     let a = enqueue(
-        &w.queue,
+        &w,
         "",
         &["reject@dest.test"],
         Duration::ZERO,
         Notify::default(),
     );
     let b = enqueue(
-        &w.queue,
+        &w,
         "carol@src.test",
         &["reject@dest.test"],
         Duration::ZERO,
@@ -232,7 +231,7 @@ async fn null_sender_and_notify_never_get_no_dsn() {
     );
     // A third message that is delivered tells us the scheduler got this far.
     enqueue(
-        &w.queue,
+        &w,
         "dave@src.test",
         &["ok@dest.test"],
         Duration::ZERO,
@@ -262,7 +261,7 @@ async fn per_destination_caps_connections_and_reuses_them() {
     for i in 0..6 {
         let rcpt = format!("user{i}@dest.test");
         enqueue(
-            &w.queue,
+            &w,
             "alice@src.test",
             &[&rcpt],
             Duration::ZERO,
@@ -271,7 +270,7 @@ async fn per_destination_caps_connections_and_reuses_them() {
     }
     until("six delivered", || w.mx.messages().len() == 6).await;
     let (max_active, connections) = {
-        let st = w.mx.stats.lock().unwrap();
+        let st = w.mx.transcript.lock().unwrap();
         (st.max_active, st.connections)
     };
     assert!(max_active <= 2, "max concurrent connections {max_active}");
@@ -283,23 +282,27 @@ async fn per_destination_caps_connections_and_reuses_them() {
     handle.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A deferral once `max_age` has passed turns into a bounce with 4.4.7
+/// (RFC 3463 "delivery time expired"), on paused time.
+#[tokio::test(start_paused = true)]
 async fn expired_message_bounces_with_4_4_7() {
-    // Received two hours ago, max_age one hour: the deferral expires it.
-    let w = world(
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-        Duration::ZERO,
-    )
-    .await;
+    let max_age = Duration::from_secs(3600);
+    let w = world(Duration::from_secs(600), max_age, Duration::ZERO).await;
     let (stop, handle) = spawn(scheduler(&w, 4, 2, None));
     let id = enqueue(
-        &w.queue,
+        &w,
         "alice@src.test",
         &["later@dest.test"],
-        Duration::from_secs(7200),
+        Duration::ZERO,
         Notify::default(),
     );
+    until("the first attempt", || attempts(&w, id) == 1).await;
+    real_sleep(Duration::from_millis(100)).await;
+    assert!(
+        dsns_to(&w.mx, "alice@src.test").is_empty(),
+        "not expired yet"
+    );
+    tokio::time::advance(max_age + Duration::from_secs(1)).await;
     until("expiry DSN", || dsns_to(&w.mx, "alice@src.test").len() == 1).await;
     let dsn = &dsns_to(&w.mx, "alice@src.test")[0];
     assert!(
@@ -310,35 +313,40 @@ async fn expired_message_bounces_with_4_4_7() {
         dsn.contains("Final-Recipient: rfc822; later@dest.test"),
         "{dsn}"
     );
-    assert!(w.queue.show(id).unwrap().is_none());
+    until("expired message gone", || {
+        w.queue.show(id).unwrap().is_none()
+    })
+    .await;
     stop.cancel();
     handle.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// One delay warning, then a retry per interval of `queue.retry` (give or
+/// take its 10 % jitter), on paused time.
+#[tokio::test(start_paused = true)]
 async fn one_delay_warning_then_retries_on_schedule() {
-    let w = world(
-        Duration::from_millis(300),
-        Duration::from_secs(3600),
-        Duration::ZERO,
-    )
-    .await;
+    let retry = Duration::from_secs(600);
+    let w = world(retry, Duration::from_secs(86_400), Duration::ZERO).await;
     let (stop, handle) = spawn(scheduler(&w, 4, 2, Some(Duration::from_secs(5))));
     let id = enqueue(
-        &w.queue,
+        &w,
         "alice@src.test",
         &["later@dest.test"],
         Duration::from_secs(10),
         Notify::default(),
     );
-    until("three attempts", || {
-        w.queue
-            .show(id)
-            .unwrap()
-            .is_some_and(|m| m.recipients[0].attempts >= 3)
+    until("the first attempt and its warning", || {
+        attempts(&w, id) == 1 && dsns_to(&w.mx, "alice@src.test").len() == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 2..=3 {
+        tokio::time::advance(retry.mul_f64(0.85)).await;
+        real_sleep(Duration::from_millis(100)).await;
+        assert_eq!(attempts(&w, id), n - 1, "attempt {n} came early");
+        tokio::time::advance(retry.mul_f64(0.3)).await;
+        until(&format!("attempt {n}"), || attempts(&w, id) == n).await;
+    }
+    real_sleep(Duration::from_millis(100)).await;
     let dsns = dsns_to(&w.mx, "alice@src.test");
     assert_eq!(dsns.len(), 1, "exactly one delay warning");
     assert!(
@@ -363,7 +371,7 @@ async fn null_mx_bounces_with_5_1_10_and_notifies() {
     .await;
     let (stop, handle) = spawn(scheduler(&w, 4, 2, None));
     enqueue(
-        &w.queue,
+        &w,
         "alice@src.test",
         &["x@null.test"],
         Duration::ZERO,
@@ -387,13 +395,13 @@ async fn shutdown_gives_unfinished_leases_back() {
     .await;
     let (stop, handle) = spawn(scheduler(&w, 4, 2, None));
     let id = enqueue(
-        &w.queue,
+        &w,
         "alice@src.test",
         &["bob@dest.test"],
         Duration::ZERO,
         Notify::default(),
     );
-    let stats = w.mx.stats.clone();
+    let stats = w.mx.transcript.clone();
     until("DATA sent", || stats.lock().unwrap().data_started == 1).await;
     let cut = Instant::now();
     stop.cancel();
@@ -419,7 +427,9 @@ async fn shutdown_gives_unfinished_leases_back() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On paused time that nobody advances, only the queue's `on_due` hook can
+/// wake the idle scheduler (its timer waits `MAX_IDLE`).
+#[tokio::test(start_paused = true)]
 async fn a_new_message_wakes_the_idle_scheduler() {
     let w = world(
         Duration::from_secs(60),
@@ -428,18 +438,17 @@ async fn a_new_message_wakes_the_idle_scheduler() {
     )
     .await;
     let (stop, handle) = spawn(scheduler(&w, 4, 2, None));
-    tokio::time::sleep(Duration::from_millis(300)).await; // idle: nothing due
-    let start = Instant::now();
+    real_sleep(Duration::from_millis(100)).await; // idle: nothing due
+    let before = tokio::time::Instant::now();
     enqueue(
-        &w.queue,
+        &w,
         "alice@src.test",
         &["bob@other.test"],
         Duration::ZERO,
         Notify::default(),
     );
     until("delivered", || w.mx.messages().len() == 1).await;
-    // Far below MAX_IDLE: the on_due hook woke it, not a timer.
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(tokio::time::Instant::now(), before, "no timer moved");
     stop.cancel();
     handle.await.unwrap();
 }
@@ -457,7 +466,7 @@ async fn a_burst_reuses_at_most_per_destination_connections() {
     for i in 0..300 {
         let rcpt = format!("user{i}@dest.test");
         enqueue(
-            &w.queue,
+            &w,
             "alice@src.test",
             &[&rcpt],
             Duration::ZERO,
@@ -468,7 +477,7 @@ async fn a_burst_reuses_at_most_per_destination_connections() {
     let (stop, handle) = spawn(scheduler(&w, 8, 8, None));
     until("all delivered", || w.mx.messages().len() == 300).await;
     let elapsed = start.elapsed();
-    let conns = w.mx.stats.lock().unwrap().connections;
+    let conns = w.mx.transcript.lock().unwrap().connections;
     eprintln!("300 messages in {elapsed:?} over {conns} connections");
     assert!(conns <= 8, "{conns} connections");
     stop.cancel();

@@ -1,5 +1,5 @@
 //! Opening one SMTP session to one address of one candidate host, with TLS
-//! exactly as the DANE policy decision says (RFC 7672 §2.2, SPEC "Delivery"):
+//! exactly as the DANE policy decision says (RFC 7672 §2.2; README "What DANE enforcement means here"):
 //!
 //! * `Authenticate`: STARTTLS must be offered and the DANE verifier must
 //!   accept the chain, else the host is skipped (never plaintext, never

@@ -173,62 +173,21 @@ async fn connect_refused_is_a_connect_error() {
     assert!(crate::delivery::outcome::try_next_host(&err));
 }
 
-/// An ESMTP peer on loopback whose STARTTLS really upgrades, with one
+/// The fake MX with a STARTTLS that really upgrades, with one
 /// `ServerConfig` for all its connections (so it can resume sessions; TLS
 /// 1.3 tickets come right after the handshake and the client reads them
 /// with the EHLO reply). Returns the port and the certificate it presents.
 async fn tls_peer(
     version: &'static rustls::SupportedProtocolVersion,
 ) -> (u16, rustls::pki_types::CertificateDer<'static>) {
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
-    let cert = ck.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(crate::dane::ring_provider().clone())
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let mut r = BufReader::new(tcp);
-                r.get_mut().write_all(b"220 mx.test ESMTP\r\n").await?;
-                let mut line = String::new();
-                while r.read_line(&mut line).await? > 0 {
-                    let cmd = line.trim().to_ascii_uppercase();
-                    line.clear();
-                    if cmd.starts_with("EHLO") {
-                        r.get_mut()
-                            .write_all(b"250-mx.test\r\n250 STARTTLS\r\n")
-                            .await?;
-                    } else if cmd == "STARTTLS" {
-                        r.get_mut().write_all(b"220 go ahead\r\n").await?;
-                        break;
-                    }
-                }
-                let mut tls = BufReader::new(acceptor.accept(r.into_inner()).await?);
-                while tls.read_line(&mut line).await? > 0 {
-                    let cmd = line.trim().to_ascii_uppercase();
-                    line.clear();
-                    if cmd.starts_with("EHLO") {
-                        tls.get_mut().write_all(b"250 mx.test\r\n").await?;
-                    } else if cmd == "QUIT" {
-                        tls.get_mut().write_all(b"221 bye\r\n").await?;
-                        tls.get_mut().shutdown().await?;
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            });
-        }
-    });
-    (port, cert)
+    let cert = crate::testing::certs::self_signed(&["mx.test"]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cert.server_config(&[version])));
+    let mx = crate::testing::FakeMx::listen(crate::testing::mx::Script {
+        tls: Some(acceptor),
+        ..Default::default()
+    })
+    .await;
+    (mx.port, cert.cert.clone())
 }
 
 /// The DANE-EE SPKI SHA2-256 record of `cert`.

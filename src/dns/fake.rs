@@ -1,4 +1,5 @@
-//! An in-process [`DnsLookup`] for unit tests: a table of answers, CNAMEs
+//! An in-process [`DnsLookup`] for tests (unit tests, and `tests/it` through
+//! the `test-util` feature; never in a release build): a table of answers, CNAMEs
 //! followed like a recursive resolver would (the chain is secure only if
 //! every link is), and a log of the queries asked so tests can assert order.
 //! Names never set answer NXDOMAIN; a name with some other type answers NODATA.
@@ -35,6 +36,7 @@ pub struct FakeDns {
     state: Mutex<State>,
 }
 
+/// A test's mistyped address literal fails that test at once, loudly.
 fn parse<T: std::str::FromStr>(s: &str) -> T {
     match s.parse() {
         Ok(v) => v,

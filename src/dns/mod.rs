@@ -13,10 +13,12 @@
 //! All wrapped in [`CachingLookup`] (TTL cache, coalescing). [`lookup_tlsa`]
 //! implements RFC 7672 §2.2.3; MX routing lives in `delivery::routing`.
 //! Every answer is logged at debug with its status (target `danerelay::dns`).
+//! `FakeDns` (tests and the `test-util` feature only) answers from a table.
 
 mod anchor;
 mod cache;
-mod fake;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
 mod probe;
 mod tlsa;
 mod trust_ad;
@@ -32,6 +34,7 @@ use tracing::{debug, warn};
 use crate::config::{DnsConfig, DnssecMode};
 
 pub use cache::{CacheOptions, CachingLookup};
+#[cfg(any(test, feature = "test-util"))]
 pub use fake::FakeDns;
 pub use probe::{dnssec_probe, ProbeResult};
 pub use tlsa::{lookup_tlsa, tlsa_owner, TlsaLookup};

@@ -219,7 +219,7 @@ impl DnsError {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The one way the rest of the relay asks DNS anything. Injected (an
-/// `Arc<dyn DnsLookup>`), never global, so tests use [`crate::dns::FakeDns`].
+/// `Arc<dyn DnsLookup>`), never global, so tests use `crate::dns::FakeDns`.
 ///
 /// Implementations follow CNAME chains (RFC 1034 §3.6.2) and report the
 /// canonical name; `name` may carry a trailing dot or upper case.

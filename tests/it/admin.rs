@@ -1,11 +1,10 @@
 //! The admin API and `danerelay queue …` against a running relay.
 
-use std::io::Write;
 use std::process::Command;
-use std::time::SystemTime;
 
 use danerelay::config;
-use danerelay_queue::{Envelope, Notify, Queue, QueueId, RecipientSpec};
+use danerelay::testing::enqueue;
+use danerelay_queue::QueueId;
 use tokio_util::sync::CancellationToken;
 
 fn test_config(dir: &std::path::Path, token: &str) -> config::Config {
@@ -16,30 +15,6 @@ fn test_config(dir: &std::path::Path, token: &str) -> config::Config {
         dir.join("queue").display()
     );
     config::parse(&text).unwrap().config
-}
-
-fn enqueue(queue: &Queue, sender: &str, rcpt: &str) -> QueueId {
-    let mut w = queue.begin().unwrap();
-    w.write_all(b"Subject: admin test\r\n\r\nhello\r\n")
-        .unwrap();
-    w.commit(
-        Envelope {
-            sender: sender.into(),
-            ret: None,
-            envid: None,
-            body_8bit: false,
-            smtputf8: false,
-            auth_user: Some(sender.into()),
-            client_addr: None,
-            received_at: SystemTime::now(),
-        },
-        vec![RecipientSpec {
-            address: rcpt.into(),
-            orcpt: None,
-            notify: Notify::default(),
-        }],
-    )
-    .unwrap()
 }
 
 /// Runs `danerelay queue ARGS --api ADDR` (blocking, off the runtime).
@@ -70,8 +45,8 @@ async fn queue_cli_round_trip_through_the_admin_api() {
             .await
             .unwrap();
     let api = running.http_address;
-    let a = enqueue(&running.queue, "alice@example.org", "bob@example.net");
-    let b = enqueue(&running.queue, "carol@example.org", "dave@example.com");
+    let a = enqueue(&running.queue, "alice@example.org", &["bob@example.net"]);
+    let b = enqueue(&running.queue, "carol@example.org", &["dave@example.com"]);
 
     let (code, out) = cli(api, &["list"]).await;
     assert_eq!(code, 0, "{out}");

@@ -1,11 +1,10 @@
-//! The outbound SMTP client against a scripted fake MX (`client/fake_mx.rs`):
+//! The outbound SMTP client against the scripted fake MX (`danerelay::testing::mx`):
 //! every phase, pipelining, per-recipient reply mixes, 421 mid-session,
 //! timeouts under paused time, STARTTLS, connection reuse, dot-stuffing, BDAT.
 #![allow(clippy::unwrap_used)]
 
 mod aiosmtpd;
 mod certs;
-mod fake_mx;
 mod timeouts;
 mod tls;
 
@@ -17,7 +16,7 @@ use danerelay::smtp::client::{
     Client, ClientError, Envelope, Phase, RcptResult, Recipient, Timeouts,
 };
 use danerelay::smtp::{EnhancedCode, Notify, Ret};
-use fake_mx::{Script, Transcript};
+use danerelay::testing::mx::{self, Script, Transcript};
 use rustls::pki_types::ServerName;
 use tokio::io::DuplexStream;
 
@@ -31,15 +30,15 @@ fn envelope(rcpts: &[&str]) -> Envelope {
 const BODY: &[u8] = b"Subject: hi\r\n\r\nHello\r\n.leading dot\r\n..two\r\n.\r\nbye\r\n";
 
 /// Greeting + EHLO against `script`.
-async fn session(script: Script) -> (Client<DuplexStream>, fake_mx::Shared) {
-    let (io, t) = fake_mx::start(script);
+async fn session(script: Script) -> (Client<DuplexStream>, mx::Shared) {
+    let (io, t) = mx::start(script);
     let mut c = Client::new(io, Timeouts::default(), "relay.test");
     c.greeting().await.unwrap();
     c.ehlo().await.unwrap();
     (c, t)
 }
 
-fn snapshot(t: &fake_mx::Shared) -> Transcript {
+fn snapshot(t: &mx::Shared) -> Transcript {
     t.lock().unwrap().clone()
 }
 
@@ -412,7 +411,7 @@ async fn a_line_over_998_octets_is_never_sent_and_the_data_is_abandoned() {
 
 #[tokio::test]
 async fn greeting_554_is_not_this_host_and_multi_line_greetings_are_fine() {
-    let (io, _t) = fake_mx::start(Script {
+    let (io, _t) = mx::start(Script {
         greeting: "554 5.3.2 No SMTP service here".into(),
         ..Script::default()
     });
@@ -425,7 +424,7 @@ async fn greeting_554_is_not_this_host_and_multi_line_greetings_are_fine() {
         greeting: "220-mx.test ESMTP\r\n220-more words\r\n220 ready".into(),
         ..Script::default()
     };
-    let (io, _t) = fake_mx::start(script);
+    let (io, _t) = mx::start(script);
     let mut c = Client::new(io, Timeouts::default(), "relay.test");
     let greeting = c.greeting().await.unwrap();
     assert_eq!(greeting.text, "mx.test ESMTP\nmore words\nready");
@@ -463,7 +462,7 @@ async fn a_refused_bdat_chunk_bounces_and_the_session_is_reset_for_the_next_mess
 async fn a_whole_session_runs_in_a_spawned_task_with_a_blocking_body() {
     // The delivery engine spawns one task per connection: the futures must be
     // Send, with the queue's std::io::Read body behind BlockingBody.
-    let (io, t) = fake_mx::start(Script::default());
+    let (io, t) = mx::start(Script::default());
     let task = tokio::spawn(async move {
         let mut c = Client::new(io, Timeouts::default(), "relay.test");
         c.greeting().await?;

@@ -2,7 +2,7 @@
 //! handshakes through the rustls verifiers, and `danerelay dane verify`.
 //! Certificates and keys are generated per test; nothing is checked in.
 
-#![allow(clippy::unwrap_used)] // tests may unwrap (BRIEF)
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 mod cli;
 mod handshake;
@@ -12,84 +12,14 @@ mod resume;
 mod verdicts;
 
 use base64::Engine;
-use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256, Sha512};
 
 use danerelay::dane::{rejection_verdict, TlsClientSetup, TlsaRecord, Verdict};
+pub use danerelay::testing::certs::{ca, cn_only_leaf, leaf, Node};
 
 /// The leaf's name; the TLSA base domain in most tests.
 pub const MX: &str = "mx.example.net";
-
-/// One certificate with its key and the parameters that issue children.
-pub struct Node {
-    pub cert: CertificateDer<'static>,
-    pub key: KeyPair,
-    params: CertificateParams,
-}
-
-impl Node {
-    fn issuer(&self) -> Issuer<'_, &KeyPair> {
-        Issuer::from_params(&self.params, &self.key)
-    }
-}
-
-fn expire(params: &mut CertificateParams) {
-    params.not_before = date_time_ymd(2019, 1, 1);
-    params.not_after = date_time_ymd(2020, 1, 1);
-}
-
-fn sign(params: CertificateParams, parent: Option<&Node>) -> Node {
-    let key = KeyPair::generate().unwrap();
-    let cert = match parent {
-        Some(p) => params.signed_by(&key, &p.issuer()).unwrap(),
-        None => params.self_signed(&key).unwrap(),
-    };
-    Node {
-        cert: cert.der().clone(),
-        key,
-        params,
-    }
-}
-
-/// A CA certificate named `cn`, self-signed when `parent` is `None`.
-pub fn ca(cn: &str, parent: Option<&Node>, expired: bool) -> Node {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    if expired {
-        expire(&mut params);
-    }
-    sign(params, parent)
-}
-
-/// A server certificate for `names` (DNS SANs).
-pub fn leaf(names: &[&str], parent: Option<&Node>, expired: bool) -> Node {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "smtp server");
-    if expired {
-        expire(&mut params);
-    }
-    sign(params, parent)
-}
-
-/// A server certificate with no SANs, only the subject CN `cn`.
-pub fn cn_only_leaf(cn: &str, parent: &Node) -> Node {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    sign(params, Some(parent))
-}
 
 /// root → intermediate → leaf for [`MX`].
 pub struct Pki {

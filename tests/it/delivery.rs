@@ -14,7 +14,7 @@ mod tls_check;
 use std::time::{Duration, Instant};
 
 use danerelay::config::{self, DnssecMode};
-use danerelay_queue::{Envelope, Notify, Queue, QueueId, RecipientSpec, RecipientState};
+use danerelay_queue::{Queue, QueueId, RecipientState};
 
 use crate::support::dnsenv::DnsEnv;
 
@@ -31,35 +31,6 @@ pub fn relay_config(dir: &std::path::Path, env: &DnsEnv) -> config::Config {
     let mut cfg = config::parse(&text).unwrap().config;
     cfg.dns = env.dns_config(DnssecMode::TrustAd);
     cfg
-}
-
-/// Enqueues a small message from `sender` to `rcpt`.
-pub fn enqueue(queue: &Queue, sender: &str, rcpt: &str) -> QueueId {
-    use std::io::Write;
-    let mut w = queue.begin().unwrap();
-    write!(
-        w,
-        "From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: delivery test\r\n\r\nHello {rcpt}\r\n"
-    )
-    .unwrap();
-    w.commit(
-        Envelope {
-            sender: sender.into(),
-            ret: None,
-            envid: None,
-            body_8bit: false,
-            smtputf8: false,
-            auth_user: None,
-            client_addr: None,
-            received_at: std::time::SystemTime::now(),
-        },
-        vec![RecipientSpec {
-            address: rcpt.into(),
-            orcpt: None,
-            notify: Notify::default(),
-        }],
-    )
-    .unwrap()
 }
 
 /// Where a one-recipient message stands: `None` once it left the queue

@@ -5,7 +5,7 @@
 //! validator does behind unbound.
 //!
 //! Run with `RUST_LOG=danerelay::dns=debug` to see every answer's status.
-#![allow(clippy::unwrap_used)] // tests may unwrap (BRIEF)
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::sync::Arc;
 

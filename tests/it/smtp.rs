@@ -1,7 +1,7 @@
 //! Submission server, end to end over real sockets on 127.0.0.1:0: real
 //! clients (Python smtplib, swaks) and a raw client for the attacks and limits.
 
-#![allow(clippy::unwrap_used)] // tests may unwrap (BRIEF)
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 pub(crate) mod harness;
 
@@ -690,7 +690,7 @@ async fn tls12_clients_are_served_and_recorded() {
     );
 }
 
-/// The SPEC's embedded development default as far as the server goes:
+/// The embedded development default (README "Two commands") as far as the server goes:
 /// self-signed certificate, 127.0.0.0/8 trusted, no users file — and the
 /// issue's acceptance command `swaks --to someone@example.com --tls`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -795,7 +795,7 @@ async fn memory_stays_bounded_under_concurrent_large_submissions() {
     );
 }
 
-/// SPEC command line: `danerelay user add EMAIL [--users FILE]`, password on stdin.
+/// README "Command line": `danerelay user add EMAIL [--users FILE]`, password on stdin.
 #[test]
 fn user_add_command_writes_an_argon2id_user_that_can_log_in() {
     use std::io::Write;

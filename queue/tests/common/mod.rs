@@ -20,14 +20,12 @@ pub fn opts() -> QueueOptions {
 
 pub fn env(sender: &str) -> Envelope {
     Envelope {
-        sender: sender.into(),
         ret: Some(Ret::Headers),
         envid: Some("ENV1".into()),
         body_8bit: true,
-        smtputf8: false,
         auth_user: Some("alice@example.org".into()),
         client_addr: Some("127.0.0.1".parse().unwrap()),
-        received_at: SystemTime::now(),
+        ..Envelope::new(sender, SystemTime::now())
     }
 }
 

@@ -1,5 +1,5 @@
 //! Abuse limits of `[limits]` that need shared state or byte counting
-//! (issue 10): concurrent connections and connection rate per client address
+//! (README "Configuration", `[limits]`): concurrent connections and connection rate per client address
 //! ([`ClientLimiter`]), mail transactions per authenticated user
 //! ([`UserRate`], a GCRA from `governor`), and the header section size and
 //! field count of a message ([`HeaderCheck`], sans I/O). Every map here is

@@ -1,4 +1,4 @@
-//! The submission server (SPEC "Submission (inbound)"): `listener.rs`
+//! The submission server (RFC 6409, RFC 8314; README "Configuration"): `listener.rs`
 //! accepts, `conn.rs` drives one connection's I/O, `session.rs` decides every
 //! reply (sans I/O), `data.rs` reads DATA/BDAT content, `headers.rs` adds
 //! trace and missing header fields, `store.rs` streams bodies into the queue,

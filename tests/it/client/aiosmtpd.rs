@@ -10,7 +10,7 @@ use danerelay::smtp::client::{Client, Envelope, Recipient, Timeouts};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use super::certs::{client_config, pem_pair};
+use super::certs::client_config;
 use crate::support::require_python;
 
 const SERVER: &str = r#"
@@ -60,7 +60,8 @@ impl Drop for Peer {
 impl Peer {
     fn start(python: &std::path::Path) -> Peer {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = pem_pair();
+        let mx = danerelay::testing::certs::self_signed(&["mx.test"]);
+        let (cert, key) = (mx.cert_pem(), mx.key_pem());
         let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert_path, cert).unwrap();
         std::fs::write(&key_path, key).unwrap();

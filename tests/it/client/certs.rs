@@ -1,11 +1,11 @@
-//! TLS material for the client tests: an rcgen certificate for the fake MX
-//! and a client config whose verifier accepts or refuses every chain.
+//! TLS material for the client tests: a client config whose verifier
+//! accepts or refuses every chain (certificates: `danerelay::testing::certs`).
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::ServerName;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Accepts any certificate (`accept = true`) or refuses every one, as a
@@ -83,22 +83,4 @@ pub fn client_config(accept: bool) -> Arc<rustls::ClientConfig> {
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth(),
     )
-}
-
-pub fn acceptor() -> tokio_rustls::TlsAcceptor {
-    let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
-/// A fresh self-signed certificate and key for `mx.test`, as PEM.
-pub fn pem_pair() -> (String, String) {
-    let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
-    (ck.cert.pem(), ck.signing_key.serialize_pem())
 }

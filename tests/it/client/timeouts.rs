@@ -47,7 +47,7 @@ async fn every_phase_times_out_per_rfc_5321() {
         ),
     ];
     for (phase, script, limit) in cases {
-        let (io, _t) = fake_mx::start(script);
+        let (io, _t) = mx::start(script);
         let mut c = Client::new(io, Timeouts::default(), "relay.test");
         let start = tokio::time::Instant::now();
         let err: Arc<ClientError> = match c.greeting().await {

@@ -1,7 +1,9 @@
 //! STARTTLS against the fake MX: upgrade, EHLO again, a refusing verifier
 //! (as DANE refuses a mismatch), not offered, refused, and injection.
 
-use super::certs::{acceptor, client_config};
+use danerelay::testing::certs;
+
+use super::certs::client_config;
 use super::*;
 fn name() -> ServerName<'static> {
     ServerName::try_from("mx.test").unwrap()
@@ -10,7 +12,7 @@ fn name() -> ServerName<'static> {
 #[tokio::test]
 async fn starttls_upgrades_then_ehlo_again_then_delivers() {
     let script = Script {
-        tls: Some(acceptor()),
+        tls: Some(certs::self_signed(&["mx.test"]).acceptor()),
         ..Script::default()
     };
     let (mut c, t) = session(script).await;
@@ -38,7 +40,7 @@ async fn starttls_upgrades_then_ehlo_again_then_delivers() {
 #[tokio::test]
 async fn a_refusing_verifier_fails_the_handshake_and_defers_4_7_5() {
     let script = Script {
-        tls: Some(acceptor()),
+        tls: Some(certs::self_signed(&["mx.test"]).acceptor()),
         ..Script::default()
     };
     let (mut c, t) = session(script).await;

@@ -1,5 +1,5 @@
 //! Properties over arbitrary input: the parser and the verdict never panic on
-//! hostile bytes (BRIEF: nothing from the network may panic), presentation
+//! hostile bytes (nothing from the network may panic), presentation
 //! form round-trips, and names without wildcards match only themselves.
 
 use proptest::prelude::*;

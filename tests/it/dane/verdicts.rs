@@ -1,4 +1,4 @@
-//! `verify_chain` against every RFC 7672/7671 rule issue 6 lists.
+//! `verify_chain` against every RFC 7672/7671 rule they state.
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 

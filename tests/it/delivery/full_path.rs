@@ -76,13 +76,9 @@ fn submit_hold_release_and_deliver_over_dane_through_serve() {
     // The relay's own certificate, users file and config.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["relay.test".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(d.join("tls.crt"), cert.pem()).unwrap();
-    std::fs::write(d.join("tls.key"), key.serialize_pem()).unwrap();
+    let cert = danerelay::testing::certs::self_signed(&["relay.test"]);
+    std::fs::write(d.join("tls.crt"), cert.cert_pem()).unwrap();
+    std::fs::write(d.join("tls.key"), cert.key_pem()).unwrap();
     let mut add = danerelay()
         .args(["user", "add", USER, "--users"])
         .arg(d.join("users.toml"))

@@ -1,4 +1,4 @@
-//! The issue 7 matrix in one world (one unbound, one relay, one MTA per
+//! The DANE delivery matrix in one world (one unbound, one relay, one MTA per
 //! host), each case on its own domain under `secure.example` (or
 //! `insecure.example`) and its own 127.0.25.x address:
 //!
@@ -16,11 +16,12 @@
 //! | pkixnost          | only usage 1 records, no STARTTLS                | deferred, nothing sent        |
 //! | nul               | `MX 0 .`                                         | bounced 5.1.10, DSN to sender |
 
+use danerelay::testing::enqueue;
 use danerelay_queue::RecipientState;
 use tokio_util::sync::CancellationToken;
 
 use super::mta::Mta;
-use super::{enqueue, relay_config, settled};
+use super::{relay_config, settled};
 use crate::dane::{leaf, tlsa, Pki};
 use crate::support::dnsenv::{DnsEnv, Zone};
 use crate::support::require_python;
@@ -139,7 +140,7 @@ async fn dane_delivery_matrix_end_to_end() {
         .unwrap();
     let q = running.queue.clone();
     let sender = "alice@sink.secure.example";
-    let id = |domain: &str| enqueue(&q, sender, &format!("user@{domain}"));
+    let id = |domain: &str| enqueue(&q, sender, &[&format!("user@{domain}")]);
     let (i_ee, i_ta, i_two, i_wrong) = (id(&s("ee")), id(&s("ta")), id(&s("two")), id(&s("wrong")));
     let (i_plain, i_ins) = (id(&s("plain")), id("ins.insecure.example"));
     let (i_bog, i_exp, i_nost) = (id(&s("bog")), id(&s("exp")), id(&s("nost")));

@@ -132,18 +132,10 @@ impl Server {
 
 /// A CA and a `localhost` leaf it issued, as PEM (ca, leaf chain, key).
 pub fn make_ca_and_leaf() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, &ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+    use danerelay::testing::certs;
+    let ca = certs::ca("Submission Test CA", None, false);
+    let leaf = certs::leaf(&["localhost"], Some(&ca), false);
+    (ca.cert_pem(), leaf.cert_pem(), leaf.key_pem())
 }
 
 pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {

@@ -1,16 +1,21 @@
-//! A scripted fake MX for the client tests: in-process over a tokio duplex,
-//! answers from a [`Script`] (whose `Default` is a happy ESMTP server) and
-//! records everything it received in a [`Transcript`].
+//! The fake MX: a receiving MTA that answers from a [`Script`] (whose
+//! `Default` is a happy ESMTP server) and records everything it received in
+//! a [`Transcript`]. It serves one in-memory duplex ([`start`], for the
+//! client tests) or every connection to a port on 127.0.0.1
+//! ([`FakeMx::listen`], for the delivery tests).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// What the fake answers. Special replies: `STALL` never answers, `CLOSE`
 /// closes without a word, `354 STALLREAD` (to DATA) accepts and stops
 /// reading; a `421` reply is sent and then the link closed.
+#[derive(Clone)]
 pub struct Script {
     pub greeting: String,
     /// Extensions advertised after the first EHLO line.
@@ -23,6 +28,8 @@ pub struct Script {
     pub final_replies: VecDeque<String>,
     /// Present: STARTTLS is accepted and the stream upgraded with it.
     pub tls: Option<TlsAcceptor>,
+    /// Waited before answering the end of a message's data.
+    pub data_delay: Duration,
 }
 
 impl Default for Script {
@@ -43,11 +50,25 @@ impl Default for Script {
             rules: Vec::new(),
             final_replies: VecDeque::new(),
             tls: None,
+            data_delay: Duration::ZERO,
         }
     }
 }
 
 impl Script {
+    /// A plain receiving MTA that answers each recipient by its local part:
+    /// `reject…` 550 5.1.1, `later…` 451 4.3.0, anything else 250.
+    pub fn by_local_part() -> Script {
+        Script {
+            extensions: ["PIPELINING", "8BITMIME", "SIZE 100000000"]
+                .map(String::from)
+                .to_vec(),
+            ..Script::default()
+        }
+        .rule("RCPT TO:<reject", "550 5.1.1 No such user")
+        .rule("RCPT TO:<later", "451 4.3.0 Try again later")
+    }
+
     pub fn rule(mut self, prefix: &str, reply: &str) -> Script {
         self.rules.push((prefix.to_string(), reply.to_string()));
         self
@@ -60,6 +81,17 @@ impl Script {
         self.extensions.push(ext.to_string());
         self
     }
+}
+
+/// One message the fake accepted, with its envelope.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `MAIL FROM` (`""` for the null sender).
+    pub from: String,
+    /// The `RCPT TO`s that were accepted.
+    pub rcpts: Vec<String>,
+    /// As in [`Transcript::messages`].
+    pub data: Vec<u8>,
 }
 
 /// What the fake saw.
@@ -76,9 +108,64 @@ pub struct Transcript {
     pub incomplete: Option<Vec<u8>>,
     /// BDAT command lines.
     pub bdat: Vec<String>,
+    /// Every accepted message with its envelope.
+    pub received: Vec<Received>,
+    /// Connections accepted in all, open now, and most open at once.
+    pub connections: usize,
+    pub active: usize,
+    pub max_active: usize,
+    /// DATA commands answered 354.
+    pub data_started: usize,
 }
 
 pub type Shared = Arc<Mutex<Transcript>>;
+
+/// A fake MX listening on 127.0.0.1: its port and what it saw.
+#[derive(Clone)]
+pub struct FakeMx {
+    pub port: u16,
+    pub transcript: Shared,
+}
+
+impl FakeMx {
+    /// Serves every connection with its own copy of `script`.
+    pub async fn listen(script: Script) -> FakeMx {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let transcript = Shared::default();
+        let t = transcript.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (t, script) = (t.clone(), script.clone());
+                tokio::spawn(async move {
+                    {
+                        let mut st = t.lock().unwrap();
+                        st.connections += 1;
+                        st.active += 1;
+                        st.max_active = st.max_active.max(st.active);
+                    }
+                    run(tcp, script, t.clone()).await;
+                    t.lock().unwrap().active -= 1;
+                });
+            }
+        });
+        FakeMx { port, transcript }
+    }
+
+    /// [`Script::by_local_part`], waiting `data_delay` before each final reply.
+    pub async fn start(data_delay: Duration) -> FakeMx {
+        FakeMx::listen(Script {
+            data_delay,
+            ..Script::by_local_part()
+        })
+        .await
+    }
+
+    /// Every message accepted so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.transcript.lock().unwrap().received.clone()
+    }
+}
 
 /// Starts the fake on one end of a duplex; returns the client's end.
 pub fn start(script: Script) -> (DuplexStream, Shared) {
@@ -89,7 +176,7 @@ pub fn start(script: Script) -> (DuplexStream, Shared) {
     (client, transcript)
 }
 
-async fn run(io: DuplexStream, mut script: Script, t: Shared) {
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(io: S, mut script: Script, t: Shared) {
     let mut conn = Conn {
         io,
         buf: Vec::new(),
@@ -199,6 +286,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Records an accepted message: its data and its envelope.
+    fn received(&self, from: &str, rcpts: &[String], data: Vec<u8>) {
+        let mut t = self.t.lock().unwrap();
+        t.messages.push(data.clone());
+        t.received.push(Received {
+            from: from.to_string(),
+            rcpts: rcpts.to_vec(),
+            data,
+        });
+    }
+
     async fn exact(&mut self, n: usize) -> Option<Vec<u8>> {
         while self.buf.len() < n {
             if !self.fill().await {
@@ -208,6 +306,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         Some(self.buf.drain(..n).collect())
     }
+}
+
+/// The path of `MAIL FROM:<…>` / `RCPT TO:<…>` (`""` for `<>`).
+fn address(cmd: &str) -> String {
+    let path = cmd.split_once(':').map_or("", |(_, p)| p.trim_start());
+    let path = path.strip_prefix('<').unwrap_or(path);
+    let end = path.find(['>', ' ']).unwrap_or(path.len());
+    path[..end].to_string()
 }
 
 fn rule_for(script: &Script, cmd: &str) -> Option<String> {
@@ -238,6 +344,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     script: &mut Script,
 ) -> Option<S> {
     let mut bdat_body: Vec<u8> = Vec::new();
+    let (mut from, mut rcpts) = (String::new(), Vec::new());
     while let Some(cmd) = c.command().await {
         let verb = cmd
             .split_whitespace()
@@ -273,8 +380,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 if !c.send(&first).await {
                     return None;
                 }
+                c.t.lock().unwrap().data_started += 1;
                 let body = c.data().await?;
-                c.t.lock().unwrap().messages.push(body);
+                if !script.data_delay.is_zero() {
+                    tokio::time::sleep(script.data_delay).await;
+                }
+                c.received(&from, &rcpts, body);
                 script
                     .final_replies
                     .pop_front()
@@ -296,10 +407,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 bdat_body.extend_from_slice(&chunk);
                 if last {
-                    c.t.lock()
-                        .unwrap()
-                        .messages
-                        .push(std::mem::take(&mut bdat_body));
+                    c.received(&from, &rcpts, std::mem::take(&mut bdat_body));
                     script
                         .final_replies
                         .pop_front()
@@ -310,6 +418,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             ("RSET", None) => {
                 bdat_body.clear();
+                rcpts.clear();
                 "250 2.0.0 Ok".into()
             }
             ("QUIT", None) => {
@@ -318,6 +427,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ => "502 5.5.2 Error: command not recognized".into(),
         };
+        if reply.starts_with('2') && verb == "MAIL" {
+            from = address(&cmd);
+            rcpts.clear();
+        } else if reply.starts_with('2') && verb == "RCPT" {
+            rcpts.push(address(&cmd));
+        }
         if !c.send(&reply).await {
             return None;
         }
