@@ -267,6 +267,37 @@ async fn validate_against_knot_passes_the_matrix() {
     assert!(dnssec_probe(dns.as_ref(), ".").await.validating);
 }
 
+/// `dns.dnssec = "auto"` (the default): a resolver that passes the probe
+/// (the validating unbound) ⇒ `trust-ad`; one that never sets AD (knotd,
+/// authoritative only) ⇒ in-process `validate`, which still proves the
+/// secure TLSA secure. Either way the full matrix holds once chosen, and
+/// nothing about building the resolver waits for the probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_trusts_a_validating_resolver_and_validates_itself_behind_any_other() {
+    init_logs();
+    let Some(env) = DnsEnv::start() else { return };
+    let mut behind_knot = env.dns_config(DnssecMode::Auto);
+    behind_knot.nameservers = vec![env.knot_addr];
+    for (config, want) in [
+        (env.dns_config(DnssecMode::Auto), dns::ActiveMode::TrustAd),
+        (behind_knot, dns::ActiveMode::Validate),
+    ] {
+        let dns::Resolver {
+            lookup,
+            mode,
+            settle,
+        } = dns::start(&config).unwrap();
+        assert_eq!(mode, None, "{want}: pending until the probe has run");
+        let settled = settle.await;
+        assert_eq!(settled.mode, want);
+        assert!(settled.probe.unwrap().validating, "{want}");
+        assert!(lookup.dnssec_ready().await, "{want}");
+        matrix(lookup.as_ref(), &format!("auto → {want}")).await;
+        let tlsa = ok(lookup.as_ref(), "_25._tcp.mx.secure.example", RecordType::Tlsa).await;
+        assert_eq!((tlsa.tlsa().count(), tlsa.security), (1, Security::Secure), "{want}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_and_off_mode_report_no_validation() {
     init_logs();

@@ -247,12 +247,12 @@ impl DnsEnv {
         self.dir.path().join("root.ds")
     }
 
-    /// A `[dns]` config for this world: `trust-ad`/`off` go through unbound,
-    /// `validate` talks to knotd directly with the test trust anchor.
+    /// A `[dns]` config for this world: `trust-ad`/`off`/`auto` go through
+    /// unbound, `validate` talks to knotd directly with the test trust anchor.
     pub fn dns_config(&self, mode: DnssecMode) -> DnsConfig {
         let server = match mode {
             DnssecMode::Validate => self.knot_addr,
-            DnssecMode::TrustAd | DnssecMode::Off => self.unbound_addr,
+            DnssecMode::TrustAd | DnssecMode::Off | DnssecMode::Auto => self.unbound_addr,
         };
         DnsConfig {
             nameservers: vec![server],
