@@ -230,8 +230,9 @@ impl Engine {
         info!(%domain, "DNSSEC mode not chosen yet (dns.dnssec = auto still probing): deferred");
         Some(AttemptError::DnsLookup {
             name: "resolver".into(),
-            detail: "no DNSSEC verdict yet (dns.dnssec = auto: the start-up probe is still running)"
-                .into(),
+            detail:
+                "no DNSSEC verdict yet (dns.dnssec = auto: the start-up probe is still running)"
+                    .into(),
         })
     }
 

@@ -134,7 +134,10 @@ impl AutoResolver {
         let unused: SocketAddr = ([127, 0, 0, 1], 9).into();
         let trust_ad = TrustAdResolver::new(vec![unused], Duration::from_secs(1), AdMode::TrustAd);
         AutoResolver {
-            trust_ad: Arc::new(CachingLookup::new(trust_ad.unwrap(), CacheOptions::default())),
+            trust_ad: Arc::new(CachingLookup::new(
+                trust_ad.unwrap(),
+                CacheOptions::default(),
+            )),
             configured: Vec::new(),
             servers: Vec::new(),
             trust_anchor: None,
@@ -311,7 +314,11 @@ mod tests {
         assert!(waiter.await.unwrap(), "released by the choice");
         assert!(auto.dnssec_ready().await);
         let soa = auto.lookup(".", RecordType::Soa).await.unwrap();
-        assert_eq!(soa.security, Security::Secure, "answers from the chosen mode");
+        assert_eq!(
+            soa.security,
+            Security::Secure,
+            "answers from the chosen mode"
+        );
         auto.choose(ActiveMode::TrustAd, Arc::new(FakeDns::new()));
         assert_eq!(auto.mode(), Some(ActiveMode::Validate), "first choice wins");
     }

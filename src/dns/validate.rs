@@ -7,9 +7,16 @@
 //! record makes the whole lookup a [`DnsError::Bogus`] (temporary).
 //!
 //! Denials: hickory reports NXDOMAIN/NODATA as `NoRecordsFound` carrying the
-//! authority section it validated; the denial is secure when that section's
-//! NSEC/NSEC3 records are secure, and a failed denial proof arrives as
-//! `DnsError::Nsec { proof }`.
+//! authority section it validated, and a failed denial proof as
+//! `DnsError::Nsec { proof }`. [`denial_security`] judges the section
+//! itself (RFC 4035 §5.4): secure only with a secure NSEC/NSEC3 proof,
+//! insecure only when a record in it is provably unsigned, and **bogus**
+//! otherwise — an empty section, or a signed zone's SOA without NSEC/NSEC3,
+//! is a proof stripped on the way (or a server breaking RFC 2308 §3's
+//! "MUST include the SOA"), and calling it insecure would switch DANE off.
+//! hickory 0.26.3 already refuses such replies (measured in
+//! `tests/it/dns.rs`, `validate_calls_a_stripped_denial_bogus_not_insecure`);
+//! this keeps the verdict ours.
 //!
 //! What hickory 0.26.3's validator gets wrong, measured in
 //! `tests/it/dns.rs` (`hickory_validator_misreports_wildcard_tlsa_behind_cnames`)
@@ -44,7 +51,7 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::{DnsError as HDnsError, NetError};
 use hickory_proto::dnssec::Proof;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::Record as HRecord;
+use hickory_proto::rr::{Record as HRecord, RecordType as HType};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::TokioResolver;
 
@@ -160,6 +167,35 @@ fn proofs(qname: &str, rtype: RecordType, records: &[&HRecord]) -> Result<Securi
     }
 }
 
+/// The security of a denial from its validated authority section (see the
+/// module docs): any bogus record ⇒ bogus; a secure NSEC/NSEC3 and nothing
+/// unproven ⇒ secure; a provably insecure record ⇒ insecure; no proof ⇒
+/// bogus.
+pub(crate) fn denial_security(
+    qname: &str,
+    rtype: RecordType,
+    authorities: &[&HRecord],
+) -> Result<Security, DnsError> {
+    let security = proofs(qname, rtype, authorities)?;
+    let proven = authorities
+        .iter()
+        .any(|r| r.proof == Proof::Secure && matches!(r.record_type(), HType::NSEC | HType::NSEC3));
+    let unsigned = authorities.iter().any(|r| r.proof == Proof::Insecure);
+    match security {
+        Security::Secure if proven => Ok(Security::Secure),
+        Security::Insecure if unsigned => Ok(Security::Insecure),
+        _ => Err(DnsError::Bogus {
+            name: qname.to_string(),
+            rtype,
+            detail: if authorities.is_empty() {
+                "denial of existence without authority records (no SOA, no NSEC/NSEC3 proof)".into()
+            } else {
+                "denial of existence without an NSEC/NSEC3 proof".into()
+            },
+        }),
+    }
+}
+
 fn positive(qname: &str, rtype: RecordType, answers: &[HRecord]) -> Result<Answer, DnsError> {
     let chain = follow_chain(qname, rtype, answers);
     chain.check_connected(qname, rtype, answers)?;
@@ -195,7 +231,7 @@ fn negative(qname: String, rtype: RecordType, error: NetError) -> Result<Answer,
     match dns {
         HDnsError::NoRecordsFound(no) => {
             let authorities: Vec<&HRecord> = no.authorities.iter().flat_map(|a| a.iter()).collect();
-            let security = proofs(&qname, rtype, &authorities)?;
+            let security = denial_security(&qname, rtype, &authorities)?;
             let ttl = no
                 .authorities
                 .as_deref()
@@ -262,6 +298,50 @@ fn negative(qname: String, rtype: RecordType, error: NetError) -> Result<Answer,
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC};
+    use hickory_proto::rr::rdata::SOA;
+    use hickory_proto::rr::{Name, RData};
+
+    fn soa(proof: Proof) -> HRecord {
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let soa = SOA::new(n("ns.example."), n("h.example."), 1, 1, 1, 1, 60);
+        let mut r = HRecord::from_rdata(n("example."), 60, RData::SOA(soa));
+        r.proof = proof;
+        r
+    }
+
+    fn nsec(proof: Proof) -> HRecord {
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let nsec = NSEC::new(n("b.example."), [HType::A]);
+        let mut r =
+            HRecord::from_rdata(n("a.example."), 60, RData::DNSSEC(DNSSECRData::NSEC(nsec)));
+        r.proof = proof;
+        r
+    }
+
+    #[test]
+    fn a_denial_is_secure_only_with_a_proof_and_insecure_only_when_provably_unsigned() {
+        let judge = |records: &[HRecord]| {
+            let refs: Vec<&HRecord> = records.iter().collect();
+            denial_security("x.example", RecordType::Tlsa, &refs)
+        };
+        use Proof::{Bogus, Insecure, Secure};
+        assert_eq!(judge(&[soa(Secure), nsec(Secure)]), Ok(Security::Secure));
+        assert_eq!(judge(&[soa(Insecure)]), Ok(Security::Insecure));
+        for stripped in [vec![], vec![soa(Secure)]] {
+            let err = judge(&stripped).unwrap_err();
+            assert!(matches!(err, DnsError::Bogus { .. }), "{stripped:?}: {err}");
+        }
+        for broken in [
+            vec![soa(Secure), nsec(Bogus)],
+            vec![soa(Bogus), nsec(Secure)],
+        ] {
+            assert!(judge(&broken).is_err(), "{broken:?}");
+        }
+        // A secure NSEC next to an unproven record is not a secure denial.
+        let err = judge(&[soa(Proof::Indeterminate), nsec(Secure)]).unwrap_err();
+        assert!(matches!(err, DnsError::Bogus { .. }));
+    }
 
     const ROOT_DNSKEY: &str = ". IN DNSKEY 257 3 13 jW4b7dCspRb+K6v0qmJxg5v5ZgIt/nGopr2odE4QC0KHmNu8RWdBwI400omvPtbslcwdmev7lP1XTMk8r49nmQ==\n";
 

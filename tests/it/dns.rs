@@ -293,8 +293,17 @@ async fn auto_trusts_a_validating_resolver_and_validates_itself_behind_any_other
         assert!(settled.probe.unwrap().validating, "{want}");
         assert!(lookup.dnssec_ready().await, "{want}");
         matrix(lookup.as_ref(), &format!("auto → {want}")).await;
-        let tlsa = ok(lookup.as_ref(), "_25._tcp.mx.secure.example", RecordType::Tlsa).await;
-        assert_eq!((tlsa.tlsa().count(), tlsa.security), (1, Security::Secure), "{want}");
+        let tlsa = ok(
+            lookup.as_ref(),
+            "_25._tcp.mx.secure.example",
+            RecordType::Tlsa,
+        )
+        .await;
+        assert_eq!(
+            (tlsa.tlsa().count(), tlsa.security),
+            (1, Security::Secure),
+            "{want}"
+        );
     }
 }
 
@@ -498,4 +507,40 @@ async fn validate_with_a_ds_trust_anchor() {
     .unwrap_err();
     assert!(matches!(err, DnsError::Setup { .. }), "{err}");
     assert!(err.to_string().contains("root.ds"), "{err}");
+}
+
+/// A negative answer from a signed zone whose proof was stripped on the way
+/// (no SOA, no NSEC/NSEC3: a man in the middle, or a broken middlebox) is
+/// bogus — a temporary failure — never "insecure", which would switch DANE
+/// off for the host. Positive answers still validate through the same
+/// stripping peer, so the failure is about the missing proof alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_calls_a_stripped_denial_bogus_not_insecure() {
+    use crate::support::strip_proxy::StripProxy;
+    init_logs();
+    let Some(env) = DnsEnv::start() else { return };
+    let Some(proxy) = StripProxy::start(env.knot_addr) else {
+        return;
+    };
+    let mut config = env.dns_config(DnssecMode::Validate);
+    config.nameservers = vec![proxy.addr];
+    let dns = dns::build(&config).unwrap();
+    let addr = ok(dns.as_ref(), "mx.secure.example", RecordType::A).await;
+    assert_eq!(
+        addr.security,
+        Security::Secure,
+        "positive answers need no authority"
+    );
+    for (name, rtype) in [
+        ("nope.secure.example", RecordType::A),             // NXDOMAIN
+        ("mx.secure.example", RecordType::Aaaa),            // NODATA
+        ("_25._tcp.nomx.secure.example", RecordType::Tlsa), // NXDOMAIN, a TLSA lookup
+        ("nomx.secure.example", RecordType::Mx),            // NODATA, implicit MX
+    ] {
+        let err = temp_err(dns.as_ref(), name, rtype).await;
+        assert!(
+            matches!(err, DnsError::Bogus { .. }),
+            "{name} {rtype}: {err}"
+        );
+    }
 }

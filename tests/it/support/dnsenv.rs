@@ -356,7 +356,7 @@ fn query(
 }
 
 /// A port on `ip` free for both UDP and TCP right now.
-fn free_addr(ip: &str) -> Result<SocketAddr, String> {
+pub fn free_addr(ip: &str) -> Result<SocketAddr, String> {
     for _ in 0..20 {
         let udp = UdpSocket::bind((ip, 0)).map_err(|e| format!("bind {ip}: {e}"))?;
         let addr = udp.local_addr().map_err(|e| e.to_string())?;
