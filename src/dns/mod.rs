@@ -25,6 +25,7 @@ mod tlsa;
 mod trust_ad;
 mod types;
 mod validate;
+mod wildcard;
 mod wire;
 
 use std::sync::Arc;
@@ -139,7 +140,7 @@ fn servers(config: &DnsConfig) -> Result<Vec<std::net::SocketAddr>, DnsError> {
 }
 
 /// Name servers from /etc/resolv.conf.
-fn system_nameservers() -> Result<Vec<std::net::SocketAddr>, DnsError> {
+pub(crate) fn system_nameservers() -> Result<Vec<std::net::SocketAddr>, DnsError> {
     let (config, _) =
         hickory_resolver::system_conf::read_system_conf().map_err(|e| DnsError::Setup {
             detail: format!("/etc/resolv.conf: {e}"),
