@@ -51,7 +51,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::Readiness;
-use crate::metrics::Metrics;
+use crate::metrics::{DnssecModeLabel, Metrics};
 
 /// Runs the relay until SIGTERM/SIGINT, then drains within
 /// `config.shutdown_grace`.
@@ -161,8 +161,10 @@ async fn start_with(
     })
 }
 
-/// The resolver (`dns::connect`), the start-up DNSSEC probe (in the
-/// background; it sets `danerelay_dnssec_validating`) and the scheduler.
+/// The resolver (`dns::start`), the start-up DNSSEC probe — in `auto` also
+/// the choice of mode — in the background (it sets
+/// `danerelay_dnssec_validating` and `danerelay_dnssec_mode`; nothing
+/// waits for it), and the scheduler.
 async fn start_delivery(
     config: &Arc<Config>,
     queue: &Queue,
@@ -170,24 +172,37 @@ async fn start_delivery(
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
-    let resolver = dns::connect(&config.dns)
+    let dns::Resolver {
+        lookup: resolver,
+        mode,
+        settle,
+    } = dns::start(&config.dns)
         .await
         .context("dns: cannot set up the resolver")?;
-    if let Some(name) = config.dns.dnssec_probe.clone() {
-        let (resolver, metrics) = (resolver.clone(), metrics.clone());
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            tokio::select! {
-                result = dns::dnssec_probe(resolver.as_ref(), &name) => {
-                    metrics.dnssec_validating.set(i64::from(result.validating));
+    metrics.set_dnssec_mode(mode.map_or(DnssecModeLabel::Pending, mode_label));
+    let (m, stop) = (metrics.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        tokio::select! {
+            settled = settle => {
+                m.set_dnssec_mode(mode_label(settled.mode));
+                if let Some(probe) = settled.probe {
+                    m.dnssec_validating.set(i64::from(probe.validating));
                 }
-                _ = stop.cancelled() => {}
             }
-        });
-    }
+            _ = stop.cancelled() => {}
+        }
+    });
     let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone());
     tracker.spawn(scheduler.run(shutdown.clone()));
     Ok(())
+}
+
+fn mode_label(mode: dns::ActiveMode) -> DnssecModeLabel {
+    match mode {
+        dns::ActiveMode::TrustAd => DnssecModeLabel::TrustAd,
+        dns::ActiveMode::Validate => DnssecModeLabel::Validate,
+        dns::ActiveMode::Off => DnssecModeLabel::Off,
+    }
 }
 
 /// How long a delivery worker owns a leased message. Longer than any one

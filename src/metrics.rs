@@ -126,6 +126,19 @@ label_enum!(
     TlsHandshake { Full => "full", Resumed => "resumed" }
 );
 label_enum!(
+    /// `mode` of `danerelay_dnssec_mode`: how DNSSEC status is learned now.
+    DnssecModeLabel {
+        /// `dns.dnssec = "auto"` still probing: DANE deliveries wait.
+        Pending => "pending",
+        /// The resolver's AD bit is trusted.
+        TrustAd => "trust-ad",
+        /// Validated in process.
+        Validate => "validate",
+        /// Everything insecure: DANE never engages.
+        Off => "off",
+    }
+);
+label_enum!(
     /// `type` of a DNS query.
     DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA" }
 );
@@ -178,6 +191,8 @@ pub struct Metrics {
     pub dns_lookups_total: IntCounterVec,
     /// 1 when the start-up probe proved the resolver validates DNSSEC.
     pub dnssec_validating: IntGauge,
+    /// 1 for the DNSSEC mode in use (`dns.dnssec`, as `auto` chose it).
+    pub dnssec_mode: IntGaugeVec,
     /// Time of one delivery attempt (connect to QUIT).
     pub delivery_duration_seconds: Histogram,
     /// Time from acceptance to final delivery or bounce.
@@ -286,6 +301,11 @@ impl Metrics {
                 "danerelay_dnssec_validating",
                 "1 when the start-up probe proved that DNSSEC validation works (DANE active), else 0.",
             ),
+            dnssec_mode: gauge_vec(
+                "danerelay_dnssec_mode",
+                "1 for the DNSSEC mode in use (dns.dnssec; pending while \"auto\" is still probing), 0 for the others.",
+                &["mode"],
+            ),
             delivery_duration_seconds: histogram(
                 "danerelay_delivery_duration_seconds",
                 "Duration of one delivery attempt to one host, connect to QUIT.",
@@ -324,6 +344,7 @@ impl Metrics {
             Box::new(self.delivery_tls_handshakes_total.clone()),
             Box::new(self.dns_lookups_total.clone()),
             Box::new(self.dnssec_validating.clone()),
+            Box::new(self.dnssec_mode.clone()),
             Box::new(self.delivery_duration_seconds.clone()),
             Box::new(self.queue_time_seconds.clone()),
         ];
@@ -363,6 +384,9 @@ impl Metrics {
             self.delivery_tls_handshakes_total
                 .with_label_values(&[h.label()]);
         }
+        for m in DnssecModeLabel::ALL {
+            self.dnssec_mode.with_label_values(&[m.label()]);
+        }
     }
 
     pub fn session_finished(&self, listener: ListenerLabel, tls: SessionTls) {
@@ -399,6 +423,15 @@ impl Metrics {
         self.dane_results_total
             .with_label_values(&[result.label()])
             .inc();
+    }
+
+    /// Sets `danerelay_dnssec_mode`: 1 for `mode`, 0 for every other.
+    pub fn set_dnssec_mode(&self, mode: DnssecModeLabel) {
+        for m in DnssecModeLabel::ALL {
+            self.dnssec_mode
+                .with_label_values(&[m.label()])
+                .set(i64::from(*m == mode));
+        }
     }
 
     pub fn dns_lookup(&self, kind: DnsType, status: DnsStatus) {
@@ -469,6 +502,7 @@ mod tests {
             "danerelay_queue_messages",
             "danerelay_queue_oldest_message_age_seconds",
             "danerelay_dnssec_validating",
+            "danerelay_dnssec_mode{mode=\"trust-ad\"} 0",
             "danerelay_delivery_duration_seconds_bucket",
             "danerelay_queue_time_seconds_count",
         ] {

@@ -41,7 +41,12 @@ pub fn run(args: &TlsCheckArgs) -> Exit {
         }
     };
     let report = runtime.block_on(async {
-        let dns = crate::dns::connect(&config.dns).await?;
+        let resolver = crate::dns::start(&config.dns).await?;
+        if resolver.mode.is_none() {
+            // dns.dnssec = "auto": the verdicts need the mode, so choose it first.
+            resolver.settle.await;
+        }
+        let dns = resolver.lookup;
         let options = EngineOptions::from_config(&config.delivery);
         Ok::<_, crate::dns::DnsError>(tls_check::check(dns.as_ref(), &options, &args.domain).await)
     });

@@ -1,7 +1,9 @@
 //! The embedded development default: what `danerelay serve` runs on without
 //! `--config`. Loopback only, a self-signed certificate generated at start,
 //! 127.0.0.0/8 trusted, the queue under `./danerelay-data`, everything else
-//! as the file defaults (so the two cannot drift apart).
+//! as the file defaults (so the two cannot drift apart) — including
+//! `dns.dnssec = "auto"`, which picks its mode in the background so that
+//! a machine without outside DNS still starts at once.
 
 use std::net::SocketAddr;
 
@@ -48,6 +50,9 @@ mod tests {
         assert_eq!(cfg.tls, TlsSource::SelfSigned);
         assert_eq!(cfg.http.address, SocketAddr::from(([127, 0, 0, 1], 9587)));
         assert!(cfg.dns.nameservers.is_empty());
+        // SPEC: DANE active on any machine that reaches DNS, validating resolver or not.
+        assert_eq!(cfg.dns.dnssec, DnssecMode::Auto);
+        assert_eq!(cfg.dns.dnssec_probe.as_deref(), Some("."));
         assert_eq!(cfg.queue.path, PathBuf::from("danerelay-data/queue"));
         let inside: std::net::IpAddr = "127.9.9.9".parse().unwrap();
         assert!(cfg.auth.trusted_networks[0].contains(&inside));

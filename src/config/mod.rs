@@ -154,6 +154,9 @@ pub struct DnsConfig {
 /// `dns.dnssec`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnssecMode {
+    /// `trust-ad` when the resolver passes the start-up probe, else
+    /// `validate`; chosen in the background (`dns::auto`). The default.
+    Auto,
     /// Trust the AD bit of a validating resolver (the Postfix model).
     TrustAd,
     /// Validate in process with hickory's validator.

@@ -187,7 +187,7 @@ impl Default for RawDns {
     fn default() -> Self {
         RawDns {
             nameservers: Vec::new(),
-            dnssec: RawDnssec::TrustAd,
+            dnssec: RawDnssec::Auto,
             trust_anchor: String::new(),
             dnssec_probe: ".".into(),
         }
@@ -197,6 +197,7 @@ impl Default for RawDns {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RawDnssec {
+    Auto,
     TrustAd,
     Validate,
     Off,

@@ -46,7 +46,7 @@ fn defaults_match_the_contract() {
     assert_eq!(cfg.queue.max_age, Duration::from_secs(5 * 86400));
     assert_eq!(cfg.queue.delay_warning, Some(Duration::from_secs(4 * 3600)));
     assert!(cfg.dns.nameservers.is_empty());
-    assert_eq!(cfg.dns.dnssec, DnssecMode::TrustAd);
+    assert_eq!(cfg.dns.dnssec, DnssecMode::Auto);
     assert_eq!(cfg.dns.trust_anchor, None);
     assert_eq!(cfg.dns.dnssec_probe.as_deref(), Some("."));
     assert_eq!(cfg.delivery.concurrency, 256);
@@ -266,6 +266,30 @@ fn sizes_durations_and_off_switches() {
     assert_eq!(cfg.dns.nameservers.len(), 2);
     let cfg = ok(&format!("{PLAIN}[limits]\nmax_message_size = 2048\n"));
     assert_eq!(cfg.limits.max_message_size, 2048);
+}
+
+/// `auto` (the default) decides by the probe, so it cannot go without one;
+/// every explicit mode can.
+#[test]
+fn dnssec_auto_needs_a_probe() {
+    let errs = errors(&format!("{PLAIN}[dns]\ndnssec_probe = \"\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("dns.dnssec_probe: ") && errs[0].contains("auto"),
+        "{errs:?}"
+    );
+    let cfg = ok(&format!(
+        "{PLAIN}[dns]\ndnssec = \"auto\"\ndnssec_probe = \"example.\"\n"
+    ));
+    assert_eq!(
+        (cfg.dns.dnssec, cfg.dns.dnssec_probe.as_deref()),
+        (DnssecMode::Auto, Some("example."))
+    );
+    for mode in ["trust-ad", "validate", "off"] {
+        ok(&format!(
+            "{PLAIN}[dns]\ndnssec = \"{mode}\"\ndnssec_probe = \"\"\n"
+        ));
+    }
 }
 
 /// Every file shipped in `config/` is a valid configuration.

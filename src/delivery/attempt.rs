@@ -17,7 +17,7 @@ use tracing::{info, info_span, Instrument};
 
 use crate::config::{Route, TlsLevel};
 use crate::dane::{self, Decision};
-use crate::delivery::routing::{plan_route_with_port, CandidateHost};
+use crate::delivery::routing::{match_route, plan_route_with_port, CandidateHost};
 use crate::dns::DnsLookup;
 use crate::metrics::{DaneResult, DeliveryOutcome, DeliveryTls, Metrics, TlsHandshake};
 use crate::smtp::client::{BlockingBody, Client, Envelope, RcptResult};
@@ -170,9 +170,14 @@ impl Engine {
             if let Some(s) = keep.take() {
                 s.close(&self.metrics).await;
             }
-            match plan_route_with_port(self.dns.as_ref(), domain, &opts.routes, opts.mx_port).await
-            {
-                Err(e) => last = Some(routing_error(e)),
+            let planned = match self.dnssec_pending(domain).await {
+                Some(pending) => Err(pending),
+                None => plan_route_with_port(self.dns.as_ref(), domain, &opts.routes, opts.mx_port)
+                    .await
+                    .map_err(routing_error),
+            };
+            match planned {
+                Err(e) => last = Some(e),
                 Ok(plan) => {
                     if let Some((_, e)) = plan.failed_hosts.first() {
                         last = Some(dns_error(e.clone()));
@@ -208,6 +213,27 @@ impl Engine {
             .map(|slots| slots.into_iter().flatten().collect())
             .collect();
         (results, keep)
+    }
+
+    /// `Some(error)` when this destination's TLS level needs a DNSSEC
+    /// verdict (`dane`, `dane-only`) and the resolver has none yet
+    /// (`dns.dnssec = "auto"` still probing, after a bounded wait): the
+    /// mail defers rather than going out on insecure-for-now answers, which
+    /// would downgrade DANE to opportunistic TLS.
+    async fn dnssec_pending(&self, domain: &str) -> Option<AttemptError> {
+        let level = match_route(&self.options.routes, &crate::dns::normalize_name(domain))
+            .and_then(|r| r.tls)
+            .unwrap_or(self.options.tls);
+        if !matches!(level, TlsLevel::Dane | TlsLevel::DaneOnly) || self.dns.dnssec_ready().await {
+            return None;
+        }
+        info!(%domain, "DNSSEC mode not chosen yet (dns.dnssec = auto still probing): deferred");
+        Some(AttemptError::DnsLookup {
+            name: "resolver".into(),
+            detail:
+                "no DNSSEC verdict yet (dns.dnssec = auto: the start-up probe is still running)"
+                    .into(),
+        })
     }
 
     /// Tries every address of one host. True when the attempt must stop

@@ -220,3 +220,44 @@ async fn only_max_hosts_are_tried_per_attempt() {
     assert_eq!(out[0][0].outcome.label(), "delivered");
     assert_eq!(mx.messages().len(), 1);
 }
+
+/// `dns.dnssec = "auto"` before its probe has chosen a mode: DANE-level
+/// mail defers (after the bounded wait) without a single lookup or
+/// connection, because the interim answers carry no verdict; mail that
+/// needs none (`may`) goes out on them.
+#[tokio::test]
+async fn dane_deliveries_defer_while_the_dnssec_mode_is_pending() {
+    let mx = FakeMx::start(Duration::ZERO).await;
+    let interim = FakeDns::new();
+    interim.mx("d.test", Security::Insecure, &[(10, "mx.d.test")]);
+    interim.a("mx.d.test", Security::Insecure, &["127.0.0.1"]);
+    // Real time (the fake MX is a real socket): a short wait stands in for READY_WAIT.
+    let wait = Duration::from_millis(200);
+    let pending = Arc::new(crate::dns::AutoResolver::pending(Arc::new(interim), wait));
+    let (mut e, _) = engine(FakeDns::new(), mx.port, TlsLevel::Dane);
+    e.dns = pending.clone();
+    let started = std::time::Instant::now();
+    let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+    assert_eq!(out[0][0].outcome.label(), "deferred");
+    let text = reply(&out[0][0]);
+    assert!(text.contains("4.4.3") && text.contains("auto"), "{text}");
+    assert!(started.elapsed() >= wait, "waited for the mode first");
+    assert_eq!(
+        mx.transcript.lock().unwrap().connections,
+        0,
+        "never connected"
+    );
+
+    e.options.tls = TlsLevel::May;
+    let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+    assert_eq!(out[0][0].outcome.label(), "delivered", "no verdict needed");
+
+    // Once the mode is chosen, DANE-level mail goes out on its verdicts.
+    let chosen = FakeDns::new();
+    chosen.mx("d.test", Security::Insecure, &[(10, "mx.d.test")]);
+    chosen.a("mx.d.test", Security::Insecure, &["127.0.0.1"]);
+    pending.choose(crate::dns::ActiveMode::Validate, Arc::new(chosen));
+    e.options.tls = TlsLevel::Dane;
+    let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+    assert_eq!(out[0][0].outcome.label(), "delivered");
+}

@@ -55,6 +55,10 @@ impl DnsLookup for MeteredDns {
             result
         })
     }
+
+    fn dnssec_ready(&self) -> BoxFuture<'_, bool> {
+        self.inner.dnssec_ready()
+    }
 }
 
 #[cfg(test)]

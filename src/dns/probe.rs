@@ -19,12 +19,36 @@ pub struct ProbeResult {
 
 /// Runs the probe once and logs the verdict (warning when DANE is inactive).
 pub async fn dnssec_probe(dns: &dyn DnsLookup, name: &str) -> ProbeResult {
-    let shown = if name.is_empty() || name == "." {
+    let result = check(dns, name).await;
+    let shown = shown(name);
+    if result.validating {
+        info!(
+            probe = shown,
+            "DNSSEC probe: resolver validates; DANE is active"
+        );
+    } else {
+        warn!(
+            probe = shown,
+            detail = %result.detail,
+            "DNSSEC probe failed: the resolver does not validate (or strips the AD bit); DANE is INACTIVE"
+        );
+    }
+    result
+}
+
+fn shown(name: &str) -> &str {
+    if name.is_empty() || name == "." {
         "."
     } else {
         name
-    };
-    let result = match dns.lookup(name, RecordType::Soa).await {
+    }
+}
+
+/// Runs the probe once, without logging (`dns.dnssec = "auto"` words its
+/// own verdict: a non-validating resolver is no problem there).
+pub(crate) async fn check(dns: &dyn DnsLookup, name: &str) -> ProbeResult {
+    let shown = shown(name);
+    match dns.lookup(name, RecordType::Soa).await {
         Ok(answer) if answer.security == Security::Secure && !answer.records().is_empty() => {
             ProbeResult {
                 validating: true,
@@ -43,20 +67,7 @@ pub async fn dnssec_probe(dns: &dyn DnsLookup, name: &str) -> ProbeResult {
             validating: false,
             detail: e.to_string(),
         },
-    };
-    if result.validating {
-        info!(
-            probe = shown,
-            "DNSSEC probe: resolver validates; DANE is active"
-        );
-    } else {
-        warn!(
-            probe = shown,
-            detail = %result.detail,
-            "DNSSEC probe failed: the resolver does not validate (or strips the AD bit); DANE is INACTIVE"
-        );
     }
-    result
 }
 
 #[cfg(test)]

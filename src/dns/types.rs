@@ -229,6 +229,15 @@ pub trait DnsLookup: Send + Sync {
         name: &'a str,
         rtype: RecordType,
     ) -> BoxFuture<'a, Result<Answer, DnsError>>;
+
+    /// Whether answers carry a DNSSEC verdict. Always, except while
+    /// `dns.dnssec = "auto"` is still choosing its mode (`super::auto`):
+    /// answers are then all insecure for want of a verdict, and whatever
+    /// needs one (DANE) must defer, never downgrade. Waits a bounded time
+    /// for the choice.
+    fn dnssec_ready(&self) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
+    }
 }
 
 impl<T: DnsLookup + ?Sized> DnsLookup for std::sync::Arc<T> {
@@ -239,6 +248,10 @@ impl<T: DnsLookup + ?Sized> DnsLookup for std::sync::Arc<T> {
     ) -> BoxFuture<'a, Result<Answer, DnsError>> {
         (**self).lookup(name, rtype)
     }
+
+    fn dnssec_ready(&self) -> BoxFuture<'_, bool> {
+        (**self).dnssec_ready()
+    }
 }
 
 impl<T: DnsLookup + ?Sized> DnsLookup for Box<T> {
@@ -248,6 +261,10 @@ impl<T: DnsLookup + ?Sized> DnsLookup for Box<T> {
         rtype: RecordType,
     ) -> BoxFuture<'a, Result<Answer, DnsError>> {
         (**self).lookup(name, rtype)
+    }
+
+    fn dnssec_ready(&self) -> BoxFuture<'_, bool> {
+        (**self).dnssec_ready()
     }
 }
 

@@ -318,6 +318,12 @@ done
 exec 3<>/dev/tcp/127.0.0.1/9587
 printf 'GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
 cat <&3 > healthz
+exec 3<>/dev/tcp/127.0.0.1/9587
+printf 'GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+cat <&3 > readyz
+exec 3<>/dev/tcp/127.0.0.1/9587
+printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+cat <&3 > metrics
 exec 4<>/dev/tcp/127.0.0.1/2587
 read -r greeting <&4
 printf '%s\n' "$greeting" > greeting
@@ -340,6 +346,19 @@ echo "$code" > exit
         read("healthz").ends_with("\r\n\r\nok\n"),
         "{}\n{log}",
         read("healthz")
+    );
+    // dns.dnssec = "auto" probes in the background: ready at once, with no
+    // DNS at all, and the mode is still pending or (probe failed) validate.
+    let readyz = read("readyz");
+    assert!(
+        readyz.lines().next().is_some_and(|l| l.contains(" 200 ")),
+        "{readyz}\n{log}"
+    );
+    let metrics = read("metrics");
+    assert!(
+        metrics.contains("danerelay_dnssec_mode{mode=\"pending\"} 1")
+            || metrics.contains("danerelay_dnssec_mode{mode=\"validate\"} 1"),
+        "{metrics}"
     );
     assert!(read("greeting").starts_with("220 "), "{log}");
     assert_eq!(read("implicit").trim(), "open", "{log}");

@@ -271,6 +271,46 @@ async fn validate_against_knot_passes_the_matrix() {
     assert!(dnssec_probe(dns.as_ref(), ".").await.validating);
 }
 
+/// `dns.dnssec = "auto"` (the default): a resolver that passes the probe
+/// (the validating unbound) ⇒ `trust-ad`; one that never sets AD (knotd,
+/// authoritative only) ⇒ in-process `validate`, which still proves the
+/// secure TLSA secure. Either way the full matrix holds once chosen, and
+/// nothing about building the resolver waits for the probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_trusts_a_validating_resolver_and_validates_itself_behind_any_other() {
+    init_logs();
+    let Some(env) = DnsEnv::start() else { return };
+    let mut behind_knot = env.dns_config(DnssecMode::Auto);
+    behind_knot.nameservers = vec![env.knot_addr];
+    for (config, want) in [
+        (env.dns_config(DnssecMode::Auto), dns::ActiveMode::TrustAd),
+        (behind_knot, dns::ActiveMode::Validate),
+    ] {
+        let dns::Resolver {
+            lookup,
+            mode,
+            settle,
+        } = dns::start(&config).await.unwrap();
+        assert_eq!(mode, None, "{want}: pending until the probe has run");
+        let settled = settle.await;
+        assert_eq!(settled.mode, want);
+        assert!(settled.probe.unwrap().validating, "{want}");
+        assert!(lookup.dnssec_ready().await, "{want}");
+        matrix(lookup.as_ref(), &format!("auto → {want}")).await;
+        let tlsa = ok(
+            lookup.as_ref(),
+            "_25._tcp.mx.secure.example",
+            RecordType::Tlsa,
+        )
+        .await;
+        assert_eq!(
+            (tlsa.tlsa().count(), tlsa.security),
+            (1, Security::Secure),
+            "{want}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_and_off_mode_report_no_validation() {
     init_logs();
@@ -363,49 +403,74 @@ async fn caller_records_are_served_and_signed() {
     }
 }
 
-/// What hickory's in-process validator (0.26.3) gets wrong, measured here
-/// and documented in `src/dns/validate.rs`: a TLSA RRset synthesised from a
-/// *wildcard* (`*._tcp.wild`), asked for directly or through a secure CNAME,
-/// comes back bogus (hickory checks the NSEC wildcard proof against the
-/// original query name, not the CNAME target, and rejects the direct
-/// wildcard proof too). unbound validates both as secure. The behaviour is the
-/// same with hickory talking to knotd directly and through unbound; plain
-/// (non-wildcard) CNAME → TLSA chains, in-zone and across zone cuts,
-/// validate fine either way. Bogus is a temporary failure, so `validate`
-/// fails closed (defers) for such domains rather than downgrading.
+/// Wildcard-synthesised answers (RFC 4592) in `validate` mode, NSEC and
+/// NSEC3 zones, talking to knotd directly and through unbound: TLSA asked
+/// directly and behind a secure CNAME, A and MX (one label and two labels
+/// below the wildcard's parent) and wildcard NODATA all come back secure, as
+/// unbound (trust-ad) says. hickory 0.26.3 alone calls the one-label NSEC
+/// expansions and every wildcard behind a CNAME bogus; `dns::wildcard`
+/// checks those proofs itself (RFC 4035 §5.3.4, RFC 5155 §8.8). Through a
+/// peer that strips the proofs, the same answers are bogus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hickory_validator_misreports_wildcard_tlsa_behind_cnames() {
+async fn validate_proves_wildcard_expansions() {
+    use crate::support::strip_proxy::StripProxy;
     init_logs();
     let Some(env) = DnsEnv::start() else { return };
+    let Some(proxy) = StripProxy::start(env.knot_addr) else {
+        return;
+    };
     let trust_ad = dns::connect(&env.dns_config(DnssecMode::TrustAd))
         .await
         .unwrap();
     let direct = dns::connect(&env.dns_config(DnssecMode::Validate))
         .await
         .unwrap();
-    let mut behind = env.dns_config(DnssecMode::Validate);
-    behind.nameservers = vec![env.unbound_addr];
-    let behind = dns::connect(&behind).await.unwrap();
-    for name in [
-        "_25._tcp.wild.secure.example",
-        "_25._tcp.xwild.secure.example",
-    ] {
-        let answer = ok(trust_ad.as_ref(), name, RecordType::Tlsa).await;
-        assert_eq!(
-            (answer.tlsa().count(), answer.security),
-            (1, Security::Secure),
-            "trust-ad {name}"
-        );
-        assert_eq!(answer.canonical_name, "_25._tcp.wild.secure.example");
-        for (label, validate) in [("direct", &direct), ("behind unbound", &behind)] {
-            let err = temp_err(validate.as_ref(), name, RecordType::Tlsa).await;
+    let mut config = env.dns_config(DnssecMode::Validate);
+    config.nameservers = vec![env.unbound_addr];
+    let behind = dns::connect(&config).await.unwrap();
+    config.nameservers = vec![proxy.addr];
+    let stripped = dns::connect(&config).await.unwrap();
+    for zone in ["secure.example", "nsec3.example"] {
+        for (name, rtype, canonical, kind) in [
+            (
+                "_25._tcp.wild",
+                RecordType::Tlsa,
+                "_25._tcp.wild",
+                "records",
+            ),
+            (
+                "_25._tcp.xwild",
+                RecordType::Tlsa,
+                "_25._tcp.wild",
+                "records",
+            ),
+            ("a.wc", RecordType::A, "a.wc", "records"),
+            ("deep.er.wc", RecordType::A, "deep.er.wc", "records"),
+            ("a.wc", RecordType::Mx, "a.wc", "records"),
+            ("a.wc", RecordType::Aaaa, "a.wc", "nodata"),
+        ] {
+            let name = format!("{name}.{zone}");
+            let want = (kind, Security::Secure, format!("{canonical}.{zone}"));
+            for (label, dns) in [
+                ("trust-ad", &trust_ad),
+                ("validate direct", &direct),
+                ("validate behind unbound", &behind),
+            ] {
+                let a = ok(dns.as_ref(), &name, rtype).await;
+                assert_eq!(
+                    (a.kind.as_str(), a.security, a.canonical_name),
+                    want.clone(),
+                    "{label}: {name} {rtype}"
+                );
+            }
+            let err = temp_err(stripped.as_ref(), &name, rtype).await;
             assert!(
                 matches!(err, DnsError::Bogus { .. }),
-                "validate {label} {name}: {err}"
+                "without the proof: {name} {rtype}: {err}"
             );
         }
     }
-    // Non-wildcard CNAME → TLSA through unbound: secure, as with trust-ad.
+    // Plain (non-wildcard) CNAME → TLSA through unbound: secure as before.
     for name in [
         "_25._tcp.tlsalias.secure.example",
         "_25._tcp.xtlsa.secure.example",
@@ -481,4 +546,40 @@ async fn validate_with_a_ds_trust_anchor() {
     .unwrap_err();
     assert!(matches!(err, DnsError::Setup { .. }), "{err}");
     assert!(err.to_string().contains("root.ds"), "{err}");
+}
+
+/// A negative answer from a signed zone whose proof was stripped on the way
+/// (no SOA, no NSEC/NSEC3: a man in the middle, or a broken middlebox) is
+/// bogus — a temporary failure — never "insecure", which would switch DANE
+/// off for the host. Positive answers still validate through the same
+/// stripping peer, so the failure is about the missing proof alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_calls_a_stripped_denial_bogus_not_insecure() {
+    use crate::support::strip_proxy::StripProxy;
+    init_logs();
+    let Some(env) = DnsEnv::start() else { return };
+    let Some(proxy) = StripProxy::start(env.knot_addr) else {
+        return;
+    };
+    let mut config = env.dns_config(DnssecMode::Validate);
+    config.nameservers = vec![proxy.addr];
+    let dns = dns::connect(&config).await.unwrap();
+    let addr = ok(dns.as_ref(), "mx.secure.example", RecordType::A).await;
+    assert_eq!(
+        addr.security,
+        Security::Secure,
+        "positive answers need no authority"
+    );
+    for (name, rtype) in [
+        ("nope.secure.example", RecordType::A),             // NXDOMAIN
+        ("mx.secure.example", RecordType::Aaaa),            // NODATA
+        ("_25._tcp.nomx.secure.example", RecordType::Tlsa), // NXDOMAIN, a TLSA lookup
+        ("nomx.secure.example", RecordType::Mx),            // NODATA, implicit MX
+    ] {
+        let err = temp_err(dns.as_ref(), name, rtype).await;
+        assert!(
+            matches!(err, DnsError::Bogus { .. }),
+            "{name} {rtype}: {err}"
+        );
+    }
 }

@@ -52,6 +52,7 @@ impl Validator {
             })
             .collect();
         let dnssec = match raw.dnssec {
+            RawDnssec::Auto => DnssecMode::Auto,
             RawDnssec::TrustAd => DnssecMode::TrustAd,
             RawDnssec::Validate => DnssecMode::Validate,
             RawDnssec::Off => DnssecMode::Off,
@@ -66,6 +67,13 @@ impl Validator {
             self.err(
                 "dns.dnssec_probe",
                 format!("{probe:?} is not a domain name"),
+            );
+        }
+        if probe.is_empty() && dnssec == DnssecMode::Auto {
+            // auto decides by the probe: without one there is nothing to decide by.
+            self.err(
+                "dns.dnssec_probe",
+                "must name a zone when dns.dnssec = \"auto\" (the probe chooses the mode)",
             );
         }
         DnsConfig {

@@ -9,7 +9,9 @@
 //! Zones (see [`Zone`]): `.` and `example.` signed; `secure.example.`
 //! signed; `insecure.example.` unsigned (no DS: provably insecure);
 //! `bogus.example.` signed then tampered; `expired.example.` signed with
-//! signatures that expired in 2020. Each comes with the records of the DNS
+//! signatures that expired in 2020; `nsec3.example.` signed with NSEC3
+//! instead of NSEC. `secure.example.` and `nsec3.example.` carry wildcards
+//! (`*._tcp.wild` TLSA, `*.wc` A and MX). Each comes with the records of the DNS
 //! test matrix (listed in [`default_records`]); callers add theirs with
 //! [`DnsEnvBuilder::record`] before [`DnsEnvBuilder::start`].
 //!
@@ -54,16 +56,19 @@ pub enum Zone {
     Insecure,
     Bogus,
     Expired,
+    /// Signed with NSEC3 (RFC 5155; 0 extra iterations, no salt, RFC 9276).
+    Nsec3,
 }
 
 impl Zone {
-    pub const ALL: [Zone; 6] = [
+    pub const ALL: [Zone; 7] = [
         Zone::Root,
         Zone::Tld,
         Zone::Secure,
         Zone::Insecure,
         Zone::Bogus,
         Zone::Expired,
+        Zone::Nsec3,
     ];
 
     /// The zone apex, without the trailing dot (`""` for the root).
@@ -75,6 +80,7 @@ impl Zone {
             Zone::Insecure => "insecure.example",
             Zone::Bogus => "bogus.example",
             Zone::Expired => "expired.example",
+            Zone::Nsec3 => "nsec3.example",
         }
     }
 
@@ -163,7 +169,21 @@ pub fn default_records(zone: Zone) -> Vec<String> {
             "mx A 127.0.0.29".into(),
             format!("_25._tcp.mx TLSA {tlsa}"),
         ],
+        Zone::Nsec3 => vec![
+            "@ MX 10 mx".into(),
+            "mx A 127.0.0.41".into(),
+            format!("_25._tcp.mx TLSA {tlsa}"),
+            format!("*._tcp.wild TLSA {tlsa}"),
+            "wild A 127.0.0.42".into(),
+            "xwild A 127.0.0.43".into(),
+            "_25._tcp.xwild CNAME _25._tcp.wild".into(),
+        ],
     };
+    if matches!(zone, Zone::Secure | Zone::Nsec3) {
+        // Wildcards for every type the relay asks (RFC 4592): A and MX
+        // synthesised at `<anything>.wc`, and NODATA there for AAAA.
+        lines.extend(["*.wc A 127.0.0.44".into(), "*.wc MX 10 mx".into()]);
+    }
     if zone == Zone::Secure {
         // Larger than a 1232-byte UDP reply: forces the TCP fallback.
         lines.extend((1..=100).map(|i| format!("big A 127.0.1.{i}")));
@@ -247,12 +267,12 @@ impl DnsEnv {
         self.dir.path().join("root.ds")
     }
 
-    /// A `[dns]` config for this world: `trust-ad`/`off` go through unbound,
-    /// `validate` talks to knotd directly with the test trust anchor.
+    /// A `[dns]` config for this world: `trust-ad`/`off`/`auto` go through
+    /// unbound, `validate` talks to knotd directly with the test trust anchor.
     pub fn dns_config(&self, mode: DnssecMode) -> DnsConfig {
         let server = match mode {
             DnssecMode::Validate => self.knot_addr,
-            DnssecMode::TrustAd | DnssecMode::Off => self.unbound_addr,
+            DnssecMode::TrustAd | DnssecMode::Off | DnssecMode::Auto => self.unbound_addr,
         };
         DnsConfig {
             nameservers: vec![server],
@@ -356,7 +376,7 @@ fn query(
 }
 
 /// A port on `ip` free for both UDP and TCP right now.
-fn free_addr(ip: &str) -> Result<SocketAddr, String> {
+pub fn free_addr(ip: &str) -> Result<SocketAddr, String> {
     for _ in 0..20 {
         let udp = UdpSocket::bind((ip, 0)).map_err(|e| format!("bind {ip}: {e}"))?;
         let addr = udp.local_addr().map_err(|e| e.to_string())?;
@@ -447,7 +467,11 @@ fn write_zones(
             _ => (now() - 86_400, now() + 30 * 86_400),
         };
         let signed = d.join(format!("{}.signed", zone.file()));
-        run(Command::new(signzone)
+        let mut sign = Command::new(signzone);
+        if zone == Zone::Nsec3 {
+            sign.args(["-n", "-t", "0"]);
+        }
+        run(sign
             .current_dir(d)
             .arg("-i")
             .arg(inception.to_string())

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 pub mod dnsenv;
+pub mod strip_proxy;
 
 /// The pinned Python modules, as `.ci/run` installs them.
 const REQUIREMENTS: &str = include_str!("../../peers/requirements.txt");
