@@ -364,56 +364,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             ("MAIL", None) => "250 2.1.0 Ok".into(),
             ("RCPT", None) => "250 2.1.5 Ok".into(),
-            ("DATA", ruled) => {
-                let first = ruled.unwrap_or_else(|| "354 End data with <CR><LF>.<CR><LF>".into());
-                if first == "354 STALLREAD" {
-                    // Accept DATA, then never read again: the client's writes back up.
-                    let _ = c.send("354 go ahead").await;
-                    std::future::pending::<()>().await;
-                }
-                if !first.starts_with("354") {
-                    if !c.send(&first).await {
-                        return None;
-                    }
-                    continue;
-                }
-                if !c.send(&first).await {
-                    return None;
-                }
-                c.t.lock().unwrap().data_started += 1;
-                let body = c.data().await?;
-                if !script.data_delay.is_zero() {
-                    tokio::time::sleep(script.data_delay).await;
-                }
-                c.received(&from, &rcpts, body);
-                script
-                    .final_replies
-                    .pop_front()
-                    .unwrap_or_else(|| "250 2.0.0 Ok: queued".into())
-            }
+            ("DATA", ruled) => match on_data(&mut c, script, ruled, &from, &rcpts).await {
+                Step::Reply(r) => r,
+                Step::Replied => continue,
+                Step::Close => return None,
+            },
             ("BDAT", ruled) => {
-                c.t.lock().unwrap().bdat.push(cmd.clone());
-                let mut parts = cmd.split_whitespace().skip(1);
-                let size: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let last = parts.next().is_some_and(|p| p.eq_ignore_ascii_case("LAST"));
-                let chunk = c.exact(size).await?;
-                if let Some(r) = ruled {
-                    // RFC 3030: a refused chunk voids the whole message.
-                    bdat_body.clear();
-                    if !c.send(&r).await {
-                        return None;
-                    }
-                    continue;
-                }
-                bdat_body.extend_from_slice(&chunk);
-                if last {
-                    c.received(&from, &rcpts, std::mem::take(&mut bdat_body));
-                    script
-                        .final_replies
-                        .pop_front()
-                        .unwrap_or_else(|| "250 2.0.0 Ok: queued".into())
-                } else {
-                    format!("250 2.0.0 {size} octets received")
+                match on_bdat(&mut c, script, &cmd, ruled, &mut bdat_body, (&from, &rcpts)).await {
+                    Step::Reply(r) => r,
+                    Step::Replied => continue,
+                    Step::Close => return None,
                 }
             }
             ("RSET", None) => {
@@ -438,4 +398,85 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     None
+}
+
+/// What a command handler left to do.
+enum Step {
+    /// Send this reply.
+    Reply(String),
+    /// Already answered.
+    Replied,
+    /// Drop the connection.
+    Close,
+}
+
+/// DATA: the scripted first reply, the body, then the final reply.
+async fn on_data<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
+    script: &mut Script,
+    ruled: Option<String>,
+    from: &str,
+    rcpts: &[String],
+) -> Step {
+    let first = ruled.unwrap_or_else(|| "354 End data with <CR><LF>.<CR><LF>".into());
+    if first == "354 STALLREAD" {
+        // Accept DATA, then never read again: the client's writes back up.
+        let _ = c.send("354 go ahead").await;
+        std::future::pending::<()>().await;
+    }
+    if !c.send(&first).await {
+        return Step::Close;
+    }
+    if !first.starts_with("354") {
+        return Step::Replied;
+    }
+    c.t.lock().unwrap().data_started += 1;
+    let Some(body) = c.data().await else {
+        return Step::Close;
+    };
+    if !script.data_delay.is_zero() {
+        tokio::time::sleep(script.data_delay).await;
+    }
+    c.received(from, rcpts, body);
+    Step::Reply(final_reply(script))
+}
+
+/// BDAT: one chunk; the LAST one completes the message (RFC 3030).
+async fn on_bdat<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
+    script: &mut Script,
+    cmd: &str,
+    ruled: Option<String>,
+    body: &mut Vec<u8>,
+    (from, rcpts): (&str, &[String]),
+) -> Step {
+    c.t.lock().unwrap().bdat.push(cmd.to_string());
+    let mut parts = cmd.split_whitespace().skip(1);
+    let size: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let last = parts.next().is_some_and(|p| p.eq_ignore_ascii_case("LAST"));
+    let Some(chunk) = c.exact(size).await else {
+        return Step::Close;
+    };
+    if let Some(r) = ruled {
+        // RFC 3030: a refused chunk voids the whole message.
+        body.clear();
+        return if c.send(&r).await {
+            Step::Replied
+        } else {
+            Step::Close
+        };
+    }
+    body.extend_from_slice(&chunk);
+    if !last {
+        return Step::Reply(format!("250 2.0.0 {size} octets received"));
+    }
+    c.received(from, rcpts, std::mem::take(body));
+    Step::Reply(final_reply(script))
+}
+
+fn final_reply(script: &mut Script) -> String {
+    script
+        .final_replies
+        .pop_front()
+        .unwrap_or_else(|| "250 2.0.0 Ok: queued".into())
 }
