@@ -126,6 +126,18 @@ label_enum!(
     TlsHandshake { Full => "full", Resumed => "resumed" }
 );
 label_enum!(
+    /// `algorithm` of a DKIM signature (the `a=` tag, RFC 6376 §3.3, RFC 8463).
+    DkimAlgorithm { RsaSha256 => "rsa-sha256", Ed25519Sha256 => "ed25519-sha256" }
+);
+label_enum!(
+    /// `result` of making one DKIM signature.
+    DkimResult {
+        Signed => "signed",
+        /// The key could not sign (unloadable after a change, or a signing error): `451 4.3.0`.
+        Failed => "failed",
+    }
+);
+label_enum!(
     /// `type` of a DNS query.
     DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA" }
 );
@@ -182,6 +194,8 @@ pub struct Metrics {
     pub delivery_duration_seconds: Histogram,
     /// Time from acceptance to final delivery or bounce.
     pub queue_time_seconds: Histogram,
+    /// DKIM signatures made at acceptance, by algorithm and result.
+    pub dkim_signatures_total: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -283,6 +297,11 @@ impl Metrics {
                 )
                 .buckets(vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0]),
             )),
+            dkim_signatures_total: counter_vec(
+                "danerelay_dkim_signatures_total",
+                "DKIM signatures made at acceptance, by algorithm and result (failed = the message got 451).",
+                &["algorithm", "result"],
+            ),
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -306,6 +325,7 @@ impl Metrics {
             Box::new(m.dnssec_validating.clone()),
             Box::new(m.delivery_duration_seconds.clone()),
             Box::new(m.queue_time_seconds.clone()),
+            Box::new(m.dkim_signatures_total.clone()),
         ];
         for c in collectors {
             must(m.registry.register(c));
@@ -345,6 +365,12 @@ impl Metrics {
             self.delivery_tls_handshakes_total
                 .with_label_values(&[h.label()]);
         }
+        for a in DkimAlgorithm::ALL {
+            for r in DkimResult::ALL {
+                self.dkim_signatures_total
+                    .with_label_values(&[a.label(), r.label()]);
+            }
+        }
     }
 
     pub fn session_finished(&self, listener: ListenerLabel, tls: SessionTls) {
@@ -380,6 +406,12 @@ impl Metrics {
     pub fn dane_result(&self, result: DaneResult) {
         self.dane_results_total
             .with_label_values(&[result.label()])
+            .inc();
+    }
+
+    pub fn dkim_signature(&self, algorithm: DkimAlgorithm, result: DkimResult) {
+        self.dkim_signatures_total
+            .with_label_values(&[algorithm.label(), result.label()])
             .inc();
     }
 
@@ -453,6 +485,7 @@ mod tests {
             "danerelay_dnssec_validating",
             "danerelay_delivery_duration_seconds_bucket",
             "danerelay_queue_time_seconds_count",
+            "danerelay_dkim_signatures_total{algorithm=\"ed25519-sha256\",result=\"failed\"} 0",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

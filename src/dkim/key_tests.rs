@@ -1,0 +1,1 @@
+//! Key loading: every kind of bad key file gets an error naming it.
