@@ -16,7 +16,8 @@ use super::data::{ChunkChecker, ContentStatus, DataReader};
 use super::headers::{received, MessageAssembler, ReceivedInfo};
 use super::limits::{HeaderCheck, HeaderViolation};
 use super::session::{Action, MessageOutcome, Session, SessionEvent, TlsInfo};
-use super::store::{BodyPipe, MessageStore, Submitted, CHUNK};
+use super::signing::SigningPipe;
+use super::store::{MessageStore, Submitted, CHUNK};
 use super::tls::{tls_info, ServerTls};
 use crate::auth::{FailureThrottle, UserStore};
 use crate::metrics::{LimitHit, Metrics};
@@ -34,6 +35,8 @@ pub struct Shared {
     pub users: Option<Arc<UserStore>>,
     pub throttle: Arc<FailureThrottle>,
     pub store: Arc<dyn MessageStore>,
+    /// DKIM keys; signs every message whose From: domain has one.
+    pub dkim: Arc<crate::dkim::Signer>,
     pub shutdown: CancellationToken,
     pub command_timeout: Duration,
     /// Whole-session deadline (`limits.session_timeout`).
@@ -336,7 +339,8 @@ impl Conn {
     /// DATA: reads to the real `<CRLF>.<CRLF>`, streaming into the store.
     async fn read_data(&mut self, session: &mut Session) -> Result<Reply, ConnError> {
         let now = SystemTime::now();
-        let (mut pipe, id) = BodyPipe::start(self.shared.store.clone());
+        let (mut pipe, id) =
+            SigningPipe::start(self.shared.store.clone(), self.shared.dkim.clone());
         let received = self.received_header(session, id.as_deref(), now);
         let mut assembler = MessageAssembler::new(received, session.hostname(), now);
         let mut reader = DataReader::new(session.max_message_size());
@@ -377,7 +381,7 @@ impl Conn {
     async fn finish_message(
         &mut self,
         session: &mut Session,
-        pipe: BodyPipe,
+        pipe: SigningPipe,
         status: ContentStatus,
         header: Option<HeaderViolation>,
         now: SystemTime,
@@ -435,7 +439,8 @@ impl Conn {
         let mut left = size;
         if reject.is_none() && state.is_none() {
             let now = SystemTime::now();
-            let (pipe, id) = BodyPipe::start(self.shared.store.clone());
+            let (pipe, id) =
+                SigningPipe::start(self.shared.store.clone(), self.shared.dkim.clone());
             let received = self.received_header(session, id.as_deref(), now);
             self.data_deadline = Some(Instant::now() + self.shared.data_timeout);
             *state = Some(BdatState {
@@ -492,7 +497,7 @@ struct BdatState {
     assembler: MessageAssembler,
     checker: ChunkChecker,
     header: HeaderCheck,
-    pipe: BodyPipe,
+    pipe: SigningPipe,
     now: SystemTime,
 }
 
