@@ -131,3 +131,68 @@ impl Stage {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::dkim::key::KeyConfig;
+    use crate::metrics::Metrics;
+
+    fn signer() -> (tempfile::TempDir, Arc<Signer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::dkim::keygen::generate(crate::dkim::keygen::Algorithm::Ed25519).unwrap();
+        let path = dir.path().join("k.pem");
+        crate::dkim::keygen::write_key_file(&path, &key.pem).unwrap();
+        let cfg = KeyConfig {
+            domain: "example.com".into(),
+            selector: "s".into(),
+            private_key: path,
+            subdomains: false,
+        };
+        (dir, Arc::new(Signer::load(&[cfg], Metrics::new()).unwrap()))
+    }
+
+    /// Feeds `msg` in pieces of `size`; returns (streamed bytes, finish).
+    fn run(signer: &Arc<Signer>, msg: &[u8], size: usize) -> (Vec<u8>, Finish) {
+        let mut stage = Stage::new(signer.clone(), Some("Q1".into()));
+        let mut out = Vec::new();
+        for piece in msg.chunks(size) {
+            if let Some(b) = stage.push(piece.to_vec()) {
+                out.extend_from_slice(&b);
+            }
+        }
+        (out, stage.finish())
+    }
+
+    #[test]
+    fn holds_only_what_it_signs_whatever_the_chunking() {
+        let (_dir, signer) = signer();
+        let signed = b"Received: x\r\nFrom: a@example.com\r\n\r\nbody\r\n\r\nmore\r\n";
+        let other = b"Received: x\r\nFrom: a@example.org\r\n\r\nbody\r\n\r\nmore\r\n";
+        for size in [1, 2, 3, 5, 7, 64] {
+            assert_eq!(
+                run(&signer, signed, size),
+                (Vec::new(), Finish::Sign(signed.to_vec())),
+                "size {size}"
+            );
+            let (mut out, fin) = run(&signer, other, size);
+            let Finish::Pass(rest) = fin else {
+                panic!("size {size}")
+            };
+            out.extend_from_slice(&rest);
+            assert_eq!(out, other.to_vec(), "size {size}");
+        }
+        // All header, no blank line: decided at the end.
+        let (out, fin) = run(&signer, b"Received: x\r\nFrom: a@example.com\r\n", 4);
+        assert!(out.is_empty());
+        assert!(matches!(fin, Finish::Sign(_)));
+    }
+
+    #[test]
+    fn without_keys_everything_streams() {
+        let off = Arc::new(Signer::disabled(Metrics::new()));
+        let msg = b"From: a@example.com\r\n\r\nbody\r\n";
+        assert_eq!(run(&off, msg, 3), (msg.to_vec(), Finish::Pass(Vec::new())));
+    }
+}
