@@ -63,7 +63,6 @@ fn stamp(path: &std::path::Path) -> Stamp {
 }
 
 struct Slot {
-    config: KeyConfig,
     state: RwLock<SlotState>,
 }
 
@@ -78,15 +77,15 @@ struct SlotState {
 /// The keys that sign at acceptance. Cheap to share (`Arc`); an empty
 /// signer passes every message through untouched.
 pub struct Signer {
+    configs: Vec<KeyConfig>,
+    /// One per config, same order.
     slots: Vec<Slot>,
     metrics: Metrics,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.slots.iter().map(|s| &s.config))
-            .finish()
+        f.debug_list().entries(&self.configs).finish()
     }
 }
 
@@ -117,6 +116,7 @@ impl Signer {
     /// No keys: signs nothing.
     pub fn disabled(metrics: Metrics) -> Signer {
         Signer {
+            configs: Vec::new(),
             slots: Vec::new(),
             metrics,
         }
@@ -141,7 +141,6 @@ impl Signer {
                 tracing::warn!(path = %config.private_key.display(), "DKIM: {w}");
             }
             slots.push(Slot {
-                config: config.clone(),
                 state: RwLock::new(SlotState {
                     algorithm: key.info.algorithm,
                     key: Ok(Arc::new(key)),
@@ -149,15 +148,15 @@ impl Signer {
                 }),
             });
         }
-        Ok(Signer { slots, metrics })
+        Ok(Signer {
+            configs: configs.to_vec(),
+            slots,
+            metrics,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
-    }
-
-    fn configs(&self) -> Vec<KeyConfig> {
-        self.slots.iter().map(|s| s.config.clone()).collect()
     }
 
     /// Decides from the header section alone (no key is touched).
@@ -168,7 +167,7 @@ impl Signer {
         match from_domain(header_section) {
             Err(problem) => Plan::Unsigned(problem),
             Ok(domain) => {
-                let keys = matching(&self.configs(), &domain);
+                let keys = matching(&self.configs, &domain);
                 if keys.is_empty() {
                     Plan::NoKey { domain }
                 } else {
@@ -189,9 +188,8 @@ impl Signer {
         let headers = headers_to_sign(section);
         let mut out = Vec::new();
         for i in keys {
-            let slot = &self.slots[i];
-            let (key, algorithm) = slot.current();
-            let cfg = &slot.config;
+            let (key, algorithm) = self.slots[i].current();
+            let cfg = &self.configs[i];
             let key = match key {
                 Ok(k) => k,
                 Err(reason) => {
@@ -232,8 +230,8 @@ impl Signer {
     /// Returns how many keys were reloaded successfully.
     pub fn reload_if_changed(&self) -> usize {
         let mut reloaded = 0;
-        for slot in &self.slots {
-            let path = &slot.config.private_key;
+        for (slot, config) in self.slots.iter().zip(&self.configs) {
+            let path = &config.private_key;
             let now = stamp(path);
             if now == slot.read().seen {
                 continue;
@@ -243,14 +241,14 @@ impl Signer {
             state.seen = now;
             match loaded {
                 Ok(key) => {
-                    tracing::info!(path = %path.display(), selector = %slot.config.selector,
-                        domain = %slot.config.domain, algorithm = key.info.algorithm.label(), "DKIM key reloaded");
+                    tracing::info!(path = %path.display(), selector = %config.selector,
+                        domain = %config.domain, algorithm = key.info.algorithm.label(), "DKIM key reloaded");
                     state.algorithm = key.info.algorithm;
                     state.key = Ok(Arc::new(key));
                     reloaded += 1;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, domain = %slot.config.domain,
+                    tracing::error!(error = %e, domain = %config.domain,
                         "DKIM key file changed and does not load: mail from this domain gets 451 until it does");
                     state.key = Err(e.to_string());
                 }
@@ -261,10 +259,7 @@ impl Signer {
 
     /// The key files, for logs and tests.
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.slots
-            .iter()
-            .map(|s| s.config.private_key.clone())
-            .collect()
+        self.configs.iter().map(|c| c.private_key.clone()).collect()
     }
 }
 
