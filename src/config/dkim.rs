@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::validate::ConfigError;
+use super::ConfigError;
 use crate::dkim::key::{self, KeyConfig};
 
 /// One `[[dkim]]` table as written.
