@@ -11,6 +11,7 @@
 //! - [`dane`]     — RFC 7672 TLSA usability, policy decision, rustls verifier.
 //! - [`smtp`]     — the wire (sans-I/O) and the submission server.
 //! - [`auth`]     — users file (Argon2id) and sender policy.
+//! - [`dkim`]     — DKIM signing at acceptance, key loading and `dkim keygen`.
 //! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
 //! - [`metrics`]  — every Prometheus metric, declared once.
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod dane;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod http;
 pub mod metrics;

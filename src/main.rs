@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use danerelay::cli::{self, config::ConfigArg, dane, queue, tls_check, user};
+use danerelay::cli::{self, config::ConfigArg, dane, dkim, queue, tls_check, user};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,9 @@ enum Command {
     /// Offline DANE checks.
     #[command(subcommand)]
     Dane(DaneCommand),
+    /// DKIM keys.
+    #[command(subcommand)]
+    Dkim(DkimCommand),
     /// Show what a delivery to DOMAIN would do, without sending mail.
     TlsCheck(tls_check::TlsCheckArgs),
 }
@@ -59,6 +62,12 @@ enum UserCommand {
 enum DaneCommand {
     /// Check a certificate chain (leaf first) against TLSA records (RFC 7672).
     Verify(dane::VerifyArgs),
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Write a new private key and print the DNS TXT record to publish.
+    Keygen(dkim::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +87,9 @@ fn main() -> ExitCode {
         Command::Queue(cmd) => queue::run(cmd),
         Command::Dane(DaneCommand::Verify(args)) => {
             dane::run_verify(&args, &mut std::io::stdout().lock())
+        }
+        Command::Dkim(DkimCommand::Keygen(args)) => {
+            dkim::run_keygen(&args, &mut std::io::stdout().lock())
         }
         Command::TlsCheck(args) => tls_check::run(&args),
     };

@@ -139,6 +139,18 @@ label_enum!(
     }
 );
 label_enum!(
+    /// `algorithm` of a DKIM signature (the `a=` tag, RFC 6376 §3.3, RFC 8463).
+    DkimAlgorithm { RsaSha256 => "rsa-sha256", Ed25519Sha256 => "ed25519-sha256" }
+);
+label_enum!(
+    /// `result` of making one DKIM signature.
+    DkimResult {
+        Signed => "signed",
+        /// The key could not sign (unloadable after a change, or a signing error): `451 4.3.0`.
+        Failed => "failed",
+    }
+);
+label_enum!(
     /// `type` of a DNS query.
     DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA" }
 );
@@ -197,6 +209,8 @@ pub struct Metrics {
     pub delivery_duration_seconds: Histogram,
     /// Time from acceptance to final delivery or bounce.
     pub queue_time_seconds: Histogram,
+    /// DKIM signatures made at acceptance, by algorithm and result.
+    pub dkim_signatures_total: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -316,6 +330,11 @@ impl Metrics {
                 "Time from acceptance to final delivery or bounce.",
                 vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0],
             ),
+            dkim_signatures_total: counter_vec(
+                "danerelay_dkim_signatures_total",
+                "DKIM signatures made at acceptance, by algorithm and result (failed = the message got 451).",
+                &["algorithm", "result"],
+            ),
         };
         m.register();
         m.prefill();
@@ -347,6 +366,7 @@ impl Metrics {
             Box::new(self.dnssec_mode.clone()),
             Box::new(self.delivery_duration_seconds.clone()),
             Box::new(self.queue_time_seconds.clone()),
+            Box::new(self.dkim_signatures_total.clone()),
         ];
         for c in collectors {
             must(self.registry.register(c));
@@ -386,6 +406,12 @@ impl Metrics {
         }
         for m in DnssecModeLabel::ALL {
             self.dnssec_mode.with_label_values(&[m.label()]);
+        }
+        for a in DkimAlgorithm::ALL {
+            for r in DkimResult::ALL {
+                self.dkim_signatures_total
+                    .with_label_values(&[a.label(), r.label()]);
+            }
         }
     }
 
@@ -432,6 +458,12 @@ impl Metrics {
                 .with_label_values(&[m.label()])
                 .set(i64::from(*m == mode));
         }
+    }
+
+    pub fn dkim_signature(&self, algorithm: DkimAlgorithm, result: DkimResult) {
+        self.dkim_signatures_total
+            .with_label_values(&[algorithm.label(), result.label()])
+            .inc();
     }
 
     pub fn dns_lookup(&self, kind: DnsType, status: DnsStatus) {
@@ -505,6 +537,7 @@ mod tests {
             "danerelay_dnssec_mode{mode=\"trust-ad\"} 0",
             "danerelay_delivery_duration_seconds_bucket",
             "danerelay_queue_time_seconds_count",
+            "danerelay_dkim_signatures_total{algorithm=\"ed25519-sha256\",result=\"failed\"} 0",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

@@ -1,12 +1,14 @@
 //! Every command's front end: its arguments (clap), its output, its exit
 //! code. The work itself lives where it belongs ([`crate::dane`] for
-//! `dane verify`, [`crate::delivery::tls_check`] for `tls-check`,
+//! `dane verify`, [`crate::dkim::keygen`] for `dkim keygen`,
+//! [`crate::delivery::tls_check`] for `tls-check`,
 //! [`crate::auth`] for `user add`, [`crate::serve`] for `serve`); the admin
 //! API's HTTP client is in [`queue`] because only `danerelay queue` uses it.
 //! Exit codes are defined once, in [`exit`] (README "Command line").
 
 pub mod config;
 pub mod dane;
+pub mod dkim;
 pub mod exit;
 pub mod queue;
 pub mod serve;

@@ -25,6 +25,8 @@ pub struct Config {
     pub dns: DnsConfig,
     pub delivery: DeliveryConfig,
     pub http: HttpConfig,
+    /// `[[dkim]]` signing keys; empty = no signing.
+    pub dkim: Vec<crate::dkim::key::KeyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +240,7 @@ pub struct HttpConfig {
 }
 
 mod dev;
+pub mod dkim;
 pub mod raw;
 mod validate;
 

@@ -25,6 +25,7 @@ pub struct RawConfig {
     pub dns: RawDns,
     pub delivery: RawDelivery,
     pub http: RawHttp,
+    pub dkim: Vec<super::dkim::RawDkim>,
 }
 
 impl Default for RawConfig {
@@ -49,6 +50,7 @@ impl Default for RawConfig {
             dns: RawDns::default(),
             delivery: RawDelivery::default(),
             http: RawHttp::default(),
+            dkim: Vec::new(),
         }
     }
 }

@@ -268,6 +268,7 @@ impl Validator {
                     .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9587))),
                 admin_token: Some(raw.http.admin_token).filter(|t| !t.is_empty()),
             },
+            dkim: super::dkim::validate(raw.dkim, &mut self.errors, &mut self.warnings),
         }
     }
 }

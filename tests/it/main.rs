@@ -7,6 +7,7 @@ mod client;
 mod dane;
 mod delivery;
 mod deploy;
+mod dkim;
 mod dns;
 mod ops;
 mod security;

@@ -37,6 +37,8 @@ pub struct Shared {
     pub users: Option<Arc<UserStore>>,
     pub throttle: Arc<FailureThrottle>,
     pub store: Arc<dyn MessageStore>,
+    /// DKIM keys; signs every message whose From: domain has one.
+    pub dkim: Arc<crate::dkim::Signer>,
     pub shutdown: CancellationToken,
     pub command_timeout: Duration,
     /// Whole-session deadline (`limits.session_timeout`).

@@ -66,6 +66,7 @@ fn spawn_conn_with(
         users: None,
         throttle: Arc::new(FailureThrottle::default()),
         store: Arc::new(MemStore(mem.clone())),
+        dkim: Arc::new(crate::dkim::Signer::disabled(crate::metrics::Metrics::new())),
         shutdown: CancellationToken::new(),
         command_timeout: timeout,
         session_timeout,

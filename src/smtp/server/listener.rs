@@ -72,6 +72,12 @@ pub async fn serve(
     } else {
         None
     };
+    let dkim = Arc::new(crate::dkim::Signer::load(&cfg.dkim, metrics.clone())?);
+    tracker.spawn(crate::dkim::watch(
+        dkim.clone(),
+        opts.cert_poll,
+        shutdown.clone(),
+    ));
     let users = match &cfg.auth.users_file {
         Some(path) => Some(Arc::new(UserStore::open(path)?)),
         None => None,
@@ -81,6 +87,7 @@ pub async fn serve(
         users,
         throttle: Arc::new(FailureThrottle::default()),
         store,
+        dkim,
         shutdown: shutdown.clone(),
         command_timeout: cfg.limits.command_timeout,
         session_timeout: cfg.limits.session_timeout,

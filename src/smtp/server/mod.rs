@@ -2,7 +2,8 @@
 //! accepts, `conn.rs` drives one connection's I/O, `session.rs` decides every
 //! reply (sans I/O), `data.rs` reads DATA/BDAT content, `headers.rs` adds
 //! trace and missing header fields, `store.rs` streams bodies into the queue,
-//! `session_types.rs` the values it exchanges with `conn.rs`, `tls.rs` holds
+//! `session_types.rs` the values it exchanges with `conn.rs`, `signing.rs` puts
+//! DKIM signing in front of the store, `tls.rs` holds
 //! the (reloadable) certificate, `limits.rs` the abuse limits
 //! that need shared state (per-address connections and rate, per-user
 //! message rate) or byte counting (header section).
@@ -16,6 +17,7 @@ pub mod params;
 pub mod sasl;
 pub mod session;
 pub mod session_types;
+pub mod signing;
 pub mod store;
 pub mod tls;
 
@@ -41,12 +43,14 @@ pub enum ServerError {
     Tls(tls::TlsError),
     #[error("users file: {0}")]
     Users(#[from] crate::auth::AuthError),
+    #[error("DKIM: {0}")]
+    Dkim(#[from] crate::dkim::KeyError),
 }
 
 /// Tuning that is not (yet) configuration.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// How often `[tls]` certificate files are checked for rotation.
+    /// How often `[tls]` certificate and `[[dkim]]` key files are checked for rotation.
     pub cert_poll: Duration,
 }
 

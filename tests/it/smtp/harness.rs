@@ -210,6 +210,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             address: any,
             admin_token: None,
         },
+        dkim: Vec::new(),
     }
 }
 

@@ -151,7 +151,12 @@ fn apt_line(packages: &str) -> String {
 
 /// The pinned pip line for `module`, from `tests/peers/requirements.txt`.
 fn pip_line(module: &str) -> String {
-    let dist = module.replace('_', "-");
+    // Where the import name is not the distribution's name.
+    let dist = match module {
+        "dkim" => "dkimpy".to_string(),
+        "nacl" => "PyNaCl".to_string(),
+        other => other.replace('_', "-"),
+    };
     let pin = REQUIREMENTS
         .lines()
         .map(str::trim)
@@ -171,6 +176,16 @@ fn install_lines_name_the_pinned_packages() {
         "python3 -m pip install prometheus-client==0.21.1 (into the python3 first on PATH)"
     );
     assert!(pip_line("aiosmtpd").contains("aiosmtpd==1.4.6"));
+    assert!(
+        pip_line("dkim").contains("dkimpy=="),
+        "{}",
+        pip_line("dkim")
+    );
+    assert!(
+        pip_line("nacl").contains("PyNaCl=="),
+        "{}",
+        pip_line("nacl")
+    );
     assert!(apt_line(apt_package("swaks")).contains("libnet-ssleay-perl"));
     assert!(apt_line(apt_package("knotd")).starts_with("apt-get install knot "));
 }

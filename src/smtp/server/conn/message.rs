@@ -9,7 +9,8 @@ use super::super::data::{ChunkChecker, ContentStatus, DataReader};
 use super::super::headers::{received, MessageAssembler, ReceivedInfo};
 use super::super::limits::{HeaderCheck, HeaderViolation};
 use super::super::session::{MessageOutcome, Session};
-use super::super::store::{BodyPipe, Submitted, CHUNK};
+use super::super::signing::SigningPipe;
+use super::super::store::{Submitted, CHUNK};
 use super::{Conn, ConnError};
 use crate::smtp::Reply;
 use tokio::time::Instant;
@@ -37,7 +38,8 @@ impl Conn {
     /// DATA: reads to the real `<CRLF>.<CRLF>`, streaming into the store.
     pub(super) async fn read_data(&mut self, session: &mut Session) -> Result<Reply, ConnError> {
         let now = SystemTime::now();
-        let (mut pipe, id) = BodyPipe::start(self.shared.store.clone());
+        let (mut pipe, id) =
+            SigningPipe::start(self.shared.store.clone(), self.shared.dkim.clone());
         let received = self.received_header(session, id.as_deref(), now);
         let mut assembler = MessageAssembler::new(received, session.hostname(), now);
         let mut reader = DataReader::new(session.max_message_size());
@@ -78,7 +80,7 @@ impl Conn {
     pub(super) async fn finish_message(
         &mut self,
         session: &mut Session,
-        pipe: BodyPipe,
+        pipe: SigningPipe,
         status: ContentStatus,
         header: Option<HeaderViolation>,
         now: SystemTime,
@@ -136,7 +138,8 @@ impl Conn {
         let mut left = size;
         if reject.is_none() && state.is_none() {
             let now = SystemTime::now();
-            let (pipe, id) = BodyPipe::start(self.shared.store.clone());
+            let (pipe, id) =
+                SigningPipe::start(self.shared.store.clone(), self.shared.dkim.clone());
             let received = self.received_header(session, id.as_deref(), now);
             self.data_deadline = Some(Instant::now() + self.shared.data_timeout);
             *state = Some(BdatState {
@@ -193,6 +196,6 @@ pub(super) struct BdatState {
     assembler: MessageAssembler,
     checker: ChunkChecker,
     header: HeaderCheck,
-    pipe: BodyPipe,
+    pipe: SigningPipe,
     now: SystemTime,
 }
