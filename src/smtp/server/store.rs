@@ -25,12 +25,23 @@ const PIPE_DEPTH: usize = 2;
 #[error("message storage failed: {detail}")]
 pub struct StoreError {
     pub detail: String,
+    /// The content itself is refused (`550 5.6.0`, see `reencode`), not the storage.
+    pub refused: bool,
 }
 
 impl StoreError {
     pub fn new(detail: impl std::fmt::Display) -> Self {
         Self {
             detail: detail.to_string(),
+            refused: false,
+        }
+    }
+
+    /// The message cannot be accepted as it is; retrying will not help.
+    pub fn refused(detail: impl std::fmt::Display) -> Self {
+        Self {
+            refused: true,
+            ..Self::new(detail)
         }
     }
 }
@@ -274,6 +285,7 @@ pub fn to_queue(
         auth_user: msg.auth_user,
         client_addr: Some(msg.client),
         received_at: msg.received_at,
+        relay_signed: false,
     };
     let rcpts = tx
         .recipients

@@ -30,6 +30,11 @@ impl Conn {
             hostname: session.hostname(),
             esmtp: session.esmtp(),
             smtputf8: session.transaction().is_some_and(|t| t.smtputf8),
+            for_rcpt: session
+                .transaction()
+                .filter(|t| t.recipients.len() == 1)
+                .and_then(|t| t.recipients.first())
+                .map(|r| r.address.as_str()),
             when: now,
         })
     }
@@ -110,6 +115,7 @@ impl Conn {
                         .inc_by(status.octets);
                     MessageOutcome::Queued(id)
                 }
+                Err(e) if e.refused => MessageOutcome::Unencodable(e.detail),
                 Err(e) => {
                     tracing::error!(error = %e, "storing message failed");
                     MessageOutcome::StorageFailed
