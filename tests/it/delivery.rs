@@ -8,7 +8,7 @@
 
 mod full_path;
 mod matrix;
-mod mta;
+pub(crate) mod mta;
 mod tls_check;
 
 use std::time::{Duration, Instant};

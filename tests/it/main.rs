@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod client;
+mod content;
 mod dane;
 mod delivery;
 mod deploy;
