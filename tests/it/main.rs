@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod client;
 mod content;
+mod content_memory;
 mod dane;
 mod delivery;
 mod deploy;
