@@ -56,10 +56,7 @@ preamble\r\n--b1\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Tran
     let text = String::from_utf8_lossy(&out);
     assert_eq!(text.matches("quoted-printable").count(), 1, "{text}");
     assert!(text.contains("Content-Transfer-Encoding: 8bit\r\n\r\nplain"));
-    assert_eq!(
-        rewrite(raw, Want::SEVEN_BIT).unwrap().unwrap().is_ascii(),
-        true
-    );
+    assert!(rewrite(raw, Want::SEVEN_BIT).unwrap().unwrap().is_ascii());
     assert_eq!(
         decoded(&rewrite(raw, Want::SEVEN_BIT).unwrap().unwrap()),
         decoded(raw)

@@ -380,7 +380,8 @@ fn utf8_continues(carry: &mut Vec<u8>, bytes: &[u8], end: bool) -> bool {
         }
         Err(_) => false,
     };
-    ok && !(end && !carry.is_empty())
+    // A sequence cut by a line end is invalid.
+    ok && (!end || carry.is_empty())
 }
 
 enum Kind {

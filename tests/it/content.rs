@@ -171,11 +171,8 @@ fn html_line(octets: usize) -> String {
 
 /// The messages of item 1: (name, recipients, bytes).
 fn long_line_messages() -> Vec<(&'static str, Vec<&'static str>, Vec<u8>)> {
-    let b64: String = std::iter::repeat("JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+Pg==")
-        .take(60)
-        .map(|c| c.trim_end_matches('='))
-        .collect::<String>()
-        + "AA==";
+    // One 3,000-character base64 line (a PDF header, repeated).
+    let b64 = "JVBERi0xLjQK".repeat(250);
     let alternative = format!(
         "From: app@example.com\r\nTo: a@dest.test, b@dest.test\r\nSubject: report\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/mixed; boundary=\"=_outer\"\r\n\r\n--=_outer\r\n\
