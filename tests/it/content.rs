@@ -377,7 +377,7 @@ Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain; 
     let (mail, got) = wait_dumps(&sink, 1).remove(0);
     assert!(!mail.contains("BODY="), "{mail}");
     assert!(got.is_ascii(), "{}", String::from_utf8_lossy(&got));
-    compare(&python, sink.dir.path(), &msg, &got);
+    compare(&python, tempfile::tempdir().unwrap().path(), &msg, &got);
 
     // A message the relay signed goes out as it is (the signature covers it).
     let signed = danerelay_queue::Envelope {
@@ -386,8 +386,9 @@ Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain; 
     };
     let out = deliver(&addr, &signed, &to, &body).await;
     assert_eq!(out.label(), "delivered", "{out:?}");
-    let (_, got) = wait_dumps(&sink, 2).remove(1);
-    assert!(!got.is_ascii());
+    // (Dump names sort by second, then at random: tell them by content.)
+    let dumps = wait_dumps(&sink, 2);
+    assert_eq!(dumps.iter().filter(|(_, got)| got.is_ascii()).count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
