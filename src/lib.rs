@@ -15,6 +15,7 @@
 //! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
 //! - [`metrics`]  — every Prometheus metric, declared once.
+//! - [`mime`]     — streaming MIME re-encoding: long lines at acceptance, 8BITMIME downgrade.
 //! - [`cli`]      — every command's front end: arguments, output, exit codes.
 //! - [`sync`]     — poison-tolerant locking.
 //! - the queue is its own crate, `danerelay-queue` (`queue/`).
@@ -36,6 +37,7 @@ pub mod dkim;
 pub mod dns;
 pub mod http;
 pub mod metrics;
+pub mod mime;
 pub mod smtp;
 pub mod sync;
 #[cfg(any(test, feature = "test-util"))]

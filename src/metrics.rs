@@ -45,6 +45,8 @@ label_enum!(
         TooLarge => "too-large",
         TooManyRecipients => "too-many-recipients",
         BareLineEnding => "bare-line-ending",
+        /// Content that cannot be made deliverable (over-long lines, issue #18).
+        Content => "content",
         Syntax => "syntax",
         Storage => "storage",
         Shutdown => "shutdown",

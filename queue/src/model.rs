@@ -78,6 +78,10 @@ pub struct Envelope {
     pub auth_user: Option<String>,
     pub client_addr: Option<IpAddr>,
     pub received_at: SystemTime,
+    /// DKIM-signed by the relay at acceptance: delivery must send the content
+    /// unchanged (no 8BITMIME downgrade). Absent in records written before it.
+    #[serde(default)]
+    pub relay_signed: bool,
 }
 
 impl Envelope {
@@ -94,6 +98,7 @@ impl Envelope {
             auth_user: None,
             client_addr: None,
             received_at,
+            relay_signed: false,
         }
     }
 }
@@ -379,5 +384,20 @@ impl RecipientRecord {
             last_reply: self.last_reply.clone(),
             last_attempt: self.last_attempt,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod envelope_tests {
+    use super::*;
+
+    /// Records written before `relay_signed` existed still decode (as unsigned).
+    #[test]
+    fn an_old_envelope_record_decodes() {
+        let mut v = serde_json::to_value(Envelope::new("a@b", SystemTime::UNIX_EPOCH)).unwrap();
+        v.as_object_mut().unwrap().remove("relay_signed").unwrap();
+        let env: Envelope = serde_json::from_value(v).unwrap();
+        assert!(!env.relay_signed);
     }
 }

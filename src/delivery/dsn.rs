@@ -104,8 +104,12 @@ pub struct DsnInput<'a> {
     /// Makes Message-ID and boundary unique (the original's queue id).
     pub queue_id: &'a str,
     pub recipients: &'a [DsnRecipient],
-    /// The original message (headers + body, CRLF lines).
+    /// The original message (headers + body, CRLF lines) — or, with
+    /// `streamed`, at least its header section.
     pub original: &'a [u8],
+    /// The caller streams the full original in at [`Dsn::splice_at`] itself,
+    /// so a 25 MiB message is never whole in memory; `Some(eight_bit)` labels it.
+    pub streamed: Option<bool>,
 }
 
 /// A DSN ready to be queued: envelope sender `<>` (RFC 3461 §6.2).
@@ -114,6 +118,9 @@ pub struct Dsn {
     pub sender: String,
     pub recipient: String,
     pub message: Vec<u8>,
+    /// With `DsnInput::streamed` and RET=FULL on a failure: where the full
+    /// original goes (followed by a CRLF when it does not end with one).
+    pub splice_at: Option<usize>,
 }
 
 /// Whether `notify` asks for a notice of `action` (RFC 3461 §4.1).
@@ -175,11 +182,12 @@ MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status
     let _ = write!(m, "\r\n--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n");
     m.push_str(&status_part(input, &rcpts));
     let mut bytes = m.into_bytes();
-    append_original(&mut bytes, input, failed, &boundary);
+    let splice_at = append_original(&mut bytes, input, failed, &boundary);
     Some(Dsn {
         sender: String::new(),
         recipient: input.original_sender.to_string(),
         message: bytes,
+        splice_at,
     })
 }
 
@@ -258,8 +266,24 @@ fn status_part(input: &DsnInput<'_>, rcpts: &[&DsnRecipient]) -> String {
 }
 
 /// RET=FULL on a failure: the whole message; otherwise its header section.
-fn append_original(out: &mut Vec<u8>, input: &DsnInput<'_>, failed: bool, boundary: &str) {
+/// Returns where a streamed original goes.
+fn append_original(
+    out: &mut Vec<u8>,
+    input: &DsnInput<'_>,
+    failed: bool,
+    boundary: &str,
+) -> Option<usize> {
     let full = failed && input.ret == Some(Ret::Full);
+    if let (true, Some(eight_bit)) = (full, input.streamed) {
+        let cte = if eight_bit { "8bit" } else { "7bit" };
+        let head = format!(
+            "\r\n--{boundary}\r\nContent-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+        );
+        out.extend_from_slice(head.as_bytes());
+        let at = out.len();
+        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        return Some(at);
+    }
     let content = if full {
         input.original
     } else {
@@ -280,6 +304,7 @@ fn append_original(out: &mut Vec<u8>, input: &DsnInput<'_>, failed: bool, bounda
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    None
 }
 
 /// The original up to (excluding) the blank line that ends its header section.

@@ -85,18 +85,51 @@ pub fn report(
     if env.sender.is_empty() || (failed.is_empty() && delayed.is_empty()) {
         return Ok(summary);
     }
-    let mut bytes = Vec::new();
-    match summary.completion.body.take() {
-        Some(mut body) => body.read_to_end(&mut bytes),
-        None => queue.body(leased.id)?.read_to_end(&mut bytes),
-    }
-    .map_err(ReportError::Body)?;
+    // Only the header section is read here; a RET=FULL failure DSN streams
+    // the rest of the body straight into the queue (`enqueue`).
+    let mut body = match summary.completion.body.take() {
+        Some(body) => body,
+        None => queue.body(leased.id)?,
+    };
+    let head = read_head(&mut body).map_err(ReportError::Body)?;
+    let mut original = Original {
+        head,
+        rest: Some(body),
+    };
     for group in [failed, delayed] {
-        if let Some(id) = send_dsn(queue, leased, options, &group, &bytes, now)? {
+        if let Some(id) = send_dsn(queue, leased, options, &group, &mut original, now)? {
             summary.dsns.push(id);
         }
     }
     Ok(summary)
+}
+
+/// Read this far at most looking for the end of the header section.
+const HEAD_MAX: usize = 1024 * 1024;
+
+/// The original as a DSN takes it: its start (the whole header section, up to
+/// [`HEAD_MAX`]) and the unread rest, streamed at most once.
+struct Original {
+    head: Vec<u8>,
+    rest: Option<danerelay_queue::BodyReader>,
+}
+
+/// Reads until the header section's blank line has been seen.
+fn read_head(body: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut block = [0u8; 16 * 1024];
+    while head.len() < HEAD_MAX {
+        let from = head.len().saturating_sub(3);
+        let n = body.read(&mut block)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&block[..n]);
+        if head.starts_with(b"\r\n") || head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(head)
 }
 
 /// Whether this attempt owes the sender the one delay warning (RFC 3464
@@ -201,7 +234,7 @@ fn send_dsn(
     leased: &Leased,
     options: &ReportOptions,
     group: &[DsnRecipient],
-    original: &[u8],
+    original: &mut Original,
     now: SystemTime,
 ) -> Result<Option<QueueId>, ReportError> {
     if group.is_empty() {
@@ -217,12 +250,13 @@ fn send_dsn(
         now,
         queue_id: leased.id.as_str(),
         recipients: group,
-        original,
+        original: &original.head,
+        streamed: Some(env.body_8bit),
     };
     let Some(d) = dsn::build(&input) else {
         return Ok(None);
     };
-    let id = enqueue(queue, &d, env, now)?;
+    let id = enqueue(queue, &d, env, original, now)?;
     tracing::info!(queue_id = %leased.id, dsn = %id, to = %d.recipient, "DSN enqueued");
     Ok(Some(id))
 }
@@ -232,14 +266,38 @@ fn send_dsn(
 fn enqueue(
     queue: &Queue,
     d: &dsn::Dsn,
-    original: &Envelope,
+    original_env: &Envelope,
+    original: &mut Original,
     now: SystemTime,
 ) -> Result<QueueId, ReportError> {
     let mut w = queue.begin()?;
-    w.write_all(&d.message).map_err(ReportError::Write)?;
+    match d.splice_at {
+        None => w.write_all(&d.message).map_err(ReportError::Write)?,
+        Some(at) => {
+            w.write_all(&d.message[..at]).map_err(ReportError::Write)?;
+            let mut last = original.head[original.head.len().saturating_sub(2)..].to_vec();
+            w.write_all(&original.head).map_err(ReportError::Write)?;
+            if let Some(mut rest) = original.rest.take() {
+                let mut block = vec![0u8; 64 * 1024];
+                loop {
+                    let n = rest.read(&mut block).map_err(ReportError::Body)?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write_all(&block[..n]).map_err(ReportError::Write)?;
+                    last.extend_from_slice(&block[n.saturating_sub(2)..n]);
+                    last.drain(..last.len().saturating_sub(2));
+                }
+            }
+            if !last.ends_with(b"\r\n") {
+                w.write_all(b"\r\n").map_err(ReportError::Write)?;
+            }
+            w.write_all(&d.message[at..]).map_err(ReportError::Write)?;
+        }
+    }
     let env = Envelope {
-        body_8bit: original.body_8bit,
-        smtputf8: original.smtputf8,
+        body_8bit: original_env.body_8bit,
+        smtputf8: original_env.smtputf8,
         ..Envelope::new("", now)
     };
     let rcpt = RecipientSpec {

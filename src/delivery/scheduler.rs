@@ -291,6 +291,7 @@ impl Scheduler {
         envelope.size = Some(leased.size);
         envelope.body_8bit = env.body_8bit;
         envelope.smtputf8 = env.smtputf8;
+        envelope.relay_signed = env.relay_signed;
         envelope.envid = env.envid.clone();
         envelope.ret = env.ret;
         let (q, id) = (self.queue.clone(), leased.id);

@@ -327,6 +327,10 @@ impl Reply {
             "Bare <CR> or <LF> in message, only <CR><LF> line endings are accepted",
         )
     }
+    /// Content that cannot be re-encoded into valid lines (RFC 5322 §2.1.1).
+    pub fn unencodable(why: String) -> Self {
+        Self::esc(550, (5, 6, 0), why)
+    }
     pub fn storage_failure() -> Self {
         Self::esc(451, (4, 3, 0), "Temporary storage failure, try again later")
     }

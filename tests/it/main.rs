@@ -4,6 +4,8 @@
 mod admin;
 mod cli;
 mod client;
+mod content;
+mod content_memory;
 mod dane;
 mod delivery;
 mod deploy;

@@ -40,6 +40,7 @@ fn input<'a>(rcpts: &'a [DsnRecipient], ret: Option<Ret>, sender: &'a str) -> Ds
         queue_id: "Q1",
         recipients: rcpts,
         original: ORIGINAL,
+        streamed: None,
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Envelope {
     pub body_8bit: bool,
     /// Submitted with `SMTPUTF8` (RFC 6531).
     pub smtputf8: bool,
+    /// DKIM-signed by the relay at acceptance: the content must go out as it
+    /// is, so no 8BITMIME downgrade (it was made 7-bit before signing).
+    pub relay_signed: bool,
     pub ret: Option<Ret>,
     /// RFC 3461 `ENVID`, xtext-decoded.
     pub envid: Option<String>,
@@ -54,6 +57,7 @@ impl Envelope {
             size: None,
             body_8bit: false,
             smtputf8: false,
+            relay_signed: false,
             ret: None,
             envid: None,
         }
@@ -82,11 +86,10 @@ fn no_crlf(value: &str) -> String {
 /// only when the peer advertised the extension (RFC 5321 §4.1.1.11: a
 /// parameter the server did not announce must not be sent).
 ///
-/// Decision: an 8-bit body to a peer without 8BITMIME is sent as it is,
-/// without `BODY=` (what Exim does, and Postfix with
-/// `disable_mime_output_conversion`); converting to 7-bit MIME would break
-/// signatures, and bouncing would fail mail that practically every server takes.
-/// An SMTPUTF8 message is different: it is refused before MAIL (RFC 6531 §3.4).
+/// An 8-bit body to a peer without 8BITMIME goes without `BODY=`, converted
+/// to 7-bit MIME on the way (RFC 6152 §3, see `downgrade`) unless the relay
+/// signed it. An SMTPUTF8 message is different: it is refused before MAIL
+/// (RFC 6531 §3.4).
 pub fn mail_from_line(env: &Envelope, caps: &Capabilities) -> String {
     let mut line = format!("MAIL FROM:<{}>", no_crlf(&env.sender));
     if caps.size() {

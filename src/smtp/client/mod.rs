@@ -21,6 +21,7 @@
 mod blocking;
 mod body;
 mod command;
+mod downgrade;
 mod phases;
 mod reply;
 mod transaction;
@@ -36,6 +37,7 @@ use crate::smtp::Reply;
 pub use blocking::BlockingBody;
 pub use body::{BodyEncoder, BodyError, MAX_LINE};
 pub use command::{mail_from_line, rcpt_to_line, xtext, Envelope, Recipient};
+pub use downgrade::Downgrade;
 pub use reply::{Capabilities, ReplyError, ReplyRead, ReplyReader};
 pub use transaction::{RcptResult, TransactionResult};
 pub use transport::{TlsInfo, Transport};

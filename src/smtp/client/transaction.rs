@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::command::Envelope;
+use super::downgrade::Downgrade;
 use super::{Client, ClientError, Phase, Reply};
 
 /// The final word for one recipient.
@@ -88,10 +89,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             let unused = RcptResult::Error(Arc::new(ClientError::Unusable));
             return settle(n, rcpt_replies, unused);
         }
-        let done = if self.caps.chunking() {
-            self.bdat(body).await
-        } else {
-            self.data(body).await
+        // RFC 6152 §3: no 8-bit octets to a peer without 8BITMIME.
+        let downgrade = env.body_8bit && !self.caps.eight_bit_mime() && !env.relay_signed;
+        let done = match (self.caps.chunking(), downgrade) {
+            (true, false) => self.bdat(body).await,
+            (false, false) => self.data(body).await,
+            (true, true) => self.bdat(Downgrade::new(body)).await,
+            (false, true) => self.data(Downgrade::new(body)).await,
         };
         let for_accepted = match done {
             Ok(reply) => RcptResult::Reply(reply),

@@ -124,7 +124,7 @@ async fn pipelined_transaction_over_an_in_memory_stream() {
     let body = String::from_utf8(stored[0].1.clone()).unwrap();
     assert!(
         body.starts_with(
-            "Received: from c (unknown [192.0.2.9])\r\n\tby relay.test (danerelay) with ESMTP;"
+            "Received: from c (unknown [192.0.2.9])\r\n\tby relay.test (danerelay) with ESMTP\r\n\tfor <c@d.example>;"
         ),
         "{body}"
     );

@@ -27,6 +27,9 @@ pub struct ReceivedInfo<'a> {
     pub hostname: &'a str,
     pub esmtp: bool,
     pub smtputf8: bool,
+    /// The one recipient, when there is exactly one (RFC 5321 §4.4 `for`):
+    /// naming one of several would disclose the others' Bcc.
+    pub for_rcpt: Option<&'a str>,
     pub when: SystemTime,
 }
 
@@ -42,6 +45,15 @@ fn sanitize(s: &str) -> String {
             }
         })
         .take(255)
+        .collect()
+}
+
+/// An address as a trace field may carry it: no controls, spaces or angle
+/// brackets (UTF-8 stays: an SMTPUTF8 message may have it, RFC 6531 §3.7.4).
+fn path_text(addr: &str) -> String {
+    addr.chars()
+        .filter(|c| !c.is_control() && !c.is_whitespace() && *c != '<' && *c != '>')
+        .take(320)
         .collect()
 }
 
@@ -93,9 +105,13 @@ pub fn received(info: &ReceivedInfo<'_>) -> String {
         .map(|id| format!(" id {}", sanitize(id)))
         .unwrap_or_default();
     s.push_str(&format!(
-        "\tby {} (danerelay) with {proto}{id};\r\n",
+        "\tby {} (danerelay) with {proto}{id}",
         info.hostname
     ));
+    match info.for_rcpt {
+        Some(rcpt) => s.push_str(&format!("\r\n\tfor <{}>;\r\n", path_text(rcpt))),
+        None => s.push_str(";\r\n"),
+    }
     s.push_str(&format!("\t{}\r\n", rfc5322_date(info.when)));
     s
 }
@@ -281,6 +297,7 @@ mod tests {
             hostname: "relay.example.com",
             esmtp: true,
             smtputf8: false,
+            for_rcpt: Some("bob@example.net>\r\nX: y"),
             when: at(0),
         });
         assert_eq!(
@@ -288,7 +305,8 @@ mod tests {
             "Received: from client?evil???X-Injected:?1 (unknown [192.0.2.7])\r\n\
              \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\
              \t(Authenticated sender: alice@example.com)\r\n\
-             \tby relay.example.com (danerelay) with ESMTPSA id 01ABC;\r\n\
+             \tby relay.example.com (danerelay) with ESMTPSA id 01ABC\r\n\
+             \tfor <bob@example.netX:y>;\r\n\
              \tThu, 1 Jan 1970 00:00:00 +0000\r\n"
         );
         assert_eq!(protocol(false, false, false, false), "SMTP");

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod limits;
 pub mod listener;
 pub mod params;
+pub mod reencode;
 pub mod sasl;
 pub mod session;
 pub mod session_types;
@@ -95,5 +96,6 @@ pub async fn run_with_store(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Vec<SocketAddr>, ServerError> {
+    let store: Arc<dyn MessageStore> = Arc::new(reencode::Reencoding::new(store));
     listener::serve(cfg, store, opts, metrics, shutdown, tracker).await
 }

@@ -431,6 +431,7 @@ impl Session {
                 (RejectReason::BareLineEnding, Reply::bare_line_ending())
             }
             MessageOutcome::StorageFailed => (RejectReason::Storage, Reply::storage_failure()),
+            MessageOutcome::Unencodable(why) => (RejectReason::Content, Reply::unencodable(why)),
             MessageOutcome::HeaderTooLarge => {
                 self.event(SessionEvent::Limit(LimitHit::HeaderSize));
                 (RejectReason::HeaderLimit, Reply::header_too_large())

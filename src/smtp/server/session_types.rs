@@ -127,4 +127,6 @@ pub enum MessageOutcome {
     HeaderTooLarge,
     /// More header fields than `limits.max_header_fields`.
     TooManyHeaderFields,
+    /// Lines over 998 octets that cannot be re-encoded or folded (issue #18).
+    Unencodable(String),
 }

@@ -25,12 +25,23 @@ const PIPE_DEPTH: usize = 2;
 #[error("message storage failed: {detail}")]
 pub struct StoreError {
     pub detail: String,
+    /// The content itself is refused (`550 5.6.0`, see `reencode`), not the storage.
+    pub refused: bool,
 }
 
 impl StoreError {
     pub fn new(detail: impl std::fmt::Display) -> Self {
         Self {
             detail: detail.to_string(),
+            refused: false,
+        }
+    }
+
+    /// The message cannot be accepted as it is; retrying will not help.
+    pub fn refused(detail: impl std::fmt::Display) -> Self {
+        Self {
+            refused: true,
+            ..Self::new(detail)
         }
     }
 }
@@ -42,6 +53,9 @@ pub struct Submitted {
     pub auth_user: Option<String>,
     pub client: IpAddr,
     pub received_at: SystemTime,
+    /// The relay DKIM-signed it at acceptance: its bytes must never change
+    /// again (no delivery-time 8BITMIME downgrade).
+    pub relay_signed: bool,
 }
 
 /// Reports the result of [`MessageStore::store_whole`]; must not block.
@@ -274,6 +288,7 @@ pub fn to_queue(
         auth_user: msg.auth_user,
         client_addr: Some(msg.client),
         received_at: msg.received_at,
+        relay_signed: msg.relay_signed,
     };
     let rcpts = tx
         .recipients
@@ -361,6 +376,7 @@ mod tests {
             auth_user: None,
             client: IpAddr::from([127, 0, 0, 1]),
             received_at: SystemTime::now(),
+            relay_signed: false,
         }
     }
 

@@ -108,6 +108,21 @@ fn cases() -> Vec<Case> {
         &BOTH);
     eight.eight_bit = true;
     v.push(eight);
+    // An 8-bit HTML part with a 2,500-octet line: made 7-bit and short-lined
+    // before signing, so the signature covers what is stored and delivered.
+    let long_line: String = "<td>Gr\u{fc}\u{df}e</td>".repeat(120);
+    let mut long = case(
+        "long-lines",
+        "a@both.example",
+        &format!(
+            "From: a@both.example\r\nTo: r@dest.example\r\nSubject: template\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+             <html><body><table><tr>{long_line}</tr></table></body></html>\r\n"
+        ),
+        &BOTH,
+    );
+    long.eight_bit = true;
+    v.push(long);
     let mut bdat = case(
         "bdat",
         "a@both.example",

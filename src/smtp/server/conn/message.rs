@@ -31,6 +31,11 @@ impl Conn {
             hostname: session.hostname(),
             esmtp: session.esmtp(),
             smtputf8: session.transaction().is_some_and(|t| t.smtputf8),
+            for_rcpt: session
+                .transaction()
+                .filter(|t| t.recipients.len() == 1)
+                .and_then(|t| t.recipients.first())
+                .map(|r| r.address.as_str()),
             when: now,
         })
     }
@@ -99,6 +104,7 @@ impl Conn {
                 auth_user: session.auth_user().map(str::to_string),
                 client: self.peer,
                 received_at: now,
+                relay_signed: false,
             };
             let rcpts = submitted.tx.recipients.len();
             let from = submitted.tx.sender.clone();
@@ -112,6 +118,7 @@ impl Conn {
                         .inc_by(status.octets);
                     MessageOutcome::Queued(id)
                 }
+                Err(e) if e.refused => MessageOutcome::Unencodable(e.detail),
                 Err(e) => {
                     tracing::error!(error = %e, "storing message failed");
                     MessageOutcome::StorageFailed
