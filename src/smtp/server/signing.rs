@@ -43,7 +43,7 @@ impl SigningPipe {
     }
 
     /// Signs if needed, then commits; waits for durability.
-    pub async fn commit(self, msg: Submitted) -> Result<String, StoreError> {
+    pub async fn commit(self, mut msg: Submitted) -> Result<String, StoreError> {
         let SigningPipe {
             mut pipe,
             stage,
@@ -53,6 +53,18 @@ impl SigningPipe {
         match stage.finish() {
             Finish::Pass(rest) => pipe.write(rest).await,
             Finish::Sign(message) => {
+                // Sign 7-bit content with short lines, so that no later
+                // conversion (acceptance re-encoding, 8BITMIME downgrade)
+                // touches signed bytes (RFC 6376 §5.3).
+                let message = match crate::mime::make_seven_bit_safe(&message) {
+                    Ok(Some(safe)) => safe,
+                    Ok(None) => message,
+                    Err(r) => {
+                        return Err(StoreError::refused(format!(
+                            "Message cannot be made 7-bit for signing: {r}"
+                        )))
+                    }
+                };
                 let (message, signed) = if message.len() <= INLINE_SIGN_MAX {
                     let signed = signer.sign(&message);
                     (message, signed)
@@ -66,6 +78,7 @@ impl SigningPipe {
                 };
                 match signed {
                     Ok(fields) => {
+                        msg.relay_signed = true;
                         pipe.write(fields).await;
                         pipe.write(message).await;
                     }
