@@ -147,13 +147,16 @@ mod durable;
 mod enqueue;
 mod error;
 mod fs;
+mod heal;
 pub mod id;
 mod lease;
 mod lock;
 pub mod model;
+mod outcome;
 mod queue;
 mod recover;
 pub mod schedule;
+mod sledsync;
 mod store;
 mod tx;
 mod writer;
@@ -164,11 +167,12 @@ pub use complete::Completion;
 pub use enqueue::MAX_RECIPIENTS;
 pub use error::QueueError;
 pub use id::{ParseIdError, QueueId};
-pub use lease::{Leased, EXPIRED_REPLY};
+pub use lease::Leased;
 pub use model::{
     Counts, Envelope, ExpiredRecipient, LeasedRecipient, ListFilter, MessageInfo, MessageState,
     Notify, Outcome, QueueOptions, RecipientInfo, RecipientSpec, RecipientState, Ret,
 };
-pub use queue::Queue;
+pub use outcome::EXPIRED_REPLY;
+pub use queue::{Queue, StorageHealth};
 pub use store::{CorruptRecord, QueueTuning};
 pub use writer::MessageWriter;
