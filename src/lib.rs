@@ -307,7 +307,9 @@ impl StorageWatch {
             Ok(Ok(free)) => metrics
                 .queue_free_bytes
                 .set(i64::try_from(free).unwrap_or(i64::MAX)),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot measure free space on the queue volume"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot measure free space on the queue volume")
+            }
             Err(_) => {}
         }
         let health = queue.health();

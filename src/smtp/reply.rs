@@ -332,7 +332,11 @@ impl Reply {
     }
     /// `queue.min_free_space` reached (RFC 3463 4.3.1, as Postfix answers).
     pub fn insufficient_storage() -> Self {
-        Self::esc(452, (4, 3, 1), "Insufficient system storage, try again later")
+        Self::esc(
+            452,
+            (4, 3, 1),
+            "Insufficient system storage, try again later",
+        )
     }
     pub fn tls_not_available() -> Self {
         Self::esc(454, (4, 7, 0), "TLS not available")

@@ -11,4 +11,5 @@ mod dns;
 mod ops;
 mod security;
 mod smtp;
+mod storage;
 mod support;
