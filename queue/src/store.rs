@@ -181,6 +181,11 @@ impl Store {
         for dir in [path, &spool_dir] {
             std::fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
         }
+        // A queue directory created just now must keep its name too: without this a power cut
+        // soon after the first start loses the whole queue (found by the power-loss test).
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         let trees = open_trees(&path.join("sled"), &tuning, 0)?;
         let bodylog = BodyLog::open(&path.join("bodies"), tuning.body_segment_size)?;
         sync_dir(path)?;

@@ -5,4 +5,7 @@
 //! need root (`require_mounts`).
 
 mod enospc;
+mod lossyfs;
+mod powerloss;
 mod relay;
+mod sink;

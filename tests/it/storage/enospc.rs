@@ -25,6 +25,7 @@ fn full_queue_volume_refuses_then_recovers_without_restart_when_grown() {
         &queue,
         "[127.0.0.1]:9",
         "min_free_space = \"0\"\nretry = [\"1s\"]",
+        "",
     );
     let log = dir.path().join("relay.log");
     let relay = start(&file, smtp, http, &log);
@@ -105,6 +106,7 @@ fn free_space_under_the_minimum_answers_452_and_low_disk() {
         &queue,
         "[127.0.0.1]:9",
         "min_free_space = \"8MiB\"",
+        "",
     );
     let relay = start(&file, smtp, http, &dir.path().join("relay.log"));
     assert_eq!(relay.readyz().0, 200);

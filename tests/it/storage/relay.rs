@@ -11,13 +11,19 @@ use crate::cli::{danerelay, free_port, http_get, wait_for_port, Server};
 
 pub struct Relay {
     pub server: Server,
-    pub smtp: u16,
     pub http: u16,
 }
 
 /// The relay's config: queue in `queue`, mail for example.net goes to
-/// `next_hop` without DNS; `extra` is appended to `[queue]`.
-pub fn config(dir: &Path, queue: &Path, next_hop: &str, queue_extra: &str) -> (PathBuf, u16, u16) {
+/// `next_hop` without DNS; `queue_extra` is appended to `[queue]`,
+/// `delivery_extra` to `[delivery]`.
+pub fn config(
+    dir: &Path,
+    queue: &Path,
+    next_hop: &str,
+    queue_extra: &str,
+    delivery_extra: &str,
+) -> (PathBuf, u16, u16) {
     let (smtp, http) = (free_port(), free_port());
     let file = dir.join("relay.toml");
     std::fs::write(
@@ -29,7 +35,7 @@ pub fn config(dir: &Path, queue: &Path, next_hop: &str, queue_extra: &str) -> (P
              [queue]\npath = {queue:?}\n{queue_extra}\n\
              [http]\naddress = \"127.0.0.1:{http}\"\n\
              [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\nnameservers = [\"127.0.0.1:9\"]\n\
-             [delivery]\ntls = \"none\"\n\
+             [delivery]\ntls = \"none\"\n{delivery_extra}\n\
              [[delivery.route]]\ndomain = \"example.net\"\nnext_hop = \"{next_hop}\"\ntls = \"none\"\n"
         ),
     )
@@ -54,7 +60,7 @@ pub fn start(file: &Path, smtp: u16, http: u16, log: &Path) -> Relay {
     );
     wait_for_port(http);
     wait_for_port(smtp);
-    Relay { server, smtp, http }
+    Relay { server, http }
 }
 
 impl Relay {
