@@ -42,12 +42,15 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Submits from two threads until `stop`; returns every message that got 250.
+/// Every message that got 250: tag → (queue id, bytes).
+type Acked = Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>;
+
+/// Submits from two threads until `stop`; records every message that got 250.
 fn load(
     smtp: u16,
     stop: Arc<AtomicBool>,
     counter: Arc<AtomicUsize>,
-    acked: Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>,
+    acked: Acked,
     seed: u64,
 ) -> Vec<std::thread::JoinHandle<()>> {
     (0..2u64)
@@ -113,7 +116,7 @@ fn run(cuts: usize, seed: u64) -> Option<Outcome> {
         &format!("concurrency = {CONCURRENCY}"),
     );
     let log = dir.path().join("relay.log");
-    let acked = Arc::new(Mutex::new(HashMap::new()));
+    let acked: Acked = Arc::default();
     let counter = Arc::new(AtomicUsize::new(0));
     let mut rng = Rng(seed | 1);
     let mut lost = CutReport::default();
