@@ -298,6 +298,20 @@ fn read_only_and_full_volume_faults_recover_without_restart() {
     let after = message("ro-after", 3000);
     assert!(queued_id(&submit(smtp, "user@example.net", &after).unwrap()).is_some());
 
+    // A full volume (ENOSPC on every write): the same, and back by itself.
+    fs.set_faults(Faults {
+        enospc: true,
+        ..Faults::default()
+    });
+    let reply = submit(smtp, "user@example.net", &message("full-during", 3000)).unwrap();
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert_eq!(
+        relay.wait_readyz(503, Duration::from_secs(5)).trim(),
+        "storage-error"
+    );
+    fs.set_faults(Faults::default());
+    relay.wait_readyz(200, Duration::from_secs(10));
+
     // Everything so far gets delivered once.
     let deadline = Instant::now() + Duration::from_secs(20);
     while sink.deliveries().len() < 2 {
@@ -431,4 +445,81 @@ fn queue_commit_survives_a_cut() {
     for id in ids {
         assert!(q.show(id).unwrap().is_some(), "{id} lost");
     }
+}
+
+/// An outcome that cannot be stored (ENOSPC inside sled's flush) is kept in
+/// memory: nothing is leased meanwhile, and once writes succeed the queue
+/// repairs itself (sled reopened) and stores it — the delivered message is
+/// gone, not due again, also after a reopen.
+#[test]
+fn outcome_kept_while_storage_fails_is_stored_after_recovery() {
+    use std::io::Write;
+    use std::time::SystemTime;
+    if !require_mounts() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    let mounted = LossyFs::mount(&vol).expect("mount lossyfs (FUSE)");
+    let opts = danerelay::queue_options(&super::enospc::test_queue());
+    let q = danerelay_queue::Queue::open(&vol.join("queue"), opts.clone()).unwrap();
+    let rcpt = || danerelay_queue::RecipientSpec {
+        address: "b@example.net".into(),
+        orcpt: None,
+        notify: danerelay_queue::Notify::default(),
+    };
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let mut w = q.begin().unwrap();
+        w.write_all(&message(&format!("k{i}"), 2000)).unwrap();
+        let env = danerelay_queue::Envelope::new("a@example.org", SystemTime::now());
+        ids.push(w.commit(env, vec![rcpt()]).unwrap());
+    }
+    let leased = q.lease_due(SystemTime::now(), 1).unwrap().pop().unwrap();
+    mounted.fs.set_faults(Faults {
+        enospc: true,
+        ..Faults::default()
+    });
+    let delivered = danerelay_queue::Outcome::Delivered {
+        reply: "250 ok".into(),
+    };
+    let r = q.complete(&leased, &[(0, delivered)], SystemTime::now());
+    assert!(
+        matches!(r, Err(danerelay_queue::QueueError::OutcomeKept { .. })),
+        "{r:?}"
+    );
+    assert!(matches!(
+        q.health(),
+        danerelay_queue::StorageHealth::Failed { .. }
+    ));
+    assert!(
+        q.lease_due(SystemTime::now(), 10).is_err(),
+        "leased while failing"
+    );
+    mounted.fs.set_faults(Faults::default());
+    let start = Instant::now();
+    while q.health() != danerelay_queue::StorageHealth::Ok {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            q.health()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        q.show(leased.id).unwrap().is_none(),
+        "kept outcome not stored"
+    );
+    let other = ids.into_iter().find(|id| *id != leased.id).unwrap();
+    let again = q.lease_due(SystemTime::now(), 10).unwrap();
+    assert_eq!(again.iter().map(|l| l.id).collect::<Vec<_>>(), vec![other]);
+    drop(again);
+    drop(q);
+    let q = danerelay_queue::Queue::open(&vol.join("queue"), opts).unwrap();
+    assert!(
+        q.show(leased.id).unwrap().is_none(),
+        "delivered message back after reopen"
+    );
+    assert!(q.show(other).unwrap().is_some());
 }
