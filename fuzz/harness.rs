@@ -64,7 +64,7 @@ pub fn smtp_session(input: &[u8]) {
         limits: SessionLimits {
             max_junk_commands: 20,
             max_recipients_per_session: 8,
-            user_rate: None,
+            ..SessionLimits::default()
         },
     };
     let tls = (flags & 8 != 0).then(tls_info);

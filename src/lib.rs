@@ -115,6 +115,15 @@ async fn start_with(
         metrics.clone(),
         shutdown.clone(),
     ));
+    queue.set_min_free_space(config.queue.min_free_space);
+    let mut storage = StorageWatch::default();
+    storage.check(&queue, &readiness, &metrics).await;
+    tracker.spawn(storage.run(
+        queue.clone(),
+        readiness.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     let admin = http::admin::AdminState {
         queue: queue.clone(),
@@ -263,6 +272,79 @@ async fn refresh_queue_metrics(queue: Queue, metrics: Metrics, shutdown: Cancell
         metrics
             .queue_oldest_message_age_seconds
             .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
+    }
+}
+
+/// Follows the queue's storage health once a second: `/readyz`
+/// (`storage-error`, `low-disk`), `danerelay_queue_storage_ok`,
+/// `danerelay_queue_free_bytes`, and a log line at each change. (The queue
+/// itself refuses and repairs; MAIL asks it directly.)
+#[derive(Default)]
+struct StorageWatch {
+    failed: bool,
+    low: bool,
+}
+
+impl StorageWatch {
+    async fn run(
+        mut self,
+        queue: Queue,
+        readiness: Arc<Readiness>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.check(&queue, &readiness, &metrics).await;
+        }
+    }
+
+    async fn check(&mut self, queue: &Queue, readiness: &Readiness, metrics: &Metrics) {
+        use danerelay_queue::StorageHealth;
+        let q = queue.clone();
+        let free = tokio::task::spawn_blocking(move || q.refresh_free_space()).await;
+        match free {
+            Ok(Ok(free)) => metrics
+                .queue_free_bytes
+                .set(i64::try_from(free).unwrap_or(i64::MAX)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot measure free space on the queue volume")
+            }
+            Err(_) => {}
+        }
+        let health = queue.health();
+        let failed = matches!(health, StorageHealth::Failed { .. });
+        let low = matches!(health, StorageHealth::LowSpace { .. });
+        if failed != self.failed {
+            match &health {
+                StorageHealth::Failed { reason } => tracing::error!(
+                    error = %reason,
+                    "queue storage failing: not ready, new mail refused with 451 4.3.0"
+                ),
+                _ => tracing::info!("queue storage works again: ready"),
+            }
+        }
+        if low != self.low {
+            match &health {
+                StorageHealth::LowSpace { free, min } => tracing::warn!(
+                    free, min,
+                    "free space on the queue volume under queue.min_free_space: not ready (low-disk), new mail refused with 452 4.3.1"
+                ),
+                _ if !failed => tracing::info!("free space on the queue volume above queue.min_free_space again"),
+                _ => {}
+            }
+        }
+        (self.failed, self.low) = (failed, low);
+        metrics.queue_storage_ok.set(i64::from(!failed));
+        readiness.storage_failed.store(failed, Ordering::Release);
+        readiness.low_disk.store(low, Ordering::Release);
+        if readiness.listeners_bound.load(Ordering::Acquire) {
+            metrics.ready.set(i64::from(readiness.is_ready()));
+        }
     }
 }
 

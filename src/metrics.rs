@@ -195,6 +195,10 @@ pub struct Metrics {
     pub queue_messages: IntGaugeVec,
     /// Age of the oldest queued message.
     pub queue_oldest_message_age_seconds: IntGauge,
+    /// 1 while the queue can store (no unrepaired write or sync error).
+    pub queue_storage_ok: IntGauge,
+    /// Free bytes on the queue's volume.
+    pub queue_free_bytes: IntGauge,
     /// Delivery attempts per recipient, by outcome and TLS result.
     pub delivery_attempts_total: IntCounterVec,
     /// DANE results per MX host tried.
@@ -293,6 +297,14 @@ impl Metrics {
                 "danerelay_queue_oldest_message_age_seconds",
                 "Age of the oldest message in the queue (0 when empty).",
             ),
+            queue_storage_ok: gauge(
+                "danerelay_queue_storage_ok",
+                "1 while the queue can store; 0 after a write or sync error (disk full, I/O error, read-only) until a write succeeds again.",
+            ),
+            queue_free_bytes: gauge(
+                "danerelay_queue_free_bytes",
+                "Free bytes (for unprivileged users) on the queue's volume; under queue.min_free_space new mail gets 452 4.3.1.",
+            ),
             delivery_attempts_total: counter_vec(
                 "danerelay_delivery_attempts_total",
                 "Delivery attempts per recipient, by outcome and TLS result.",
@@ -360,6 +372,8 @@ impl Metrics {
             Box::new(self.smtp_limit_hits_total.clone()),
             Box::new(self.queue_messages.clone()),
             Box::new(self.queue_oldest_message_age_seconds.clone()),
+            Box::new(self.queue_storage_ok.clone()),
+            Box::new(self.queue_free_bytes.clone()),
             Box::new(self.delivery_attempts_total.clone()),
             Box::new(self.dane_results_total.clone()),
             Box::new(self.delivery_tls_handshakes_total.clone()),
@@ -535,6 +549,8 @@ mod tests {
             "danerelay_messages_rejected_total{reason=\"header-limit\"} 0",
             "danerelay_queue_messages",
             "danerelay_queue_oldest_message_age_seconds",
+            "danerelay_queue_storage_ok",
+            "danerelay_queue_free_bytes",
             "danerelay_dnssec_validating",
             "danerelay_dnssec_mode{mode=\"trust-ad\"} 0",
             "danerelay_delivery_duration_seconds_bucket",

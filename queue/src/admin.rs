@@ -13,7 +13,7 @@ use crate::id::QueueId;
 use crate::model::{BodyLoc, ListFilter, MessageInfo, MessageRecord};
 use crate::queue::Queue;
 use crate::schedule::{from_ms, rcpt_key, to_ms};
-use crate::store::Store;
+use crate::store::{Store, Trees};
 use crate::tx::{tx_err, Indexed, MessageTx};
 
 /// One line of the per-domain summary (Postfix `qshape`).
@@ -84,7 +84,7 @@ impl Queue {
     /// `retry_now` for every waiting message; returns how many moved.
     pub fn retry_all(&self) -> Result<usize, QueueError> {
         let mut moved = 0;
-        for id in self.store.meta.iter().keys() {
+        for id in self.store.trees()?.meta.iter().keys() {
             let k = id.map_err(QueueError::db("scan messages"))?;
             let Some(id) = QueueId::from_key(&k) else {
                 continue;
@@ -103,7 +103,8 @@ impl Queue {
     /// Also purges a message whose record is corrupt.
     pub fn delete(&self, id: QueueId) -> Result<bool, QueueError> {
         let store = &self.store;
-        let body = match remove_message(store, id) {
+        let t = store.trees()?;
+        let body = match remove_message(&t, id) {
             Ok(Some(rec)) => {
                 store.count(Some(rec.state()), None);
                 Some(rec.body)
@@ -111,14 +112,14 @@ impl Queue {
             Ok(None) => return Ok(false),
             Err(e @ QueueError::Corrupt { .. }) => {
                 store.report_corrupt(&e);
-                purge(store, id)?;
+                purge(&t, id)?;
                 // Unknown body location: a spool file is removed below; a body-log segment
                 // stays until the next open (nothing references it any more).
                 None
             }
             Err(e) => return Err(e),
         };
-        self.commit.wait_durable()?;
+        self.commit.wait_durable(t.gen)?;
         store.release_body(id, body.unwrap_or(BodyLoc::Spool));
         Ok(true)
     }
@@ -136,12 +137,13 @@ impl Queue {
         let now = SystemTime::now();
         let domain = filter.domain.as_ref().map(|d| d.to_ascii_lowercase());
         let mut out = Vec::new();
+        let t = self.store.trees()?;
         let iter = match filter.after {
-            Some(after) => self.store.meta.range((
+            Some(after) => t.meta.range((
                 std::ops::Bound::Excluded(after.key()),
                 std::ops::Bound::Unbounded,
             )),
-            None => self.store.meta.iter(),
+            None => t.meta.iter(),
         };
         for item in iter {
             if filter.limit.is_some_and(|l| out.len() >= l) {
@@ -208,7 +210,12 @@ impl Queue {
 
     /// Age of the oldest queued message (by queue id, i.e. when it was begun), O(log n).
     pub fn oldest_age(&self, now: SystemTime) -> Result<Option<Duration>, QueueError> {
-        let first = self.store.meta.first().map_err(QueueError::db("oldest"))?;
+        let first = self
+            .store
+            .trees()?
+            .meta
+            .first()
+            .map_err(QueueError::db("oldest"))?;
         Ok(first
             .and_then(|(k, _)| QueueId::from_key(&k))
             .map(|id| now.duration_since(id.time()).unwrap_or(Duration::ZERO)))
@@ -222,7 +229,8 @@ impl Queue {
         f: impl Fn(&mut MessageRecord) -> bool,
     ) -> Result<bool, QueueError> {
         let store = &self.store;
-        let res = (&store.meta, &store.due, &store.lease)
+        let trees = store.trees()?;
+        let res = (&trees.meta, &trees.due, &trees.lease)
             .transaction(|(meta, due, lease)| {
                 let t = MessageTx { meta, due, lease };
                 let mut rec = t.load(id)?;
@@ -237,7 +245,7 @@ impl Queue {
         match res {
             Some((before, after)) => {
                 store.count(Some(before), Some(after));
-                self.commit.wait_durable()?;
+                self.commit.wait_durable(trees.gen)?;
                 Ok(true)
             }
             None => Ok(false),
@@ -246,14 +254,8 @@ impl Queue {
 }
 
 /// Removes a message's records atomically; returns the record it had.
-fn remove_message(store: &Store, id: QueueId) -> Result<Option<MessageRecord>, QueueError> {
-    let trees = (
-        &store.meta,
-        &store.rcpt,
-        &store.due,
-        &store.lease,
-        &store.body,
-    );
+fn remove_message(t: &Trees, id: QueueId) -> Result<Option<MessageRecord>, QueueError> {
+    let trees = (&t.meta, &t.rcpt, &t.due, &t.lease, &t.body);
     trees
         .transaction(|(meta, rcpt, due, lease, bodies)| {
             let t = MessageTx { meta, due, lease };
@@ -272,12 +274,12 @@ fn remove_message(store: &Store, id: QueueId) -> Result<Option<MessageRecord>, Q
 
 /// Removes whatever is stored under a message whose record cannot be decoded. Its `due`
 /// entry (unknown time) is dropped later by `lease_due` when it finds no record.
-fn purge(store: &Store, id: QueueId) -> Result<(), QueueError> {
-    for item in store.rcpt.scan_prefix(id.key()).keys() {
+fn purge(t: &Trees, id: QueueId) -> Result<(), QueueError> {
+    for item in t.rcpt.scan_prefix(id.key()).keys() {
         let k = item.map_err(QueueError::db("purge"))?;
-        store.rcpt.remove(k).map_err(QueueError::db("purge"))?;
+        t.rcpt.remove(k).map_err(QueueError::db("purge"))?;
     }
-    for tree in [&store.body, &store.lease, &store.meta] {
+    for tree in [&t.body, &t.lease, &t.meta] {
         tree.remove(id.key()).map_err(QueueError::db("purge"))?;
     }
     Ok(())

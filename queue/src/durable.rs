@@ -18,19 +18,25 @@
 //! concurrent writers therefore cost a handful of syncs, not 128, and a writer is only woken
 //! after a sync that started after its write.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
+//! Failure: a round that fails (or a writer that hits a storage error, see `Store::fail`)
+//! puts the queue into a failed state: every waiting ticket and message is failed, new ones
+//! are refused at once, and the committer tries to repair the store (`heal`) every few
+//! hundred milliseconds until writes succeed again — without a restart.
+
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::enqueue::{self, NewMessage, Placed};
 use crate::error::QueueError;
 use crate::fs::sync_dir;
-use crate::lock::{lock, wait};
-use crate::store::Store;
+use crate::heal;
+use crate::lock::{lock, wait, wait_timeout};
+use crate::sledsync::{guarded, SledSyncer};
+use crate::store::{Store, Trees};
 
 #[derive(Default)]
 struct State {
@@ -43,6 +49,8 @@ struct State {
     /// Tickets up to here belonged to a batch whose sync failed.
     failed_through: u64,
     last_error: Option<String>,
+    /// The sled opening (`Trees::gen`) rounds sync now.
+    gen: u64,
     shutdown: bool,
 }
 
@@ -59,44 +67,49 @@ struct Shared {
 /// The group-commit handle; dropping it stops the committer thread after a last batch.
 pub(crate) struct GroupCommit {
     shared: Arc<Shared>,
+    store: Arc<Store>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// First pause between repair attempts; it doubles up to [`HEAL_MAX`].
+const HEAL_FIRST: Duration = Duration::from_millis(250);
+const HEAL_MAX: Duration = Duration::from_secs(2);
 
 impl GroupCommit {
     /// Starts the committer thread; it shares the queue's [`Store`] (trees, body log, counters
     /// and wake-up hook) with everybody else.
-    pub(crate) fn start(
-        db: sled::Db,
-        sled_dir: &Path,
-        store: Arc<Store>,
-    ) -> Result<GroupCommit, QueueError> {
-        let mut syncer = SledSyncer::new(db, sled_dir)?;
+    pub(crate) fn start(store: Arc<Store>) -> Result<GroupCommit, QueueError> {
+        let sled_dir = store.dir().join("sled");
+        let trees = store.trees()?;
+        let mut syncer = SledSyncer::new(&trees, &sled_dir)?;
+        let gen = trees.gen;
+        drop(trees);
         // Everything sled created while opening is made durable first: it writes `conf`
         // without any sync, and creates `db`, `blobs/` and snapshots in its directory.
-        let conf = sled_dir.join("conf");
-        if conf.exists() {
-            File::open(&conf)
-                .and_then(|f| f.sync_all())
-                .map_err(QueueError::io("fsync sled conf", &conf))?;
-        }
+        sync_conf(&sled_dir)?;
         // Bodies first: a record reaching the disk must never point at a body that did not.
         store.bodylog.sync()?;
         syncer.sync_sled()?;
-        sync_dir(sled_dir)?;
+        sync_dir(&sled_dir)?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                gen,
+                ..State::default()
+            }),
             syncs: AtomicU64::new(0),
             submitted: AtomicU64::new(0),
             work: Condvar::new(),
             done: Condvar::new(),
         });
         let worker = Arc::clone(&shared);
+        let worker_store = Arc::clone(&store);
         let thread = std::thread::Builder::new()
             .name("queue-commit".into())
-            .spawn(move || run(&worker, &mut syncer, &store))
-            .map_err(QueueError::io("spawn committer", sled_dir))?;
+            .spawn(move || run(&worker, Some(syncer), &worker_store))
+            .map_err(QueueError::io("spawn committer", &sled_dir))?;
         Ok(GroupCommit {
             shared,
+            store,
             thread: Some(thread),
         })
     }
@@ -111,11 +124,21 @@ impl GroupCommit {
         lock(&self.shared.state).requested + self.shared.submitted.load(Ordering::Relaxed)
     }
 
-    /// Returns once everything written to sled before this call is on stable storage.
-    pub(crate) fn wait_durable(&self) -> Result<(), QueueError> {
+    /// Returns once everything written to sled (opening `gen`) before this call is on stable
+    /// storage. Fails at once while storage is failed, and when sled was reopened since the
+    /// write (it went to the old opening and is lost, or at least not known durable).
+    pub(crate) fn wait_durable(&self, gen: u64) -> Result<(), QueueError> {
         let mut st = lock(&self.shared.state);
         if st.shutdown {
             return Err(closing());
+        }
+        if self.store.failed() {
+            return Err(unavailable(&self.store));
+        }
+        if st.gen != gen {
+            return Err(QueueError::Sync {
+                reason: "the queue database was reopened after a storage error".into(),
+            });
         }
         st.requested += 1;
         let ticket = st.requested;
@@ -142,6 +165,11 @@ impl GroupCommit {
             msg.fail(closing());
             return;
         }
+        if self.store.failed() {
+            drop(st);
+            msg.fail(unavailable(&self.store));
+            return;
+        }
         st.messages.push(msg);
         self.shared.submitted.fetch_add(1, Ordering::Relaxed);
         self.shared.work.notify_one();
@@ -161,6 +189,22 @@ fn closing() -> QueueError {
     }
 }
 
+fn unavailable(store: &Store) -> QueueError {
+    QueueError::Unavailable {
+        reason: store.failure().unwrap_or_else(|| "storage failed".into()),
+    }
+}
+
+fn sync_conf(sled_dir: &Path) -> Result<(), QueueError> {
+    let conf = sled_dir.join("conf");
+    if conf.exists() {
+        File::open(&conf)
+            .and_then(|f| f.sync_all())
+            .map_err(QueueError::io("fsync sled conf", &conf))?;
+    }
+    Ok(())
+}
+
 impl Drop for GroupCommit {
     fn drop(&mut self) {
         lock(&self.shared.state).shutdown = true;
@@ -171,24 +215,43 @@ impl Drop for GroupCommit {
     }
 }
 
-/// A panic inside sled must not leave every writer waiting forever: it fails the round.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, QueueError>) -> Result<T, QueueError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(QueueError::Sync {
-            reason: format!("panic while {what}"),
-        })
-    })
-}
-
-fn run(shared: &Shared, syncer: &mut SledSyncer, store: &Store) {
+fn run(shared: &Shared, mut syncer: Option<SledSyncer>, store: &Store) {
+    let mut pause = HEAL_FIRST;
     loop {
+        if store.failed() {
+            if !fail_waiting(shared, store) {
+                return;
+            }
+            match heal::heal(store, &mut syncer) {
+                Ok(gen) => {
+                    lock(&shared.state).gen = gen;
+                    store.healed();
+                    store.notify_due();
+                    pause = HEAL_FIRST;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "queue storage still failing");
+                    let st = lock(&shared.state);
+                    if !st.shutdown {
+                        drop(wait_timeout(&shared.work, st, pause));
+                    }
+                    pause = (pause * 2).min(HEAL_MAX);
+                }
+            }
+            continue;
+        }
         let (target, messages) = {
             let mut st = lock(&shared.state);
             while st.requested == st.synced.max(st.failed_through)
                 && st.messages.is_empty()
                 && !st.shutdown
+                && !store.failed()
             {
-                st = wait(&shared.work, st);
+                // Woken by work; a writer's storage failure is noticed within a second.
+                st = wait_timeout(&shared.work, st, Duration::from_secs(1));
+            }
+            if store.failed() {
+                continue;
             }
             if st.requested == st.synced.max(st.failed_through)
                 && st.messages.is_empty()
@@ -199,13 +262,24 @@ fn run(shared: &Shared, syncer: &mut SledSyncer, store: &Store) {
             (st.requested, std::mem::take(&mut st.messages))
         };
         let queued = !messages.is_empty();
-        let result = round(syncer, store, messages);
+        let result = match (syncer.as_mut(), store.trees()) {
+            (Some(syncer), Ok(trees)) => round(syncer, store, &trees, messages),
+            (_, other) => {
+                let e = other.err().unwrap_or_else(|| QueueError::Unavailable {
+                    reason: "no database handle".into(),
+                });
+                for m in messages {
+                    m.fail(batch_failed(&e));
+                }
+                Err(e)
+            }
+        };
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&shared.state);
         match result {
             Ok(()) => st.synced = target,
             Err(e) => {
-                tracing::error!(error = %e, "queue sync failed; batch not acknowledged");
+                store.fail_db(&e);
                 st.failed_through = target;
                 st.last_error = Some(e.to_string());
             }
@@ -218,11 +292,29 @@ fn run(shared: &Shared, syncer: &mut SledSyncer, store: &Store) {
     }
 }
 
+/// While storage is failed: fails every ticket and message waiting. `false` at shutdown.
+fn fail_waiting(shared: &Shared, store: &Store) -> bool {
+    let mut st = lock(&shared.state);
+    let messages = std::mem::take(&mut st.messages);
+    st.failed_through = st.requested;
+    st.last_error = store.failure();
+    let shutdown = st.shutdown;
+    shared.done.notify_all();
+    drop(st);
+    for m in messages {
+        m.fail(unavailable(store));
+    }
+    !shutdown
+}
+
 /// One round: places the new messages' bodies, syncs them, inserts the records, and syncs
-/// sled — which also covers every ticket taken before the round began.
+/// sled — which also covers every ticket taken before the round began. On failure nothing of
+/// the round is acknowledged, and whatever of it may have reached sled is listed for `heal`
+/// to remove.
 fn round(
     syncer: &mut SledSyncer,
     store: &Store,
+    trees: &Trees,
     messages: Vec<NewMessage>,
 ) -> Result<(), QueueError> {
     let started = std::time::Instant::now();
@@ -244,14 +336,17 @@ fn round(
             Err(e) => enqueue::finish(store, p, Err(e)),
         }
     }
-    let inserted = match guarded("storing messages", || enqueue::insert_all(store, &encoded)) {
+    let inserted: Vec<Placed> = match guarded("storing messages", || {
+        enqueue::insert_all(store, trees, &encoded)
+    }) {
         Ok(()) => encoded.into_iter().map(|(p, _)| p).collect(),
         Err(e) => {
-            // Nothing of theirs is in sled; the round still syncs for the other writers.
+            // A failed transaction leaves nothing in sled; the round fails as a whole, since
+            // only storage can fail it.
             for (p, _) in encoded {
                 enqueue::finish(store, p, Err(batch_failed(&e)));
             }
-            Vec::new()
+            return Err(e);
         }
     };
     let result = guarded("syncing", || syncer.sync_sled());
@@ -265,81 +360,10 @@ fn round(
         }
         Err(e) => {
             for p in inserted {
-                enqueue::undo(store, &p);
+                enqueue::unacked(store, trees, &p);
                 enqueue::finish(store, p, Err(batch_failed(&e)));
             }
             Err(e)
         }
-    }
-}
-
-/// Flushes sled and syncs the files it leaves unsynced.
-struct SledSyncer {
-    db: sled::Db,
-    log: File,
-    log_path: PathBuf,
-    blob_dir: PathBuf,
-    /// Blob files already synced, with the length they had then: sled may still be writing a
-    /// blob when we list it, so one whose length changed is synced again.
-    synced_blobs: HashMap<OsString, u64>,
-}
-
-impl SledSyncer {
-    fn new(db: sled::Db, sled_dir: &Path) -> Result<SledSyncer, QueueError> {
-        let log_path = sled_dir.join("db");
-        let log = File::open(&log_path).map_err(QueueError::io("open sled log", &log_path))?;
-        Ok(SledSyncer {
-            db,
-            log,
-            log_path,
-            blob_dir: sled_dir.join("blobs"),
-            synced_blobs: HashMap::new(),
-        })
-    }
-
-    /// Flushes sled and syncs its files (the body log is the caller's business).
-    fn sync_sled(&mut self) -> Result<(), QueueError> {
-        self.db.flush().map_err(QueueError::db("flush"))?;
-        self.log
-            .sync_data()
-            .map_err(QueueError::io("fdatasync sled log", &self.log_path))?;
-        self.sync_blobs()
-    }
-
-    fn sync_blobs(&mut self) -> Result<(), QueueError> {
-        let entries = match std::fs::read_dir(&self.blob_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(QueueError::io("list sled blobs", &self.blob_dir)(e)),
-        };
-        let mut present = HashMap::new();
-        let mut new_entries = false;
-        for entry in entries {
-            let entry = entry.map_err(QueueError::io("list sled blobs", &self.blob_dir))?;
-            let name = entry.file_name();
-            let path = entry.path();
-            let len = match entry.metadata() {
-                Ok(m) => m.len(),
-                // sled garbage-collected it meanwhile: nothing to make durable.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(QueueError::io("stat sled blob", &path)(e)),
-            };
-            if self.synced_blobs.get(&name) != Some(&len) {
-                match File::open(&path) {
-                    Ok(f) => f
-                        .sync_data()
-                        .map_err(QueueError::io("fdatasync sled blob", &path))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(QueueError::io("open sled blob", &path)(e)),
-                }
-                new_entries = true;
-            }
-            present.insert(name, len);
-        }
-        if new_entries {
-            sync_dir(&self.blob_dir)?;
-        }
-        self.synced_blobs = present;
-        Ok(())
     }
 }

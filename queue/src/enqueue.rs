@@ -21,11 +21,12 @@ use sled::transaction::Transactional;
 use crate::codec::encode;
 use crate::error::QueueError;
 use crate::id::QueueId;
+use crate::lock::lock;
 use crate::model::{
     BodyLoc, Envelope, MessageRecord, MessageState, RecipientRecord, RecipientSpec,
 };
 use crate::schedule::{rcpt_key, to_ms};
-use crate::store::{QueueTuning, Store};
+use crate::store::{QueueTuning, Store, Trees};
 use crate::tx::{tx_err, Indexed, MessageTx};
 
 /// The most recipients one message may have (the submission side caps far lower).
@@ -156,17 +157,15 @@ pub(crate) fn encode_record(p: &mut Placed) -> Result<Vec<u8>, QueueError> {
 /// Step 3b: inserts the records of a round's messages in one sled transaction (not yet
 /// durable). One transaction per round, not per message: sled's per-transaction cost
 /// dominated the round otherwise. Fails as a whole — only a storage error can fail it.
-pub(crate) fn insert_all(store: &Store, batch: &[(Placed, Vec<u8>)]) -> Result<(), QueueError> {
+pub(crate) fn insert_all(
+    store: &Store,
+    t: &Trees,
+    batch: &[(Placed, Vec<u8>)],
+) -> Result<(), QueueError> {
     if batch.is_empty() {
         return Ok(());
     }
-    let trees = (
-        &store.meta,
-        &store.rcpt,
-        &store.due,
-        &store.lease,
-        &store.body,
-    );
+    let trees = (&t.meta, &t.rcpt, &t.due, &t.lease, &t.body);
     trees
         .transaction(|(meta, rcpt, due, lease, bodies)| {
             let t = MessageTx { meta, due, lease };
@@ -188,33 +187,49 @@ pub(crate) fn insert_all(store: &Store, batch: &[(Placed, Vec<u8>)]) -> Result<(
     Ok(())
 }
 
-/// Takes the records of an inserted message out again, when the sync that was to make them
-/// durable failed: the message was never acknowledged, so it must not be delivered either.
-/// Best effort (the storage just failed); a record that stays is delivered after a restart.
-pub(crate) fn undo(store: &Store, p: &Placed) {
+/// An inserted message whose round failed to sync: it was never acknowledged, so it must not
+/// be delivered either. Its records are taken out of sled now (best effort: sled may be the
+/// thing that failed) and listed for `heal`, which removes them from the reopened database
+/// in case they reached the disk anyway.
+pub(crate) fn unacked(store: &Store, t: &Trees, p: &Placed) {
     let id = p.msg.id;
-    let rec = &p.msg.rec;
-    let trees = (
-        &store.meta,
-        &store.rcpt,
-        &store.due,
-        &store.lease,
-        &store.body,
-    );
-    let res = trees.transaction(|(meta, rcpt, due, lease, bodies)| {
-        MessageTx { meta, due, lease }.remove(id, Indexed::of(rec))?;
-        for i in 0..rec.rcpts {
-            rcpt.remove(&rcpt_key(id, i))?;
-        }
-        bodies.remove(&id.key())?;
-        Ok(())
-    });
-    match res.map_err(tx_err("undo enqueue")) {
-        Ok(()) => store.count(Some(MessageState::Pending), None),
+    let mut rec = p.msg.rec.clone();
+    rec.body = p.loc;
+    lock(&store.health.unacked).push((id, rec.clone()));
+    match remove_records(t, id, &rec) {
+        Ok(true) => store.count(Some(MessageState::Pending), None),
+        Ok(false) => {}
         Err(e) => {
-            tracing::error!(queue_id = %id, error = ?e, "could not remove the records of an unacknowledged message")
+            tracing::debug!(queue_id = %id, error = %e, "could not remove the records of an unacknowledged message yet")
         }
     }
+}
+
+/// Removes a message's records if they are there; whether they were.
+pub(crate) fn remove_records(
+    t: &Trees,
+    id: QueueId,
+    rec: &MessageRecord,
+) -> Result<bool, QueueError> {
+    let trees = (&t.meta, &t.rcpt, &t.due, &t.lease, &t.body);
+    trees
+        .transaction(|(meta, rcpt, due, lease, bodies)| {
+            let t = MessageTx { meta, due, lease };
+            // Whatever it says now (it may have been leased meanwhile), else what was inserted.
+            let stored = match t.get(id) {
+                Ok(None) => return Ok(false),
+                Ok(Some(r)) => r,
+                Err(sled::transaction::ConflictableTransactionError::Abort(_)) => rec.clone(),
+                Err(e) => return Err(e),
+            };
+            t.remove(id, Indexed::of(&stored))?;
+            for i in 0..rec.rcpts {
+                rcpt.remove(&rcpt_key(id, i))?;
+            }
+            bodies.remove(&id.key())?;
+            Ok(true)
+        })
+        .map_err(tx_err("undo enqueue"))
 }
 
 /// Ends a message's round: reports the result and, on failure, frees its body.

@@ -56,9 +56,30 @@ pub enum QueueError {
     /// acknowledged.
     #[error("durable commit failed: {reason}")]
     Sync { reason: String },
+    /// Storage failed and is not repaired yet (the committer retries on its own): nothing
+    /// new is stored or leased meanwhile.
+    #[error("queue storage unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The outcome could not be stored now; the queue keeps it in memory and stores it as
+    /// soon as storage works again (the message is not delivered again meanwhile).
+    #[error("outcome of {id} kept in memory until storage recovers: {reason}")]
+    OutcomeKept { id: QueueId, reason: String },
 }
 
 impl QueueError {
+    /// Whether this is the storage failing (disk full, I/O error, failed sync), as opposed to
+    /// a problem with one message or a caller's mistake.
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Db { .. }
+                | QueueError::Io { .. }
+                | QueueError::Sync { .. }
+                | QueueError::Unavailable { .. }
+                | QueueError::OutcomeKept { .. }
+        )
+    }
+
     pub(crate) fn db(op: &'static str) -> impl FnOnce(sled::Error) -> QueueError {
         move |source| QueueError::Db { op, source }
     }

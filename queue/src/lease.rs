@@ -15,14 +15,12 @@ use crate::body::BodyReader;
 use crate::codec::{decode, key_name};
 use crate::error::QueueError;
 use crate::id::QueueId;
+use crate::lock::lock;
 use crate::model::{Envelope, LeaseRec, LeasedRecipient, MessageRecord, MessageState};
 use crate::queue::Queue;
 use crate::schedule::{from_ms, later, parse_due_key, to_ms};
+use crate::store::Trees;
 use crate::tx::{abort, tx_err, Indexed, MessageTx};
-
-/// The reply recorded for recipients that reached `max_age` (RFC 3463 X.4.7, "delivery time
-/// expired").
-pub const EXPIRED_REPLY: &str = "4.4.7 message expired: delivery time limit reached";
 
 /// A message leased to one delivery worker until `lease_until`. Its body is read with
 /// [`Queue::body`].
@@ -61,8 +59,9 @@ impl Queue {
     /// When the next message is due (or a lease runs out), `None` when nothing is scheduled.
     /// O(log n): the first key of the `due` index.
     pub fn next_due(&self) -> Result<Option<SystemTime>, QueueError> {
+        let t = self.store.trees()?;
         loop {
-            let Some((k, _)) = self.store.due.first().map_err(QueueError::db("next due"))? else {
+            let Some((k, _)) = t.due.first().map_err(QueueError::db("next due"))? else {
                 return Ok(None);
             };
             match parse_due_key(&k) {
@@ -74,13 +73,21 @@ impl Queue {
 
     /// Leases up to `max` messages due at `now` (oldest due first). Each comes with its open
     /// recipients; until `complete`, `abandon` or the lease's end nobody else gets it. A
-    /// message whose body is gone is put on hold and reported instead.
+    /// message whose body is gone is put on hold and reported instead. While storage is
+    /// failed nothing is leased ([`QueueError::Unavailable`]): an attempt whose outcome
+    /// could not be stored would only be repeated.
     pub fn lease_due(&self, now: SystemTime, max: usize) -> Result<Vec<Leased>, QueueError> {
         let store = &self.store;
+        if store.failed() {
+            return Err(QueueError::Unavailable {
+                reason: store.failure().unwrap_or_default(),
+            });
+        }
+        let t = store.trees()?;
         let until = later(now, store.opts.lease);
         let upper = (to_ms(now).saturating_add(1)).to_be_bytes();
         let mut candidates = Vec::new();
-        for item in store.due.range(..&upper[..]).keys() {
+        for item in t.due.range(..&upper[..]).keys() {
             if candidates.len() >= max {
                 break;
             }
@@ -93,13 +100,13 @@ impl Queue {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let (taken, corrupt) = self.take(&candidates, to_ms(until))?;
+        let (taken, corrupt) = self.take(&t, &candidates, to_ms(until))?;
         // From here on the batch is leased: an error must not return early, or every message
         // after it would sit out its lease unseen. A message that fails is set aside (it is
         // due again when its lease runs out) and the rest are handed out.
         for (k, e) in corrupt {
             store.report_corrupt(&e);
-            if let Err(e) = store.due.remove(&k) {
+            if let Err(e) = t.due.remove(&k) {
                 tracing::warn!(key = %key_name(&k), error = %e, "could not drop the schedule entry of a corrupt record");
             }
         }
@@ -108,6 +115,11 @@ impl Queue {
         for t in taken {
             store.count(Some(t.before), Some(MessageState::Active));
             let id = t.id;
+            let live = LeaseRec {
+                token: t.token,
+                until_ms: to_ms(until),
+            };
+            lock(&store.health.live).insert(id, live);
             match self.build_leased(t, until) {
                 Ok(Some(l)) => out.push(l),
                 Ok(None) => {}
@@ -128,11 +140,11 @@ impl Queue {
     /// is set aside (returned with its `due` key) rather than failing its neighbours.
     fn take(
         &self,
+        trees: &Trees,
         candidates: &[Candidate],
         until_ms: u64,
     ) -> Result<(Vec<Taken>, Vec<CorruptDue>), QueueError> {
-        let store = &self.store;
-        (&store.meta, &store.due, &store.lease)
+        (&trees.meta, &trees.due, &trees.lease)
             .transaction(|(meta, due, lease)| {
                 let t = MessageTx { meta, due, lease };
                 let mut taken = Vec::new();
@@ -199,6 +211,7 @@ impl Queue {
                 key: id.to_string(),
                 reason: e.to_string(),
             });
+            lock(&store.health.live).remove(&id);
             self.hold(id)?;
             return Ok(None);
         }
@@ -225,12 +238,14 @@ impl Queue {
     /// again now, its recipients untouched.
     pub fn abandon(&self, lease: &Leased) -> Result<(), QueueError> {
         let now_ms = to_ms(SystemTime::now());
-        let (before, after) = self.update_leased(lease, |rec| {
+        let (gen, before, after) = self.update_leased(lease, |rec| {
             rec.lease = None;
             rec.next_ms = now_ms;
         })?;
         self.store.count(Some(before.state()), Some(after.state()));
-        self.commit.wait_durable()?;
+        // Not live any more either way: if this is lost, `heal` returns the lease to due.
+        lock(&self.store.health.live).remove(&lease.id);
+        self.commit.wait_durable(gen)?;
         self.store.notify_due();
         Ok(())
     }
@@ -245,6 +260,9 @@ impl Queue {
             rec.next_ms = until_ms;
             rec.lease = Some(LeaseRec { token, until_ms });
         })?;
+        if let Some(l) = lock(&self.store.health.live).get_mut(&lease.id) {
+            l.until_ms = until_ms;
+        }
         lease.lease_until = until;
         Ok(())
     }
@@ -252,20 +270,21 @@ impl Queue {
     /// Records that the delay warning DSN for this message was sent; `false` if it already was
     /// (so at most one is ever sent).
     pub fn mark_delay_warned(&self, lease: &Leased) -> Result<bool, QueueError> {
-        let (before, _) = self.update_leased(lease, |rec| rec.delay_warned = true)?;
-        self.commit.wait_durable()?;
+        let (gen, before, _) = self.update_leased(lease, |rec| rec.delay_warned = true)?;
+        self.commit.wait_durable(gen)?;
         Ok(!before.delay_warned)
     }
 
-    /// Changes a leased message's record under its lease token; returns it before and after.
+    /// Changes a leased message's record under its lease token; returns the database opening
+    /// it went to and the record before and after.
     fn update_leased(
         &self,
         lease: &Leased,
         f: impl Fn(&mut MessageRecord),
-    ) -> Result<(MessageRecord, MessageRecord), QueueError> {
+    ) -> Result<(u64, MessageRecord, MessageRecord), QueueError> {
         let id = lease.id;
-        let store = &self.store;
-        (&store.meta, &store.due, &store.lease)
+        let trees = self.store.trees()?;
+        let (before, after) = (&trees.meta, &trees.due, &trees.lease)
             .transaction(|(meta, due, leases)| {
                 let t = MessageTx {
                     meta,
@@ -281,6 +300,7 @@ impl Queue {
                 t.put(id, Some(Indexed::of(&before)), &rec)?;
                 Ok((before, rec))
             })
-            .map_err(tx_err("update lease"))
+            .map_err(tx_err("update lease"))?;
+        Ok((trees.gen, before, after))
     }
 }

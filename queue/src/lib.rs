@@ -12,8 +12,11 @@
 //!   (outcomes) and `admin` (hold, release, delete, retry, list, show, domain summary) add
 //!   the rest of `impl Queue`.
 //! - `writer`: [`MessageWriter`] (streaming in; `finish` hands its body over).
-//! - `durable`: the group committer and the fsyncs sled 0.34 omits; `enqueue`: what a round
-//!   does with the new messages handed to it; `recover`: what `open` repairs after a crash.
+//! - `durable`: the group committer (`sledsync`: the fsyncs sled 0.34 omits); `enqueue`: what
+//!   a round does with the new messages handed to it; `recover`: what `open` repairs after a
+//!   crash; `heal`: what the committer repairs in process after a storage error.
+//! - `complete` records outcomes durably, through `outcome` (the transaction itself, shared
+//!   with `heal`).
 //! - `store`: `Store`, the one owner of the trees, body log, ids, counters, corrupt list and
 //!   wake-up hook, shared as `Arc<Store>` by the queue, its writers and the committer.
 //! - `bodylog`: the append-only segments holding small bodies; `body`: [`BodyReader`].
@@ -87,6 +90,21 @@
 //! At open, spool files and body segments nothing refers to are deleted, leases of the
 //! previous process become due, and records pointing at missing bodies are reported.
 //!
+//! ### When storage fails
+//! Any storage error — a failed round (ENOSPC or EIO inside sled's log writer, a failed
+//! `fdatasync`), a spool file that cannot be written — puts the queue into a failed state
+//! ([`Queue::health`] = `Failed`): new messages fail at once, `lease_due` leases nothing, and a
+//! [`Queue::complete`] that cannot be stored keeps its outcome in memory
+//! ([`QueueError::OutcomeKept`]; the message stays leased, so it is not delivered twice). The
+//! committer probes the volume (a 1 MiB write + fsync) every 250 ms–2 s and, once it succeeds,
+//! repairs the store without a restart: sled 0.34 keeps the first I/O error of its log writer
+//! forever, so it is reopened in process; leases of live workers are written again, records of
+//! failed rounds removed, kept outcomes applied, everything synced and the counters recounted
+//! (see `heal`). A write made through the old opening is never reported durable. Below
+//! [`Queue::set_min_free_space`] `health` says `LowSpace` (the relay answers `452 4.3.1`).
+//! Tested on a filling tmpfs (`tests/faults.rs`) and, in the main crate, on a FUSE
+//! filesystem that drops unsynced writes on command (power loss) and injects EROFS/ENOSPC/EIO.
+//!
 //! ### Where bodies live, and the measurement that decided it
 //! `cargo bench -p danerelay-queue` (storage section), 10 KiB bodies, 128 concurrent durable
 //! writers, three interleaved runs per variant (fresh queue each), on this 2-core VM while
@@ -147,13 +165,16 @@ mod durable;
 mod enqueue;
 mod error;
 mod fs;
+mod heal;
 pub mod id;
 mod lease;
 mod lock;
 pub mod model;
+mod outcome;
 mod queue;
 mod recover;
 pub mod schedule;
+mod sledsync;
 mod store;
 mod tx;
 mod writer;
@@ -164,11 +185,12 @@ pub use complete::Completion;
 pub use enqueue::MAX_RECIPIENTS;
 pub use error::QueueError;
 pub use id::{ParseIdError, QueueId};
-pub use lease::{Leased, EXPIRED_REPLY};
+pub use lease::Leased;
 pub use model::{
     Counts, Envelope, ExpiredRecipient, LeasedRecipient, ListFilter, MessageInfo, MessageState,
     Notify, Outcome, QueueOptions, RecipientInfo, RecipientSpec, RecipientState, Ret,
 };
-pub use queue::Queue;
+pub use outcome::EXPIRED_REPLY;
+pub use queue::{Queue, StorageHealth};
 pub use store::{CorruptRecord, QueueTuning};
 pub use writer::MessageWriter;

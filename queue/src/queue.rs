@@ -3,6 +3,7 @@
 //! `complete`, the operator side in `admin`, each as more `impl Queue`.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,6 +15,19 @@ use crate::model::{Counts, Envelope, QueueOptions, RecipientSpec};
 use crate::recover::recover;
 use crate::store::{CorruptRecord, QueueTuning, Store};
 use crate::writer::MessageWriter;
+
+/// Whether the queue can store new mail now ([`Queue::health`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageHealth {
+    /// Writes succeed and free space is above the minimum.
+    Ok,
+    /// Free space on the queue's volume is below [`Queue::set_min_free_space`]: storing still
+    /// works, but new mail should be refused (RFC 3463 4.3.1) before the volume is full.
+    LowSpace { free: u64, min: u64 },
+    /// A write or sync failed and the store is not repaired yet; the committer retries by
+    /// itself until writes succeed again. Nothing new is stored or leased meanwhile.
+    Failed { reason: String },
+}
 
 /// The durable queue. Cheap to clone; all clones share one database.
 #[derive(Clone)]
@@ -57,11 +71,11 @@ impl Queue {
                 reason: "lease duration is under 1 ms",
             });
         }
-        let (store, db) = Store::open(path, opts, tuning)?;
-        let store = Arc::new(store);
-        let commit = GroupCommit::start(db, &path.join("sled"), Arc::clone(&store))?;
-        if recover(&store, SystemTime::now())? > 0 {
-            commit.wait_durable()?;
+        let store = Arc::new(Store::open(path, opts, tuning)?);
+        let commit = GroupCommit::start(Arc::clone(&store))?;
+        let trees = store.trees()?;
+        if recover(&store, &trees, SystemTime::now())? > 0 {
+            commit.wait_durable(trees.gen)?;
         }
         Ok(Queue {
             store,
@@ -115,7 +129,8 @@ impl Queue {
 
     /// Makes everything done so far durable (at shutdown; `commit` needs no extra flush).
     pub fn flush(&self) -> Result<(), QueueError> {
-        self.commit.wait_durable()
+        let gen = self.store.trees()?.gen;
+        self.commit.wait_durable(gen)
     }
 
     /// Number of messages per state, maintained in memory (O(1)).
@@ -132,6 +147,39 @@ impl Queue {
     /// Records found unreadable since open (at open and during operations), oldest first.
     pub fn corrupt_records(&self) -> Vec<CorruptRecord> {
         self.store.corrupt_records()
+    }
+
+    /// Whether the queue can store new mail now (cheap: no I/O; free space as last measured
+    /// by [`Queue::refresh_free_space`]).
+    pub fn health(&self) -> StorageHealth {
+        let h = &self.store.health;
+        if self.store.failed() {
+            return StorageHealth::Failed {
+                reason: self.store.failure().unwrap_or_default(),
+            };
+        }
+        let (free, min) = (
+            h.free.load(Ordering::Relaxed),
+            h.min_free.load(Ordering::Relaxed),
+        );
+        if min > 0 && free < min {
+            return StorageHealth::LowSpace { free, min };
+        }
+        StorageHealth::Ok
+    }
+
+    /// Sets the free space below which [`Queue::health`] reports `LowSpace` (0 = never).
+    pub fn set_min_free_space(&self, bytes: u64) {
+        self.store.health.min_free.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Measures the free space (for unprivileged users) on the queue's volume, remembers it
+    /// for [`Queue::health`] and returns it.
+    pub fn refresh_free_space(&self) -> Result<u64, QueueError> {
+        let dir = self.store.dir();
+        let free = fs2::available_space(dir).map_err(QueueError::io("statvfs", dir))?;
+        self.store.health.free.store(free, Ordering::Relaxed);
+        Ok(free)
     }
 
     /// Registers a callback run whenever a message becomes due now (new message, release,

@@ -13,18 +13,18 @@ use crate::error::QueueError;
 use crate::id::QueueId;
 use crate::model::{BodyLoc, Counts, MessageRecord};
 use crate::schedule::to_ms;
-use crate::store::Store;
+use crate::store::{Store, Trees};
 use crate::tx::{abort, tx_err, Indexed, MessageTx};
 
 /// Repairs the store at open; returns how many leases it released (the caller makes that
 /// durable).
-pub(crate) fn recover(store: &Store, now: SystemTime) -> Result<usize, QueueError> {
-    let released = release_leases(store, to_ms(now))?;
+pub(crate) fn recover(store: &Store, t: &Trees, now: SystemTime) -> Result<usize, QueueError> {
+    let released = release_leases(store, t, to_ms(now), |_| false)?;
     let spool_files = spool_files(store)?;
     let segments = store.bodylog.segment_set()?;
     let mut counts = Counts::default();
     let mut referenced = HashSet::new();
-    for item in store.meta.iter() {
+    for item in t.meta.iter() {
         let (k, v) = item.map_err(QueueError::db("scan messages"))?;
         let rec: MessageRecord = match decode("meta", &k, &v) {
             Ok(r) => r,
@@ -71,12 +71,21 @@ pub(crate) fn recover(store: &Store, now: SystemTime) -> Result<usize, QueueErro
     Ok(released)
 }
 
-/// Every lease at open belongs to a dead process: its message becomes due now.
-fn release_leases(store: &Store, now_ms: u64) -> Result<usize, QueueError> {
+/// Every lease at open belongs to a dead process: its message becomes due now. After a
+/// reopen (`heal`), every lease but the ones `live` says a worker still holds.
+pub(crate) fn release_leases(
+    store: &Store,
+    t: &Trees,
+    now_ms: u64,
+    live: impl Fn(QueueId) -> bool,
+) -> Result<usize, QueueError> {
     let mut released = 0;
-    for item in store.lease.iter().keys() {
+    for item in t.lease.iter().keys() {
         let k = item.map_err(QueueError::db("scan leases"))?;
-        let trees = (&store.meta, &store.due, &store.lease);
+        if QueueId::from_key(&k).is_some_and(&live) {
+            continue;
+        }
+        let trees = (&t.meta, &t.due, &t.lease);
         let res = trees.transaction(|(meta, due, lease)| {
             lease.remove(&k)?;
             let Some(v) = meta.get(&k)? else {
@@ -101,10 +110,7 @@ fn release_leases(store: &Store, now_ms: u64) -> Result<usize, QueueError> {
             Err(e @ QueueError::Corrupt { .. }) => {
                 store.report_corrupt(&e);
                 // Without a readable record the lease entry means nothing.
-                store
-                    .lease
-                    .remove(&k)
-                    .map_err(QueueError::db("drop lease"))?;
+                t.lease.remove(&k).map_err(QueueError::db("drop lease"))?;
             }
             Err(e) => return Err(e),
         }
@@ -126,4 +132,16 @@ fn spool_files(store: &Store) -> Result<HashSet<QueueId>, QueueError> {
         }
     }
     Ok(out)
+}
+
+/// The per-state counters from a scan of every record (after a reopen, `heal`).
+pub(crate) fn count_states(t: &Trees) -> Result<Counts, QueueError> {
+    let mut counts = Counts::default();
+    for item in t.meta.iter() {
+        let (k, v) = item.map_err(QueueError::db("scan messages"))?;
+        if let Ok(rec) = decode::<MessageRecord>("meta", &k, &v) {
+            *counts.slot(rec.state()) += 1;
+        }
+    }
+    Ok(counts)
 }

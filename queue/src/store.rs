@@ -12,9 +12,11 @@
 //! messages leased right now, so recovery at open touches only them). `due` and `lease` are
 //! kept in step with `meta` by `tx::MessageTx`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::body::BodyReader;
 use crate::bodylog::BodyLog;
@@ -23,7 +25,9 @@ use crate::error::QueueError;
 use crate::fs::sync_dir;
 use crate::id::{IdGen, QueueId};
 use crate::lock::lock;
-use crate::model::{BodyLoc, Counts, MessageRecord, MessageState, QueueOptions, RecipientRecord};
+use crate::model::{
+    BodyLoc, Counts, LeaseRec, MessageRecord, MessageState, Outcome, QueueOptions, RecipientRecord,
+};
 use crate::schedule::rcpt_key;
 
 /// Storage knobs with measured defaults; `Queue::open` uses `QueueTuning::default()`.
@@ -63,16 +67,57 @@ pub struct CorruptRecord {
 /// Runs whenever a message becomes due now.
 pub(crate) type DueHook = Arc<dyn Fn() + Send + Sync>;
 
-pub(crate) struct Store {
-    pub opts: QueueOptions,
-    pub tuning: QueueTuning,
+/// One opening of the sled database and its trees. A storage error can leave sled 0.34
+/// failed for good (its log writer keeps the first I/O error forever), so the committer
+/// reopens it (see `heal`); `gen` tells the openings apart, so that a write made through an
+/// old one is never reported durable by a sync of a new one.
+pub(crate) struct Trees {
+    pub gen: u64,
+    pub db: sled::Db,
     pub meta: sled::Tree,
     pub rcpt: sled::Tree,
     pub body: sled::Tree,
     pub due: sled::Tree,
     pub lease: sled::Tree,
+}
+
+/// An outcome `complete` could not store: kept in memory and applied again once storage
+/// works (see `heal`), so the message is not delivered a second time.
+#[derive(Debug, Clone)]
+pub(crate) struct KeptOutcome {
+    pub id: QueueId,
+    pub token: u64,
+    pub outcomes: Vec<(u32, Outcome)>,
+    pub now: std::time::SystemTime,
+}
+
+/// Whether the queue can store right now, and what the committer must repair.
+#[derive(Default)]
+pub(crate) struct Health {
+    failed: AtomicBool,
+    /// The failure touched sled: it must be reopened (sled 0.34 never recovers by itself).
+    reopen: AtomicBool,
+    reason: Mutex<Option<String>>,
+    /// Leases handed out and not yet given back durably: re-asserted after a reopen, since a
+    /// lease record is not synced and may not have reached the disk.
+    pub live: Mutex<HashMap<QueueId, LeaseRec>>,
+    /// Outcomes that could not be stored yet.
+    pub kept: Mutex<Vec<KeptOutcome>>,
+    /// Messages of failed rounds whose records may have reached sled: removed after a reopen.
+    pub unacked: Mutex<Vec<(QueueId, MessageRecord)>>,
+    /// `min_free_space` in bytes (0 = off) and the free space last measured.
+    pub min_free: AtomicU64,
+    pub free: AtomicU64,
+}
+
+pub(crate) struct Store {
+    pub opts: QueueOptions,
+    pub tuning: QueueTuning,
+    trees: RwLock<Option<Arc<Trees>>>,
     pub bodylog: BodyLog,
     pub ids: IdGen,
+    pub health: Health,
+    dir: PathBuf,
     spool_dir: PathBuf,
     counts: Mutex<[i64; 4]>,
     corrupt: Mutex<Vec<CorruptRecord>>,
@@ -86,6 +131,21 @@ fn state_slot(s: MessageState) -> usize {
         MessageState::Held => 2,
         MessageState::Active => 3,
     }
+}
+
+/// Opens sled and its trees, as opening number `gen`.
+pub(crate) fn open_trees(dir: &Path, tuning: &QueueTuning, gen: u64) -> Result<Trees, QueueError> {
+    let db = open_sled(dir, tuning)?;
+    let tree = |name: &str| db.open_tree(name).map_err(QueueError::db("open tree"));
+    Ok(Trees {
+        gen,
+        meta: tree("meta")?,
+        rcpt: tree("rcpt")?,
+        body: tree("body")?,
+        due: tree("due")?,
+        lease: tree("lease")?,
+        db,
+    })
 }
 
 /// Opens sled. A queue closed a moment ago in this process may still have sled's background
@@ -110,48 +170,111 @@ fn open_sled(dir: &Path, tuning: &QueueTuning) -> Result<sled::Db, QueueError> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the directories, sled and the body log under `path`; returns
-    /// the database too, for the committer. Counters start at zero (recovery fills them in).
+    /// Opens (creating if needed) the directories, sled and the body log under `path`.
+    /// Counters start at zero (recovery fills them in).
     pub(crate) fn open(
         path: &Path,
         opts: QueueOptions,
         tuning: QueueTuning,
-    ) -> Result<(Store, sled::Db), QueueError> {
+    ) -> Result<Store, QueueError> {
         let spool_dir = path.join("spool");
         for dir in [path, &spool_dir] {
             std::fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
         }
-        let db = open_sled(&path.join("sled"), &tuning)?;
-        let tree = |name: &str| db.open_tree(name).map_err(QueueError::db("open tree"));
-        let (meta, rcpt, body, due, lease) = (
-            tree("meta")?,
-            tree("rcpt")?,
-            tree("body")?,
-            tree("due")?,
-            tree("lease")?,
-        );
+        // A queue directory created just now must keep its name too: without this a power cut
+        // soon after the first start loses the whole queue (found by the power-loss test).
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        let trees = open_trees(&path.join("sled"), &tuning, 0)?;
         let bodylog = BodyLog::open(&path.join("bodies"), tuning.body_segment_size)?;
         sync_dir(path)?;
-        let floor = meta
+        let floor = trees
+            .meta
             .last()
             .map_err(QueueError::db("read last id"))?
             .and_then(|(k, _)| QueueId::from_key(&k));
-        let store = Store {
+        Ok(Store {
             opts,
             tuning,
-            meta,
-            rcpt,
-            body,
-            due,
-            lease,
+            trees: RwLock::new(Some(Arc::new(trees))),
             bodylog,
             ids: IdGen::new(floor),
+            health: Health::default(),
+            dir: path.to_path_buf(),
             spool_dir,
             counts: Mutex::new([0; 4]),
             corrupt: Mutex::new(Vec::new()),
             hook: Mutex::new(None),
-        };
-        Ok((store, db))
+        })
+    }
+
+    /// The database as opened now; fails while the committer is reopening it.
+    pub(crate) fn trees(&self) -> Result<Arc<Trees>, QueueError> {
+        self.trees
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| QueueError::Unavailable {
+                reason: self
+                    .failure()
+                    .unwrap_or_else(|| "storage is reopening".into()),
+            })
+    }
+
+    /// Takes the database away (to reopen it); the caller drops it.
+    pub(crate) fn take_trees(&self) -> Option<Arc<Trees>> {
+        self.trees.write().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub(crate) fn put_trees(&self, trees: Arc<Trees>) {
+        *self.trees.write().unwrap_or_else(|e| e.into_inner()) = Some(trees);
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records a storage failure (first reason wins until healed); the committer notices,
+    /// stops acknowledging anything and repairs the store as soon as writes succeed again.
+    pub(crate) fn fail(&self, reason: impl std::fmt::Display) {
+        let mut r = lock(&self.health.reason);
+        if r.is_none() {
+            let reason = reason.to_string();
+            tracing::error!(error = %reason, "queue storage failed: refusing new mail until writes succeed again");
+            *r = Some(reason);
+        }
+        self.health.failed.store(true, Ordering::Release);
+    }
+
+    /// [`Store::fail`] for a failure that touched sled (or may have): `heal` reopens it.
+    pub(crate) fn fail_db(&self, reason: impl std::fmt::Display) {
+        self.health.reopen.store(true, Ordering::Release);
+        self.fail(reason);
+    }
+
+    /// Whether the failure being healed needs sled reopened.
+    pub(crate) fn needs_reopen(&self) -> bool {
+        self.health.reopen.load(Ordering::Acquire)
+    }
+
+    /// Whether a storage failure is unrepaired.
+    pub(crate) fn failed(&self) -> bool {
+        self.health.failed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn failure(&self) -> Option<String> {
+        lock(&self.health.reason).clone()
+    }
+
+    /// Storage works again (the committer, after repairing).
+    pub(crate) fn healed(&self) {
+        let was = lock(&self.health.reason).take();
+        self.health.reopen.store(false, Ordering::Release);
+        self.health.failed.store(false, Ordering::Release);
+        if let Some(reason) = was {
+            tracing::info!(after = %reason, "queue storage works again: accepting mail");
+        }
     }
 
     pub(crate) fn spool_dir(&self) -> &Path {
@@ -234,7 +357,10 @@ impl Store {
             key: key_name(k),
             reason: "malformed schedule key".into(),
         });
-        self.due.remove(k).map_err(QueueError::db("drop due"))?;
+        self.trees()?
+            .due
+            .remove(k)
+            .map_err(QueueError::db("drop due"))?;
         Ok(())
     }
 
@@ -244,6 +370,7 @@ impl Store {
 
     pub(crate) fn record(&self, id: QueueId) -> Result<Option<MessageRecord>, QueueError> {
         match self
+            .trees()?
             .meta
             .get(id.key())
             .map_err(QueueError::db("read message"))?
@@ -259,10 +386,11 @@ impl Store {
         id: QueueId,
         count: u32,
     ) -> Result<Vec<(u32, RecipientRecord)>, QueueError> {
+        let t = self.trees()?;
         let mut out = Vec::with_capacity(count as usize);
         for i in 0..count {
             let k = rcpt_key(id, i);
-            let Some(v) = self.rcpt.get(k).map_err(QueueError::db("read recipient"))? else {
+            let Some(v) = t.rcpt.get(k).map_err(QueueError::db("read recipient"))? else {
                 continue;
             };
             match decode::<RecipientRecord>("rcpt", &k, &v) {
@@ -277,6 +405,7 @@ impl Store {
     fn locate_body(&self, id: QueueId, rec: &MessageRecord) -> Result<Located, QueueError> {
         match rec.body {
             BodyLoc::Inline => self
+                .trees()?
                 .body
                 .get(id.key())
                 .map_err(QueueError::db("read body"))?

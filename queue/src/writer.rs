@@ -75,7 +75,7 @@ impl MessageWriter {
         env: Envelope,
         rcpts: Vec<RecipientSpec>,
     ) -> Result<QueueId, QueueError> {
-        let body = self.finish()?;
+        let body = self.finish().inspect_err(|e| self.store.fail(e))?;
         let build = NewMessage::prepare(self.id, body.body, body.size, body.crc32, env, rcpts)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.commit.submit(build(Box::new(move |r| {
@@ -116,6 +116,15 @@ impl MessageWriter {
         self.store.spool_path(self.id)
     }
 
+    /// A spool file could not be written: the volume is full or failing, so the queue
+    /// cannot take new mail until a probe write succeeds again.
+    fn spool_failed(&self, e: &io::Error) {
+        self.store
+            .fail(QueueError::io("write spool file", self.spool_path())(
+                clone_io(e),
+            ));
+    }
+
     /// Moves the in-memory buffer to a spool file.
     fn spill(&mut self) -> io::Result<()> {
         let file = File::options()
@@ -133,11 +142,15 @@ impl MessageWriter {
 impl Write for MessageWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.file.is_none() && self.buf.len() + data.len() > self.store.tuning.inline_body_max {
-            self.spill()?;
+            self.spill().inspect_err(|e| self.spool_failed(e))?;
         }
-        match &mut self.file {
-            Some(f) => f.write_all(data)?,
-            None => self.buf.extend_from_slice(data),
+        if let Some(f) = &mut self.file {
+            if let Err(e) = f.write_all(data) {
+                self.spool_failed(&e);
+                return Err(e);
+            }
+        } else {
+            self.buf.extend_from_slice(data);
         }
         self.crc.update(data);
         self.size += data.len() as u64;
@@ -146,7 +159,12 @@ impl Write for MessageWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.file {
-            Some(f) => f.flush(),
+            Some(f) => f.flush().inspect_err(|e| {
+                self.store.fail(QueueError::io(
+                    "write spool file",
+                    self.store.spool_path(self.id),
+                )(clone_io(e)))
+            }),
             None => Ok(()),
         }
     }
@@ -175,5 +193,12 @@ impl std::fmt::Debug for MessageWriter {
             .field("size", &self.size)
             .field("spooled", &self.file.is_some())
             .finish()
+    }
+}
+
+fn clone_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }

@@ -139,6 +139,8 @@ pub struct QueueConfig {
     pub max_age: Duration,
     /// `None` when configured as `"0s"`.
     pub delay_warning: Option<Duration>,
+    /// Below this free space on the queue volume new mail gets `452 4.3.1`; 0 = off.
+    pub min_free_space: u64,
 }
 
 /// `[dns]`

@@ -159,6 +159,7 @@ pub struct RawQueue {
     pub retry: Vec<Dur>,
     pub max_age: Dur,
     pub delay_warning: Dur,
+    pub min_free_space: Size,
 }
 
 impl Default for RawQueue {
@@ -172,6 +173,7 @@ impl Default for RawQueue {
             retry,
             max_age: Dur(Ok(Duration::from_secs(5 * 86400))),
             delay_warning: Dur(Ok(Duration::from_secs(4 * 3600))),
+            min_free_space: Size(Ok(512 * 1024 * 1024)),
         }
     }
 }

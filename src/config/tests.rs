@@ -349,3 +349,16 @@ fn abuse_limits_are_validated_with_key_paths() {
         "capped by the message size"
     );
 }
+
+#[test]
+fn queue_min_free_space_defaults_parses_and_reports_its_key_path() {
+    assert_eq!(ok(PLAIN).queue.min_free_space, 512 * 1024 * 1024);
+    let with = |v: &str| format!("{PLAIN}[queue]\nmin_free_space = {v}\n");
+    assert_eq!(ok(&with("\"0\"")).queue.min_free_space, 0);
+    assert_eq!(ok(&with("\"2GiB\"")).queue.min_free_space, 2 << 30);
+    let errs = errors(&with("\"lots\""));
+    assert!(
+        errs.iter().any(|e| e.starts_with("queue.min_free_space:")),
+        "{errs:?}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The HTTP side: `/metrics` (Prometheus), `/healthz` (the process runs),
-//! `/readyz` (listeners bound, queue open, not draining), and the admin API
+//! `/readyz` (listeners bound, queue open and able to store, free space above
+//! `queue.min_free_space`, not draining), and the admin API
 //! under `/api` (see [`admin`]).
 
 pub mod admin;
@@ -24,13 +25,32 @@ pub struct Readiness {
     pub listeners_bound: AtomicBool,
     pub queue_open: AtomicBool,
     pub draining: AtomicBool,
+    /// The queue cannot store (write or sync error, until repaired).
+    pub storage_failed: AtomicBool,
+    /// Free space on the queue volume is under `queue.min_free_space`.
+    pub low_disk: AtomicBool,
 }
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
-        self.listeners_bound.load(Ordering::Acquire)
-            && self.queue_open.load(Ordering::Acquire)
-            && !self.draining.load(Ordering::Acquire)
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why `/readyz` answers 503, `None` when ready.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Some("draining")
+        } else if !self.listeners_bound.load(Ordering::Acquire)
+            || !self.queue_open.load(Ordering::Acquire)
+        {
+            Some("starting")
+        } else if self.storage_failed.load(Ordering::Acquire) {
+            Some("storage-error")
+        } else if self.low_disk.load(Ordering::Acquire) {
+            Some("low-disk")
+        } else {
+            None
+        }
     }
 }
 
@@ -91,12 +111,9 @@ fn router(state: AppState) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else if state.readiness.draining.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    match state.readiness.not_ready_reason() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
     }
 }
 

@@ -334,6 +334,14 @@ impl Reply {
     pub fn storage_failure() -> Self {
         Self::esc(451, (4, 3, 0), "Temporary storage failure, try again later")
     }
+    /// `queue.min_free_space` reached (RFC 3463 4.3.1, as Postfix answers).
+    pub fn insufficient_storage() -> Self {
+        Self::esc(
+            452,
+            (4, 3, 1),
+            "Insufficient system storage, try again later",
+        )
+    }
     pub fn tls_not_available() -> Self {
         Self::esc(454, (4, 7, 0), "TLS not available")
     }

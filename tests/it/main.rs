@@ -14,4 +14,5 @@ mod dns;
 mod ops;
 mod security;
 mod smtp;
+mod storage;
 mod support;

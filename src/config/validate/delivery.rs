@@ -33,11 +33,13 @@ impl Validator {
             }
         }
         let delay_warning = self.duration("queue.delay_warning", raw.delay_warning, true);
+        let min_free_space = self.take("queue.min_free_space", raw.min_free_space.0);
         QueueConfig {
             path: PathBuf::from(raw.path),
             retry,
             max_age: max_age.unwrap_or_default(),
             delay_warning: Some(delay_warning).filter(|d| !d.is_zero()),
+            min_free_space,
         }
     }
 

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::conn::{Conn, Shared};
 use super::limits::{ClientLimiter, IpSlot, UserRate};
-use super::session::{Session, SessionConfig, SessionLimits};
+use super::session::{Session, SessionConfig, SessionLimits, StorageGate};
 use super::store::MessageStore;
 use super::tls::{watch, ServerTls, TlsError};
 use super::{ServerError, ServerOptions};
@@ -263,6 +263,7 @@ async fn connection(
                 max_junk_commands: cfg.limits.max_junk_commands,
                 max_recipients_per_session: cfg.limits.max_recipients_per_session,
                 user_rate: Some(user_rate),
+                storage: Some(StorageGate(shared.store.clone())),
             },
         },
         tls,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use super::store::{MessageSink, MessageStore, StoreError, Submitted, WholeDone};
 use crate::mime::{self, Report, Walker, Want};
+use crate::smtp::Reply;
 
 /// A [`MessageStore`] that re-encodes what needs it; see the module docs.
 pub struct Reencoding {
@@ -61,6 +62,10 @@ impl MessageStore for Reencoding {
 
     fn whole_body_max(&self) -> usize {
         self.inner.whole_body_max()
+    }
+
+    fn refusal(&self) -> Option<Reply> {
+        self.inner.refusal()
     }
 
     fn store_whole(&self, id: Option<&str>, body: Vec<u8>, mut msg: Submitted, done: WholeDone) {

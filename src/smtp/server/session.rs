@@ -312,6 +312,10 @@ impl Session {
         if from.size as u64 > self.cfg.max_message_size {
             return self.reject(RejectReason::TooLarge, Reply::message_too_large());
         }
+        // A full or failing queue volume: refuse before the client sends the message.
+        if let Some(reply) = self.cfg.limits.storage.as_ref().and_then(|g| g.0.refusal()) {
+            return self.reject(RejectReason::Storage, reply);
+        }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
             return Action::Reply(Reply::non_ascii_needs_smtputf8());

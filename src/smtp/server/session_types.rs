@@ -37,6 +37,18 @@ pub struct SessionLimits {
     pub max_recipients_per_session: usize,
     /// Transactions per authenticated user (shared by all sessions).
     pub user_rate: Option<Arc<UserRate>>,
+    /// Asked at MAIL whether the store can take new mail now (full or failing disk).
+    pub storage: Option<StorageGate>,
+}
+
+/// The store, as MAIL asks it whether new mail can be stored now.
+#[derive(Clone)]
+pub struct StorageGate(pub Arc<dyn super::store::MessageStore>);
+
+impl std::fmt::Debug for StorageGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageGate")
+    }
 }
 
 impl Default for SessionLimits {
@@ -45,6 +57,7 @@ impl Default for SessionLimits {
             max_junk_commands: 50,
             max_recipients_per_session: 1000,
             user_rate: None,
+            storage: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::session::Transaction;
 use crate::smtp::queue_edge;
+use crate::smtp::Reply;
 
 /// Bytes per chunk handed to the writer.
 pub const CHUNK: usize = 32 * 1024;
@@ -77,6 +78,12 @@ pub trait MessageStore: Send + Sync + 'static {
     /// instead of being streamed through a blocking writer. 0 = always stream.
     fn whole_body_max(&self) -> usize {
         0
+    }
+
+    /// The reply MAIL gets while the store cannot take new mail (free space under
+    /// `queue.min_free_space`: `452 4.3.1`; storage failing: `451 4.3.0`), else `None`.
+    fn refusal(&self) -> Option<Reply> {
+        None
     }
 
     /// Stores a message whose body is complete in memory; `done` runs once it is durable.
@@ -243,6 +250,14 @@ impl MessageStore for danerelay_queue::Queue {
 
     fn whole_body_max(&self) -> usize {
         danerelay_queue::Queue::whole_body_max(self)
+    }
+
+    fn refusal(&self) -> Option<Reply> {
+        match self.health() {
+            danerelay_queue::StorageHealth::Ok => None,
+            danerelay_queue::StorageHealth::LowSpace { .. } => Some(Reply::insufficient_storage()),
+            danerelay_queue::StorageHealth::Failed { .. } => Some(Reply::storage_failure()),
+        }
     }
 
     fn store_whole(&self, id: Option<&str>, body: Vec<u8>, msg: Submitted, done: WholeDone) {

@@ -189,6 +189,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             retry: vec![Duration::from_secs(60)],
             max_age: Duration::from_secs(3600),
             delay_warning: None,
+            min_free_space: 0,
         },
         dns: DnsConfig {
             nameservers: vec![],

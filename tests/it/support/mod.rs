@@ -90,6 +90,28 @@ pub fn require_file(path: &str, package: &str) -> Option<PathBuf> {
     missing(&format!("{path} is missing"), &apt_line(package))
 }
 
+/// Whether this process may mount filesystems (tmpfs, FUSE): the storage
+/// tests need root. Probed once by mounting a tiny tmpfs.
+pub fn require_mounts() -> bool {
+    let ok = probe("mounts", || {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount did not run: {e}"))?;
+        if !mounted.status.success() {
+            return Err("cannot mount filesystems (the storage tests need root)".into());
+        }
+        let _ = Command::new("umount").arg(dir.path()).status();
+        Ok(PathBuf::from("/bin/mount"))
+    });
+    match ok {
+        Ok(_) => true,
+        Err(why) => missing::<()>(&why, "run the tests as root (CI does)").is_some(),
+    }
+}
+
 /// The verdict for a missing peer: a failure under `CI=true`, a loud skip
 /// otherwise.
 fn missing<T>(why: &str, install: &str) -> Option<T> {
