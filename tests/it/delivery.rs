@@ -9,6 +9,7 @@
 mod full_path;
 mod matrix;
 mod mta;
+mod shared_mx;
 mod tls_check;
 
 use std::time::{Duration, Instant};
