@@ -5,12 +5,14 @@
 //!   a plain SMTP client (no pipelining, like `smtp-source`) that measures,
 //!   per message, the time from sending the end-of-data `.` to reading the
 //!   final reply, and prints one JSON object: accepted, failed, seconds,
-//!   rate, p50/p99/max in milliseconds.
+//!   rate, p50/p99/max in milliseconds. `--domains N` with a `{}` in the
+//!   recipient (`sink@d{}.many.bench`) sends message i to domain `i % N`
+//!   (workload 6: many domains, one MX).
 //! - `benchtool sink ADDR --dir DIR [--tls]` — a fast receiving MTA: accepts
 //!   everything, never stores, optionally offers STARTTLS with a fresh
 //!   self-signed certificate (its `3 1 1` TLSA data is written to
 //!   `DIR/tlsa.hex` before it listens). Every 50 ms it rewrites `DIR/count`
-//!   as `messages tls_messages`.
+//!   as `messages tls_messages connections most_open_at_once`.
 //!
 //! - `benchtool prefill --config FILE --count N --size BYTES [--writers N]` —
 //!   workload 5: queues N messages of BYTES directly through the queue crate,
@@ -43,7 +45,7 @@ use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-const USAGE: &str = "benchtool load ADDR [--sessions N --count N --size BYTES --per-session N --rcpt ADDR] | sink ADDR --dir DIR [--tls] [--name HOST] | prefill --config FILE --count N --size BYTES [--writers N] | open-time --config FILE | pf-clone --template FILE --dir DIR --count N [--hash-depth D]";
+const USAGE: &str = "benchtool load ADDR [--sessions N --count N --size BYTES --per-session N --rcpt ADDR --domains N] | sink ADDR --dir DIR [--tls] [--name HOST] | prefill --config FILE --count N --size BYTES [--writers N] | open-time --config FILE | pf-clone --template FILE --dir DIR --count N [--hash-depth D]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
@@ -132,6 +134,7 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
     let size = num(args, "--size", 10240)?;
     let per_session = num(args, "--per-session", 100)?.max(1);
     let rcpt = opt(args, "--rcpt").unwrap_or_else(|| "sink@plain.bench".into());
+    let domains = num(args, "--domains", 1)?.max(1) as u64;
     let body = Arc::new(message(size));
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -144,9 +147,8 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
             // One session sends up to `per_session` messages, then QUITs and
             // reconnects (as smtp-source -m with sessions does in aggregate).
             while next.load(Ordering::Relaxed) < count as u64 {
-                if let Err(e) =
-                    session(addr, &body, &rcpt, &next, count, per_session, &mut lat).await
-                {
+                let (to, n) = ((rcpt.as_str(), domains), (count, per_session));
+                if let Err(e) = session(addr, &body, to, &next, n, &mut lat).await {
                     failed.fetch_add(1, Ordering::Relaxed);
                     eprintln!("session error: {e:#}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -181,13 +183,13 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One client session: `(rcpt, domains)` as in `load`, `(count, per_session)`.
 async fn session(
     addr: SocketAddr,
     body: &[u8],
-    rcpt: &str,
+    (rcpt, domains): (&str, u64),
     next: &AtomicU64,
-    count: usize,
-    per_session: usize,
+    (count, per_session): (usize, usize),
     lat: &mut Vec<Duration>,
 ) -> anyhow::Result<()> {
     let stream = TcpStream::connect(addr).await?;
@@ -199,9 +201,11 @@ async fn session(
     expect(s.reply().await?, 220, "greeting")?;
     expect(s.command("EHLO load.test\r\n").await?, 250, "EHLO")?;
     for _ in 0..per_session {
-        if next.fetch_add(1, Ordering::Relaxed) >= count as u64 {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= count as u64 {
             break;
         }
+        let rcpt = rcpt.replace("{}", &(i % domains).to_string());
         expect(
             s.command("MAIL FROM:<bench@load.test>\r\n").await?,
             250,
@@ -235,9 +239,13 @@ fn expect(code: u16, want: u16, what: &str) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------- sink
 
+#[derive(Default)]
 struct Counts {
     messages: AtomicU64,
     tls: AtomicU64,
+    connections: AtomicU64,
+    active: AtomicU64,
+    max_active: AtomicU64,
 }
 
 async fn sink(args: &[String]) -> anyhow::Result<()> {
@@ -250,21 +258,22 @@ async fn sink(args: &[String]) -> anyhow::Result<()> {
         None
     };
     let listener = TcpListener::bind(addr).await?;
-    let counts = Arc::new(Counts {
-        messages: AtomicU64::new(0),
-        tls: AtomicU64::new(0),
-    });
+    let counts = Arc::new(Counts::default());
     let writer = counts.clone();
     let count_file = dir.join("count");
     tokio::spawn(async move {
-        let mut last = (u64::MAX, 0);
+        let mut last = [u64::MAX; 4];
         loop {
-            let now = (
-                writer.messages.load(Ordering::Relaxed),
-                writer.tls.load(Ordering::Relaxed),
-            );
+            let now = [
+                &writer.messages,
+                &writer.tls,
+                &writer.connections,
+                &writer.max_active,
+            ]
+            .map(|c| c.load(Ordering::Relaxed));
             if now != last {
-                let _ = write_atomic(&count_file, &format!("{} {}\n", now.0, now.1));
+                let text = format!("{} {} {} {}\n", now[0], now[1], now[2], now[3]);
+                let _ = write_atomic(&count_file, &text);
                 last = now;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -274,11 +283,15 @@ async fn sink(args: &[String]) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let (acceptor, counts) = (acceptor.clone(), counts.clone());
+        counts.connections.fetch_add(1, Ordering::Relaxed);
+        let open = counts.active.fetch_add(1, Ordering::Relaxed) + 1;
+        counts.max_active.fetch_max(open, Ordering::Relaxed);
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            if let Err(e) = serve(stream, acceptor, counts).await {
+            if let Err(e) = serve(stream, acceptor, counts.clone()).await {
                 eprintln!("sink session: {e:#}");
             }
+            counts.active.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }

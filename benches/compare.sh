@@ -5,7 +5,8 @@
 #   sudo WORKLOADS=5 benches/compare.sh
 #
 # Knobs (environment):
-#   WORKLOADS="1 2 3 4 5"  which workloads to run (2 and 4 share one trial; 1 runs paused)
+#   WORKLOADS="1 2 3 4 5"  which workloads to run (2 and 4 share one trial; 1 runs paused;
+#                     6, many domains on one MX, is opt-in: WORKLOADS=6, ~3 min)
 #   ROUNDS=3          rounds; each runs every workload on danerelay, then Postfix
 #   MESSAGES=5000     messages per trial (workloads 1-3 and 5)
 #   SESSIONS=50       concurrent client sessions (smtp-source -s, benchtool load --sessions)
@@ -19,6 +20,9 @@
 #   SCALE_MAX_GB=15   workload 5 refuses to prefill more than this (estimated)
 #   QUEUE_BENCH_PREFILL=100000  workload 5 extra row: the queue crate's own bench with
 #                     this many queued (0 = skip)
+#   MANY_DOMAINS=1000 workload 6: recipient domains d0..dN-1.many.bench, all MX mx-many.bench
+#   BASELINE_BIN=     workload 6: another danerelay binary (e.g. a build of main) run in the
+#                     same rounds as "danerelay before"
 #   OUT=benches/results/latest.json
 #   SKIP_INSTALL=1    do not apt-get install missing tools
 #
@@ -26,6 +30,7 @@
 #   .2:25 danerelay (tls=none, trusted 127/8), .2:9587 its HTTP
 #   .3:25 Postfix (private instance: own config and queue dirs under a temp dir)
 #   .10:25 smtp-sink (MX of plain.bench)   .11:25 benchtool sink with STARTTLS (MX of dane.bench)
+#   .12:25 benchtool sink, plain, started per trial (MX of every d<i>.many.bench, workload 6)
 #   .53:53 unbound (validating; trust anchor = the bench. key)   .54:53 knotd (signed zone bench.)
 # Postfix's smtp client uses the libc resolver, so Postfix runs in a private mount namespace
 # (unshare -m) where /etc/resolv.conf is bind-mounted to "nameserver 127.0.77.53 / options
@@ -53,11 +58,14 @@ SCALE_PREFILL=${SCALE_PREFILL:-1000000}
 SCALE_SIZE=${SCALE_SIZE:-2048}
 SCALE_MAX_GB=${SCALE_MAX_GB:-15}
 QUEUE_BENCH_PREFILL=${QUEUE_BENCH_PREFILL:-100000}
+MANY_DOMAINS=${MANY_DOMAINS:-1000}
+BASELINE_BIN=${BASELINE_BIN:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/benches/results/latest.json}
 
 NET=127.0.77
-RELAY=$NET.2 POSTFIX=$NET.3 SINK_PLAIN=$NET.10 SINK_TLS=$NET.11 UNBOUND=$NET.53 KNOT=$NET.54
+RELAY=$NET.2 POSTFIX=$NET.3 SINK_PLAIN=$NET.10 SINK_TLS=$NET.11 SINK_MANY=$NET.12
+UNBOUND=$NET.53 KNOT=$NET.54
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -175,6 +183,8 @@ sink_tls_count() { cut -d' ' -f2 "$T/sink-tls/count" 2>/dev/null || echo 0; }
 
 # ------------------------------------------------------------------ DNS
 log "signing zone bench. and starting knotd + unbound"
+MANY=""
+if runs 6; then MANY=1; fi
 mkdir -p "$T/dns"
 (
     cd "$T/dns"
@@ -190,7 +200,12 @@ mx-plain A $SINK_PLAIN
 dane MX 10 mx-dane
 mx-dane A $SINK_TLS
 _25._tcp.mx-dane TLSA 3 1 1 $TLSA
+mx-many A $SINK_MANY
 EOF
+    # Workload 6: many customer domains hosted on one MX (signed, no TLSA: opportunistic).
+    if [ -n "$MANY" ]; then
+        for i in $(seq 0 $(( MANY_DOMAINS - 1 ))); do echo "d$i.many MX 10 mx-many"; done >>bench.zone
+    fi
     ldns-signzone -f bench.zone.signed bench.zone "$key"
     mv bench.zone.signed bench.zone
     cp "$key.key" anchor.key
@@ -301,7 +316,7 @@ dr_start() { # [keep]
         dr_config "$DR"
     fi
     local t0 deadline; t0=$(now) deadline=$(( $(date +%s) + TRIAL_TIMEOUT ))
-    "$DANERELAY" serve --config "$DR/danerelay.toml" >"$DR/log" 2>&1 &
+    "${DR_BIN:-$DANERELAY}" serve --config "$DR/danerelay.toml" >"$DR/log" 2>&1 &
     DR_PID=$!
     echo "$DR_PID" >"$T/dr.pid"
     while [ "$(date +%s)" -lt "$deadline" ]; do
@@ -532,6 +547,73 @@ if [ ${#KINDS[@]} -gt 0 ]; then
     done
 fi
 
+# ------------------------------------------------------------------ workload 6
+# MESSAGES messages, message i to sink@d<i % MANY_DOMAINS>.many.bench (benchtool load, 100 per
+# client session), every domain's MX the one sink at .12, started fresh per trial so that its
+# counters (messages, connections accepted, most open at once) are the trial's own.
+trial_many() { # dr|base|pf
+    local mta=$1 ip t0 t1 t2 n last_n rc=0 extra sink_pid msgs tls conns most
+    PAUSED=false
+    rm -rf "$T/sink-many"
+    mkdir -p "$T/sink-many"
+    "$BENCHTOOL" sink "$SINK_MANY:25" --dir "$T/sink-many" >"$T/sink-many/log" 2>&1 &
+    sink_pid=$!
+    PIDS+=("$sink_pid")
+    for _ in $(seq 100); do grep -q listening "$T/sink-many/log" && break; sleep 0.1; done
+    case $mta in
+        pf) ip=$POSTFIX; pf_start ;;
+        base) ip=$RELAY; DR_BIN=$BASELINE_BIN; dr_start ;;
+        *) ip=$RELAY; DR_BIN=$DANERELAY; dr_start ;;
+    esac
+    t0=$(now)
+    extra=$(timeout "$TRIAL_TIMEOUT" "$BENCHTOOL" load "$ip:25" --sessions "$SESSIONS" \
+        --count "$MESSAGES" --size "$SIZE" --per-session 100 --rcpt 'sink@d{}.many.bench' \
+        --domains "$MANY_DOMAINS") || rc=$?
+    t1=$(now)
+    last_n=-1 t2=$t1
+    local deadline=$(( $(date +%s) + TRIAL_TIMEOUT ))
+    while :; do
+        n=$(cut -d' ' -f1 "$T/sink-many/count" 2>/dev/null || echo 0)
+        if [ "$n" != "$last_n" ]; then last_n=$n t2=$(now); fi
+        [ "$n" -ge "$MESSAGES" ] && break
+        [ "$(date +%s)" -lt "$deadline" ] || { log "trial $mta/many: only $n/$MESSAGES delivered"; break; }
+        sleep 0.05
+    done
+    sleep 0.2 # the sink rewrites its counters every 50 ms
+    read -r msgs tls conns most <"$T/sink-many/count" || true
+    if [ "$mta" = pf ]; then pf_stop; else dr_stop; fi
+    DR_BIN=""
+    kill "$sink_pid" 2>/dev/null || true
+    wait "$sink_pid" 2>/dev/null || true
+    python3 - "$mta" "$t0" "$t1" "$t2" "${msgs:-0}" "$MESSAGES" "${conns:-0}" "${most:-0}" "$rc" \
+        "$extra" "$MANY_DOMAINS" <<'EOF'
+import json, sys
+mta, t0, t1, t2, n, want, conns, most, rc, extra, domains = sys.argv[1:]
+t0, t1, t2, n, want, conns = float(t0), float(t1), float(t2), int(n), int(want), int(conns)
+print(json.dumps({"mta": mta, "workload": "many", "domains": int(domains), "delivered": n,
+    "ingest_rate": want / (t1 - t0), "e2e_rate": n / (t2 - t0) if n >= want else 0.0,
+    "sink_connections": conns, "sink_max_open": int(most),
+    "connections_per_message": conns / max(n, 1), "load_rc": int(rc),
+    "load": json.loads(extra) if extra else {}}))
+EOF
+}
+
+if runs 6; then
+    MTAS="dr pf"
+    if [ -n "$BASELINE_BIN" ]; then
+        [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not executable"
+        MTAS="base dr pf"
+    fi
+    for round in $(seq "$ROUNDS"); do
+        for mta in $MTAS; do
+            log "round $round: workload 6 ($MANY_DOMAINS domains, one MX) on $mta"
+            trial_many "$mta" >"$T/trial.json"
+            cat "$T/trial.json" >>"$RESULTS"
+            cat "$T/trial.json" >&2
+        done
+    done
+fi
+
 # ------------------------------------------------------------------ workload 5
 SCALE_DIR=$T/scale
 mkdir -p "$SCALE_DIR"
@@ -686,6 +768,9 @@ rows = [
   ("5 start-up s, empty", "scale_empty", lambda t: t["startup_s"], False),
   (f"5 start-up s, {n} queued", "scale_full", lambda t: t["startup_s"], False),
   (f"5 peak PSS during ingest, {n} queued, MiB", "scale_full", lambda t: t["peak_pss_kb"] / 1024, False),
+  ("6 many domains, one MX: delivered msg/s", "many", lambda t: t["e2e_rate"], True),
+  ("6 many domains, one MX: connections per message", "many", lambda t: t["connections_per_message"], False),
+  ("6 many domains, one MX: most open at once", "many", lambda t: t["sink_max_open"], False),
 ]
 table = []
 print()
@@ -698,7 +783,7 @@ for name, w, f, higher in rows:
     if d != d and p != p:
         continue  # not run
     ratio = d / p if p else float("nan")
-    prec = 2 if "ratio" in name or "start-up" in name else 1
+    prec = 2 if "ratio" in name or "start-up" in name or "per message" in name else 1
     table.append({"workload": name, "danerelay": d, "postfix": p, "ratio": ratio, "higher_is_better": higher})
     print(f"{name:50} {d:10.{prec}f} {p:10.{prec}f} {ratio:7.2f}")
 dv = [t for t in trials if t["mta"] == "dr" and t["workload"] == "dane"]
@@ -707,6 +792,12 @@ if dv:
     print(f"{'3 danerelay deliveries logged tls=dane-verified, %':50} {share:10.1f}")
 else:
     share = None
+if any(t["mta"] == "base" for t in trials):
+    print("6, danerelay before (BASELINE_BIN) -> after, same rounds:")
+    for name, w, f, higher in rows:
+        if w == "many":
+            b, d = med("base", w, f), med("dr", w, f)
+            print(f"  {name:48} {b:10.2f} -> {d:10.2f}  ({d / b if b else float('nan'):.2f}x)")
 print(f"(medians of {rounds} rounds, {msgs} messages of {size} B per trial, {sess} sessions)")
 
 scale = None

@@ -187,7 +187,7 @@ pub struct DeliveryConfig {
 }
 
 /// The outbound TLS security level, as Postfix's `smtp_tls_security_level`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TlsLevel {
     /// Plaintext only.
     None,
@@ -207,6 +207,10 @@ pub struct Route {
     pub domain: DomainPattern,
     pub tls: Option<TlsLevel>,
     pub next_hop: Option<NextHop>,
+    /// `route.max_connections`: this domain's connection limit instead of
+    /// `delivery.per_destination` (`None` for 0). Domains sharing one MX
+    /// host set share one limit, the smallest of theirs (SPEC "Delivery").
+    pub max_connections: Option<usize>,
 }
 
 /// `route.domain`: an exact domain or `*.example.com` (subdomains only).

@@ -254,6 +254,8 @@ pub struct RawRoute {
     pub tls: Option<RawTlsLevel>,
     #[serde(default)]
     pub next_hop: String,
+    #[serde(default)]
+    pub max_connections: u64,
 }
 
 #[derive(Debug, Deserialize)]

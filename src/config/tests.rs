@@ -218,8 +218,11 @@ fn certificate_files_missing_warn_unreadable_or_garbage_err() {
 fn routes_and_next_hops() {
     let cfg = ok(&format!(
         "{PLAIN}[[delivery.route]]\ndomain = \"Example.COM.\"\ntls = \"dane-only\"\n\
-         [[delivery.route]]\ndomain = \"*.corp.example\"\nnext_hop = \"[192.0.2.7]:2525\"\n"
+         [[delivery.route]]\ndomain = \"*.corp.example\"\nnext_hop = \"[192.0.2.7]:2525\"\n\
+         max_connections = 4\n"
     ));
+    assert_eq!(cfg.delivery.routes[0].max_connections, None);
+    assert_eq!(cfg.delivery.routes[1].max_connections, Some(4));
     assert_eq!(
         cfg.delivery.routes[0].domain,
         DomainPattern::Exact("example.com".into())

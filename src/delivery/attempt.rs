@@ -107,6 +107,10 @@ pub struct Reusable {
     relay: String,
     tls: TlsOutcome,
     opened: Instant,
+    /// The host, as routed for the domain that opened the session.
+    pub host: CandidateHost,
+    /// The policy it was opened under (`None`: never shared across domains).
+    pub key: Option<super::reuse::ReuseKey>,
 }
 
 impl Reusable {
@@ -308,6 +312,8 @@ impl Engine {
                 relay,
                 tls: session.tls,
                 opened,
+                host: host.clone(),
+                key: super::reuse::ReuseKey::new(level, host, &decision),
             };
             self.run_jobs(&mut s, jobs, results, last).await;
             if s.client.is_usable() && all_done(results) {

@@ -17,9 +17,11 @@ pub mod metered;
 pub mod outcome;
 pub mod report;
 pub mod retry;
+pub mod reuse;
 pub mod routing;
 pub mod scheduler;
 pub mod session;
+pub mod site;
 pub mod tls_check;
 
 use std::sync::Arc;

@@ -255,6 +255,7 @@ fn route(pattern: DomainPattern, tls: Option<TlsLevel>, next_hop: Option<NextHop
         domain: pattern,
         tls,
         next_hop,
+        max_connections: None,
     }
 }
 

@@ -1,16 +1,19 @@
 //! The scheduler task: owns the queue's due list. It sleeps until
 //! `Queue::next_due` or until the queue's `on_due` hook fires (a tokio
 //! `Notify`: no polling), leases what is due (at most `delivery.concurrency`
-//! messages at a time), and splits each message's recipients by destination
-//! (the recipient domain, lower-cased; a route's `next_hop` is reached
-//! through the domains that use it).
+//! messages at a time), and splits each message's recipients by recipient
+//! domain. Each domain is then grouped by destination — its MX host set or
+//! next hop (`site`; a task per domain, so a failing MX lookup stalls no
+//! one) — and its share goes to that destination's mailbox.
 //!
-//! Each destination has a mailbox served by at most
-//! `delivery.per_destination` workers; a worker needs one of the
-//! `delivery.concurrency` connection permits (a semaphore) and delivers a
-//! share of the waiting messages over one session, then takes more over the
-//! same session (connection reuse), lingering [`LINGER`] for new mail unless
-//! another worker waits for a connection.
+//! Each destination has a mailbox served by at most `delivery.per_destination`
+//! workers (or the smallest route `max_connections` of its domains); a worker
+//! needs one of the `delivery.concurrency` connection permits (a semaphore)
+//! and delivers a share of the waiting messages over one session, then takes
+//! more over the same session (connection reuse, across the destination's
+//! domains while the TLS policy is identical: `reuse`), lingering [`LINGER`]
+//! for new mail unless another worker waits for a connection
+//! (`scheduler_worker.rs`).
 //!
 //! When every group of a message is done, `report::report` records the
 //! outcomes and sends the DSNs. On shutdown nothing new is leased; attempts
@@ -21,7 +24,7 @@
 //! "Now" comes from a [`Clock`] (the wall clock unless a test injects one).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,11 +37,12 @@ use tracing::{error, info, warn};
 use crate::smtp::client::{Envelope, Recipient};
 use crate::smtp::queue_edge;
 
-use super::attempt::{Engine, Job, RcptOutcome, Reusable};
+use super::attempt::{Engine, Job, RcptOutcome};
 use super::clock::{Clock, SystemClock};
-use super::mailbox::{self, Asking};
+use super::mailbox::{self, Classed};
 pub use super::mailbox::{LINGER, MAX_PER_SESSION};
 use super::report::{self, ReportOptions, Reported};
+use super::site::{DomainPolicy, Site};
 
 /// The longest the scheduler sleeps without a reason (a safety net against
 /// a missed wake-up; not a poll: nothing is done unless something is due).
@@ -65,7 +69,7 @@ pub struct Scheduler {
     connections: Arc<Semaphore>,
     /// Workers waiting for a connection permit (idle sessions do not linger then).
     conn_waiters: Arc<AtomicUsize>,
-    destinations: Arc<Mutex<HashMap<String, Mailbox>>>,
+    destinations: Arc<Mutex<HashMap<Site, Mailbox>>>,
     wake: Arc<Notify>,
     /// "Now" for due dates, retries and expiry (the wall clock but in tests).
     clock: Arc<dyn Clock>,
@@ -78,10 +82,27 @@ struct InFlight {
     _slot: OwnedSemaphorePermit,
 }
 
-/// One message's share of a destination group: its job and queue indices.
-type GroupItem = (Arc<InFlight>, Job, Vec<u32>);
-type Mailbox = mailbox::Mailbox<GroupItem>;
-type Step = mailbox::Step<GroupItem>;
+/// One message's recipients at one domain: its job and queue indices.
+type Pending = (Arc<InFlight>, Job, Vec<u32>);
+
+/// A [`Pending`] share grouped into its destination's mailbox.
+struct Item {
+    flight: Arc<InFlight>,
+    job: Job,
+    indices: Vec<u32>,
+    domain: Arc<str>,
+    policy: DomainPolicy,
+}
+
+impl Classed for Item {
+    type Class = DomainPolicy;
+    fn class(&self) -> &DomainPolicy {
+        &self.policy
+    }
+}
+
+type Mailbox = mailbox::Mailbox<Item>;
+type Step = mailbox::Step<Item>;
 
 struct FlightState {
     results: Vec<Reported>,
@@ -197,8 +218,9 @@ impl Scheduler {
         }
     }
 
-    /// Groups a leased batch by destination and spawns one task per group
-    /// (a destination with many messages gets up to `per_destination` groups).
+    /// Splits a leased batch by recipient domain and spawns one routing
+    /// task per domain (`route`), which hands the shares to the domain's
+    /// destination.
     fn dispatch(
         &self,
         batch: Vec<Leased>,
@@ -207,7 +229,7 @@ impl Scheduler {
         soft: &CancellationToken,
         hard: &CancellationToken,
     ) {
-        let mut by_dest: HashMap<String, Vec<GroupItem>> = HashMap::new();
+        let mut by_domain: HashMap<String, Vec<Pending>> = HashMap::new();
         for leased in batch {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 // Cannot happen (we lease at most the free slots); give it back.
@@ -239,38 +261,20 @@ impl Scheduler {
                     .iter()
                     .map(|i| flight.leased.recipients[*i].index)
                     .collect();
-                by_dest
+                by_domain
                     .entry(domain)
                     .or_default()
                     .push((flight.clone(), job, indices));
             }
         }
-        let per = self.options.per_destination.max(1);
-        for (domain, items) in by_dest {
-            let spawn = {
-                let mut map = self.lock_destinations();
-                let mb = map.entry(domain.clone()).or_default();
-                let n = items.len();
-                mb.waiting.extend(items);
-                // Idle workers with an open session go first.
-                for _ in 0..n.min(mb.idle) {
-                    mb.ready.notify_one();
-                }
-                let spawn = per
-                    .saturating_sub(mb.workers)
-                    .min(n.saturating_sub(mb.idle));
-                mb.workers += spawn;
-                spawn
-            };
-            for _ in 0..spawn {
-                let me = self.clone();
-                let (soft, hard) = (soft.clone(), hard.clone());
-                tasks.spawn(me.destination_worker(domain.clone(), soft, hard));
-            }
+        for (domain, items) in by_domain {
+            let me = self.clone();
+            let (soft, hard) = (soft.clone(), hard.clone());
+            tasks.spawn(me.route(domain, items, tasks.clone(), soft, hard));
         }
     }
 
-    fn lock_destinations(&self) -> std::sync::MutexGuard<'_, HashMap<String, Mailbox>> {
+    fn lock_destinations(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Mailbox>> {
         crate::sync::lock(&self.destinations)
     }
 
@@ -307,116 +311,18 @@ impl Scheduler {
         }
     }
 
-    /// Serves one destination until its mailbox is empty: takes a share of
-    /// the waiting messages, delivers them over one session, reports, and
-    /// takes more (messages that arrived meanwhile reuse the worker).
-    async fn destination_worker(
-        self,
-        domain: String,
-        soft: CancellationToken,
-        hard: CancellationToken,
-    ) {
-        let mut open: Option<Reusable> = None;
-        let mut held: Option<OwnedSemaphorePermit> = None;
-        let mut linger_until: Option<tokio::time::Instant> = None;
-        loop {
-            let step = self.next_step(&domain, open.is_some(), &mut linger_until, &soft);
-            let take = match step {
-                None => return,
-                Some(Step::Work(take)) => take,
-                Some(Step::Linger(ready, until)) => {
-                    tokio::select! {
-                        _ = ready.notified() => {}
-                        _ = tokio::time::sleep_until(until) => {}
-                        _ = soft.cancelled() => {}
-                    }
-                    if let Some(mb) = self.lock_destinations().get_mut(&domain) {
-                        mb.idle = mb.idle.saturating_sub(1);
-                    }
-                    continue;
-                }
-                Some(Step::Exit(take)) => {
-                    if let Some(s) = open.take() {
-                        s.close(&self.engine.metrics).await;
-                    }
-                    self.settle(take, None).await;
-                    return;
-                }
-            };
-            let permit = self.permit(held.take(), open.is_some(), &soft).await;
-            let jobs: Vec<Job> = take.iter().map(|(_, j, _)| j.clone()).collect();
-            let cached = open.take();
-            let results = match permit {
-                Some(p) => tokio::select! {
-                    (r, s) = self.engine.deliver_reusing(&domain, &jobs, cached) => {
-                        if s.is_some() {
-                            held = Some(p);
-                        }
-                        open = s;
-                        Some(r)
-                    }
-                    _ = hard.cancelled() => None,
-                },
-                None => None,
-            };
-            self.settle(take, results).await;
-        }
-    }
-
-    /// What `domain`'s worker does next (`None`: the mailbox is gone); the
-    /// mailbox goes when its last worker leaves it empty.
-    fn next_step(
-        &self,
-        domain: &str,
-        session_open: bool,
-        linger_until: &mut Option<tokio::time::Instant>,
-        soft: &CancellationToken,
-    ) -> Option<Step> {
-        let mut map = self.lock_destinations();
-        let mb = map.get_mut(domain)?;
-        let step = mb.next_step(Asking {
-            session_open,
-            others_waiting: self.conn_waiters.load(Ordering::Acquire) > 0,
-            shutting_down: soft.is_cancelled(),
-            linger_until,
-        });
-        if matches!(step, Step::Exit(_)) && mb.workers == 0 && mb.waiting.is_empty() {
-            map.remove(domain);
-        }
-        Some(step)
-    }
-
-    /// A connection permit: an open session keeps its own between rounds,
-    /// otherwise wait for one (`None`: shutdown came first).
-    async fn permit(
-        &self,
-        held: Option<OwnedSemaphorePermit>,
-        session_open: bool,
-        soft: &CancellationToken,
-    ) -> Option<OwnedSemaphorePermit> {
-        match held {
-            Some(p) if session_open => Some(p),
-            _ => {
-                let conns = self.connections.clone();
-                self.conn_waiters.fetch_add(1, Ordering::AcqRel);
-                let p = tokio::select! {
-                    p = conns.acquire_owned() => p.ok(),
-                    _ = soft.cancelled() => None,
-                };
-                self.conn_waiters.fetch_sub(1, Ordering::AcqRel);
-                p
-            }
-        }
-    }
-
     /// Hands each message its outcomes (`None`: cut off by shutdown) and
     /// finalizes the messages whose last group this was — all at once, so
     /// their durable `complete`s share the queue's group-commit rounds (one
     /// after another, a session's batch of n messages waited n sync rounds
     /// before the worker could take more: benches/compare.sh, workload 2).
-    async fn settle(&self, group: Vec<GroupItem>, results: Option<Vec<Vec<RcptOutcome>>>) {
+    async fn settle(
+        &self,
+        group: Vec<(Arc<InFlight>, Vec<u32>)>,
+        results: Option<Vec<Vec<RcptOutcome>>>,
+    ) {
         let mut finishing = tokio::task::JoinSet::new();
-        for (i, (flight, _, indices)) in group.into_iter().enumerate() {
+        for (i, (flight, indices)) in group.into_iter().enumerate() {
             let last = {
                 let mut st = flight.state.lock().unwrap_or_else(PoisonError::into_inner);
                 match results.as_ref().and_then(|r| r.get(i)) {
@@ -484,6 +390,9 @@ impl Scheduler {
         wake.notify_one();
     }
 }
+
+#[path = "scheduler_worker.rs"]
+mod worker;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

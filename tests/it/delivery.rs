@@ -9,6 +9,7 @@
 mod full_path;
 mod matrix;
 pub mod mta;
+mod shared_mx;
 mod tls_check;
 
 use std::time::{Duration, Instant};

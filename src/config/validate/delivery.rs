@@ -149,16 +149,17 @@ impl Validator {
             return None;
         };
         let next_hop = next_hop?;
-        if raw.tls.is_none() && next_hop.is_none() {
+        if raw.tls.is_none() && next_hop.is_none() && raw.max_connections == 0 {
             self.warnings.push(ConfigError::new(
                 path,
-                "sets neither tls nor next_hop and changes nothing",
+                "sets neither tls, next_hop nor max_connections and changes nothing",
             ));
         }
         Some(Route {
             domain,
             tls: raw.tls.map(tls_level),
             next_hop,
+            max_connections: usize::try_from(raw.max_connections).ok().filter(|n| *n > 0),
         })
     }
 }
