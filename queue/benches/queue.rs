@@ -215,7 +215,7 @@ fn main() {
                         for l in batch {
                             let mut body = q.body(l.id).unwrap();
                             std::io::copy(&mut body, &mut std::io::sink()).unwrap();
-                            let outcome = Outcome::Delivered {
+                            let outcome = Disposition::Delivered {
                                 reply: "250 2.0.0 ok".into(),
                             };
                             let c = q.complete(&l, &[(0, outcome)], SystemTime::now()).unwrap();

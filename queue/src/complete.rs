@@ -8,7 +8,7 @@ use crate::error::QueueError;
 use crate::id::QueueId;
 use crate::lease::Leased;
 use crate::lock::lock;
-use crate::model::{BodyLoc, ExpiredRecipient, Outcome};
+use crate::model::{BodyLoc, Disposition, ExpiredRecipient};
 use crate::outcome::{apply_outcomes, Done};
 use crate::queue::Queue;
 use crate::store::{KeptOutcome, Trees};
@@ -40,7 +40,7 @@ impl Queue {
     pub fn complete(
         &self,
         lease: &Leased,
-        outcomes: &[(u32, Outcome)],
+        outcomes: &[(u32, Disposition)],
         now: SystemTime,
     ) -> Result<Completion, QueueError> {
         let store = &self.store;
@@ -73,7 +73,7 @@ impl Queue {
         &self,
         id: QueueId,
         token: u64,
-        outcomes: &[(u32, Outcome)],
+        outcomes: &[(u32, Disposition)],
         now: SystemTime,
     ) -> Result<Completion, QueueError> {
         let t = self.store.trees()?;

@@ -48,7 +48,7 @@
 //!   the body. Until the lease (`QueueOptions::lease`) runs out nobody else gets the message.
 //!   A message whose body is missing is put on hold and reported instead; one that fails
 //!   otherwise is set aside until its lease runs out, and the rest of the batch is returned.
-//! - [`Queue::complete`]`(&leased, &[(index, Outcome)], now)` records delivered / deferred /
+//! - [`Queue::complete`]`(&leased, &[(index, Disposition)], now)` records delivered / deferred /
 //!   bounced per recipient and releases the lease atomically and durably. Open recipients are
 //!   rescheduled after `retry[deferrals-1]` (the last interval repeats with ±10 % jitter, and
 //!   the next attempt is never scheduled past `expires_at`); if `now >= expires_at` they are
@@ -187,8 +187,8 @@ pub use error::QueueError;
 pub use id::{ParseIdError, QueueId};
 pub use lease::Leased;
 pub use model::{
-    Counts, Envelope, ExpiredRecipient, LeasedRecipient, ListFilter, MessageInfo, MessageState,
-    Notify, Outcome, QueueOptions, RecipientInfo, RecipientSpec, RecipientState, Ret,
+    Counts, Disposition, Envelope, ExpiredRecipient, LeasedRecipient, ListFilter, MessageInfo,
+    MessageState, Notify, QueueOptions, RecipientInfo, RecipientSpec, RecipientState, Ret,
 };
 pub use outcome::EXPIRED_REPLY;
 pub use queue::{Queue, StorageHealth};

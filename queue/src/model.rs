@@ -166,12 +166,12 @@ impl MessageState {
     }
 }
 
-/// The result of one delivery attempt for one recipient, as the queue records
-/// it: the delivery side's outcome (which carries the structured reply and
+/// What the queue records for one recipient after one delivery attempt (its
+/// disposition): the delivery side's `Outcome` (which carries the structured reply and
 /// where it came from) with the reply reduced to one line. The delivery side
 /// converts into it in one place; the queue never builds one itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Disposition {
     /// 2xx: the next hop took responsibility. The reply is kept for `show`.
     Delivered { reply: String },
     /// Temporary failure: retried per `QueueOptions::retry` until `max_age`.

@@ -11,7 +11,7 @@ use crate::codec::{decode, encode};
 use crate::error::QueueError;
 use crate::id::QueueId;
 use crate::model::{
-    BodyLoc, ExpiredRecipient, MessageRecord, MessageState, Outcome, RecipientRecord,
+    BodyLoc, Disposition, ExpiredRecipient, MessageRecord, MessageState, RecipientRecord,
     RecipientState,
 };
 use crate::schedule::{later, next_attempt, rcpt_key, retry_delay, to_ms};
@@ -46,7 +46,7 @@ pub(crate) fn apply_outcomes(
     t: &Trees,
     id: QueueId,
     token: u64,
-    outcomes: &[(u32, Outcome)],
+    outcomes: &[(u32, Disposition)],
     now: SystemTime,
 ) -> Result<Done, QueueError> {
     let jitter: f64 = rand::random_range(0.9..1.1);
@@ -132,7 +132,7 @@ fn read_recipients(
 fn apply_all(
     rcpts: &mut [Option<RecipientRecord>],
     id: QueueId,
-    outcomes: &[(u32, Outcome)],
+    outcomes: &[(u32, Disposition)],
     now: SystemTime,
 ) -> TxResult<()> {
     for (index, outcome) in outcomes {
@@ -180,11 +180,11 @@ fn expire(rcpts: &mut [Option<RecipientRecord>]) -> Vec<ExpiredRecipient> {
 }
 
 /// One recipient's outcome onto its record.
-fn apply(r: &mut RecipientRecord, outcome: &Outcome, now: SystemTime) {
+fn apply(r: &mut RecipientRecord, outcome: &Disposition, now: SystemTime) {
     let (state, reply) = match outcome {
-        Outcome::Delivered { reply } => (RecipientState::Delivered, reply),
-        Outcome::Deferred { reply } => (RecipientState::Deferred, reply),
-        Outcome::Bounced { reply } => (RecipientState::Bounced, reply),
+        Disposition::Delivered { reply } => (RecipientState::Delivered, reply),
+        Disposition::Deferred { reply } => (RecipientState::Deferred, reply),
+        Disposition::Bounced { reply } => (RecipientState::Bounced, reply),
     };
     r.state = state;
     r.attempts = r.attempts.saturating_add(1);

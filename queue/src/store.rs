@@ -26,7 +26,8 @@ use crate::fs::sync_dir;
 use crate::id::{IdGen, QueueId};
 use crate::lock::lock;
 use crate::model::{
-    BodyLoc, Counts, LeaseRec, MessageRecord, MessageState, Outcome, QueueOptions, RecipientRecord,
+    BodyLoc, Counts, Disposition, LeaseRec, MessageRecord, MessageState, QueueOptions,
+    RecipientRecord,
 };
 use crate::schedule::rcpt_key;
 
@@ -87,7 +88,7 @@ pub(crate) struct Trees {
 pub(crate) struct KeptOutcome {
     pub id: QueueId,
     pub token: u64,
-    pub outcomes: Vec<(u32, Outcome)>,
+    pub outcomes: Vec<(u32, Disposition)>,
     pub now: std::time::SystemTime,
 }
 

@@ -107,7 +107,7 @@ fn fill(q: &Queue, dir: &Path) -> Vec<(QueueId, Vec<u8>)> {
             Ok(id) => acked.push((id, data)),
             Err(_) => failures += 1,
         }
-        // Outcome updates while full: the sled writes that broke sled 0.34 for good.
+        // Disposition updates while full: the sled writes that broke sled 0.34 for good.
         if let Ok(batch) = q.lease_due(SystemTime::now() + secs(3600 * 24), 4) {
             for l in batch {
                 let outcomes: Vec<_> = l.recipients.iter().map(|r| (r.index, deferred())).collect();

@@ -204,9 +204,9 @@ impl World {
                 for (r, o) in l.recipients.iter().zip(outcomes) {
                     let reply = format!("reply {o}");
                     match o {
-                        0 => outs.push((r.index, Outcome::Delivered { reply })),
-                        1 => outs.push((r.index, Outcome::Deferred { reply })),
-                        2 => outs.push((r.index, Outcome::Bounced { reply })),
+                        0 => outs.push((r.index, Disposition::Delivered { reply })),
+                        1 => outs.push((r.index, Disposition::Deferred { reply })),
+                        2 => outs.push((r.index, Disposition::Bounced { reply })),
                         _ => {} // not reported
                     }
                 }
@@ -224,9 +224,9 @@ impl World {
                     let i = *i as usize;
                     m.attempts[i] += 1;
                     m.rcpts[i] = match o {
-                        Outcome::Delivered { .. } => RecipientState::Delivered,
-                        Outcome::Deferred { .. } => RecipientState::Deferred,
-                        Outcome::Bounced { .. } => RecipientState::Bounced,
+                        Disposition::Delivered { .. } => RecipientState::Delivered,
+                        Disposition::Deferred { .. } => RecipientState::Deferred,
+                        Disposition::Bounced { .. } => RecipientState::Bounced,
                     };
                 }
                 m.lease = None;

@@ -46,7 +46,7 @@ impl Reason {
 }
 
 /// What became of one recipient in one attempt. The queue records the same
-/// three cases as `danerelay_queue::Outcome`, which cannot hold a [`Reply`];
+/// three cases as `danerelay_queue::Disposition`, which cannot hold a [`Reply`];
 /// [`Outcome::to_queue`] is the one conversion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -69,8 +69,8 @@ impl Outcome {
     }
 
     /// The outcome as `Queue::complete` records it: the reply on one line.
-    pub fn to_queue(&self) -> danerelay_queue::Outcome {
-        use danerelay_queue::Outcome as Recorded;
+    pub fn to_queue(&self) -> danerelay_queue::Disposition {
+        use danerelay_queue::Disposition as Recorded;
         match self {
             Outcome::Delivered(r) => Recorded::Delivered {
                 reply: reply_to_queue(r),

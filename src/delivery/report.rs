@@ -70,7 +70,7 @@ pub fn report(
     // The lease must still be held to mark the warning: before `complete`.
     let warn = delay_warning(queue, leased, results, options, now)?;
 
-    let outcomes: Vec<(u32, danerelay_queue::Outcome)> = results
+    let outcomes: Vec<(u32, danerelay_queue::Disposition)> = results
         .iter()
         .map(|r| (r.index, r.outcome.to_queue()))
         .collect();

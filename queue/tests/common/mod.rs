@@ -106,20 +106,20 @@ pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-pub fn delivered() -> Outcome {
-    Outcome::Delivered {
+pub fn delivered() -> Disposition {
+    Disposition::Delivered {
         reply: "250 2.0.0 ok".into(),
     }
 }
 
-pub fn deferred() -> Outcome {
-    Outcome::Deferred {
+pub fn deferred() -> Disposition {
+    Disposition::Deferred {
         reply: "451 4.3.0 try later".into(),
     }
 }
 
-pub fn bounced() -> Outcome {
-    Outcome::Bounced {
+pub fn bounced() -> Disposition {
+    Disposition::Bounced {
         reply: "550 5.1.1 no such user".into(),
     }
 }

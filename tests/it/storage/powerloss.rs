@@ -481,7 +481,7 @@ fn outcome_kept_while_storage_fails_is_stored_after_recovery() {
         enospc: true,
         ..Faults::default()
     });
-    let delivered = danerelay_queue::Outcome::Delivered {
+    let delivered = danerelay_queue::Disposition::Delivered {
         reply: "250 ok".into(),
     };
     let r = q.complete(&leased, &[(0, delivered)], SystemTime::now());
