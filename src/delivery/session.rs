@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::dane::{rejection_verdict, DaneMatch, Decision, TlsConfigCache, Verdict};
+use crate::dane::{
+    rejection_verdict, Assurance, DaneMatch, Decision, TlsConfigCache, Verdict,
+};
 use crate::smtp::client::{Client, ClientError, Timeouts, TlsInfo};
 
 use super::outcome::AttemptError;
@@ -31,6 +33,9 @@ use super::outcome::AttemptError;
 pub enum TlsOutcome {
     /// DANE authenticated the server (RFC 7672 §3) with this record.
     DaneVerified(DaneMatch, TlsInfo),
+    /// DANE authenticated a secure MX host named by an insecure MX RRset
+    /// (RFC 7672 §2.2.1, `dane_insecure_mx = "dane"`) with this record.
+    DaneTrusted(DaneMatch, TlsInfo),
     /// TLS without authentication (opportunistic, `encrypt`, unusable TLSA).
     Unauthenticated(TlsInfo),
     /// No TLS.
@@ -42,15 +47,26 @@ impl TlsOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             TlsOutcome::DaneVerified(..) => "dane-verified",
+            TlsOutcome::DaneTrusted(..) => "dane-trusted",
             TlsOutcome::Unauthenticated(_) => "tls-unauthenticated",
             TlsOutcome::Plaintext => "plaintext",
+        }
+    }
+
+    /// The DANE match, when DANE authenticated the server.
+    pub fn dane_match(&self) -> Option<&DaneMatch> {
+        match self {
+            TlsOutcome::DaneVerified(m, _) | TlsOutcome::DaneTrusted(m, _) => Some(m),
+            TlsOutcome::Unauthenticated(_) | TlsOutcome::Plaintext => None,
         }
     }
 
     /// The negotiated parameters, when TLS is up.
     pub fn info(&self) -> Option<&TlsInfo> {
         match self {
-            TlsOutcome::DaneVerified(_, i) | TlsOutcome::Unauthenticated(i) => Some(i),
+            TlsOutcome::DaneVerified(_, i)
+            | TlsOutcome::DaneTrusted(_, i)
+            | TlsOutcome::Unauthenticated(i) => Some(i),
             TlsOutcome::Plaintext => None,
         }
     }
@@ -62,7 +78,9 @@ impl TlsOutcome {
 impl fmt::Display for TlsOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (verdict, i) = match self {
-            TlsOutcome::DaneVerified(m, i) => (format!("dane-verified ({m})"), i),
+            TlsOutcome::DaneVerified(m, i) | TlsOutcome::DaneTrusted(m, i) => {
+                (format!("{} ({m})", self.label()), i)
+            }
             TlsOutcome::Unauthenticated(i) => ("tls-unauthenticated".to_string(), i),
             TlsOutcome::Plaintext => return f.write_str("plaintext"),
         };
@@ -177,7 +195,10 @@ pub async fn open(
             // went out in clear text before STARTTLS anyway, precedes it.)
             let tls = match setup.verdict(&info.peer_certificates) {
                 None => TlsOutcome::Unauthenticated(info),
-                Some(Verdict::Verified(m)) => TlsOutcome::DaneVerified(m, info),
+                Some(Verdict::Verified(m)) => match setup.dane.as_deref().map(|t| t.assurance) {
+                    Some(Assurance::Trusted) => TlsOutcome::DaneTrusted(m, info),
+                    _ => TlsOutcome::DaneVerified(m, info),
+                },
                 Some(v) => {
                     let resumed = if info.resumed {
                         " (resumed session)"
