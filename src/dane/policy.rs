@@ -478,7 +478,10 @@ mod tests {
         assert!(!may.wants_tlsa(Insecure, Secure));
         assert!(DanePolicy::new(TlsLevel::DaneOnly).wants_tlsa(Secure, Secure));
         for level in [TlsLevel::None, TlsLevel::May, TlsLevel::Encrypt] {
-            assert!(!DanePolicy::new(level).wants_tlsa(Secure, Secure), "{level}");
+            assert!(
+                !DanePolicy::new(level).wants_tlsa(Secure, Secure),
+                "{level}"
+            );
         }
     }
 

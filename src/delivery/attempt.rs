@@ -197,7 +197,14 @@ impl Engine {
                     for host in plan.hosts.iter().take(opts.max_hosts) {
                         let span = info_span!("host", mx = %host.name);
                         let stop = self
-                            .try_host(host, (policy, nexthop), jobs, &mut results, &mut last, &mut keep)
+                            .try_host(
+                                host,
+                                (policy, nexthop),
+                                jobs,
+                                &mut results,
+                                &mut last,
+                                &mut keep,
+                            )
                             .instrument(span)
                             .await;
                         if stop || all_done(&results) {

@@ -21,9 +21,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::dane::{
-    rejection_verdict, Assurance, DaneMatch, Decision, TlsConfigCache, Verdict,
-};
+use crate::dane::{rejection_verdict, Assurance, DaneMatch, Decision, TlsConfigCache, Verdict};
 use crate::smtp::client::{Client, ClientError, Timeouts, TlsInfo};
 
 use super::outcome::AttemptError;

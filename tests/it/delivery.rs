@@ -7,6 +7,7 @@
 //! of world.
 
 mod full_path;
+mod hosted;
 mod matrix;
 mod mta;
 mod tls_check;
