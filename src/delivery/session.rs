@@ -140,11 +140,56 @@ impl fmt::Debug for Session {
 /// Connects to `peer` and brings the session up to MAIL with the TLS the
 /// `decision` demands. `Decision::Defer` must be handled by the caller; it
 /// is refused here as a TLSA failure.
+///
+/// A resumed TLS session whose re-derived DANE verdict fails (the server
+/// renewed its certificate and the one the session was verified with has
+/// expired since) is not a verdict on the server: its cached config, with
+/// every session in it, is evicted and the host is tried once more with a
+/// full handshake, instead of deferring until the session cache expires.
 pub async fn open(
     peer: &Peer<'_>,
     decision: &Decision,
     options: &SessionOptions,
 ) -> Result<Session, AttemptError> {
+    let stale = match open_once(peer, decision, options).await? {
+        Ok(session) => return Ok(session),
+        Err(stale) => stale,
+    };
+    tracing::info!(relay = %peer.relay(), verdict = ?stale.verdict,
+        "resumed TLS session no longer verifies; evicting it and retrying with a full handshake");
+    options
+        .tls_configs
+        .evict(decision, peer.host)
+        .map_err(|e| AttemptError::Local {
+            detail: format!("TLS setup for {}: {e}", peer.host),
+        })?;
+    open_once(peer, decision, options)
+        .await?
+        .map_err(|again| again.into_error(peer))
+}
+
+/// A resumed session whose re-derived verdict failed; the connection is
+/// already closed.
+struct StaleResumption {
+    verdict: Verdict,
+}
+
+impl StaleResumption {
+    fn into_error(self, peer: &Peer<'_>) -> AttemptError {
+        AttemptError::Dane {
+            host: peer.host.to_string(),
+            detail: format!("{:?} (resumed session)", self.verdict),
+        }
+    }
+}
+
+/// One connection with the TLS `decision` demands; `Ok(Err(_))` when only a
+/// resumed session failed verification.
+async fn open_once(
+    peer: &Peer<'_>,
+    decision: &Decision,
+    options: &SessionOptions,
+) -> Result<Result<Session, StaleResumption>, AttemptError> {
     if let Decision::Defer(reason) = decision {
         return Err(AttemptError::TlsaLookup {
             host: peer.host.to_string(),
@@ -160,21 +205,21 @@ pub async fn open(
             detail: format!("TLS setup for {}: {e}", peer.host),
         })?;
     let Some(setup) = setup else {
-        return Ok(Session {
+        return Ok(Ok(Session {
             client,
             tls: TlsOutcome::Plaintext,
             starttls_offered: offered,
             fell_back: false,
-        });
+        }));
     };
     if !offered {
         if setup.plaintext_fallback {
-            return Ok(Session {
+            return Ok(Ok(Session {
                 client,
                 tls: TlsOutcome::Plaintext,
                 starttls_offered: false,
                 fell_back: false,
-            });
+            }));
         }
         // RFC 7672 §2.2: mandatory TLS and no STARTTLS ⇒ not this host.
         quit_quietly(client).await;
@@ -197,24 +242,23 @@ pub async fn open(
                     Some(Assurance::Trusted) => TlsOutcome::DaneTrusted(m, info),
                     _ => TlsOutcome::DaneVerified(m, info),
                 },
+                Some(verdict) if info.resumed => {
+                    quit_quietly(client).await;
+                    return Ok(Err(StaleResumption { verdict }));
+                }
                 Some(v) => {
-                    let resumed = if info.resumed {
-                        " (resumed session)"
-                    } else {
-                        ""
-                    };
                     return Err(AttemptError::Dane {
                         host: peer.host.to_string(),
-                        detail: format!("{v:?}{resumed}"),
+                        detail: format!("{v:?}"),
                     });
                 }
             };
-            Ok(Session {
+            Ok(Ok(Session {
                 client,
                 tls,
                 starttls_offered: true,
                 fell_back: false,
-            })
+            }))
         }
         Err(e @ ClientError::Tls { .. }) => {
             if setup.dane.is_some() {
@@ -233,12 +277,12 @@ pub async fn open(
             tracing::info!(relay = %peer.relay(), error = %e,
                 "opportunistic TLS handshake failed; retrying in plaintext on a new connection");
             let client = greet(peer, options).await?;
-            Ok(Session {
+            Ok(Ok(Session {
                 client,
                 tls: TlsOutcome::Plaintext,
                 starttls_offered: true,
                 fell_back: true,
-            })
+            }))
         }
         // A refused STARTTLS (4xx/5xx): opportunistic goes on in the clear
         // only if the session survived; everything else is this host's end.
@@ -247,12 +291,12 @@ pub async fn open(
         {
             tracing::info!(relay = %peer.relay(), %phase, reply = %reply.one_line(),
                 "STARTTLS refused; opportunistic delivery continues in plaintext");
-            Ok(Session {
+            Ok(Ok(Session {
                 client,
                 tls: TlsOutcome::Plaintext,
                 starttls_offered: true,
                 fell_back: false,
-            })
+            }))
         }
         Err(e) => Err(e.into()),
     }
