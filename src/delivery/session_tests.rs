@@ -384,7 +384,7 @@ async fn a_resumed_session_that_no_longer_verifies_is_evicted_and_retried_in_ful
         Decision::Authenticate(DaneTarget::new("mx.test", "mx.test", vec![pki.record()]));
     let mut peers = Vec::new();
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let presented = Arc::new(Presented(Mutex::new(pki.leaf(Duration::from_secs(4)))));
+        let presented = Arc::new(Presented(Mutex::new(pki.leaf(Duration::from_secs(5)))));
         let (port, accepted) = tls_peer_presenting(version, presented.clone()).await;
         let opts = options();
         let s = open(&at(port), &decision, &opts).await.unwrap();
@@ -398,7 +398,8 @@ async fn a_resumed_session_that_no_longer_verifies_is_evicted_and_retried_in_ful
         *presented.0.lock().unwrap() = pki.leaf(Duration::from_secs(86_400));
         peers.push((version, port, accepted, opts));
     }
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Past the first leaf's not_after (whole seconds in the certificate).
+    tokio::time::sleep(Duration::from_secs(6)).await;
     for (version, port, accepted, opts) in peers {
         let s = open(&at(port), &decision, &opts).await.unwrap();
         assert!(
