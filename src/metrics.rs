@@ -100,6 +100,7 @@ label_enum!(
     /// `tls` of one delivery attempt, as the delivery log line says it.
     DeliveryTls {
         DaneVerified => "dane-verified",
+        DaneTrusted => "dane-trusted",
         Unauthenticated => "tls-unauthenticated",
         Plaintext => "plaintext",
         None => "none",

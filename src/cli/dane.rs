@@ -29,7 +29,9 @@ pub struct VerifyArgs {
     /// TLSA record in presentation form "U S M HEX"; repeatable.
     #[arg(long = "tlsa", value_name = "U S M HEX", required = true)]
     pub tlsa: Vec<String>,
-    /// Another name a DANE-TA leaf may carry (the original MX name).
+    /// Another name a DANE-TA leaf may carry (the original MX name, the
+    /// next-hop domain); a leading dot (`.example.com`) accepts any strict
+    /// subdomain.
     #[arg(long = "reference-name", value_name = "NAME")]
     pub reference_names: Vec<String>,
     /// Print one JSON object instead of text.

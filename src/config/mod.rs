@@ -175,6 +175,8 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     pub per_destination: usize,
     pub tls: TlsLevel,
+    /// `delivery.dane_insecure_mx`: what an insecure MX RRset does to DANE.
+    pub dane_insecure_mx: InsecureMxPolicy,
     /// Resolved: never empty (falls back to `hostname`).
     pub helo_name: String,
     pub connect_timeout: Duration,
@@ -199,6 +201,41 @@ pub enum TlsLevel {
     Dane,
     /// DANE mandatory: no usable secure TLSA ⇒ defer.
     DaneOnly,
+}
+
+impl TlsLevel {
+    /// The level as the configuration spells it (`dane-only`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsLevel::None => "none",
+            TlsLevel::May => "may",
+            TlsLevel::Encrypt => "encrypt",
+            TlsLevel::Dane => "dane",
+            TlsLevel::DaneOnly => "dane-only",
+        }
+    }
+}
+
+impl std::fmt::Display for TlsLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `delivery.dane_insecure_mx`, as Postfix's
+/// `smtp_tls_dane_insecure_mx_policy`: whether a DNSSEC-secure MX host with
+/// TLSA records is still authenticated by them when the MX RRset that named
+/// it is insecure (RFC 7672 §2.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InsecureMxPolicy {
+    /// Authenticate with the host's TLSA records exactly as under a secure
+    /// MX (fail closed); the result is `dane-trusted`, and the next-hop
+    /// domain is no reference identifier.
+    #[default]
+    Dane,
+    /// No DANE for any host of an insecure MX RRset: opportunistic TLS
+    /// under `dane`, a deferral under `dane-only`.
+    May,
 }
 
 /// One `[[delivery.route]]`.

@@ -213,6 +213,7 @@ pub struct RawDelivery {
     pub concurrency: u64,
     pub per_destination: u64,
     pub tls: RawTlsLevel,
+    pub dane_insecure_mx: RawInsecureMx,
     pub helo_name: String,
     pub connect_timeout: Dur,
     pub max_hosts: u64,
@@ -226,6 +227,7 @@ impl Default for RawDelivery {
             concurrency: 256,
             per_destination: 16,
             tls: RawTlsLevel::Dane,
+            dane_insecure_mx: RawInsecureMx::Dane,
             helo_name: String::new(),
             connect_timeout: Dur(Ok(Duration::from_secs(30))),
             max_hosts: 5,
@@ -243,6 +245,13 @@ pub enum RawTlsLevel {
     Encrypt,
     Dane,
     DaneOnly,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawInsecureMx {
+    Dane,
+    May,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,7 @@ fn defaults_match_the_contract() {
     assert_eq!(cfg.delivery.concurrency, 256);
     assert_eq!(cfg.delivery.per_destination, 16);
     assert_eq!(cfg.delivery.tls, TlsLevel::Dane);
+    assert_eq!(cfg.delivery.dane_insecure_mx, InsecureMxPolicy::Dane);
     assert_eq!(cfg.delivery.helo_name, cfg.hostname);
     assert_eq!(cfg.delivery.connect_timeout, Duration::from_secs(30));
     assert_eq!(cfg.delivery.max_hosts, 5);
@@ -364,4 +365,38 @@ fn queue_min_free_space_defaults_parses_and_reports_its_key_path() {
         errs.iter().any(|e| e.starts_with("queue.min_free_space:")),
         "{errs:?}"
     );
+}
+
+#[test]
+fn dane_insecure_mx_takes_dane_or_may_and_names_its_key() {
+    let with = |value: &str| format!("{PLAIN}[delivery]\ndane_insecure_mx = \"{value}\"\n");
+    assert_eq!(
+        ok(&with("may")).delivery.dane_insecure_mx,
+        InsecureMxPolicy::May
+    );
+    assert_eq!(
+        ok(&with("dane")).delivery.dane_insecure_mx,
+        InsecureMxPolicy::Dane
+    );
+    let errs = errors(&with("never"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("delivery.dane_insecure_mx: unknown variant `never`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn tls_levels_print_as_configured() {
+    for (text, level) in [
+        ("none", TlsLevel::None),
+        ("may", TlsLevel::May),
+        ("encrypt", TlsLevel::Encrypt),
+        ("dane", TlsLevel::Dane),
+        ("dane-only", TlsLevel::DaneOnly),
+    ] {
+        let cfg = ok(&format!("{PLAIN}[delivery]\ntls = \"{text}\"\n"));
+        assert_eq!(cfg.delivery.tls, level);
+        assert_eq!(level.to_string(), text);
+    }
 }

@@ -11,7 +11,10 @@ pub mod tlsa;
 pub mod verifier;
 pub mod verify;
 
-pub use policy::{decide, DaneTarget, Decision, DeferReason, MandatoryTls, TlsaInput};
+pub use policy::{
+    decide, Assurance, DanePolicy, DaneTarget, Decision, DeferReason, HostDns, MandatoryTls,
+    TlsaInput,
+};
 pub use resume::{PolicyKey, TlsConfigCache};
 pub use tlsa::{usable_records, TlsaRecord, Unusable};
 pub use verifier::{

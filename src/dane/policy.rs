@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::config::TlsLevel;
+use crate::config::{InsecureMxPolicy, TlsLevel};
 
 use super::tlsa::{usable_records, TlsaRecord};
 use crate::dns::Security;
@@ -58,10 +58,34 @@ pub struct DaneTarget {
     /// TLSA base domain: the SNI name (RFC 7672 §8.1) and first reference id.
     pub base_domain: String,
     /// Names a DANE-TA(2) leaf may carry (RFC 7672 §3.2.3): the TLSA base
-    /// domain and the original MX host name when they differ.
+    /// domain, the original MX host name, and the next-hop domain when the
+    /// MX RRset is secure; no duplicates.
     pub reference_names: Vec<String>,
     /// Only the usable records after digest agility ([`usable_records`]).
     pub records: Vec<TlsaRecord>,
+    /// What a match proves: `dane-verified` or `dane-trusted`.
+    pub assurance: Assurance,
+}
+
+/// What a DANE match proves about the host (the Postfix log words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Assurance {
+    /// The MX RRset and the host's records are all secure: the server is
+    /// the domain's authenticated MX (`dane-verified`).
+    Verified,
+    /// RFC 7672 §2.2.1: the server matched the TLSA records of a secure MX
+    /// host that an insecure MX RRset named (`dane-trusted`).
+    Trusted,
+}
+
+impl Assurance {
+    /// The outcome word for logs, metrics and `tls-check`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Assurance::Verified => "dane-verified",
+            Assurance::Trusted => "dane-trusted",
+        }
+    }
 }
 
 /// Why TLS is mandatory but unauthenticated.
@@ -79,7 +103,8 @@ pub enum MandatoryTls {
 pub enum DeferReason {
     /// RFC 7672 §2.1.1: the TLSA lookup for a secure host failed.
     TlsaLookupFailed(String),
-    /// `dane-only`: the MX RRset is not DNSSEC-signed (RFC 7672 §2.2.1).
+    /// `dane-only` with `dane_insecure_mx = "may"`: the MX RRset is not
+    /// DNSSEC-signed (RFC 7672 §2.2.1).
     MxInsecure,
     /// `dane-only`: the host's address records are not signed (§2.2.3).
     HostInsecure,
@@ -101,22 +126,68 @@ impl fmt::Display for DeferReason {
     }
 }
 
-/// Decides the TLS treatment of one MX host (`mx_host` as it appears in the
-/// MX record, or the domain itself for an implicit MX).
+/// What DNS said about one host, as [`decide`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDns<'a> {
+    /// The host as it appears in the MX record (or the domain itself for an
+    /// implicit MX, or a configured next hop).
+    pub mx_host: &'a str,
+    /// The next-hop domain (the recipient domain of an MX or implicit-MX
+    /// route); `None` for a configured next hop, whose name is `mx_host`.
+    pub nexthop: Option<&'a str>,
+    /// DNSSEC status of the MX RRset (of its denial for an implicit MX).
+    pub mx: Security,
+    /// DNSSEC status of the host's address records.
+    pub host: Security,
+    pub tlsa: TlsaInput,
+}
+
+/// The configured policy [`decide`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DanePolicy {
+    /// `delivery.tls` or the route's `tls`.
+    pub level: TlsLevel,
+    /// `delivery.dane_insecure_mx`.
+    pub insecure_mx: InsecureMxPolicy,
+}
+
+impl DanePolicy {
+    /// `level` with the default `dane_insecure_mx = "dane"`.
+    pub fn new(level: TlsLevel) -> Self {
+        Self {
+            level,
+            insecure_mx: InsecureMxPolicy::Dane,
+        }
+    }
+
+    /// Whether the level uses DANE at all (`dane`, `dane-only`).
+    pub fn is_dane(self) -> bool {
+        matches!(self.level, TlsLevel::Dane | TlsLevel::DaneOnly)
+    }
+
+    /// Whether a host may be looked up for TLSA (RFC 7672 §2.2.2): secure
+    /// addresses, and a secure MX RRset unless `dane_insecure_mx = "dane"`
+    /// lets a secure host stand on its own (§2.2.1).
+    pub fn wants_tlsa(self, mx: Security, host: Security) -> bool {
+        self.is_dane()
+            && host == Security::Secure
+            && (mx == Security::Secure || self.insecure_mx == InsecureMxPolicy::Dane)
+    }
+}
+
+/// Decides the TLS treatment of one host.
 ///
-/// `dane`: an insecure MX RRset or host address means no DANE (RFC 7672
-/// §2.2.1, §2.2.3) and opportunistic TLS; a failed TLSA lookup for a secure
-/// host defers (§2.1.1); secure usable TLSA authenticate; secure but all
-/// unusable TLSA make TLS mandatory (§2.2); anything else is opportunistic.
+/// `dane`: an insecure host address means no DANE (RFC 7672 §2.2.2) and
+/// opportunistic TLS. An insecure MX RRset means the same under
+/// `dane_insecure_mx = "may"`; under `"dane"` (Postfix's default) the secure
+/// host is treated as under a secure MX (§2.2.1), authenticated as
+/// [`Assurance::Trusted`] and without the next-hop domain as a reference
+/// identifier. For a host that gets that far: a failed TLSA lookup defers
+/// (§2.1.1); secure usable TLSA authenticate; secure but all unusable TLSA
+/// make TLS mandatory (§2.2); anything else is opportunistic.
 /// `dane-only` defers wherever `dane` would not authenticate.
-pub fn decide(
-    level: TlsLevel,
-    mx_host: &str,
-    mx: Security,
-    host: Security,
-    tlsa: TlsaInput,
-) -> Decision {
-    let dane_only = match level {
+pub fn decide(policy: DanePolicy, dns: HostDns<'_>) -> Decision {
+    let dane_only = match policy.level {
         TlsLevel::None => return Decision::Plaintext,
         TlsLevel::May => return Decision::Opportunistic,
         TlsLevel::Encrypt => return Decision::TlsRequired(MandatoryTls::EncryptLevel),
@@ -130,13 +201,13 @@ pub fn decide(
             Decision::Opportunistic
         }
     };
-    if mx == Security::Insecure {
+    if dns.mx == Security::Insecure && policy.insecure_mx == InsecureMxPolicy::May {
         return no_dane(DeferReason::MxInsecure);
     }
-    if host == Security::Insecure {
+    if dns.host == Security::Insecure {
         return no_dane(DeferReason::HostInsecure);
     }
-    match tlsa {
+    match dns.tlsa {
         TlsaInput::Failed(why) => Decision::Defer(DeferReason::TlsaLookupFailed(why)),
         TlsaInput::NoRecords { .. } | TlsaInput::Records { secure: false, .. } => {
             no_dane(DeferReason::NoSecureTlsa)
@@ -157,7 +228,15 @@ pub fn decide(
                 }
                 return Decision::TlsRequired(MandatoryTls::AllTlsaUnusable);
             }
-            Decision::Authenticate(DaneTarget::new(&base_domain, mx_host, usable))
+            let target = DaneTarget::new(&base_domain, dns.mx_host, usable);
+            Decision::Authenticate(if dns.mx == Security::Secure {
+                match dns.nexthop {
+                    Some(nexthop) => target.with_nexthop(nexthop),
+                    None => target,
+                }
+            } else {
+                target.trusted()
+            })
         }
     }
 }
@@ -166,15 +245,34 @@ impl DaneTarget {
     /// Builds a target; names are compared without case or trailing dot.
     pub fn new(base_domain: &str, mx_host: &str, records: Vec<TlsaRecord>) -> Self {
         let base = normalize_name(base_domain);
-        let mut reference_names = vec![base.clone()];
-        let mx = normalize_name(mx_host);
-        if !mx.is_empty() && mx != base {
-            reference_names.push(mx);
-        }
-        Self {
-            base_domain: base,
-            reference_names,
+        let mut target = Self {
+            base_domain: base.clone(),
+            reference_names: vec![base],
             records,
+            assurance: Assurance::Verified,
+        };
+        target.add_reference_name(mx_host);
+        target
+    }
+
+    /// RFC 7672 §3.2.3: with a secure MX RRset the next-hop domain is a
+    /// reference identifier too (Postfix: "nexthop, hostname").
+    pub fn with_nexthop(mut self, nexthop: &str) -> Self {
+        self.add_reference_name(nexthop);
+        self
+    }
+
+    /// RFC 7672 §2.2.1: the MX RRset that named this host is insecure, so
+    /// a match authenticates the host but not that it is the domain's MX.
+    pub fn trusted(mut self) -> Self {
+        self.assurance = Assurance::Trusted;
+        self
+    }
+
+    fn add_reference_name(&mut self, name: &str) {
+        let name = normalize_name(name);
+        if !name.is_empty() && !self.reference_names.contains(&name) {
+            self.reference_names.push(name);
         }
     }
 }
@@ -211,10 +309,43 @@ mod tests {
         }
     }
 
+    fn host(mx: Security, host: Security, tlsa: TlsaInput) -> HostDns<'static> {
+        HostDns {
+            mx_host: "mx.example.net",
+            nexthop: Some("example.com"),
+            mx,
+            host,
+            tlsa,
+        }
+    }
+
+    fn at(level: TlsLevel) -> impl Fn(Security, Security, TlsaInput) -> Decision {
+        move |mx, h, t| decide(DanePolicy::new(level), host(mx, h, t))
+    }
+
+    fn may_policy(level: TlsLevel) -> impl Fn(Security, Security, TlsaInput) -> Decision {
+        move |mx, h, t| {
+            let policy = DanePolicy {
+                level,
+                insecure_mx: InsecureMxPolicy::May,
+            };
+            decide(policy, host(mx, h, t))
+        }
+    }
+
+    fn target(names: &[&str], assurance: Assurance) -> DaneTarget {
+        DaneTarget {
+            base_domain: "mx.example.net".into(),
+            reference_names: names.iter().map(|n| n.to_string()).collect(),
+            records: vec![good()],
+            assurance,
+        }
+    }
+
     #[test]
     fn non_dane_levels_ignore_dns() {
         for lookup in [found(vec![good()]), TlsaInput::Failed("x".into())] {
-            let d = |l| decide(l, "mx.example.net", Secure, Secure, lookup.clone());
+            let d = |l| at(l)(Secure, Secure, lookup.clone());
             assert_eq!(d(TlsLevel::None), Decision::Plaintext);
             assert_eq!(d(TlsLevel::May), Decision::Opportunistic);
             assert_eq!(
@@ -226,12 +357,11 @@ mod tests {
 
     #[test]
     fn dane_level_table() {
-        let d = |mx, host, t| decide(TlsLevel::Dane, "mx.example.net", mx, host, t);
-        let auth = Decision::Authenticate(DaneTarget {
-            base_domain: "mx.example.net".into(),
-            reference_names: vec!["mx.example.net".into()],
-            records: vec![good()],
-        });
+        let d = at(TlsLevel::Dane);
+        let auth = Decision::Authenticate(target(
+            &["mx.example.net", "example.com"],
+            Assurance::Verified,
+        ));
         assert_eq!(d(Secure, Secure, found(vec![good(), pkix()])), auth);
         assert_eq!(
             d(Secure, Secure, found(vec![pkix()])),
@@ -252,13 +382,13 @@ mod tests {
         };
         assert_eq!(d(Secure, Secure, insecure), Decision::Opportunistic);
         assert_eq!(d(Secure, Secure, found(vec![])), Decision::Opportunistic);
-        // No TLSA lookup matters for an insecure MX RRset or host (§2.2.1, §2.2.3).
+        // No TLSA lookup matters for an insecure host (§2.2.2).
         assert_eq!(
-            d(Insecure, Secure, TlsaInput::Failed("x".into())),
+            d(Secure, Insecure, TlsaInput::Failed("x".into())),
             Decision::Opportunistic
         );
         assert_eq!(
-            d(Secure, Insecure, TlsaInput::Failed("x".into())),
+            d(Insecure, Insecure, found(vec![good()])),
             Decision::Opportunistic
         );
         assert_eq!(
@@ -268,8 +398,96 @@ mod tests {
     }
 
     #[test]
+    fn insecure_mx_with_a_secure_host_is_dane_trusted_in_every_tlsa_case() {
+        // RFC 7672 §2.2.1, Postfix's smtp_tls_dane_insecure_mx_policy = dane:
+        // as under a secure MX, but trusted and without the next-hop domain.
+        for level in [TlsLevel::Dane, TlsLevel::DaneOnly] {
+            let d = at(level);
+            assert_eq!(
+                d(Insecure, Secure, found(vec![good()])),
+                Decision::Authenticate(target(&["mx.example.net"], Assurance::Trusted)),
+                "{level}"
+            );
+            assert!(matches!(
+                d(Insecure, Secure, TlsaInput::Failed("timeout".into())),
+                Decision::Defer(DeferReason::TlsaLookupFailed(_))
+            ));
+        }
+        let d = at(TlsLevel::Dane);
+        assert_eq!(
+            d(Insecure, Secure, found(vec![pkix()])),
+            Decision::TlsRequired(MandatoryTls::AllTlsaUnusable)
+        );
+        assert_eq!(
+            d(Insecure, Secure, TlsaInput::NoRecords { secure: true }),
+            Decision::Opportunistic
+        );
+        let d = at(TlsLevel::DaneOnly);
+        assert_eq!(
+            d(Insecure, Secure, TlsaInput::NoRecords { secure: true }),
+            Decision::Defer(DeferReason::NoSecureTlsa)
+        );
+        assert_eq!(
+            d(Insecure, Insecure, found(vec![good()])),
+            Decision::Defer(DeferReason::HostInsecure)
+        );
+    }
+
+    #[test]
+    fn insecure_mx_under_may_policy_turns_dane_off() {
+        let d = may_policy(TlsLevel::Dane);
+        assert_eq!(
+            d(Insecure, Secure, found(vec![good()])),
+            Decision::Opportunistic
+        );
+        assert_eq!(
+            d(Insecure, Secure, TlsaInput::Failed("x".into())),
+            Decision::Opportunistic
+        );
+        // A secure MX is unaffected by the insecure-MX policy.
+        assert!(matches!(
+            d(Secure, Secure, found(vec![good()])),
+            Decision::Authenticate(DaneTarget {
+                assurance: Assurance::Verified,
+                ..
+            })
+        ));
+        let d = may_policy(TlsLevel::DaneOnly);
+        assert_eq!(
+            d(Insecure, Secure, found(vec![good()])),
+            Decision::Defer(DeferReason::MxInsecure)
+        );
+        assert_eq!(
+            d(Insecure, Insecure, found(vec![good()])),
+            Decision::Defer(DeferReason::MxInsecure)
+        );
+    }
+
+    #[test]
+    fn wants_tlsa_only_where_dane_can_apply() {
+        let dane = DanePolicy::new(TlsLevel::Dane);
+        let may = DanePolicy {
+            insecure_mx: InsecureMxPolicy::May,
+            ..dane
+        };
+        assert!(dane.wants_tlsa(Secure, Secure));
+        assert!(dane.wants_tlsa(Insecure, Secure));
+        assert!(!dane.wants_tlsa(Secure, Insecure));
+        assert!(!dane.wants_tlsa(Insecure, Insecure));
+        assert!(may.wants_tlsa(Secure, Secure));
+        assert!(!may.wants_tlsa(Insecure, Secure));
+        assert!(DanePolicy::new(TlsLevel::DaneOnly).wants_tlsa(Secure, Secure));
+        for level in [TlsLevel::None, TlsLevel::May, TlsLevel::Encrypt] {
+            assert!(
+                !DanePolicy::new(level).wants_tlsa(Secure, Secure),
+                "{level}"
+            );
+        }
+    }
+
+    #[test]
     fn dane_only_defers_without_usable_secure_tlsa() {
-        let d = |mx, host, t| decide(TlsLevel::DaneOnly, "mx.example.net", mx, host, t);
+        let d = at(TlsLevel::DaneOnly);
         assert!(matches!(
             d(Secure, Secure, found(vec![good()])),
             Decision::Authenticate(_)
@@ -283,10 +501,6 @@ mod tests {
             Decision::Defer(DeferReason::NoSecureTlsa)
         );
         assert_eq!(
-            d(Insecure, Secure, found(vec![good()])),
-            Decision::Defer(DeferReason::MxInsecure)
-        );
-        assert_eq!(
             d(Secure, Insecure, found(vec![good()])),
             Decision::Defer(DeferReason::HostInsecure)
         );
@@ -297,21 +511,76 @@ mod tests {
     }
 
     #[test]
-    fn cname_base_domain_and_mx_name_are_both_reference_ids() {
+    fn cname_base_domain_mx_name_and_nexthop_are_reference_ids() {
         let t = TlsaInput::Records {
             secure: true,
             records: vec![good()],
             base_domain: "smtp.provider.example.".into(),
         };
-        let Decision::Authenticate(target) =
-            decide(TlsLevel::Dane, "MX.customer.example", Secure, Secure, t)
+        let dns = HostDns {
+            mx_host: "MX.customer.example",
+            nexthop: Some("Customer.Example."),
+            mx: Secure,
+            host: Secure,
+            tlsa: t,
+        };
+        let Decision::Authenticate(target) = decide(DanePolicy::new(TlsLevel::Dane), dns.clone())
         else {
             panic!("expected authenticate");
         };
         assert_eq!(target.base_domain, "smtp.provider.example");
         assert_eq!(
             target.reference_names,
+            vec![
+                "smtp.provider.example",
+                "mx.customer.example",
+                "customer.example"
+            ]
+        );
+        // A configured next hop has no separate next-hop domain; duplicates go.
+        let next_hop = HostDns {
+            nexthop: None,
+            ..dns.clone()
+        };
+        let Decision::Authenticate(target) = decide(DanePolicy::new(TlsLevel::Dane), next_hop)
+        else {
+            panic!("expected authenticate");
+        };
+        assert_eq!(
+            target.reference_names,
             vec!["smtp.provider.example", "mx.customer.example"]
         );
+        let same = DaneTarget::new("mx.example.", "MX.example", vec![good()]).with_nexthop("");
+        assert_eq!(same.reference_names, vec!["mx.example"]);
+    }
+
+    #[test]
+    fn defer_reasons_say_what_is_missing() {
+        for (reason, text) in [
+            (
+                DeferReason::TlsaLookupFailed("SERVFAIL".into()),
+                "TLSA lookup failed: SERVFAIL",
+            ),
+            (
+                DeferReason::MxInsecure,
+                "MX RRset is not DNSSEC-signed (dane-only)",
+            ),
+            (
+                DeferReason::HostInsecure,
+                "host address is not DNSSEC-signed (dane-only)",
+            ),
+            (
+                DeferReason::NoSecureTlsa,
+                "no DNSSEC-signed TLSA records (dane-only)",
+            ),
+            (
+                DeferReason::NoUsableTlsa,
+                "no usable TLSA records (dane-only)",
+            ),
+        ] {
+            assert_eq!(reason.to_string(), text);
+        }
+        assert_eq!(Assurance::Verified.label(), "dane-verified");
+        assert_eq!(Assurance::Trusted.label(), "dane-trusted");
     }
 }

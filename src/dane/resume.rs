@@ -211,6 +211,20 @@ impl TlsConfigCache {
         Ok(Some(plan.into_setup(config)))
     }
 
+    /// Drops the config (and every session it holds) that [`Self::setup`]
+    /// hands out for `decision` and `host`, so the next connection under
+    /// that policy is verified in full. For a resumed session whose chain
+    /// no longer verifies: it must not be offered again.
+    pub fn evict(&self, decision: &Decision, host: &str) -> Result<(), DaneError> {
+        let Some(plan) = Plan::new(decision, host)? else {
+            return Ok(());
+        };
+        if let Some(key) = PolicyKey::new(decision, &plan.server_name) {
+            lock(&self.inner).entries.remove(&key);
+        }
+        Ok(())
+    }
+
     fn config_for(&self, key: PolicyKey, plan: &Plan) -> Result<Arc<ClientConfig>, DaneError> {
         let now = Instant::now();
         let mut inner = lock(&self.inner);

@@ -185,36 +185,22 @@ impl fmt::Display for TlsaRecord {
 
 /// The records a client actually uses, in their original order: the usable
 /// ones (RFC 7672 §3.1), then, per (usage, selector), the Full(0) records
-/// plus only those of the strongest digest present — SHA2-512 over SHA2-256
-/// (RFC 7671 §9, RFC 7672 §5). Unusable records never influence agility.
+/// plus only those of the strongest digest present (RFC 7671 §9, RFC 7672
+/// §5). Of the two digests defined (RFC 6698 §2.1.3) SHA2-512 is the
+/// stronger, so a SHA2-512 record hides the SHA2-256 ones of its (usage,
+/// selector). Unusable records never influence agility.
 pub fn usable_records(records: &[TlsaRecord]) -> Vec<TlsaRecord> {
     let usable: Vec<&TlsaRecord> = records.iter().filter(|r| r.is_usable()).collect();
-    let strongest = |usage: u8, selector: u8| -> u8 {
+    let has_sha512 = |usage: u8, selector: u8| {
         usable
             .iter()
-            .filter(|r| r.usage == usage && r.selector == selector && r.matching != MATCH_FULL)
-            .map(|r| digest_strength(r.matching))
-            .max()
-            .unwrap_or(0)
+            .any(|r| r.usage == usage && r.selector == selector && r.matching == MATCH_SHA512)
     };
     usable
         .iter()
-        .filter(|r| {
-            r.matching == MATCH_FULL
-                || digest_strength(r.matching) == strongest(r.usage, r.selector)
-        })
+        .filter(|r| r.matching != MATCH_SHA256 || !has_sha512(r.usage, r.selector))
         .map(|r| (*r).clone())
         .collect()
-}
-
-/// Client preference order among digest matching types (RFC 7671 §9: the
-/// strongest supported digest wins).
-fn digest_strength(matching: u8) -> u8 {
-    match matching {
-        MATCH_SHA512 => 2,
-        MATCH_SHA256 => 1,
-        _ => 0,
-    }
 }
 
 #[cfg(test)]
@@ -284,14 +270,16 @@ mod tests {
             rec(3, 1, 2, 32).usability(),
             Err(Unusable::DigestLength { .. })
         ));
-        assert!(matches!(
+        assert_eq!(
             rec(3, 0, 0, 10).usability(),
-            Err(Unusable::MalformedFull { .. })
-        ));
-        assert!(matches!(
+            Err(Unusable::MalformedFull {
+                what: "certificate"
+            })
+        );
+        assert_eq!(
             rec(2, 1, 0, 10).usability(),
-            Err(Unusable::MalformedFull { .. })
-        ));
+            Err(Unusable::MalformedFull { what: "public key" })
+        );
     }
 
     #[test]
@@ -308,5 +296,16 @@ mod tests {
             used,
             vec![rec(3, 1, 2, 64), rec(3, 0, 1, 32), rec(2, 1, 1, 32)]
         );
+        // SHA2-256 alone stays; Full(0) stays next to any digest.
+        let full = TlsaRecord::parse(&format!("3 1 0 {}", SPKI_HEX)).unwrap();
+        let records = vec![full.clone(), rec(3, 1, 1, 32), rec(3, 0, 2, 64)];
+        assert_eq!(usable_records(&records), records);
+        let records = vec![full.clone(), rec(3, 1, 2, 64), rec(3, 1, 1, 32)];
+        assert_eq!(usable_records(&records), vec![full, rec(3, 1, 2, 64)]);
     }
+
+    /// A P-256 SubjectPublicKeyInfo (well-formed, key bytes arbitrary).
+    const SPKI_HEX: &str = "3059301306072a8648ce3d020106082a8648ce3d03010703420004\
+        6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
+        4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
 }

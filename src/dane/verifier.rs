@@ -2,7 +2,9 @@
 //! accept-any-certificate verifier for opportunistic and `encrypt` TLS, and
 //! the `ClientConfig` each [`Decision`] needs. Both verifiers still check the
 //! handshake signature: a server replaying someone's certificate without the
-//! key fails (RFC 7672 §3.1 relies on the TLS proof of possession).
+//! key fails (RFC 7672 §3.1 relies on the TLS proof of possession). They
+//! check it against the leaf's SubjectPublicKeyInfo, so an X.509 v1 leaf
+//! (which webpki cannot parse) still works under DANE-EE.
 //!
 //! The verifiers are stateless, so one config (and its session store, see
 //! [`super::resume`]) can serve concurrent connections. The DANE verdict a
@@ -16,10 +18,13 @@ use std::sync::{Arc, OnceLock};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
 use rustls::crypto::{
-    ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
+    ring, verify_tls13_signature_with_raw_key, CryptoProvider, WebPkiSupportedAlgorithms,
 };
+use rustls::PeerMisbehaved;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
 
 use super::policy::{DaneTarget, Decision};
 use super::verify::{verify_chain, Verdict};
@@ -103,7 +108,7 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
+        tls12_signature_by_spki(message, cert, dss, &self.algs)
     }
 
     fn verify_tls13_signature(
@@ -112,12 +117,80 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
+        tls13_signature_by_spki(message, cert, dss, &self.algs)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
     }
+}
+
+/// The leaf's SubjectPublicKeyInfo, read with x509-parser: unlike
+/// rustls-webpki it accepts X.509 v1 certificates and unique IDs, which
+/// self-signed DANE-EE servers often present. The handshake proves
+/// possession of this key; DANE-EE (RFC 7672 §3.1.1) and unauthenticated
+/// TLS need nothing else from the certificate, and DANE-TA chains are
+/// validated by webpki in `verify_server_cert` before this runs.
+fn leaf_spki(cert: &CertificateDer<'_>) -> Result<SubjectPublicKeyInfoDer<'static>, rustls::Error> {
+    match X509Certificate::from_der(cert) {
+        Ok((_, parsed)) => Ok(SubjectPublicKeyInfoDer::from(
+            parsed.tbs_certificate.subject_pki.raw.to_vec(),
+        )),
+        Err(_) => Err(CertificateError::BadEncoding.into()),
+    }
+}
+
+/// The TLS 1.3 CertificateVerify check against the leaf's key
+/// ([`leaf_spki`]), as rustls's `verify_tls13_signature` but without
+/// parsing the certificate with webpki.
+fn tls13_signature_by_spki(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    algs: &WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    verify_tls13_signature_with_raw_key(message, &leaf_spki(cert)?, dss, algs)
+}
+
+/// The TLS 1.2 ServerKeyExchange signature check against the leaf's key
+/// ([`leaf_spki`]): as rustls's `verify_tls12_signature`, every algorithm
+/// mapped to the scheme is tried until one fits the key type.
+fn tls12_signature_by_spki(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    algs: &WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let candidates = algs
+        .mapping
+        .iter()
+        .find(|(scheme, _)| *scheme == dss.scheme)
+        .map(|(_, candidates)| *candidates)
+        .ok_or(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme)?;
+    let spki = leaf_spki(cert)?;
+    let key = webpki::RawPublicKeyEntity::try_from(&spki)
+        .map_err(|_| rustls::Error::from(CertificateError::BadEncoding))?;
+    let mut unfit = None;
+    for alg in candidates {
+        match key.verify_signature(*alg, message, dss.signature()) {
+            Ok(()) => return Ok(HandshakeSignatureValid::assertion()),
+            Err(e @ webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)) => {
+                unfit = Some(e);
+            }
+            Err(webpki::Error::InvalidSignatureForPublicKey) => {
+                return Err(CertificateError::BadSignature.into())
+            }
+            Err(e) => return Err(other_certificate_error(e)),
+        }
+    }
+    Err(unfit.map_or(
+        CertificateError::BadSignature.into(),
+        other_certificate_error,
+    ))
+}
+
+fn other_certificate_error(e: webpki::Error) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
 fn dane_error(e: DaneError) -> rustls::Error {
@@ -155,7 +228,7 @@ impl ServerCertVerifier for UnauthenticatedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
+        tls12_signature_by_spki(message, cert, dss, &self.algs)
     }
 
     fn verify_tls13_signature(
@@ -164,7 +237,7 @@ impl ServerCertVerifier for UnauthenticatedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
+        tls13_signature_by_spki(message, cert, dss, &self.algs)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -5,6 +5,7 @@ use std::fmt;
 
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::asn1_rs::Sequence;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
@@ -189,25 +190,22 @@ fn verify_ta(
 /// RFC 7672 §3.2.2: a Full(0) DANE-TA record carries the anchor itself, so
 /// the server need not send it. A bare key has no subject name: it is offered
 /// under each issuer name in the chain and the signature check decides.
-fn anchors_from_record<'a>(
-    r: &'a TlsaRecord,
-    chain: &[CertificateDer<'_>],
-) -> Vec<TrustAnchor<'a>> {
+fn anchors_from_record(r: &TlsaRecord, chain: &[CertificateDer<'_>]) -> Vec<TrustAnchor<'static>> {
     if r.selector == SEL_CERT {
         let der = CertificateDer::from(r.data.as_slice());
         return webpki::anchor_from_trusted_cert(&der)
             .map(|a| vec![a.to_owned()])
             .unwrap_or_default();
     }
-    let Some(spki) = der_sequence_contents(&r.data) else {
+    let Some(spki) = sequence_contents(&r.data) else {
         return Vec::new();
     };
     let mut issuers: Vec<Vec<u8>> = Vec::new();
     for cert in chain {
         if let Ok((_, parsed)) = X509Certificate::from_der(cert) {
-            if let Some(issuer) = der_sequence_contents(parsed.issuer().as_raw()) {
-                if !issuers.iter().any(|i| i == issuer) {
-                    issuers.push(issuer.to_vec());
+            if let Some(issuer) = sequence_contents(parsed.issuer().as_raw()) {
+                if !issuers.contains(&issuer) {
+                    issuers.push(issuer);
                 }
             }
         }
@@ -216,7 +214,7 @@ fn anchors_from_record<'a>(
         .into_iter()
         .map(|subject| TrustAnchor {
             subject: subject.into(),
-            subject_public_key_info: spki.into(),
+            subject_public_key_info: spki.clone().into(),
             name_constraints: None,
         })
         .collect()
@@ -262,43 +260,54 @@ pub fn leaf_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .collect()
 }
 
-/// RFC 7672 §3.2.3 / RFC 6125 §6.4.3: exact match, or a `*` that is the whole
-/// leftmost label matching exactly one label.
+/// RFC 7672 §3.2.3 / RFC 6125 §6.4.3: whether `pattern`, a name the
+/// certificate carries, matches `reference`: exactly, or by a `*` that is
+/// the whole leftmost label and stands for exactly one label. A reference
+/// with a leading dot (`.example.com`, Postfix's "dot-nexthop") stands for
+/// every strict subdomain of the name after the dot. Empty labels and any
+/// other `*` never match.
 pub fn name_matches(pattern: &str, reference: &str) -> bool {
     let pattern = normalize_name(pattern);
     let reference = normalize_name(reference);
-    if pattern.is_empty() || reference.is_empty() {
+    let (name, subdomains) = match reference.strip_prefix('.') {
+        Some(parent) => (parent, true),
+        None => (reference.as_str(), false),
+    };
+    // `*.rest` covers one label followed by `rest`.
+    let (covered, wildcard) = match pattern.strip_prefix("*.") {
+        Some(rest) => (rest, true),
+        None => (pattern.as_str(), false),
+    };
+    if !is_plain_name(name) || !is_plain_name(covered) {
         return false;
     }
-    match pattern.strip_prefix("*.") {
-        Some(rest) if !rest.is_empty() && !rest.contains('*') => reference
+    match (wildcard, subdomains) {
+        (false, false) => covered == name,
+        (true, false) => name
             .split_once('.')
-            .is_some_and(|(first, tail)| !first.is_empty() && tail == rest),
-        _ => !pattern.contains('*') && pattern == reference,
+            .is_some_and(|(_, parent)| parent == covered),
+        (false, true) => is_strict_subdomain(covered, name),
+        (true, true) => covered == name || is_strict_subdomain(covered, name),
     }
 }
 
-/// The contents of a DER SEQUENCE (tag 0x30) that spans all of `der`, as
-/// webpki's [`TrustAnchor`] fields want them.
-fn der_sequence_contents(der: &[u8]) -> Option<&[u8]> {
-    let (&tag, rest) = der.split_first()?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, body) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    (body.len() == len).then_some(body)
+/// Non-empty labels, none with a `*`.
+fn is_plain_name(name: &str) -> bool {
+    name.split('.').all(|l| !l.is_empty() && !l.contains('*'))
+}
+
+/// `name` is `label(s).parent` (both plain: the head has no empty label).
+fn is_strict_subdomain(name: &str, parent: &str) -> bool {
+    name.strip_suffix(parent)
+        .is_some_and(|head| head.ends_with('.'))
+}
+
+/// The contents of a DER SEQUENCE — a Name or a SubjectPublicKeyInfo — as
+/// webpki's [`TrustAnchor`] fields want them (without tag and length).
+fn sequence_contents(der: &[u8]) -> Option<Vec<u8>> {
+    Sequence::from_der(der)
+        .ok()
+        .map(|(_, seq)| seq.content.into_owned())
 }
 
 #[cfg(test)]
@@ -312,20 +321,62 @@ mod tests {
         assert!(name_matches("*.example.net", "mx.example.net"));
         assert!(!name_matches("*.example.net", "a.mx.example.net"));
         assert!(!name_matches("*.example.net", "example.net"));
+        assert!(!name_matches("*.example.net", "mx.example.org"));
         assert!(!name_matches("m*.example.net", "mx.example.net"));
         assert!(!name_matches("mx.*.net", "mx.example.net"));
+        assert!(!name_matches("*.*.net", "mx.example.net"));
+        assert!(!name_matches("*.", "mx"));
         assert!(!name_matches("*", "mx"));
         assert!(!name_matches("other.example.net", "mx.example.net"));
+        assert!(!name_matches("example.net", "mx.example.net"));
     }
 
     #[test]
-    fn der_sequence_contents_checks_length() {
-        assert_eq!(der_sequence_contents(&[0x30, 2, 1, 2]), Some(&[1u8, 2][..]));
-        assert_eq!(der_sequence_contents(&[0x30, 3, 1, 2]), None);
-        assert_eq!(der_sequence_contents(&[0x31, 2, 1, 2]), None);
+    fn stars_and_empty_labels_never_match_even_themselves() {
+        for name in [
+            "m*.example.net",
+            "mx.*.net",
+            "*",
+            "*.*.net",
+            "a..net",
+            ".",
+            "",
+        ] {
+            assert!(!name_matches(name, name), "{name:?}");
+        }
+        assert!(!name_matches("*.example.net", "*.example.net"));
+        assert!(!name_matches("*.example.net", "a..example.net"));
+        assert!(!name_matches("mx..net", "mx..net"));
+        assert!(!name_matches("*..net", "a..net"));
+        assert!(!name_matches("mx.example.net", ""));
+    }
+
+    #[test]
+    fn a_leading_dot_reference_matches_strict_subdomains() {
+        assert!(name_matches("mx.example.com", ".example.com"));
+        assert!(name_matches("a.b.example.com", ".Example.COM."));
+        assert!(name_matches("*.example.com", ".example.com"));
+        assert!(name_matches("*.mx.example.com", ".example.com"));
+        assert!(!name_matches("example.com", ".example.com"));
+        assert!(!name_matches("xexample.com", ".example.com"));
+        assert!(!name_matches("mx.example.org", ".example.com"));
+        assert!(!name_matches("*.com", ".example.com"));
+        assert!(!name_matches("*.xexample.com", ".example.com"));
+        assert!(!name_matches("m*.example.com", ".example.com"));
+        assert!(!name_matches(".example.com", ".example.com"));
+        assert!(!name_matches("mx.example.com", ".*.com"));
+        assert!(!name_matches("mx.example.com", "."));
+        assert!(!name_matches("mx.example.com", ".."));
+    }
+
+    #[test]
+    fn sequence_contents_strips_tag_and_length() {
+        assert_eq!(sequence_contents(&[0x30, 2, 1, 2]), Some(vec![1u8, 2]));
+        assert_eq!(sequence_contents(&[0x30, 3, 1, 2]), None);
+        assert_eq!(sequence_contents(&[0x31, 2, 1, 2]), None);
         let mut long = vec![0x30, 0x81, 200];
         long.extend([0u8; 200]);
-        assert_eq!(der_sequence_contents(&long).map(<[u8]>::len), Some(200));
-        assert_eq!(der_sequence_contents(&[]), None);
+        assert_eq!(sequence_contents(&long).map(|c| c.len()), Some(200));
+        assert_eq!(sequence_contents(&[]), None);
     }
 }

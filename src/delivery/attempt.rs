@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, info_span, Instrument};
 
-use crate::config::{Route, TlsLevel};
-use crate::dane::{self, Decision};
+use crate::config::{InsecureMxPolicy, Route, TlsLevel};
+use crate::dane::{self, DanePolicy, Decision};
 use crate::delivery::routing::{match_route, plan_route_with_port, CandidateHost};
 use crate::dns::DnsLookup;
 use crate::metrics::{DaneResult, DeliveryOutcome, DeliveryTls, Metrics, TlsHandshake};
@@ -24,7 +24,7 @@ use crate::smtp::client::{BlockingBody, Client, Envelope, RcptResult};
 use tokio::net::TcpStream;
 
 pub use super::decision::host_decision;
-use super::decision::{dane_label, dns_error, routing_error};
+use super::decision::{dane_label, dns_error, nexthop_domain, routing_error};
 use super::logline;
 use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
@@ -54,6 +54,8 @@ pub struct Job {
 pub struct EngineOptions {
     pub session: SessionOptions,
     pub tls: TlsLevel,
+    /// `delivery.dane_insecure_mx` (RFC 7672 §2.2.1).
+    pub dane_insecure_mx: InsecureMxPolicy,
     pub routes: Vec<Route>,
     /// 25 in production; tests run their MX elsewhere.
     pub mx_port: u16,
@@ -61,7 +63,8 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// `[delivery]` → options: `helo_name`, `connect_timeout`, `tls`, `route`;
+    /// `[delivery]` → options: `helo_name`, `connect_timeout`, `tls`,
+    /// `dane_insecure_mx`, `route`;
     /// RFC 5321 §4.5.3.2 timeouts; port 25; `delivery.max_hosts`; a fresh
     /// TLS config cache (session resumption to repeat peers, see
     /// [`dane::resume`]).
@@ -74,9 +77,21 @@ impl EngineOptions {
                 tls_configs: Arc::new(dane::TlsConfigCache::default()),
             },
             tls: d.tls,
+            dane_insecure_mx: d.dane_insecure_mx,
             routes: d.routes.clone(),
             mx_port: super::routing::SMTP_PORT,
             max_hosts: d.max_hosts,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// The DANE policy for a route: its `tls` (else `delivery.tls`) and
+    /// `delivery.dane_insecure_mx`.
+    pub fn policy(&self, route_tls: Option<TlsLevel>) -> DanePolicy {
+        DanePolicy {
+            level: route_tls.unwrap_or(self.tls),
+            insecure_mx: self.dane_insecure_mx,
         }
     }
 }
@@ -186,11 +201,19 @@ impl Engine {
                     if let Some((_, e)) = plan.failed_hosts.first() {
                         last = Some(dns_error(e.clone()));
                     }
-                    let level = plan.tls.unwrap_or(opts.tls);
+                    let policy = opts.policy(plan.tls);
+                    let nexthop = nexthop_domain(&plan);
                     for host in plan.hosts.iter().take(opts.max_hosts) {
                         let span = info_span!("host", mx = %host.name);
                         let stop = self
-                            .try_host(host, level, jobs, &mut results, &mut last, &mut keep)
+                            .try_host(
+                                host,
+                                (policy, nexthop),
+                                jobs,
+                                &mut results,
+                                &mut last,
+                                &mut keep,
+                            )
                             .instrument(span)
                             .await;
                         if stop || all_done(&results) {
@@ -246,14 +269,14 @@ impl Engine {
     async fn try_host(
         &self,
         host: &CandidateHost,
-        level: TlsLevel,
+        (policy, nexthop): (DanePolicy, Option<&str>),
         jobs: &[Job],
         results: &mut Results,
         last: &mut Option<AttemptError>,
         keep: &mut Option<Reusable>,
     ) -> bool {
-        let (decision, _) = host_decision(self.dns.as_ref(), level, host).await;
-        if let Some(label) = dane_label(level, host, &decision) {
+        let (decision, _) = host_decision(self.dns.as_ref(), policy, nexthop, host).await;
+        if let Some(label) = dane_label(policy, host, &decision) {
             self.metrics.dane_result(label);
         }
         if let Decision::Defer(reason) = &decision {
@@ -297,7 +320,7 @@ impl Engine {
                     return true;
                 }
             };
-            if matches!(session.tls, TlsOutcome::DaneVerified(..)) {
+            if session.tls.dane_match().is_some() {
                 self.metrics.dane_result(DaneResult::Ok);
             }
             if let Some(info) = session.tls.info() {
@@ -313,7 +336,7 @@ impl Engine {
                 tls: session.tls,
                 opened,
                 host: host.clone(),
-                key: super::reuse::ReuseKey::new(level, host, &decision),
+                key: super::reuse::ReuseKey::new(policy.level, host, &decision),
             };
             self.run_jobs(&mut s, jobs, results, last).await;
             if s.client.is_usable() && all_done(results) {
@@ -404,6 +427,7 @@ impl Engine {
         };
         let tls_label = match tls {
             Some(TlsOutcome::DaneVerified(..)) => DeliveryTls::DaneVerified,
+            Some(TlsOutcome::DaneTrusted(..)) => DeliveryTls::DaneTrusted,
             Some(TlsOutcome::Unauthenticated(_)) => DeliveryTls::Unauthenticated,
             Some(TlsOutcome::Plaintext) => DeliveryTls::Plaintext,
             None => DeliveryTls::None,

@@ -21,6 +21,7 @@ fn engine(dns: FakeDns, port: u16, tls: TlsLevel) -> (Engine, Metrics) {
                 tls_configs: Default::default(),
             },
             tls,
+            dane_insecure_mx: Default::default(),
             routes: Vec::new(),
             mx_port: port,
             max_hosts: MAX_HOSTS,

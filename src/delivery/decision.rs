@@ -1,26 +1,28 @@
 //! The per-host TLS decision as delivery and `tls-check` both take it: the
-//! TLSA lookup only where DANE can apply (RFC 7672 §2.2.2: secure MX and
-//! secure addresses), the DNS result mapped onto `dane::decide`'s input,
+//! TLSA lookup only where DANE can apply (RFC 7672 §2.2.2: secure addresses;
+//! §2.2.1: a secure MX RRset unless `dane_insecure_mx = "dane"`), the DNS
+//! result mapped onto `dane::decide`'s input,
 //! the `dane_results_total` label, and routing/DNS failures as
 //! [`AttemptError`]s (bogus ⇒ `DnssecBogus`, the rest ⇒ `DnsLookup`).
 
-use crate::config::TlsLevel;
-use crate::dane::{self, decide, Decision, MandatoryTls};
-use crate::delivery::routing::{CandidateHost, RoutingError};
+use crate::dane::{self, decide, DanePolicy, Decision, HostDns, MandatoryTls};
+use crate::delivery::routing::{CandidateHost, RoutePlan, RouteSource, RoutingError};
 use crate::dns::{lookup_tlsa, DnsError, DnsLookup, Security};
 use crate::metrics::DaneResult;
 
 use super::outcome::AttemptError;
 
 /// The TLS decision for one host, with the TLSA lookup only where DANE
-/// can apply (RFC 7672 §2.2.2: secure MX and secure addresses).
+/// can apply ([`DanePolicy::wants_tlsa`]: secure addresses, and a secure MX
+/// RRset unless `dane_insecure_mx = "dane"`). `nexthop` is the next-hop
+/// domain of an MX or implicit-MX route ([`nexthop_domain`]).
 pub async fn host_decision(
     dns: &dyn DnsLookup,
-    level: TlsLevel,
+    policy: DanePolicy,
+    nexthop: Option<&str>,
     host: &CandidateHost,
 ) -> (Decision, Option<Result<crate::dns::TlsaLookup, DnsError>>) {
-    let dane_level = matches!(level, TlsLevel::Dane | TlsLevel::DaneOnly);
-    let looked = if dane_level && host.dnssec_secure() {
+    let looked = if policy.wants_tlsa(host.mx_security, host.address_security) {
         Some(
             lookup_tlsa(
                 dns,
@@ -34,42 +36,56 @@ pub async fn host_decision(
     } else {
         None
     };
+    // `lookup_tlsa` keeps records only from a secure RRset; `decide` ignores
+    // insecure and empty ones (RFC 7672 §2.2) all the same.
     let tlsa = match &looked {
         None => dane::TlsaInput::NoRecords { secure: false },
         Some(Err(e)) => dane::TlsaInput::Failed(e.to_string()),
-        Some(Ok(l)) if l.has_secure_tlsa() => dane::TlsaInput::Records {
-            secure: true,
+        Some(Ok(l)) => dane::TlsaInput::Records {
+            secure: l.security == Security::Secure,
             records: l.records.clone(),
             base_domain: l.base_domain.clone(),
         },
-        Some(Ok(l)) => dane::TlsaInput::NoRecords {
-            secure: l.security == Security::Secure,
-        },
     };
     let decision = decide(
-        level,
-        &host.name,
-        host.mx_security,
-        host.address_security,
-        tlsa,
+        policy,
+        HostDns {
+            mx_host: &host.name,
+            nexthop,
+            mx: host.mx_security,
+            host: host.address_security,
+            tlsa,
+        },
     );
     (decision, looked)
 }
 
+/// The next-hop domain of a route (RFC 7672 §3.2.3): the recipient domain
+/// when its MX (or implicit MX) was looked up; `None` for a configured next
+/// hop, whose own name is already the host name.
+pub fn nexthop_domain(plan: &RoutePlan) -> Option<&str> {
+    match plan.source {
+        RouteSource::Mx | RouteSource::ImplicitMx => Some(&plan.domain),
+        RouteSource::NextHop => None,
+    }
+}
+
 /// The `dane_results_total` label for a decision before connecting.
 pub fn dane_label(
-    level: TlsLevel,
+    policy: DanePolicy,
     host: &CandidateHost,
     decision: &Decision,
 ) -> Option<DaneResult> {
-    if !matches!(level, TlsLevel::Dane | TlsLevel::DaneOnly) {
+    if !policy.is_dane() {
         return Some(DaneResult::NotApplicable);
     }
     match decision {
         Decision::Authenticate(_) => None, // ok / mismatch once connected
         Decision::TlsRequired(MandatoryTls::AllTlsaUnusable) => Some(DaneResult::Unusable),
         Decision::Defer(dane::DeferReason::TlsaLookupFailed(_)) => Some(DaneResult::Tempfail),
-        _ if !host.dnssec_secure() => Some(DaneResult::Insecure),
+        _ if !policy.wants_tlsa(host.mx_security, host.address_security) => {
+            Some(DaneResult::Insecure)
+        }
         _ => Some(DaneResult::NotApplicable),
     }
 }
@@ -99,5 +115,180 @@ pub(crate) fn dns_error(source: DnsError) -> AttemptError {
             },
             detail: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{InsecureMxPolicy, TlsLevel};
+    use crate::dane::{DeferReason, TlsaRecord};
+    use crate::dns::{FakeDns, RecordType, Tlsa};
+    use Security::{Insecure, Secure};
+
+    fn host(mx: Security, address: Security) -> CandidateHost {
+        CandidateHost {
+            name: "mx.example.net".into(),
+            canonical_name: "mx.example.net".into(),
+            preference: 10,
+            port: 25,
+            mx_security: mx,
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+            address_security: address,
+        }
+    }
+
+    fn ee() -> Tlsa {
+        TlsaRecord {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: vec![0xab; 32],
+        }
+    }
+
+    fn policy(level: TlsLevel, insecure_mx: InsecureMxPolicy) -> DanePolicy {
+        DanePolicy { level, insecure_mx }
+    }
+
+    #[tokio::test]
+    async fn an_insecure_tlsa_rrset_of_a_secure_host_is_ignored() {
+        // A secure host whose TLSA RRset is not signed (a CNAME into an
+        // unsigned zone): RFC 7672 §2.2 — no DANE, never authentication.
+        let dns = FakeDns::new();
+        dns.tlsa("_25._tcp.mx.example.net", Insecure, vec![ee()]);
+        let h = host(Secure, Secure);
+        let dane = DanePolicy::new(TlsLevel::Dane);
+        let (d, looked) = host_decision(&dns, dane, Some("example.net"), &h).await;
+        assert_eq!(d, Decision::Opportunistic);
+        assert_eq!(looked.unwrap().unwrap().security, Insecure);
+        let only = DanePolicy::new(TlsLevel::DaneOnly);
+        let (d, _) = host_decision(&dns, only, Some("example.net"), &h).await;
+        assert_eq!(d, Decision::Defer(DeferReason::NoSecureTlsa));
+    }
+
+    #[tokio::test]
+    async fn secure_tlsa_authenticates_with_the_nexthop_as_reference_id() {
+        let dns = FakeDns::new();
+        dns.tlsa("_25._tcp.mx.example.net", Secure, vec![ee()]);
+        let dane = DanePolicy::new(TlsLevel::Dane);
+        let (d, _) = host_decision(&dns, dane, Some("example.net"), &host(Secure, Secure)).await;
+        let Decision::Authenticate(t) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(t.reference_names, ["mx.example.net", "example.net"]);
+        assert_eq!(t.assurance, dane::Assurance::Verified);
+        // Insecure MX under "dane": looked up, trusted, no next-hop name.
+        let (d, _) = host_decision(&dns, dane, Some("example.net"), &host(Insecure, Secure)).await;
+        let Decision::Authenticate(t) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(t.reference_names, ["mx.example.net"]);
+        assert_eq!(t.assurance, dane::Assurance::Trusted);
+        // Under "may": not even looked up.
+        let may = policy(TlsLevel::Dane, InsecureMxPolicy::May);
+        let queries = dns.queries().len();
+        let (d, looked) =
+            host_decision(&dns, may, Some("example.net"), &host(Insecure, Secure)).await;
+        assert_eq!((d, looked), (Decision::Opportunistic, None));
+        assert_eq!(dns.queries().len(), queries);
+    }
+
+    #[tokio::test]
+    async fn a_failed_tlsa_lookup_defers() {
+        let dns = FakeDns::new();
+        dns.servfail("_25._tcp.mx.example.net", RecordType::Tlsa);
+        let dane = DanePolicy::new(TlsLevel::Dane);
+        let (d, looked) = host_decision(&dns, dane, None, &host(Secure, Secure)).await;
+        assert!(
+            matches!(d, Decision::Defer(DeferReason::TlsaLookupFailed(_))),
+            "{d:?}"
+        );
+        assert!(looked.unwrap().is_err());
+    }
+
+    #[test]
+    fn dane_results_labels() {
+        let dane = DanePolicy::new(TlsLevel::Dane);
+        let may = policy(TlsLevel::Dane, InsecureMxPolicy::May);
+        let secure = host(Secure, Secure);
+        let target = dane::DaneTarget::new("mx.example.net", "mx.example.net", vec![ee()]);
+        for (p, h, d, want) in [
+            (
+                DanePolicy::new(TlsLevel::May),
+                &secure,
+                Decision::Opportunistic,
+                Some(DaneResult::NotApplicable),
+            ),
+            (
+                DanePolicy::new(TlsLevel::Encrypt),
+                &secure,
+                Decision::TlsRequired(MandatoryTls::EncryptLevel),
+                Some(DaneResult::NotApplicable),
+            ),
+            (dane, &secure, Decision::Authenticate(target), None),
+            (
+                dane,
+                &secure,
+                Decision::TlsRequired(MandatoryTls::AllTlsaUnusable),
+                Some(DaneResult::Unusable),
+            ),
+            (
+                dane,
+                &secure,
+                Decision::Defer(DeferReason::TlsaLookupFailed("x".into())),
+                Some(DaneResult::Tempfail),
+            ),
+            (
+                dane,
+                &secure,
+                Decision::Opportunistic,
+                Some(DaneResult::NotApplicable),
+            ),
+            (
+                dane,
+                &host(Secure, Insecure),
+                Decision::Opportunistic,
+                Some(DaneResult::Insecure),
+            ),
+            (
+                dane,
+                &host(Insecure, Secure),
+                Decision::Opportunistic,
+                Some(DaneResult::NotApplicable),
+            ),
+            (
+                may,
+                &host(Insecure, Secure),
+                Decision::Opportunistic,
+                Some(DaneResult::Insecure),
+            ),
+            (
+                DanePolicy::new(TlsLevel::DaneOnly),
+                &secure,
+                Decision::Defer(DeferReason::NoSecureTlsa),
+                Some(DaneResult::NotApplicable),
+            ),
+        ] {
+            assert_eq!(dane_label(p, h, &d), want, "{p:?} {h:?} {d:?}");
+        }
+    }
+
+    #[test]
+    fn the_nexthop_domain_is_the_recipient_domain_unless_configured() {
+        let plan = |source| RoutePlan {
+            domain: "example.net".into(),
+            source,
+            tls: None,
+            hosts: vec![host(Secure, Secure)],
+            failed_hosts: Vec::new(),
+        };
+        assert_eq!(nexthop_domain(&plan(RouteSource::Mx)), Some("example.net"));
+        assert_eq!(
+            nexthop_domain(&plan(RouteSource::ImplicitMx)),
+            Some("example.net")
+        );
+        assert_eq!(nexthop_domain(&plan(RouteSource::NextHop)), None);
     }
 }

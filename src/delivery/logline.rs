@@ -93,6 +93,41 @@ mod tests {
     }
 
     #[test]
+    fn an_insecure_mx_match_is_logged_dane_trusted() {
+        let m = DaneMatch {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            depth: 0,
+        };
+        let info = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_128_GCM_SHA256".into(),
+            peer_certificates: Vec::new(),
+            resumed: false,
+        };
+        let tls = TlsOutcome::DaneTrusted(m, info);
+        assert_eq!(tls.label(), "dane-trusted");
+        assert_eq!(tls.dane_match(), Some(&m));
+        let ok = Outcome::Delivered(Reply::local(250, EnhancedCode(2, 0, 0), "Ok"));
+        let l = line(
+            "ID",
+            "b@customer.example",
+            None,
+            Duration::ZERO,
+            Some(&tls),
+            &ok,
+        );
+        assert!(
+            l.contains(
+                " tls=dane-trusted (3 1 1, depth 0) TLSv1.3 TLS_AES_128_GCM_SHA256 status=sent"
+            ),
+            "{l}"
+        );
+        assert_eq!(TlsOutcome::Plaintext.dane_match(), None);
+    }
+
+    #[test]
     fn a_resumed_session_says_so_after_the_cipher() {
         let info = TlsInfo {
             version: "TLSv1.3".into(),

@@ -14,7 +14,7 @@
 use rustls_pki_types::ServerName;
 
 use crate::config::TlsLevel;
-use crate::dane::{Decision, PolicyKey};
+use crate::dane::{DanePolicy, Decision, PolicyKey};
 use crate::dns::{DnsLookup, Security};
 
 use super::decision::host_decision;
@@ -63,22 +63,25 @@ impl ReuseKey {
 
 /// The key a domain with `policy` would have on a session to `host` (the
 /// session's host as routed for the domain that opened it; the MX RRset
-/// security is this domain's). `None`: not known, do not share.
+/// security is this domain's). `dane` is the domain's DANE policy and
+/// `nexthop` its reference identifier (the domain itself under an MX route,
+/// RFC 7672 §3.2.2). `None`: not known, do not share.
 pub async fn key_for(
     dns: &dyn DnsLookup,
     policy: DomainPolicy,
+    (dane, nexthop): (DanePolicy, Option<&str>),
     host: &CandidateHost,
 ) -> Option<ReuseKey> {
-    let dane = matches!(policy.level, TlsLevel::Dane | TlsLevel::DaneOnly);
+    let needs_dnssec = matches!(policy.level, TlsLevel::Dane | TlsLevel::DaneOnly);
     // As the attempt: no DNSSEC verdict yet means no DANE decision at all.
-    if dane && !dns.dnssec_ready().await {
+    if needs_dnssec && !dns.dnssec_ready().await {
         return None;
     }
     let host = CandidateHost {
         mx_security: policy.mx_security,
         ..host.clone()
     };
-    let (decision, _) = host_decision(dns, policy.level, &host).await;
+    let (decision, _) = host_decision(dns, dane, nexthop, &host).await;
     ReuseKey::new(policy.level, &host, &decision)
 }
 

@@ -1,6 +1,7 @@
 //! Reuse keys: equal only where every input of the TLS decision is equal.
 
 use super::*;
+use crate::dane::DanePolicy;
 use crate::dns::{FakeDns, Tlsa};
 use Security::{Insecure, Secure};
 
@@ -35,7 +36,7 @@ async fn opened(dns: &FakeDns, p: DomainPolicy, h: &CandidateHost) -> ReuseKey {
         mx_security: p.mx_security,
         ..h.clone()
     };
-    let (decision, _) = host_decision(dns, p.level, &h).await;
+    let (decision, _) = host_decision(dns, DanePolicy::new(p.level), None, &h).await;
     ReuseKey::new(p.level, &h, &decision).unwrap()
 }
 
@@ -52,7 +53,11 @@ async fn same_policy_same_host_shares() {
         policy(TlsLevel::Encrypt, Secure),
     ] {
         let session = opened(&dns, p, &mx).await;
-        assert_eq!(key_for(&dns, p, &mx).await, Some(session), "{p:?}");
+        assert_eq!(
+            key_for(&dns, p, (DanePolicy::new(p.level), None), &mx).await,
+            Some(session),
+            "{p:?}"
+        );
     }
 }
 
@@ -72,7 +77,7 @@ async fn any_difference_in_the_policy_is_another_key() {
         policy(TlsLevel::None, Secure),
     ] {
         assert_ne!(
-            key_for(&dns, other, &mx).await,
+            key_for(&dns, other, (DanePolicy::new(other.level), None), &mx).await,
             Some(dane.clone()),
             "{other:?}"
         );
@@ -80,7 +85,13 @@ async fn any_difference_in_the_policy_is_another_key() {
     // Same level and DNSSEC status, but the TLSA RRset changed since.
     dns.tlsa("_25._tcp.mx.provider.net", Secure, vec![tlsa(2)]);
     assert_ne!(
-        key_for(&dns, policy(TlsLevel::Dane, Secure), &mx).await,
+        key_for(
+            &dns,
+            policy(TlsLevel::Dane, Secure),
+            (DanePolicy::new(TlsLevel::Dane), None),
+            &mx
+        )
+        .await,
         Some(dane)
     );
 }
@@ -94,7 +105,10 @@ async fn another_host_or_port_is_another_key() {
     assert_ne!(a, b);
     let mut other_port = host("a.provider.net", Insecure);
     other_port.port = 2525;
-    assert_ne!(key_for(&dns, p, &other_port).await, Some(a));
+    assert_ne!(
+        key_for(&dns, p, (DanePolicy::new(p.level), None), &other_port).await,
+        Some(a)
+    );
 }
 
 #[tokio::test]
@@ -103,7 +117,13 @@ async fn a_deferring_decision_has_no_key() {
     dns.servfail("_25._tcp.mx.provider.net", crate::dns::RecordType::Tlsa);
     let mx = host("mx.provider.net", Secure);
     assert_eq!(
-        key_for(&dns, policy(TlsLevel::Dane, Secure), &mx).await,
+        key_for(
+            &dns,
+            policy(TlsLevel::Dane, Secure),
+            (DanePolicy::new(TlsLevel::Dane), None),
+            &mx
+        )
+        .await,
         None
     );
 }

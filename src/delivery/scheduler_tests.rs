@@ -76,6 +76,7 @@ fn scheduler(
                 tls_configs: Default::default(),
             },
             tls: TlsLevel::May,
+            dane_insecure_mx: Default::default(),
             routes: Vec::new(),
             mx_port: w.mx.port,
             max_hosts: MAX_HOSTS,

@@ -163,8 +163,17 @@ impl Scheduler {
     /// `o`'s session for `domain` if its key there is the session's own
     /// (`reuse`); else it is closed.
     async fn shareable(&self, o: Open, domain: &str, policy: DomainPolicy) -> Option<Reusable> {
-        let dns = self.engine.dns.as_ref();
-        let key = reuse::key_for(dns, policy, &o.session.host).await;
+        let (dns, options) = (self.engine.dns.as_ref(), &self.engine.options);
+        // Under a route with a next hop there is no next-hop domain to match
+        // (as `decision::nexthop_domain`); under MX routing it is the domain.
+        let via_next_hop = crate::delivery::routing::match_route(
+            &options.routes,
+            &crate::dns::normalize_name(domain),
+        )
+        .is_some_and(|r| r.next_hop.is_some());
+        let nexthop = (!via_next_hop).then_some(domain);
+        let dane = options.policy(Some(policy.level));
+        let key = reuse::key_for(dns, policy, (dane, nexthop), &o.session.host).await;
         if key.is_some() && key == o.session.key {
             debug!(from = %o.domain, to = %domain, mx = %o.session.host.name,
                 "session shared across domains (same MX, same TLS policy)");

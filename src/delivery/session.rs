@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::dane::{
-    rejection_verdict, DaneMatch, Decision, TlsClientSetup, TlsConfigCache, Verdict,
+    rejection_verdict, Assurance, DaneMatch, Decision, TlsClientSetup, TlsConfigCache, Verdict,
 };
 use crate::smtp::client::{Client, ClientError, Timeouts, TlsInfo};
 
@@ -33,6 +33,9 @@ use super::outcome::AttemptError;
 pub enum TlsOutcome {
     /// DANE authenticated the server (RFC 7672 §3) with this record.
     DaneVerified(DaneMatch, TlsInfo),
+    /// DANE authenticated a secure MX host named by an insecure MX RRset
+    /// (RFC 7672 §2.2.1, `dane_insecure_mx = "dane"`) with this record.
+    DaneTrusted(DaneMatch, TlsInfo),
     /// TLS without authentication (opportunistic, `encrypt`, unusable TLSA).
     Unauthenticated(TlsInfo),
     /// No TLS.
@@ -44,15 +47,26 @@ impl TlsOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             TlsOutcome::DaneVerified(..) => "dane-verified",
+            TlsOutcome::DaneTrusted(..) => "dane-trusted",
             TlsOutcome::Unauthenticated(_) => "tls-unauthenticated",
             TlsOutcome::Plaintext => "plaintext",
+        }
+    }
+
+    /// The DANE match, when DANE authenticated the server.
+    pub fn dane_match(&self) -> Option<&DaneMatch> {
+        match self {
+            TlsOutcome::DaneVerified(m, _) | TlsOutcome::DaneTrusted(m, _) => Some(m),
+            TlsOutcome::Unauthenticated(_) | TlsOutcome::Plaintext => None,
         }
     }
 
     /// The negotiated parameters, when TLS is up.
     pub fn info(&self) -> Option<&TlsInfo> {
         match self {
-            TlsOutcome::DaneVerified(_, i) | TlsOutcome::Unauthenticated(i) => Some(i),
+            TlsOutcome::DaneVerified(_, i)
+            | TlsOutcome::DaneTrusted(_, i)
+            | TlsOutcome::Unauthenticated(i) => Some(i),
             TlsOutcome::Plaintext => None,
         }
     }
@@ -64,7 +78,9 @@ impl TlsOutcome {
 impl fmt::Display for TlsOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (verdict, i) = match self {
-            TlsOutcome::DaneVerified(m, i) => (format!("dane-verified ({m})"), i),
+            TlsOutcome::DaneVerified(m, i) | TlsOutcome::DaneTrusted(m, i) => {
+                (format!("{} ({m})", self.label()), i)
+            }
             TlsOutcome::Unauthenticated(i) => ("tls-unauthenticated".to_string(), i),
             TlsOutcome::Plaintext => return f.write_str("plaintext"),
         };
@@ -126,11 +142,56 @@ impl fmt::Debug for Session {
 /// Connects to `peer` and brings the session up to MAIL with the TLS the
 /// `decision` demands. `Decision::Defer` must be handled by the caller; it
 /// is refused here as a TLSA failure.
+///
+/// A resumed TLS session whose re-derived DANE verdict fails (the server
+/// renewed its certificate and the one the session was verified with has
+/// expired since) is not a verdict on the server: its cached config, with
+/// every session in it, is evicted and the host is tried once more with a
+/// full handshake, instead of deferring until the session cache expires.
 pub async fn open(
     peer: &Peer<'_>,
     decision: &Decision,
     options: &SessionOptions,
 ) -> Result<Session, AttemptError> {
+    let stale = match open_once(peer, decision, options).await? {
+        Ok(session) => return Ok(session),
+        Err(stale) => stale,
+    };
+    tracing::info!(relay = %peer.relay(), verdict = ?stale.verdict,
+        "resumed TLS session no longer verifies; evicting it and retrying with a full handshake");
+    options
+        .tls_configs
+        .evict(decision, peer.host)
+        .map_err(|e| AttemptError::Local {
+            detail: format!("TLS setup for {}: {e}", peer.host),
+        })?;
+    open_once(peer, decision, options)
+        .await?
+        .map_err(|again| again.into_error(peer))
+}
+
+/// A resumed session whose re-derived verdict failed; the connection is
+/// already closed.
+struct StaleResumption {
+    verdict: Verdict,
+}
+
+impl StaleResumption {
+    fn into_error(self, peer: &Peer<'_>) -> AttemptError {
+        AttemptError::Dane {
+            host: peer.host.to_string(),
+            detail: format!("{:?} (resumed session)", self.verdict),
+        }
+    }
+}
+
+/// One connection with the TLS `decision` demands; `Ok(Err(_))` when only a
+/// resumed session failed verification.
+async fn open_once(
+    peer: &Peer<'_>,
+    decision: &Decision,
+    options: &SessionOptions,
+) -> Result<Result<Session, StaleResumption>, AttemptError> {
     if let Decision::Defer(reason) = decision {
         return Err(AttemptError::TlsaLookup {
             host: peer.host.to_string(),
@@ -146,21 +207,21 @@ pub async fn open(
             detail: format!("TLS setup for {}: {e}", peer.host),
         })?;
     let Some(setup) = setup else {
-        return Ok(Session {
+        return Ok(Ok(Session {
             client,
             tls: TlsOutcome::Plaintext,
             starttls_offered: offered,
             fell_back: false,
-        });
+        }));
     };
     if !offered {
         if setup.plaintext_fallback {
-            return Ok(Session {
+            return Ok(Ok(Session {
                 client,
                 tls: TlsOutcome::Plaintext,
                 starttls_offered: false,
                 fell_back: false,
-            });
+            }));
         }
         // RFC 7672 §2.2: mandatory TLS and no STARTTLS ⇒ not this host.
         quit_quietly(client).await;
@@ -172,13 +233,14 @@ pub async fn open(
 }
 
 /// STARTTLS (RFC 3207) under `setup`: the verdict for the chain received,
-/// or what a failed or refused handshake leaves of this host.
+/// or what a failed or refused handshake leaves of this host; `Ok(Err(_))`
+/// when only a resumed session failed verification.
 async fn starttls(
     mut client: Client<TcpStream>,
     peer: &Peer<'_>,
     setup: &TlsClientSetup,
     options: &SessionOptions,
-) -> Result<Session, AttemptError> {
+) -> Result<Result<Session, StaleResumption>, AttemptError> {
     match client
         .starttls(setup.config.clone(), setup.server_name.clone())
         .await
@@ -190,25 +252,27 @@ async fn starttls(
             // went out in clear text before STARTTLS anyway, precedes it.)
             let tls = match setup.verdict(&info.peer_certificates) {
                 None => TlsOutcome::Unauthenticated(info),
-                Some(Verdict::Verified(m)) => TlsOutcome::DaneVerified(m, info),
+                Some(Verdict::Verified(m)) => match setup.dane.as_deref().map(|t| t.assurance) {
+                    Some(Assurance::Trusted) => TlsOutcome::DaneTrusted(m, info),
+                    _ => TlsOutcome::DaneVerified(m, info),
+                },
+                Some(verdict) if info.resumed => {
+                    quit_quietly(client).await;
+                    return Ok(Err(StaleResumption { verdict }));
+                }
                 Some(v) => {
-                    let resumed = if info.resumed {
-                        " (resumed session)"
-                    } else {
-                        ""
-                    };
                     return Err(AttemptError::Dane {
                         host: peer.host.to_string(),
-                        detail: format!("{v:?}{resumed}"),
+                        detail: format!("{v:?}"),
                     });
                 }
             };
-            Ok(Session {
+            Ok(Ok(Session {
                 client,
                 tls,
                 starttls_offered: true,
                 fell_back: false,
-            })
+            }))
         }
         Err(e @ ClientError::Tls { .. }) => {
             if setup.dane.is_some() {
@@ -227,12 +291,12 @@ async fn starttls(
             tracing::info!(relay = %peer.relay(), error = %e,
                 "opportunistic TLS handshake failed; retrying in plaintext on a new connection");
             let client = greet(peer, options).await?;
-            Ok(Session {
+            Ok(Ok(Session {
                 client,
                 tls: TlsOutcome::Plaintext,
                 starttls_offered: true,
                 fell_back: true,
-            })
+            }))
         }
         // A refused STARTTLS (4xx/5xx): opportunistic goes on in the clear
         // only if the session survived; everything else is this host's end.
@@ -241,12 +305,12 @@ async fn starttls(
         {
             tracing::info!(relay = %peer.relay(), %phase, reply = %reply.one_line(),
                 "STARTTLS refused; opportunistic delivery continues in plaintext");
-            Ok(Session {
+            Ok(Ok(Session {
                 client,
                 tls: TlsOutcome::Plaintext,
                 starttls_offered: true,
                 fell_back: false,
-            })
+            }))
         }
         Err(e) => Err(e.into()),
     }

@@ -180,14 +180,98 @@ async fn connect_refused_is_a_connect_error() {
 async fn tls_peer(
     version: &'static rustls::SupportedProtocolVersion,
 ) -> (u16, rustls::pki_types::CertificateDer<'static>) {
-    let cert = crate::testing::certs::self_signed(&["mx.test"]);
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cert.server_config(&[version])));
-    let mx = crate::testing::FakeMx::listen(crate::testing::mx::Script {
-        tls: Some(acceptor),
-        ..Default::default()
-    })
-    .await;
-    (mx.port, cert.cert.clone())
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .der()
+        .clone();
+    let presented = Arc::new(Presented(Mutex::new(certified(vec![cert.clone()], &key))));
+    let (port, _) = tls_peer_presenting(version, presented).await;
+    (port, cert)
+}
+
+/// What a [`tls_peer_presenting`] serves; replaceable while it runs (a
+/// certificate renewal), sessions stay resumable across the change.
+#[derive(Debug)]
+struct Presented(Mutex<Arc<rustls::sign::CertifiedKey>>);
+
+impl rustls::server::ResolvesServerCert for Presented {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.lock().unwrap().clone())
+    }
+}
+
+fn certified(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: &rcgen::KeyPair,
+) -> Arc<rustls::sign::CertifiedKey> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signer = crate::dane::ring_provider()
+        .key_provider
+        .load_private_key(der)
+        .unwrap();
+    Arc::new(rustls::sign::CertifiedKey::new(chain, signer))
+}
+
+/// [`tls_peer`] presenting `presented`; also returns the number of TCP
+/// connections it accepted so far.
+async fn tls_peer_presenting(
+    version: &'static rustls::SupportedProtocolVersion,
+    presented: Arc<Presented>,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let config = rustls::ServerConfig::builder_with_provider(crate::dane::ring_provider().clone())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(presented);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(tcp);
+                r.get_mut().write_all(b"220 mx.test ESMTP\r\n").await?;
+                let mut line = String::new();
+                while r.read_line(&mut line).await? > 0 {
+                    let cmd = line.trim().to_ascii_uppercase();
+                    line.clear();
+                    if cmd.starts_with("EHLO") {
+                        r.get_mut()
+                            .write_all(b"250-mx.test\r\n250 STARTTLS\r\n")
+                            .await?;
+                    } else if cmd == "STARTTLS" {
+                        r.get_mut().write_all(b"220 go ahead\r\n").await?;
+                        break;
+                    }
+                }
+                let mut tls = BufReader::new(acceptor.accept(r.into_inner()).await?);
+                while tls.read_line(&mut line).await? > 0 {
+                    let cmd = line.trim().to_ascii_uppercase();
+                    line.clear();
+                    if cmd.starts_with("EHLO") {
+                        tls.get_mut().write_all(b"250 mx.test\r\n").await?;
+                    } else if cmd == "QUIT" {
+                        tls.get_mut().write_all(b"221 bye\r\n").await?;
+                        tls.get_mut().shutdown().await?;
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    (port, accepted)
 }
 
 /// The DANE-EE SPKI SHA2-256 record of `cert`.
@@ -235,5 +319,105 @@ async fn repeat_peer_resumes_and_the_log_still_says_dane_verified() {
         quit_quietly(s.client).await;
         // The cache holds one config per policy, shared through the options.
         assert_eq!(opts.tls_configs.len(), 2);
+    }
+}
+
+/// A DANE-TA(2) chain for `mx.test` under one CA, each leaf with its own
+/// lifetime from now.
+struct RenewingPki {
+    root_params: rcgen::CertificateParams,
+    root_key: rcgen::KeyPair,
+    root: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl RenewingPki {
+    fn new() -> Self {
+        let root_key = rcgen::KeyPair::generate().unwrap();
+        let mut root_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        root_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "renewal test CA");
+        root_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let root = root_params.self_signed(&root_key).unwrap().der().clone();
+        Self {
+            root_params,
+            root_key,
+            root,
+        }
+    }
+
+    /// The `2 0 1` record of the CA.
+    fn record(&self) -> TlsaRecord {
+        use sha2::Digest;
+        TlsaRecord {
+            usage: 2,
+            selector: 0,
+            matching: 1,
+            data: sha2::Sha256::digest(&self.root).to_vec(),
+        }
+    }
+
+    /// A leaf valid from an hour ago until `lifetime` from now, with the CA.
+    fn leaf(&self, lifetime: Duration) -> Arc<rustls::sign::CertifiedKey> {
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["mx.test".to_string()]).unwrap();
+        params.not_before = epoch + (now - Duration::from_secs(3600));
+        params.not_after = epoch + (now + lifetime);
+        let issuer = rcgen::Issuer::from_params(&self.root_params, &self.root_key);
+        let cert = params.signed_by(&key, &issuer).unwrap().der().clone();
+        certified(vec![cert, self.root.clone()], &key)
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_session_that_no_longer_verifies_is_evicted_and_retried_in_full() {
+    // The server renews its certificate; the session the client holds was
+    // verified with the old one, which has expired since. Resuming it
+    // re-derives a failed verdict: that must cost one full handshake, not
+    // a deferral for the session cache's lifetime.
+    let pki = RenewingPki::new();
+    let decision =
+        Decision::Authenticate(DaneTarget::new("mx.test", "mx.test", vec![pki.record()]));
+    let mut peers = Vec::new();
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let presented = Arc::new(Presented(Mutex::new(pki.leaf(Duration::from_secs(5)))));
+        let (port, accepted) = tls_peer_presenting(version, presented.clone()).await;
+        let opts = options();
+        let s = open(&at(port), &decision, &opts).await.unwrap();
+        assert!(
+            matches!(s.tls, TlsOutcome::DaneVerified(..)),
+            "{version:?}: {}",
+            s.tls
+        );
+        assert!(!s.tls.info().unwrap().resumed);
+        quit_quietly(s.client).await;
+        *presented.0.lock().unwrap() = pki.leaf(Duration::from_secs(86_400));
+        peers.push((version, port, accepted, opts));
+    }
+    // Past the first leaf's not_after (whole seconds in the certificate).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (version, port, accepted, opts) in peers {
+        let s = open(&at(port), &decision, &opts).await.unwrap();
+        assert!(
+            matches!(s.tls, TlsOutcome::DaneVerified(..)),
+            "{version:?}: {}",
+            s.tls
+        );
+        assert!(!s.tls.info().unwrap().resumed, "{version:?}: {}", s.tls);
+        quit_quietly(s.client).await;
+        let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(n, 3, "{version:?}: first, resumed and refused, then full");
+        // The renewed certificate's session resumes as usual.
+        let s = open(&at(port), &decision, &opts).await.unwrap();
+        assert!(
+            s.tls.info().unwrap().resumed && s.tls.dane_match().is_some(),
+            "{version:?}: {}",
+            s.tls
+        );
+        quit_quietly(s.client).await;
     }
 }

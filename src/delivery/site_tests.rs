@@ -165,6 +165,7 @@ fn options(routes: Vec<Route>) -> EngineOptions {
             tls_configs: Default::default(),
         },
         tls: TlsLevel::Dane,
+        dane_insecure_mx: Default::default(),
         routes,
         mx_port: 25,
         max_hosts: MAX_HOSTS,

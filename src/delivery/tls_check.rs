@@ -3,7 +3,7 @@
 //! `session::open`), without sending mail: per candidate host the DNSSEC
 //! status of the MX and address records, the addresses, the TLSA records
 //! and their usability, whether STARTTLS is offered, the negotiated TLS
-//! version and cipher, and the verdict — `dane-verified`,
+//! version and cipher, and the verdict — `dane-verified`, `dane-trusted`,
 //! `tls-unauthenticated`, `plaintext` or `defer: reason`. Each host gets a
 //! connection (first address that answers), STARTTLS per the policy, then
 //! QUIT: never MAIL. Printing the report and the exit code are the front
@@ -13,12 +13,12 @@ use serde::Serialize;
 
 use crate::dane::{usable_records, Decision};
 use crate::delivery::attempt::EngineOptions;
-use crate::delivery::decision::{host_decision, routing_error};
+use crate::delivery::decision::{host_decision, nexthop_domain, routing_error};
 use crate::delivery::outcome::{from_error, AttemptError, Outcome};
 use crate::delivery::routing::{plan_route_with_port, RouteSource};
 use crate::dns::DnsLookup;
 
-use super::session::{self, Peer, TlsOutcome};
+use super::session::{self, Peer};
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -26,7 +26,8 @@ pub struct Report {
     pub domain: String,
     /// `mx`, `implicit-mx`, `next-hop`; absent when routing failed.
     pub route: Option<&'static str>,
-    /// The TLS level in force (`delivery.tls` or the route's).
+    /// The TLS level in force (`delivery.tls` or the route's), as configured
+    /// (`dane-only`).
     pub level: String,
     /// Why there is no host at all (null MX, DNS failure…), as a delivery would say it.
     pub error: Option<String>,
@@ -94,7 +95,7 @@ pub async fn check(dns: &dyn DnsLookup, options: &EngineOptions, domain: &str) -
     let mut report = Report {
         domain: domain.to_string(),
         route: None,
-        level: format!("{:?}", options.tls).to_ascii_lowercase(),
+        level: options.tls.to_string(),
         error: None,
         hosts: Vec::new(),
     };
@@ -114,10 +115,11 @@ pub async fn check(dns: &dyn DnsLookup, options: &EngineOptions, domain: &str) -
         RouteSource::ImplicitMx => "implicit-mx",
         RouteSource::NextHop => "next-hop",
     });
-    let level = plan.tls.unwrap_or(options.tls);
-    report.level = format!("{level:?}").to_ascii_lowercase();
+    let policy = options.policy(plan.tls);
+    report.level = policy.level.to_string();
+    let nexthop = nexthop_domain(&plan);
     for host in plan.hosts.iter().take(options.max_hosts) {
-        let (decision, looked) = host_decision(dns, level, host).await;
+        let (decision, looked) = host_decision(dns, policy, nexthop, host).await;
         let (tlsa_lookup, tlsa) = match &looked {
             None => ("not looked up".to_string(), Vec::new()),
             Some(Err(e)) => (format!("error: {e}"), Vec::new()),
@@ -178,9 +180,7 @@ pub async fn check(dns: &dyn DnsLookup, options: &EngineOptions, domain: &str) -
                         h.tls_version = Some(i.version.clone());
                         h.tls_cipher = Some(i.cipher.clone());
                     }
-                    if let TlsOutcome::DaneVerified(m, _) = &s.tls {
-                        h.dane_match = Some(m.to_string());
-                    }
+                    h.dane_match = s.tls.dane_match().map(ToString::to_string);
                     h.verdict = s.tls.label().to_string();
                     session::quit_quietly(s.client).await;
                     break;

@@ -9,6 +9,7 @@ mod handshake;
 mod openssl_peer;
 mod properties;
 mod resume;
+mod v1_cert;
 mod verdicts;
 
 use base64::Engine;

@@ -7,6 +7,7 @@
 //! of world.
 
 mod full_path;
+mod hosted;
 mod matrix;
 pub mod mta;
 mod shared_mx;

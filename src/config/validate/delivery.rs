@@ -105,6 +105,10 @@ impl Validator {
             concurrency,
             per_destination,
             tls: tls_level(raw.tls),
+            dane_insecure_mx: match raw.dane_insecure_mx {
+                RawInsecureMx::Dane => InsecureMxPolicy::Dane,
+                RawInsecureMx::May => InsecureMxPolicy::May,
+            },
             helo_name,
             connect_timeout: self.duration("delivery.connect_timeout", raw.connect_timeout, false),
             max_hosts: self.positive("delivery.max_hosts", raw.max_hosts),

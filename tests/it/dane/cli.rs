@@ -82,6 +82,30 @@ fn verified_failed_and_no_usable_tlsa_with_their_exit_codes() {
         &["--reference-name", MX],
     );
     assert_eq!((code, first_word(&out)), (0, "verified"), "{out}");
+    // A leading dot accepts any strict subdomain (Postfix's dot-nexthop),
+    // but not the parent itself.
+    let ta = [tlsa(2, 0, 1, &pki.root.cert).to_string()];
+    let (code, out) = verify(
+        &chain,
+        "mx.other.example",
+        &ta,
+        &["--reference-name", ".example.net"],
+    );
+    assert_eq!((code, first_word(&out)), (0, "verified"), "{out}");
+    let (code, out) = verify(
+        &chain,
+        "mx.other.example",
+        &ta,
+        &["--reference-name", ".mx.example.net"],
+    );
+    assert_eq!((code, first_word(&out)), (1, "failed"), "{out}");
+    let (code, out) = verify(
+        &chain,
+        "mx.other.example",
+        &ta,
+        &["--reference-name", ".net.example"],
+    );
+    assert_eq!((code, first_word(&out)), (1, "failed"), "{out}");
 
     let pkix = [
         tlsa(0, 0, 1, &pki.root.cert).to_string(),

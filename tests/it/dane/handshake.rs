@@ -16,13 +16,13 @@ use danerelay::dane::{
 
 use super::{client_verdict, leaf, tlsa, Pki, MX};
 
-const VERSIONS: [(&SupportedProtocolVersion, ProtocolVersion); 2] = [
+pub(super) const VERSIONS: [(&SupportedProtocolVersion, ProtocolVersion); 2] = [
     (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
     (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
 ];
 
 /// A server that sends `chain` and signs with `key` (which need not match).
-fn server(
+pub(super) fn server(
     version: &'static SupportedProtocolVersion,
     chain: Vec<CertificateDer<'static>>,
     key: &rcgen::KeyPair,
@@ -43,14 +43,14 @@ fn server(
 
 /// What the client saw: the handshake result, negotiated version, the DANE
 /// verdict, and the SNI the server received.
-struct Outcome {
-    ok: Result<(), String>,
+pub(super) struct Outcome {
+    pub(super) ok: Result<(), String>,
     version: Option<ProtocolVersion>,
     verdict: Option<Verdict>,
     sni: Option<String>,
 }
 
-async fn handshake(acceptor: TlsAcceptor, decision: &Decision) -> Outcome {
+pub(super) async fn handshake(acceptor: TlsAcceptor, decision: &Decision) -> Outcome {
     let setup = client_setup(decision, MX).unwrap().expect("a TLS decision");
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let connector = TlsConnector::from(setup.config.clone());

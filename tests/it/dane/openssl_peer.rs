@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -53,11 +54,17 @@ impl Drop for Peer {
 }
 
 impl Peer {
-    fn start(python: &Path, dir: &Path, pki: &Pki, version: &str) -> (Self, u16) {
+    fn start(
+        python: &Path,
+        dir: &Path,
+        chain: &[CertificateDer<'_>],
+        key_pair: &rcgen::KeyPair,
+        version: &str,
+    ) -> (Self, u16) {
         let cert = dir.join("chain.pem");
         let key = dir.join("key.pem");
-        std::fs::write(&cert, pem(&pki.full_chain())).unwrap();
-        std::fs::write(&key, pki.leaf.key.serialize_pem()).unwrap();
+        std::fs::write(&cert, pem(chain)).unwrap();
+        std::fs::write(&key, key_pair.serialize_pem()).unwrap();
         let mut child = Command::new(python)
             .arg("-c")
             .arg(SERVER)
@@ -89,9 +96,19 @@ async fn run(
     version: &str,
     decision: &Decision,
 ) -> Option<(Result<(), String>, Option<Verdict>, String)> {
+    run_presenting(&pki.full_chain(), &pki.leaf.key, version, decision).await
+}
+
+/// [`run`] with a server presenting `chain` (leaf first) and `key`.
+pub async fn run_presenting(
+    chain: &[CertificateDer<'_>],
+    key: &rcgen::KeyPair,
+    version: &str,
+    decision: &Decision,
+) -> Option<(Result<(), String>, Option<Verdict>, String)> {
     let python = require_tool("python3")?;
     let dir = tempfile::tempdir().unwrap();
-    let (mut peer, port) = Peer::start(&python, dir.path(), pki, version);
+    let (mut peer, port) = Peer::start(&python, dir.path(), chain, key, version);
     let setup = client_setup(decision, MX).unwrap().unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let tls = TlsConnector::from(setup.config.clone())

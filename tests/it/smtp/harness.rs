@@ -201,6 +201,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             concurrency: 1,
             per_destination: 1,
             tls: TlsLevel::May,
+            dane_insecure_mx: Default::default(),
             helo_name: "relay.test".into(),
             connect_timeout: Duration::from_secs(5),
             max_hosts: 5,
