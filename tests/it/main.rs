@@ -11,5 +11,6 @@ mod dkim;
 mod dns;
 mod ops;
 mod security;
+mod sendmail;
 mod smtp;
 mod support;
