@@ -37,6 +37,7 @@ pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod smtp;
+pub mod submit;
 pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -259,6 +259,8 @@ pub struct RawRoute {
 pub struct RawHttp {
     pub address: Addr,
     pub admin_token: String,
+    /// `"ip:port"` for HTTP submission; `""` = off.
+    pub submission_address: String,
 }
 
 impl Default for RawHttp {
@@ -266,6 +268,7 @@ impl Default for RawHttp {
         RawHttp {
             address: Addr(Ok(SocketAddr::from(([127, 0, 0, 1], 9587)))),
             admin_token: String::new(),
+            submission_address: String::new(),
         }
     }
 }

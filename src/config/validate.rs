@@ -267,6 +267,15 @@ impl Validator {
                     .take("http.address", raw.http.address.0.map(Some))
                     .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9587))),
                 admin_token: Some(raw.http.admin_token).filter(|t| !t.is_empty()),
+                submission_address: match raw.http.submission_address.trim() {
+                    "" => None,
+                    text => self.take(
+                        "http.submission_address",
+                        text.parse()
+                            .map(Some)
+                            .map_err(|_| format!("{text:?} is not \"ip:port\"")),
+                    ),
+                },
             },
             dkim: super::dkim::validate(raw.dkim, &mut self.errors, &mut self.warnings),
         }

@@ -207,6 +207,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             routes: vec![],
         },
         http: HttpConfig {
+            submission_address: None,
             address: any,
             admin_token: None,
         },
