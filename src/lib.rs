@@ -73,6 +73,8 @@ pub struct Running {
     pub http_address: std::net::SocketAddr,
     /// The bound submission listeners, in `config.listeners` order.
     pub smtp_addresses: Vec<std::net::SocketAddr>,
+    /// `POST /api/v1/messages`, when `http.submission_address` is set.
+    pub submission_address: Option<std::net::SocketAddr>,
     pub readiness: Arc<Readiness>,
     pub metrics: Metrics,
     pub queue: Queue,
@@ -147,6 +149,15 @@ async fn start_with(
         tracker.clone(),
     )
     .await?;
+    // Stopped with HTTP (after the drain), so clients see 503 while draining.
+    let submission_address = http::submit::start(
+        &config,
+        queue.clone(),
+        readiness.clone(),
+        metrics.clone(),
+        http_stop.clone(),
+    )
+    .await?;
     readiness.listeners_bound.store(true, Ordering::Release);
     metrics.ready.set(1);
     tracing::info!(hostname = %config.hostname, "danerelay started");
@@ -154,6 +165,7 @@ async fn start_with(
         config,
         http_address,
         smtp_addresses,
+        submission_address,
         readiness,
         metrics,
         queue,
