@@ -9,6 +9,7 @@ mod delivery;
 mod deploy;
 mod dkim;
 mod dns;
+mod http_submit;
 mod ops;
 mod security;
 mod sendmail;
