@@ -107,10 +107,7 @@ fn mailbox(field: &str, text: &str) -> Result<(Option<String>, String), Invalid>
     Ok((name, addr.to_string()))
 }
 
-fn addresses<'a>(
-    field: &str,
-    list: &'a [String],
-) -> Result<Vec<(Option<String>, String)>, Invalid> {
+fn addresses(field: &str, list: &[String]) -> Result<Vec<(Option<String>, String)>, Invalid> {
     list.iter()
         .enumerate()
         .map(|(i, a)| mailbox(&format!("{field}[{i}]"), a))
