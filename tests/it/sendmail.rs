@@ -157,7 +157,31 @@ async fn cron_and_php_submit_through_sendmail() {
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
 
-    let got = mta.wait_for(3).await;
+    // --config: the relay's first listener (STARTTLS), whatever DANERELAY_SUBMIT says.
+    let client_config = d.join("client.toml");
+    std::fs::write(
+        &client_config,
+        format!(
+            "hostname = \"relay.test\"\n[[listener]]\naddress = \"0.0.0.0:{}\"\ntls = \"starttls\"\n[tls]\ncertificate = {:?}\nprivate_key = {:?}\n",
+            running.smtp_addresses[0].port(),
+            d.join("tls.crt").display().to_string(),
+            d.join("tls.key").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let shown = client_config.display().to_string();
+    let elsewhere = vec![("DANERELAY_SUBMIT", "127.0.0.1:1".to_string())];
+    let by_config = "Subject: by config\n\nvia --config\n";
+    let r = run(
+        bin.clone(),
+        &["--config", &shown, "-i", "cfg@dest.example"],
+        elsewhere,
+        by_config,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let got = mta.wait_for(4).await;
     let find = |subject: &str| {
         got.iter()
             .find(|g| header(&g.data, "Subject") == Some(subject))
@@ -200,6 +224,8 @@ async fn cron_and_php_submit_through_sendmail() {
         "{from}"
     );
 
+    assert_eq!(find("by config").rcpts, ["cfg@dest.example"]);
+
     let t = find("dot");
     assert_eq!(t.rcpts, ["rcpt@dest.example"]);
     assert_eq!(header(&t.data, "From"), Some("script@example.org"));
@@ -226,7 +252,7 @@ async fn cron_and_php_submit_through_sendmail() {
     let r = run(bin.clone(), &["-t", "-i"], env(None), cron).await;
     assert_eq!(r.code, 75, "{}", r.stderr);
     assert!(r.stderr.contains("cannot connect"), "{}", r.stderr);
-    assert_eq!(mta.got().len(), 3);
+    assert_eq!(mta.got().len(), 4);
 }
 
 fn gethostname_str() -> String {
