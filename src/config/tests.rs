@@ -349,3 +349,22 @@ fn abuse_limits_are_validated_with_key_paths() {
         "capped by the message size"
     );
 }
+
+#[test]
+fn http_submission_needs_users_and_a_certificate() {
+    assert_eq!(ok(PLAIN).http.submission_address, None);
+    let errs = errors(&format!(
+        "{PLAIN}[http]\nsubmission_address = \"127.0.0.1:8443\"\n"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs.iter()
+            .all(|e| e.starts_with("http.submission_address: needs ")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{PLAIN}[http]\nsubmission_address = \"8443\"\n"));
+    assert!(
+        errs[0].starts_with("http.submission_address: \"8443\" is not"),
+        "{errs:?}"
+    );
+}
