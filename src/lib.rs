@@ -141,9 +141,11 @@ async fn start_with(
         start_delivery(&config, &queue, &metrics, &shutdown, &tracker).await?;
     }
 
+    let guards = smtp::server::Guards::new(&config.limits);
     let smtp_addresses = smtp::server::run(
         config.clone(),
         queue.clone(),
+        guards.clone(),
         metrics.clone(),
         shutdown.clone(),
         tracker.clone(),
@@ -153,6 +155,7 @@ async fn start_with(
     let submission_address = http::submit::start(
         &config,
         queue.clone(),
+        guards,
         readiness.clone(),
         metrics.clone(),
         http_stop.clone(),

@@ -30,6 +30,7 @@ use crate::config::{Config, TlsSource};
 use crate::metrics::Metrics;
 use crate::smtp::server::session::TlsInfo;
 use crate::smtp::server::tls::{tls_info, watch, ServerTls};
+use crate::smtp::server::Guards;
 use crate::submit::{Client, SubmitError, Submitter};
 
 /// A TLS handshake that takes longer than this is dropped.
@@ -83,6 +84,7 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
 pub async fn start(
     cfg: &Arc<Config>,
     queue: Queue,
+    guards: Guards,
     readiness: Arc<Readiness>,
     metrics: Metrics,
     stop: CancellationToken,
@@ -116,6 +118,7 @@ pub async fn start(
         Arc::new(queue),
         dkim,
         users,
+        guards,
         readiness,
         metrics,
     ));

@@ -25,6 +25,7 @@ use crate::smtp::server::session::TlsInfo;
 use crate::smtp::server::session_types::{Recipient, Transaction};
 use crate::smtp::server::signing::SigningPipe;
 use crate::smtp::server::store::{MessageStore, Submitted};
+use crate::smtp::server::Guards;
 
 /// Why a submission was not queued; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,7 @@ impl Submitter {
         store: Arc<dyn MessageStore>,
         dkim: Arc<Signer>,
         users: Option<Arc<UserStore>>,
+        guards: Guards,
         readiness: Arc<Readiness>,
         metrics: Metrics,
     ) -> Submitter {
@@ -94,8 +96,8 @@ impl Submitter {
             store,
             dkim,
             users,
-            throttle: Arc::new(FailureThrottle::default()),
-            user_rate: UserRate::per_hour(cfg.limits.messages_per_user_per_hour),
+            throttle: guards.throttle,
+            user_rate: guards.user_rate,
             policy: cfg.auth.sender_policy,
             hostname: cfg.hostname.clone(),
             max_message_size: cfg.limits.max_message_size,

@@ -219,6 +219,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
 fn opts_fast() -> danerelay::smtp::server::ServerOptions {
     danerelay::smtp::server::ServerOptions {
         cert_poll: Duration::from_millis(100),
+        ..Default::default()
     }
 }
 
