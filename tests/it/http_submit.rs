@@ -3,7 +3,8 @@
 //! sender policy) that delivers to aiosmtpd: the raw and the composed form
 //! (attachments decoded by Python's `email` package from what the receiving
 //! MTA stored), and the JSON errors for bad JSON, missing fields, an
-//! oversize message, a wrong password and a sender the policy refuses.
+//! oversize message, a wrong password, a sender the policy refuses and a
+//! user over `limits.messages_per_user_per_hour`.
 
 use std::io::Write;
 use std::path::Path;
@@ -100,7 +101,7 @@ async fn applications_submit_over_https() {
          [[listener]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\n\
          [tls]\ncertificate = {crt:?}\nprivate_key = {key:?}\n\
          [auth]\nusers_file = {users:?}\nsender_policy = \"own-address\"\n\
-         [limits]\nmax_message_size = \"64KiB\"\n\
+         [limits]\nmax_message_size = \"64KiB\"\nmessages_per_user_per_hour = 3\n\
          [queue]\npath = {queue:?}\nretry = [\"1h\"]\n[dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\n\
          [http]\naddress = \"127.0.0.1:0\"\nsubmission_address = \"127.0.0.1:0\"\n\
          [delivery]\nconnect_timeout = \"5s\"\n\
@@ -184,6 +185,9 @@ async fn applications_submit_over_https() {
         case(serde_json::json!({"from": USER, "to": ["a@dest.example"], "text": "x"}).to_string(), "wrong"),
         case(serde_json::json!({"from": "boss@example.com", "to": ["a@dest.example"], "text": "x"}).to_string(), PASSWORD),
         case(serde_json::json!({"from": USER, "to": 5}).to_string(), PASSWORD),
+        // The third message this hour is the last one limits allow.
+        case(serde_json::json!({"from": USER, "to": ["third@dest.example"], "text": "3"}).to_string(), PASSWORD),
+        case(serde_json::json!({"from": USER, "to": ["fourth@dest.example"], "text": "4"}).to_string(), PASSWORD),
     ]);
     let answers = tokio::task::spawn_blocking({
         let (python, url) = (python.clone(), url.clone());
@@ -204,8 +208,10 @@ async fn applications_submit_over_https() {
     assert!(answers[4]["www"].as_str().unwrap().starts_with("Basic"));
     assert_eq!((status(5), field(5)), (403, "from".into()));
     assert_eq!((status(6), field(6)), (400, "to".into()));
+    assert_eq!(status(7), 201);
+    assert_eq!(status(8), 429);
 
-    let got = mta.wait_for(2).await;
+    let got = mta.wait_for(3).await;
     let raw_got = got
         .iter()
         .find(|g| g.rcpts == ["raw@dest.example"])
