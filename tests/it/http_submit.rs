@@ -2,7 +2,7 @@
 //! Python's urllib — against a running relay (TLS, users file, own-address
 //! sender policy) that delivers to aiosmtpd: the raw and the composed form
 //! (attachments decoded by Python's `email` package from what the receiving
-//! MTA stored), and the JSON errors for bad JSON, missing fields, an
+//! MTA stored, DKIM signatures verified there by dkimpy), and the JSON errors for bad JSON, missing fields, an
 //! oversize message, a wrong password, a sender the policy refuses and a
 //! user over `limits.messages_per_user_per_hour`.
 
@@ -77,7 +77,7 @@ fn python_json(python: &Path, script: &str, args: &[&str], stdin: &[u8]) -> serd
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applications_submit_over_https() {
-    let Some(python) = require_python(&["aiosmtpd"]) else {
+    let Some(python) = require_python(&["aiosmtpd", "dkim", "nacl"]) else {
         return;
     };
     let Some(curl) = require_tool("curl") else {
@@ -96,6 +96,7 @@ async fn applications_submit_over_https() {
         .unwrap();
     writeln!(add.stdin.take().unwrap(), "{PASSWORD}").unwrap();
     assert!(add.wait().unwrap().success());
+    let key = crate::dkim::keygen(d, "example.com", "h1", "ed25519");
     let text = format!(
         "hostname = \"relay.test\"\nshutdown_grace = \"2s\"\n\
          [[listener]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\n\
@@ -105,11 +106,13 @@ async fn applications_submit_over_https() {
          [queue]\npath = {queue:?}\nretry = [\"1h\"]\n[dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\n\
          [http]\naddress = \"127.0.0.1:0\"\nsubmission_address = \"127.0.0.1:0\"\n\
          [delivery]\nconnect_timeout = \"5s\"\n\
-         [[delivery.route]]\ndomain = \"dest.example\"\nnext_hop = \"[{MTA_IP}]:25\"\ntls = \"none\"\n",
+         [[delivery.route]]\ndomain = \"dest.example\"\nnext_hop = \"[{MTA_IP}]:25\"\ntls = \"none\"\n\
+         [[dkim]]\ndomain = \"example.com\"\nselector = \"h1\"\nprivate_key = {dkim:?}\n",
         crt = d.join("tls.crt").display().to_string(),
         key = d.join("tls.key").display().to_string(),
         users = d.join("users.toml").display().to_string(),
         queue = d.join("queue").display().to_string(),
+        dkim = key.path.display().to_string(),
     );
     let loaded = danerelay::config::parse(&text).unwrap();
     let mta = Mta::start(&python, MTA_IP, None);
@@ -224,7 +227,8 @@ async fn applications_submit_over_https() {
     );
     assert!(raw_got.data.contains("Message-ID: "), "{}", raw_got.data);
     assert!(
-        raw_got.data.starts_with("Received: from http-submission"),
+        raw_got.data.starts_with("DKIM-Signature: ")
+            && raw_got.data.contains("\r\nReceived: from http-submission"),
         "{}",
         raw_got.data
     );
@@ -270,5 +274,21 @@ async fn applications_submit_over_https() {
     assert_eq!(atts[0]["b64"], b64);
     assert_eq!(atts[1]["filename"], "note.txt");
     assert_eq!(atts[1]["b64"], "aMOpbGxvCg==");
+
+    // Signed at acceptance like SMTP submissions: dkimpy verifies both as stored.
+    let stored: Vec<Vec<u8>> = [raw_got, c]
+        .iter()
+        .map(|g| g.data.chars().map(|ch| ch as u32 as u8).collect())
+        .collect();
+    let verdicts = tokio::task::spawn_blocking({
+        let python = python.clone();
+        move || crate::dkim::dkimpy_verify(&python, &[key], &stored)
+    })
+    .await
+    .unwrap();
+    for v in &verdicts {
+        assert_eq!(v.len(), 1, "{verdicts:?}");
+        assert!(v[0].ok && v[0].d == "example.com", "{verdicts:?}");
+    }
     running.drain().await;
 }
