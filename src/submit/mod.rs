@@ -262,3 +262,7 @@ impl Submitter {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
