@@ -139,7 +139,15 @@ async fn cron_and_php_submit_through_sendmail() {
     let php = "To: customer@dest.example\r\nSubject: Your order\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThanks!\r\n";
     let r = run(
         link.clone(),
-        &["-t", "-i", "-F", "Web Shop", "-f", USER],
+        &[
+            "-t",
+            "-i",
+            "-F",
+            "Web Shop",
+            "-f",
+            USER,
+            "copy@dest.example",
+        ],
         env(Some("good.pw")),
         php,
     )
@@ -217,7 +225,9 @@ async fn cron_and_php_submit_through_sendmail() {
 
     let p = find("Your order");
     assert_eq!(p.from, USER);
-    assert_eq!(p.rcpts, ["customer@dest.example"]);
+    // With -t, a recipient on the command line is added (Postfix).
+    assert_eq!(p.rcpts, ["customer@dest.example", "copy@dest.example"]);
+    assert!(!p.data.contains("copy@"), "{}", p.data);
     let from = header(&p.data, "From").unwrap();
     assert!(
         from.contains("Web Shop") && from.contains("<app@example.com>"),
