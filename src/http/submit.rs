@@ -8,10 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::connect_info::Connected;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -191,10 +190,8 @@ async fn accept_loop(
 
 /// The submission routes (public for in-process tests without TLS).
 pub fn router(submitter: Arc<Submitter>) -> Router {
-    let limit = submitter.max_body();
     Router::new()
         .route("/api/v1/messages", post(post_message))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(submitter)
 }
 
@@ -202,7 +199,7 @@ async fn post_message(
     State(submitter): State<Arc<Submitter>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let client = Client {
         ip: peer.addr.ip(),
@@ -215,11 +212,26 @@ async fn post_message(
         Ok(user) => user,
         Err(e) => return failure(e),
     };
-    let body = match body {
+    // Read only once authenticated: a stranger must not make the relay
+    // buffer a message-sized body.
+    let body = match axum::body::to_bytes(body, submitter.max_body()).await {
         Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            return error_json(status, &rejection.body_text(), None);
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_big {
+                error_json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                    None,
+                )
+            } else {
+                error_json(
+                    StatusCode::BAD_REQUEST,
+                    &format!("reading the request body: {e}"),
+                    None,
+                )
+            };
         }
     };
     match submitter.submit(&client, &user, &body).await {
@@ -305,5 +317,65 @@ mod tests {
         );
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
         assert_eq!(basic_credentials(&h), None);
+    }
+
+    /// A router over a users file with one account, messages up to 1000 octets.
+    fn app(dir: &std::path::Path) -> Router {
+        let users = dir.join("users.toml");
+        crate::auth::user_add(&users, "app@example.com", "pw").unwrap();
+        let mut cfg = crate::config::development();
+        cfg.limits.max_message_size = 1000;
+        let metrics = Metrics::new();
+        let readiness = Arc::new(Readiness::default());
+        readiness
+            .queue_open
+            .store(true, std::sync::atomic::Ordering::Release);
+        let queue = Queue::open(&dir.join("q"), crate::queue_options(&cfg.queue)).unwrap();
+        router(Arc::new(Submitter::new(
+            &cfg,
+            Arc::new(queue),
+            Arc::new(crate::dkim::Signer::load(&[], metrics.clone()).unwrap()),
+            Some(Arc::new(UserStore::open(&users).unwrap())),
+            Guards::new(&cfg.limits),
+            readiness,
+            metrics,
+        )))
+    }
+
+    async fn post(app: Router, auth: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::post("/api/v1/messages")
+            .header(header::AUTHORIZATION, auth)
+            .body(Body::from(body))
+            .unwrap();
+        req.extensions_mut().insert(ConnectInfo(Peer {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            tls: None,
+        }));
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_413_and_only_read_after_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        // "app@example.com:pw" and "app@example.com:no"
+        let good = "Basic YXBwQGV4YW1wbGUuY29tOnB3";
+        let bad = "Basic YXBwQGV4YW1wbGUuY29tOm5v";
+        let huge = vec![b' '; 200 * 1024];
+        let (status, body) = post(app.clone(), bad, huge.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let (status, body) = post(app.clone(), good, huge).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert!(body["error"].is_string());
+        let ok = br#"{"from":"app@example.com","to":["a@dest.example"],"text":"hi"}"#.to_vec();
+        let (status, body) = post(app, good, ok).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert!(body["queue_id"].is_string());
     }
 }
