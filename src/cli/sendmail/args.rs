@@ -22,6 +22,8 @@ pub struct Args {
     pub config: Option<PathBuf>,
     /// Recipients given as arguments.
     pub recipients: Vec<String>,
+    /// `--help`: print the usage and do nothing else.
+    pub help: bool,
 }
 
 /// A command line sendmail cannot run.
@@ -49,6 +51,10 @@ pub fn parse(args: &[OsString]) -> Result<Args, ArgsError> {
     let mut out = Args::default();
     let mut it = strings.into_iter();
     while let Some(arg) = it.next() {
+        if arg == "--help" {
+            out.help = true;
+            continue;
+        }
         if arg == "--" {
             out.recipients.extend(it.by_ref());
             break;
@@ -154,6 +160,7 @@ mod tests {
         assert_eq!(a.config, Some(PathBuf::from("/c.toml")));
         assert_eq!(a.recipients, ["-odd@y"]);
         assert_eq!(p("-bm -v -N never x@y").unwrap().recipients, ["x@y"]);
+        assert!(p("--help").unwrap().help);
     }
 
     #[test]

@@ -28,6 +28,19 @@ use super::config::{ConfigArg, Warnings};
 use super::exit::Exit;
 use crate::config::ListenerTls;
 
+const USAGE: &str = "\
+usage: sendmail [-t] [-i] [-f SENDER] [-F NAME] [--config FILE] [RCPT...] < message
+  -t          recipients from To:, Cc:, Bcc: (and any RCPT given); Bcc: is removed
+  -i, -oi     a line with a single dot does not end the message
+  -f SENDER   envelope sender (default: DANERELAY_USER, else $LOGNAME@hostname)
+  -F NAME     full name for an added From:
+  --config F  submit to the first [[listener]] of this danerelay configuration
+environment: DANERELAY_SUBMIT=host:port (465/2465 implicit TLS, else STARTTLS),
+  DANERELAY_USER, DANERELAY_PASSWORD_FILE (AUTH PLAIN), DANERELAY_CA_FILE (trust anchors)
+exit: 0 queued, 64 usage, 65 data, 67 recipient refused, 69 unavailable,
+  75 try again (nothing queued), 77 no permission, 78 configuration
+";
+
 /// Why sendmail gives up: the exit code and the reason for stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -65,6 +78,10 @@ pub fn run(argv: &[OsString]) -> Exit {
 
 fn try_run(argv: &[OsString]) -> Result<(), Failure> {
     let args = args::parse(argv).map_err(|e| Failure::new(Exit::USAGE, e.to_string()))?;
+    if args.help {
+        print!("{USAGE}");
+        return Ok(());
+    }
     let relay = relay(&args)?;
     let creds = credentials()?;
     let hostname = local_hostname();
