@@ -13,7 +13,9 @@
 //! - [`auth`]     — users file (Argon2id) and sender policy.
 //! - [`dkim`]     — DKIM signing at acceptance, key loading and `dkim keygen`.
 //! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
-//! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
+//! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API, HTTP submission.
+//! - [`submit`]   — one message from an application (HTTP) through SMTP
+//!   submission's checks, headers, DKIM and store.
 //! - [`metrics`]  — every Prometheus metric, declared once.
 //! - [`cli`]      — every command's front end: arguments, output, exit codes.
 //! - [`sync`]     — poison-tolerant locking.

@@ -118,7 +118,7 @@ pub async fn start(
         dkim,
         users,
         guards,
-        readiness,
+        accepting(readiness),
         metrics,
     ));
     let tcp = TcpListener::bind(address)
@@ -144,6 +144,20 @@ pub async fn start(
     });
     tracing::info!(address = %local, "HTTP submission listening (POST /api/v1/messages, TLS)");
     Ok(Some(local))
+}
+
+/// New mail is refused (503) while draining and while the queue cannot store.
+pub fn accepting(readiness: Arc<Readiness>) -> crate::submit::Accepting {
+    use std::sync::atomic::Ordering;
+    Arc::new(move || {
+        if readiness.draining.load(Ordering::Acquire) {
+            Err("draining: not accepting new mail")
+        } else if !readiness.queue_open.load(Ordering::Acquire) {
+            Err("the queue cannot store new mail")
+        } else {
+            Ok(())
+        }
+    })
 }
 
 async fn accept_loop(
@@ -337,7 +351,7 @@ mod tests {
             Arc::new(crate::dkim::Signer::load(&[], metrics.clone()).unwrap()),
             Some(Arc::new(UserStore::open(&users).unwrap())),
             Guards::new(&cfg.limits),
-            readiness,
+            accepting(readiness),
             metrics,
         )))
     }
@@ -358,6 +372,18 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn draining_and_a_queue_that_cannot_store_refuse_new_mail() {
+        use std::sync::atomic::Ordering;
+        let readiness = Arc::new(Readiness::default());
+        let check = accepting(readiness.clone());
+        assert!(check().is_err(), "queue not open yet");
+        readiness.queue_open.store(true, Ordering::Release);
+        assert_eq!(check(), Ok(()));
+        readiness.draining.store(true, Ordering::Release);
+        assert_eq!(check(), Err("draining: not accepting new mail"));
     }
 
     #[tokio::test]

@@ -10,14 +10,12 @@
 pub mod compose;
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::auth::{sender_allowed, FailureThrottle, UserStore};
 use crate::config::{Config, SenderPolicy};
 use crate::dkim::Signer;
-use crate::http::Readiness;
 use crate::metrics::Metrics;
 use crate::smtp::server::headers::{received, MessageAssembler, ReceivedInfo};
 use crate::smtp::server::limits::{HeaderCheck, HeaderViolation, UserRate};
@@ -69,9 +67,13 @@ pub struct Submitter {
     max_recipients: usize,
     max_header_size: u64,
     max_header_fields: usize,
-    readiness: Arc<Readiness>,
+    accepting: Accepting,
     metrics: Metrics,
 }
+
+/// Whether new mail can be taken now; `Err` says why not (draining, the
+/// queue cannot store). Handed in by the wire side, which owns readiness.
+pub type Accepting = Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
 
 /// Who is submitting, over what.
 #[derive(Debug, Clone)]
@@ -89,7 +91,7 @@ impl Submitter {
         dkim: Arc<Signer>,
         users: Option<Arc<UserStore>>,
         guards: Guards,
-        readiness: Arc<Readiness>,
+        accepting: Accepting,
         metrics: Metrics,
     ) -> Submitter {
         Submitter {
@@ -104,7 +106,7 @@ impl Submitter {
             max_recipients: cfg.limits.max_recipients,
             max_header_size: cfg.limits.max_header_size,
             max_header_fields: cfg.limits.max_header_fields,
-            readiness,
+            accepting,
             metrics,
         }
     }
@@ -148,12 +150,7 @@ impl Submitter {
         user: &str,
         body: &[u8],
     ) -> Result<String, SubmitError> {
-        if self.readiness.draining.load(Ordering::Acquire) {
-            return Err(SubmitError::Unavailable("draining: not accepting new mail"));
-        }
-        if !self.readiness.queue_open.load(Ordering::Acquire) {
-            return Err(SubmitError::Unavailable("the queue cannot store new mail"));
-        }
+        (self.accepting)().map_err(SubmitError::Unavailable)?;
         let de = &mut serde_json::Deserializer::from_slice(body);
         let request: compose::Request =
             serde_path_to_error::deserialize(de).map_err(|e| SubmitError::BadRequest {

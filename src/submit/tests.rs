@@ -1,7 +1,7 @@
 //! The Submitter without HTTP: refusals before anything is stored (drain,
 //! queue unavailable, a failing store) and what a stored message carries.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -41,11 +41,21 @@ impl MessageStore for Store {
     }
 }
 
-fn submitter(broken: bool) -> (Submitter, Stored, Arc<Readiness>) {
+/// Set to refuse new mail, as a draining relay does.
+type Refusing = Arc<AtomicBool>;
+
+fn submitter(broken: bool) -> (Submitter, Stored, Refusing) {
     let cfg = crate::config::development();
     let stored = Stored::default();
-    let readiness = Arc::new(Readiness::default());
-    readiness.queue_open.store(true, Ordering::Release);
+    let refusing = Refusing::default();
+    let flag = refusing.clone();
+    let accepting: Accepting = Arc::new(move || {
+        if flag.load(Ordering::Acquire) {
+            Err("draining")
+        } else {
+            Ok(())
+        }
+    });
     let metrics = Metrics::new();
     let s = Submitter::new(
         &cfg,
@@ -53,10 +63,10 @@ fn submitter(broken: bool) -> (Submitter, Stored, Arc<Readiness>) {
         Arc::new(Signer::load(&[], metrics.clone()).unwrap()),
         None,
         Guards::new(&cfg.limits),
-        readiness.clone(),
+        accepting,
         metrics,
     );
-    (s, stored, readiness)
+    (s, stored, refusing)
 }
 
 fn client() -> Client {
@@ -89,21 +99,14 @@ async fn stored_with_the_relays_fields_and_every_recipient() {
 }
 
 #[tokio::test]
-async fn draining_queue_closed_and_store_failures_are_unavailable() {
-    let (s, stored, readiness) = submitter(false);
-    readiness.draining.store(true, Ordering::Release);
+async fn not_accepting_and_store_failures_are_unavailable() {
+    let (s, stored, refusing) = submitter(false);
+    refusing.store(true, Ordering::Release);
     let e = s
         .submit(&client(), "app@example.com", BODY)
         .await
         .unwrap_err();
-    assert!(matches!(e, SubmitError::Unavailable(_)), "{e:?}");
-    readiness.draining.store(false, Ordering::Release);
-    readiness.queue_open.store(false, Ordering::Release);
-    let e = s
-        .submit(&client(), "app@example.com", BODY)
-        .await
-        .unwrap_err();
-    assert!(matches!(e, SubmitError::Unavailable(_)), "{e:?}");
+    assert!(matches!(e, SubmitError::Unavailable("draining")), "{e:?}");
     assert!(stored.lock().unwrap().is_empty());
 
     let (s, _, _) = submitter(true);
