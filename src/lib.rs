@@ -13,7 +13,9 @@
 //! - [`auth`]     — users file (Argon2id) and sender policy.
 //! - [`dkim`]     — DKIM signing at acceptance, key loading and `dkim keygen`.
 //! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
-//! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API.
+//! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API, HTTP submission.
+//! - [`submit`]   — one message from an application (HTTP) through SMTP
+//!   submission's checks, headers, DKIM and store.
 //! - [`metrics`]  — every Prometheus metric, declared once.
 //! - [`mime`]     — streaming MIME re-encoding: long lines at acceptance, 8BITMIME downgrade.
 //! - [`cli`]      — every command's front end: arguments, output, exit codes.
@@ -39,6 +41,7 @@ pub mod http;
 pub mod metrics;
 pub mod mime;
 pub mod smtp;
+pub mod submit;
 pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -74,6 +77,8 @@ pub struct Running {
     pub http_address: std::net::SocketAddr,
     /// The bound submission listeners, in `config.listeners` order.
     pub smtp_addresses: Vec<std::net::SocketAddr>,
+    /// `POST /api/v1/messages`, when `http.submission_address` is set.
+    pub submission_address: Option<std::net::SocketAddr>,
     pub readiness: Arc<Readiness>,
     pub metrics: Metrics,
     pub queue: Queue,
@@ -149,12 +154,24 @@ async fn start_with(
         start_delivery(&config, &queue, &metrics, &shutdown, &tracker).await?;
     }
 
+    let guards = smtp::server::Guards::new(&config.limits);
     let smtp_addresses = smtp::server::run(
         config.clone(),
         queue.clone(),
+        guards.clone(),
         metrics.clone(),
         shutdown.clone(),
         tracker.clone(),
+    )
+    .await?;
+    // Stopped with HTTP (after the drain), so clients see 503 while draining.
+    let submission_address = http::submit::start(
+        &config,
+        queue.clone(),
+        guards,
+        readiness.clone(),
+        metrics.clone(),
+        http_stop.clone(),
     )
     .await?;
     readiness.listeners_bound.store(true, Ordering::Release);
@@ -164,6 +181,7 @@ async fn start_with(
         config,
         http_address,
         smtp_addresses,
+        submission_address,
         readiness,
         metrics,
         queue,

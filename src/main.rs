@@ -50,6 +50,13 @@ enum Command {
     Dkim(DkimCommand),
     /// Show what a delivery to DOMAIN would do, without sending mail.
     TlsCheck(tls_check::TlsCheckArgs),
+    /// sendmail(8) for applications: submit the message on stdin to a relay.
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        /// sendmail's own options (-t, -i, -f SENDER, -F NAME, --config FILE) and recipients.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +79,11 @@ enum DkimCommand {
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().collect();
+    // Installed as /usr/sbin/sendmail (a symlink): sendmail's command line,
+    // which clap cannot read (`-oi`, `-fSENDER`).
+    if args.first().is_some_and(cli::sendmail::invoked_as_sendmail) {
+        return cli::sendmail::run(&args[1..]).into();
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -92,6 +104,7 @@ fn main() -> ExitCode {
             dkim::run_keygen(&args, &mut std::io::stdout().lock())
         }
         Command::TlsCheck(args) => tls_check::run(&args),
+        Command::Sendmail { args } => cli::sendmail::run(&args),
     };
     exit.into()
 }

@@ -27,6 +27,8 @@ impl Exit {
     /// 66 EX_NOINPUT: a named input file (`--config`, the users file) does
     /// not exist or cannot be read.
     pub const NO_INPUT: Exit = Exit(66);
+    /// 67 EX_NOUSER: `sendmail`: the relay refused a recipient address.
+    pub const NO_USER: Exit = Exit(67);
     /// 69 EX_UNAVAILABLE: a service we need is not there: the relay's admin
     /// API is unreachable or failing, a listener cannot bind, or startup
     /// failed for a reason no narrower code names.

@@ -11,6 +11,7 @@ pub mod dane;
 pub mod dkim;
 pub mod exit;
 pub mod queue;
+pub mod sendmail;
 pub mod serve;
 pub mod tls_check;
 pub mod user;

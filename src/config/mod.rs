@@ -280,6 +280,8 @@ pub struct HttpConfig {
     pub address: SocketAddr,
     /// `None` = `/api` only from loopback.
     pub admin_token: Option<String>,
+    /// `POST /api/v1/messages` over TLS on this address; `None` = off.
+    pub submission_address: Option<SocketAddr>,
 }
 
 mod dev;

@@ -272,6 +272,8 @@ pub struct RawRoute {
 pub struct RawHttp {
     pub address: Addr,
     pub admin_token: String,
+    /// `"ip:port"` for HTTP submission; `""` = off.
+    pub submission_address: String,
 }
 
 impl Default for RawHttp {
@@ -279,6 +281,7 @@ impl Default for RawHttp {
         RawHttp {
             address: Addr(Ok(SocketAddr::from(([127, 0, 0, 1], 9587)))),
             admin_token: String::new(),
+            submission_address: String::new(),
         }
     }
 }

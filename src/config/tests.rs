@@ -400,3 +400,22 @@ fn tls_levels_print_as_configured() {
         assert_eq!(level.to_string(), text);
     }
 }
+
+#[test]
+fn http_submission_needs_users_and_a_certificate() {
+    assert_eq!(ok(PLAIN).http.submission_address, None);
+    let errs = errors(&format!(
+        "{PLAIN}[http]\nsubmission_address = \"127.0.0.1:8443\"\n"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs.iter()
+            .all(|e| e.starts_with("http.submission_address: needs ")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{PLAIN}[http]\nsubmission_address = \"8443\"\n"));
+    assert!(
+        errs[0].starts_with("http.submission_address: \"8443\" is not"),
+        "{errs:?}"
+    );
+}

@@ -252,7 +252,7 @@ impl Validator {
                 format!("{helo_name:?} is not a valid host name"),
             );
         }
-        Config {
+        let config = Config {
             hostname,
             shutdown_grace: self.duration("shutdown_grace", raw.shutdown_grace, true),
             listeners,
@@ -267,8 +267,39 @@ impl Validator {
                     .take("http.address", raw.http.address.0.map(Some))
                     .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9587))),
                 admin_token: Some(raw.http.admin_token).filter(|t| !t.is_empty()),
+                submission_address: match raw.http.submission_address.trim() {
+                    "" => None,
+                    text => self.take(
+                        "http.submission_address",
+                        text.parse()
+                            .map(Some)
+                            .map_err(|_| format!("{text:?} is not \"ip:port\"")),
+                    ),
+                },
             },
             dkim: super::dkim::validate(raw.dkim, &mut self.errors, &mut self.warnings),
+        };
+        self.submission(&config);
+        config
+    }
+
+    /// HTTP submission authenticates every request against the users file,
+    /// over TLS with a real certificate.
+    fn submission(&mut self, config: &Config) {
+        if config.http.submission_address.is_none() {
+            return;
+        }
+        if config.auth.users_file.is_none() {
+            self.err(
+                "http.submission_address",
+                "needs auth.users_file (every request authenticates with a users-file account)",
+            );
+        }
+        if matches!(config.tls, TlsSource::SelfSigned) && !self.self_signed_ok {
+            self.err(
+                "http.submission_address",
+                "needs tls.certificate and tls.private_key (it is served over TLS)",
+            );
         }
     }
 }

@@ -4,6 +4,7 @@
 //! under `/api` (see [`admin`]).
 
 pub mod admin;
+pub mod submit;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,6 +18,7 @@
 //! c.quit().await;
 //! ```
 
+mod auth;
 mod blocking;
 mod body;
 mod command;
@@ -94,6 +95,8 @@ pub enum Phase {
     Helo,
     StartTls,
     TlsHandshake,
+    /// RFC 4954 AUTH (submission to a relay only).
+    Auth,
     Mail,
     Rcpt,
     Data,
@@ -112,6 +115,7 @@ impl fmt::Display for Phase {
             Phase::Helo => "HELO",
             Phase::StartTls => "STARTTLS",
             Phase::TlsHandshake => "TLS handshake",
+            Phase::Auth => "AUTH",
             Phase::Mail => "MAIL FROM",
             Phase::Rcpt => "RCPT TO",
             Phase::Data => "DATA",

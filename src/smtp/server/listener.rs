@@ -85,7 +85,10 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         tls,
         users,
-        throttle: Arc::new(FailureThrottle::default()),
+        throttle: opts.guards.as_ref().map_or_else(
+            || Arc::new(FailureThrottle::default()),
+            |g| g.throttle.clone(),
+        ),
         store,
         dkim,
         shutdown: shutdown.clone(),
@@ -102,7 +105,10 @@ pub async fn serve(
             cfg.limits.max_connections_per_ip,
             cfg.limits.connection_rate_per_ip,
         ),
-        user_rate: UserRate::per_hour(cfg.limits.messages_per_user_per_hour),
+        user_rate: opts.guards.as_ref().map_or_else(
+            || UserRate::per_hour(cfg.limits.messages_per_user_per_hour),
+            |g| g.user_rate.clone(),
+        ),
     });
     let mut bound = Vec::new();
     for lc in &cfg.listeners {

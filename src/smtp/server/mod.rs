@@ -53,13 +53,44 @@ pub enum ServerError {
 pub struct ServerOptions {
     /// How often `[tls]` certificate and `[[dkim]]` key files are checked for rotation.
     pub cert_poll: Duration,
+    /// Abuse state shared with other ways in; `None` = the listeners' own.
+    pub guards: Option<Guards>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             cert_poll: Duration::from_secs(10),
+            guards: None,
         }
+    }
+}
+
+/// Abuse state every way in shares (the SMTP listeners and HTTP
+/// submission), so that switching protocol buys no extra password guesses
+/// and no extra messages per hour.
+#[derive(Clone)]
+pub struct Guards {
+    /// Delays after failed logins, per client network.
+    pub throttle: Arc<crate::auth::FailureThrottle>,
+    /// `limits.messages_per_user_per_hour`.
+    pub user_rate: Arc<limits::UserRate>,
+}
+
+impl Guards {
+    pub fn new(limits: &crate::config::Limits) -> Guards {
+        Guards {
+            throttle: Arc::new(crate::auth::FailureThrottle::default()),
+            user_rate: limits::UserRate::per_hour(limits.messages_per_user_per_hour),
+        }
+    }
+}
+
+impl std::fmt::Debug for Guards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guards")
+            .field("throttle", &self.throttle)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,6 +99,7 @@ impl Default for ServerOptions {
 pub async fn run(
     cfg: Arc<Config>,
     queue: danerelay_queue::Queue,
+    guards: Guards,
     metrics: Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -75,7 +107,10 @@ pub async fn run(
     run_with_store(
         cfg,
         Arc::new(queue),
-        ServerOptions::default(),
+        ServerOptions {
+            guards: Some(guards),
+            ..ServerOptions::default()
+        },
         metrics,
         shutdown,
         tracker,

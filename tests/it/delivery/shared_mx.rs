@@ -194,12 +194,10 @@ async fn different_tls_policy_on_one_mx_does_not_share_a_connection() {
         );
     }
     assert_eq!(conns.len(), 2, "one connection per policy: {conns:?}");
-    assert!(
-        conns
-            .iter()
-            .any(|c| c.contains(&"unsigned.test".to_string())
-                && c.contains(&"unsigned2.test".to_string()))
-    );
+    assert!(conns
+        .iter()
+        .any(|c| c.contains(&"unsigned.test".to_string())
+            && c.contains(&"unsigned2.test".to_string())));
     assert_eq!(t.commands.iter().filter(|c| *c == "<TLS>").count(), 2);
     stop.cancel();
     run.await.unwrap();

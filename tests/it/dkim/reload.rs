@@ -62,6 +62,7 @@ async fn a_vanished_key_gets_451_and_a_changed_key_is_reloaded() {
         Arc::new(queue.clone()),
         ServerOptions {
             cert_poll: Duration::from_millis(50),
+            ..ServerOptions::default()
         },
         danerelay::metrics::Metrics::new(),
         shutdown.clone(),

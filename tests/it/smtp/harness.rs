@@ -209,6 +209,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             routes: vec![],
         },
         http: HttpConfig {
+            submission_address: None,
             address: any,
             admin_token: None,
         },
@@ -220,6 +221,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
 fn opts_fast() -> danerelay::smtp::server::ServerOptions {
     danerelay::smtp::server::ServerOptions {
         cert_poll: Duration::from_millis(100),
+        ..Default::default()
     }
 }
 
