@@ -6,6 +6,7 @@
 //! `danerelay dane verify` is their front end in `crate::cli::dane`.
 
 pub mod policy;
+pub mod provider;
 pub mod resume;
 pub mod tlsa;
 pub mod verifier;

@@ -26,14 +26,9 @@ pub const MATCH_SHA256: u8 = 1;
 /// Matching type SHA2-512(2).
 pub const MATCH_SHA512: u8 = 2;
 
-/// One TLSA record (RFC 6698 §2.1), as the DNS delivers it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TlsaRecord {
-    pub usage: u8,
-    pub selector: u8,
-    pub matching: u8,
-    pub data: Vec<u8>,
-}
+/// One TLSA record (RFC 6698 §2.1): the data type lives with the DNS
+/// answers; its rules (parser, usability, agility) are implemented here.
+pub use crate::dns::TlsaRecord;
 
 /// Why a record cannot be used (it is then ignored, but its presence still
 /// makes TLS mandatory: RFC 7672 §2.2).

@@ -13,13 +13,11 @@
 //! ([`TlsClientSetup::verdict`]); that works for a resumed session too,
 //! because rustls keeps the chain verified in full in the session it resumes.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
-use rustls::crypto::{
-    ring, verify_tls13_signature_with_raw_key, CryptoProvider, WebPkiSupportedAlgorithms,
-};
+use rustls::crypto::{verify_tls13_signature_with_raw_key, WebPkiSupportedAlgorithms};
 use rustls::PeerMisbehaved;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
@@ -27,15 +25,9 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
 use super::policy::{DaneTarget, Decision};
+pub use super::provider::ring_provider;
 use super::verify::{verify_chain, Verdict};
 use super::DaneError;
-
-/// The ring provider, built once for the process: every client config
-/// shares it (building one allocates its suite and group lists).
-pub fn ring_provider() -> &'static Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(ring::default_provider()))
-}
 
 /// The signature algorithms both verifiers check the handshake with.
 fn algorithms() -> WebPkiSupportedAlgorithms {

@@ -11,8 +11,8 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 use super::policy::normalize_name;
+use super::provider::ring_provider;
 use super::tlsa::{usable_records, TlsaRecord, DANE_EE, DANE_TA, MATCH_FULL, SEL_CERT};
-use super::verifier::ring_provider;
 
 /// Which record authenticated the server, for logs and metrics:
 /// `dane-verified (2 0 1, depth 1)`.

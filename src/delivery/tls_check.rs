@@ -15,8 +15,8 @@ use crate::dane::{usable_records, Decision};
 use crate::delivery::attempt::EngineOptions;
 use crate::delivery::decision::{host_decision, nexthop_domain, routing_error};
 use crate::delivery::outcome::{from_error, AttemptError, Outcome};
-use crate::delivery::routing::{plan_route_with_port, RouteSource};
-use crate::dns::DnsLookup;
+use crate::delivery::routing::{plan_route_with_port, CandidateHost, RouteSource};
+use crate::dns::{DnsError, DnsLookup};
 
 use super::session::{self, Peer};
 
@@ -120,88 +120,107 @@ pub async fn check(dns: &dyn DnsLookup, options: &EngineOptions, domain: &str) -
     let nexthop = nexthop_domain(&plan);
     for host in plan.hosts.iter().take(options.max_hosts) {
         let (decision, looked) = host_decision(dns, policy, nexthop, host).await;
-        let (tlsa_lookup, tlsa) = match &looked {
-            None => ("not looked up".to_string(), Vec::new()),
-            Some(Err(e)) => (format!("error: {e}"), Vec::new()),
-            Some(Ok(l)) => {
-                let usable = usable_records(&l.records);
-                let rows = l
-                    .records
-                    .iter()
-                    .map(|r| TlsaReport {
-                        record: r.to_string(),
-                        usable: usable.contains(r),
-                        note: match r.usability() {
-                            Err(why) => Some(why.to_string()),
-                            Ok(()) if !usable.contains(r) => {
-                                Some("superseded by a stronger digest".into())
-                            }
-                            Ok(()) => None,
-                        },
-                    })
-                    .collect();
-                (format!("{} at {}", l.security, l.base_domain), rows)
-            }
-        };
-        let mut h = HostReport {
-            name: host.name.clone(),
-            preference: host.preference,
-            port: host.port,
-            mx_dnssec: host.mx_security.to_string(),
-            address_dnssec: host.address_security.to_string(),
-            addresses: host.addresses.iter().map(ToString::to_string).collect(),
-            tlsa_lookup,
-            tlsa,
-            decision: decision_word(&decision),
-            connected: None,
-            starttls_offered: None,
-            tls_version: None,
-            tls_cipher: None,
-            dane_match: None,
-            verdict: String::new(),
-        };
+        let mut h = host_report(host, &decision, looked.as_ref());
         if let Decision::Defer(r) = &decision {
             h.verdict = format!("defer: {r}");
-            report.hosts.push(h);
-            continue;
-        }
-        h.verdict = "defer: no address answered".into();
-        for address in &host.addresses {
-            let peer = Peer {
-                host: &host.name,
-                address: *address,
-                port: host.port,
-            };
-            match session::open(&peer, &decision, &options.session).await {
-                Ok(s) => {
-                    h.connected = Some(peer.relay());
-                    h.starttls_offered = Some(s.starttls_offered);
-                    if let Some(i) = s.tls.info() {
-                        h.tls_version = Some(i.version.clone());
-                        h.tls_cipher = Some(i.cipher.clone());
-                    }
-                    h.dane_match = s.tls.dane_match().map(ToString::to_string);
-                    h.verdict = s.tls.label().to_string();
-                    session::quit_quietly(s.client).await;
-                    break;
-                }
-                Err(e) => {
-                    if matches!(e, AttemptError::TlsRequired { .. }) {
-                        h.starttls_offered = Some(false);
-                    }
-                    h.connected = Some(peer.relay());
-                    h.verdict = defer_text(&e);
-                    // Only an unreachable address sends us to the next one.
-                    if !matches!(
-                        e,
-                        AttemptError::Connect { .. } | AttemptError::ConnectTimeout { .. }
-                    ) {
-                        break;
-                    }
-                }
-            }
+        } else {
+            probe(&mut h, host, &decision, options).await;
         }
         report.hosts.push(h);
     }
     report
+}
+
+/// What DNS and the decision say about `host`, before connecting.
+fn host_report(
+    host: &CandidateHost,
+    decision: &Decision,
+    looked: Option<&Result<crate::dns::TlsaLookup, DnsError>>,
+) -> HostReport {
+    let (tlsa_lookup, tlsa) = match looked {
+        None => ("not looked up".to_string(), Vec::new()),
+        Some(Err(e)) => (format!("error: {e}"), Vec::new()),
+        Some(Ok(l)) => {
+            let usable = usable_records(&l.records);
+            let rows = l
+                .records
+                .iter()
+                .map(|r| TlsaReport {
+                    record: r.to_string(),
+                    usable: usable.contains(r),
+                    note: match r.usability() {
+                        Err(why) => Some(why.to_string()),
+                        Ok(()) if !usable.contains(r) => {
+                            Some("superseded by a stronger digest".into())
+                        }
+                        Ok(()) => None,
+                    },
+                })
+                .collect();
+            (format!("{} at {}", l.security, l.base_domain), rows)
+        }
+    };
+    HostReport {
+        name: host.name.clone(),
+        preference: host.preference,
+        port: host.port,
+        mx_dnssec: host.mx_security.to_string(),
+        address_dnssec: host.address_security.to_string(),
+        addresses: host.addresses.iter().map(ToString::to_string).collect(),
+        tlsa_lookup,
+        tlsa,
+        decision: decision_word(decision),
+        connected: None,
+        starttls_offered: None,
+        tls_version: None,
+        tls_cipher: None,
+        dane_match: None,
+        verdict: String::new(),
+    }
+}
+
+/// Connects to `host`'s addresses in turn (the next only when one is
+/// unreachable) and records what the session would be.
+async fn probe(
+    h: &mut HostReport,
+    host: &CandidateHost,
+    decision: &Decision,
+    options: &EngineOptions,
+) {
+    h.verdict = "defer: no address answered".into();
+    for address in &host.addresses {
+        let peer = Peer {
+            host: &host.name,
+            address: *address,
+            port: host.port,
+        };
+        match session::open(&peer, decision, &options.session).await {
+            Ok(s) => {
+                h.connected = Some(peer.relay());
+                h.starttls_offered = Some(s.starttls_offered);
+                if let Some(i) = s.tls.info() {
+                    h.tls_version = Some(i.version.clone());
+                    h.tls_cipher = Some(i.cipher.clone());
+                }
+                h.dane_match = s.tls.dane_match().map(ToString::to_string);
+                h.verdict = s.tls.label().to_string();
+                session::quit_quietly(s.client).await;
+                return;
+            }
+            Err(e) => {
+                if matches!(e, AttemptError::TlsRequired { .. }) {
+                    h.starttls_offered = Some(false);
+                }
+                h.connected = Some(peer.relay());
+                h.verdict = defer_text(&e);
+                // Only an unreachable address sends us to the next one.
+                if !matches!(
+                    e,
+                    AttemptError::Connect { .. } | AttemptError::ConnectTimeout { .. }
+                ) {
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -46,7 +46,7 @@ pub use tlsa::{lookup_tlsa, tlsa_owner, TlsaLookup};
 pub use trust_ad::{AdMode, TrustAdResolver};
 pub use types::{
     normalize_name, Answer, AnswerKind, BoxFuture, DnsError, DnsLookup, Mx, Record, RecordType,
-    Security, Tlsa,
+    Security, Tlsa, TlsaRecord,
 };
 pub use validate::ValidatingResolver;
 

@@ -83,9 +83,20 @@ pub struct Mx {
     pub exchange: String,
 }
 
-/// A TLSA record (RFC 6698 §2.1): the DANE engine's own record type, so
-/// answers flow into the verdict without conversion.
-pub use crate::dane::TlsaRecord as Tlsa;
+/// One TLSA record (RFC 6698 §2.1), as the DNS delivers it. The DANE engine
+/// uses this very type (`dane::TlsaRecord`, which adds the presentation
+/// parser and the usability rules), so answers flow into the verdict
+/// without conversion and without `dns` depending on `dane`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsaRecord {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+/// The record type's short name in answers.
+pub use TlsaRecord as Tlsa;
 
 /// One record of the requested type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

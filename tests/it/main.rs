@@ -12,6 +12,7 @@ mod deploy;
 mod dkim;
 mod dns;
 mod http_submit;
+mod layering;
 mod ops;
 mod security;
 mod sendmail;
