@@ -52,26 +52,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Vec<SocketAddr>, ServerError> {
-    let needs_tls = cfg.listeners.iter().any(|l| l.tls != ListenerTls::None);
-    let tls = if needs_tls {
-        let tls = ServerTls::from_source(&cfg.tls, &cfg.hostname)?;
-        if let TlsSource::Files {
-            certificate,
-            private_key,
-        } = &cfg.tls
-        {
-            tracker.spawn(watch(
-                tls.resolver.clone(),
-                certificate.clone(),
-                private_key.clone(),
-                opts.cert_poll,
-                shutdown.clone(),
-            ));
-        }
-        Some(tls)
-    } else {
-        None
-    };
+    let tls = server_tls(&cfg, &opts, &shutdown, &tracker)?;
     let dkim = Arc::new(crate::dkim::Signer::load(&cfg.dkim, metrics.clone())?);
     tracker.spawn(crate::dkim::watch(
         dkim.clone(),
@@ -135,6 +116,34 @@ pub async fn serve(
         tracker.spawn(accept);
     }
     Ok(bound)
+}
+
+/// The listeners' TLS (certificate hot-reloaded when it comes from files),
+/// `None` when no listener uses TLS.
+fn server_tls(
+    cfg: &Config,
+    opts: &ServerOptions,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Option<ServerTls>, ServerError> {
+    if cfg.listeners.iter().all(|l| l.tls == ListenerTls::None) {
+        return Ok(None);
+    }
+    let tls = ServerTls::from_source(&cfg.tls, &cfg.hostname)?;
+    if let TlsSource::Files {
+        certificate,
+        private_key,
+    } = &cfg.tls
+    {
+        tracker.spawn(watch(
+            tls.resolver.clone(),
+            certificate.clone(),
+            private_key.clone(),
+            opts.cert_poll,
+            shutdown.clone(),
+        ));
+    }
+    Ok(Some(tls))
 }
 
 async fn accept_loop(
