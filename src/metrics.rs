@@ -169,55 +169,155 @@ label_enum!(
     }
 );
 
-/// The registry and every handle the rest of the program updates. Cloning is
-/// cheap (reference-counted handles); passed down, never global.
-#[derive(Clone)]
-pub struct Metrics {
-    pub registry: Registry,
+/// Declares every metric once: its field (with the doc above it), its type and
+/// how it is made. The struct, its construction and its registration all come
+/// from this one table, so no metric is declared and left unregistered.
+macro_rules! metrics {
+    ($( $(#[$doc:meta])* $field:ident : $ty:ty = $make:expr ; )*) => {
+        /// The registry and every handle the rest of the program updates. Cloning is
+        /// cheap (reference-counted handles); passed down, never global.
+        #[derive(Clone)]
+        pub struct Metrics {
+            pub registry: Registry,
+            $( $(#[$doc])* pub $field: $ty, )*
+        }
+
+        impl Metrics {
+            fn declare() -> Metrics {
+                Metrics {
+                    registry: Registry::new(),
+                    $( $field: $make, )*
+                }
+            }
+
+            fn collectors(&self) -> Vec<Box<dyn Collector>> {
+                vec![$( Box::new(self.$field.clone()), )*]
+            }
+        }
+    };
+}
+
+metrics! {
     /// Constant 1, labelled with the version.
-    pub build_info: IntGaugeVec,
+    build_info: IntGaugeVec = gauge_vec(
+        "danerelay_build_info",
+        "Constant 1, labelled with the running danerelay version.",
+        &["version"],
+    );
     /// 1 while ready (listeners bound, queue open, not draining).
-    pub ready: IntGauge,
+    ready: IntGauge = gauge(
+        "danerelay_ready",
+        "1 while the relay is ready to accept mail (listeners bound, queue open, not draining).",
+    );
     /// Submission sessions finished, by listener kind and whether TLS was used.
-    pub smtp_sessions_total: IntCounterVec,
+    smtp_sessions_total: IntCounterVec = counter_vec(
+        "danerelay_smtp_sessions_total",
+        "Submission sessions finished, by listener kind and whether TLS was in use.",
+        &["listener", "tls"],
+    );
     /// Submission sessions open now.
-    pub smtp_sessions_active: IntGauge,
+    smtp_sessions_active: IntGauge = gauge(
+        "danerelay_smtp_sessions_active",
+        "Submission sessions open now.",
+    );
     /// Messages accepted (answered 250 after being made durable).
-    pub messages_received_total: IntCounter,
+    messages_received_total: IntCounter = counter(
+        "danerelay_messages_received_total",
+        "Messages accepted: answered 250 after being stored durably.",
+    );
     /// Submissions refused, by reason.
-    pub messages_rejected_total: IntCounterVec,
+    messages_rejected_total: IntCounterVec = counter_vec(
+        "danerelay_messages_rejected_total",
+        "Submissions refused, by reason.",
+        &["reason"],
+    );
     /// Failed AUTH attempts.
-    pub auth_failures_total: IntCounter,
+    auth_failures_total: IntCounter = counter("danerelay_auth_failures_total", "Failed AUTH attempts.");
     /// Message bytes accepted.
-    pub received_bytes_total: IntCounter,
+    received_bytes_total: IntCounter = counter(
+        "danerelay_received_bytes_total",
+        "Bytes of accepted messages.",
+    );
     /// Abuse limits that fired, by limit.
-    pub smtp_limit_hits_total: IntCounterVec,
+    smtp_limit_hits_total: IntCounterVec = counter_vec(
+        "danerelay_smtp_limit_hits_total",
+        "Abuse limits of [limits] that refused a connection, command or message, by limit.",
+        &["limit"],
+    );
     /// Queued messages by state.
-    pub queue_messages: IntGaugeVec,
+    queue_messages: IntGaugeVec = gauge_vec(
+        "danerelay_queue_messages",
+        "Queued messages by state (active = being delivered now).",
+        &["state"],
+    );
     /// Age of the oldest queued message.
-    pub queue_oldest_message_age_seconds: IntGauge,
+    queue_oldest_message_age_seconds: IntGauge = gauge(
+        "danerelay_queue_oldest_message_age_seconds",
+        "Age of the oldest message in the queue (0 when empty).",
+    );
     /// 1 while the queue can store (no unrepaired write or sync error).
-    pub queue_storage_ok: IntGauge,
+    queue_storage_ok: IntGauge = gauge(
+        "danerelay_queue_storage_ok",
+        "1 while the queue can store; 0 after a write or sync error (disk full, I/O error, read-only) until a write succeeds again.",
+    );
     /// Free bytes on the queue's volume.
-    pub queue_free_bytes: IntGauge,
+    queue_free_bytes: IntGauge = gauge(
+        "danerelay_queue_free_bytes",
+        "Free bytes (for unprivileged users) on the queue's volume; under queue.min_free_space new mail gets 452 4.3.1.",
+    );
     /// Delivery attempts per recipient, by outcome and TLS result.
-    pub delivery_attempts_total: IntCounterVec,
+    delivery_attempts_total: IntCounterVec = counter_vec(
+        "danerelay_delivery_attempts_total",
+        "Delivery attempts per recipient, by outcome and TLS result.",
+        &["outcome", "tls"],
+    );
     /// DANE results per MX host tried.
-    pub dane_results_total: IntCounterVec,
+    dane_results_total: IntCounterVec = counter_vec(
+        "danerelay_dane_results_total",
+        "DANE results per MX host tried (RFC 7672).",
+        &["result"],
+    );
     /// Outbound TLS sessions established, full or resumed.
-    pub delivery_tls_handshakes_total: IntCounterVec,
+    delivery_tls_handshakes_total: IntCounterVec = counter_vec(
+        "danerelay_delivery_tls_handshakes_total",
+        "Outbound TLS sessions established, by handshake (full or resumed).",
+        &["handshake"],
+    );
     /// DNS lookups by query type and answer status.
-    pub dns_lookups_total: IntCounterVec,
+    dns_lookups_total: IntCounterVec = counter_vec(
+        "danerelay_dns_lookups_total",
+        "DNS lookups by query type and DNSSEC/answer status.",
+        &["type", "status"],
+    );
     /// 1 when the start-up probe proved the resolver validates DNSSEC.
-    pub dnssec_validating: IntGauge,
+    dnssec_validating: IntGauge = gauge(
+        "danerelay_dnssec_validating",
+        "1 when the start-up probe proved that DNSSEC validation works (DANE active), else 0.",
+    );
     /// 1 for the DNSSEC mode in use (`dns.dnssec`, as `auto` chose it).
-    pub dnssec_mode: IntGaugeVec,
+    dnssec_mode: IntGaugeVec = gauge_vec(
+        "danerelay_dnssec_mode",
+        "1 for the DNSSEC mode in use (dns.dnssec; pending while \"auto\" is still probing), 0 for the others.",
+        &["mode"],
+    );
     /// Time of one delivery attempt (connect to QUIT).
-    pub delivery_duration_seconds: Histogram,
+    delivery_duration_seconds: Histogram = histogram(
+        "danerelay_delivery_duration_seconds",
+        "Duration of one delivery attempt to one host, connect to QUIT.",
+        vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+    );
     /// Time from acceptance to final delivery or bounce.
-    pub queue_time_seconds: Histogram,
+    queue_time_seconds: Histogram = histogram(
+        "danerelay_queue_time_seconds",
+        "Time from acceptance to final delivery or bounce.",
+        vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0],
+    );
     /// DKIM signatures made at acceptance, by algorithm and result.
-    pub dkim_signatures_total: IntCounterVec,
+    dkim_signatures_total: IntCounterVec = counter_vec(
+        "danerelay_dkim_signatures_total",
+        "DKIM signatures made at acceptance, by algorithm and result (failed = the message got 451).",
+        &["algorithm", "result"],
+    );
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -250,107 +350,7 @@ fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let m = Metrics {
-            registry: Registry::new(),
-            build_info: gauge_vec(
-                "danerelay_build_info",
-                "Constant 1, labelled with the running danerelay version.",
-                &["version"],
-            ),
-            ready: gauge(
-                "danerelay_ready",
-                "1 while the relay is ready to accept mail (listeners bound, queue open, not draining).",
-            ),
-            smtp_sessions_total: counter_vec(
-                "danerelay_smtp_sessions_total",
-                "Submission sessions finished, by listener kind and whether TLS was in use.",
-                &["listener", "tls"],
-            ),
-            smtp_sessions_active: gauge(
-                "danerelay_smtp_sessions_active",
-                "Submission sessions open now.",
-            ),
-            messages_received_total: counter(
-                "danerelay_messages_received_total",
-                "Messages accepted: answered 250 after being stored durably.",
-            ),
-            messages_rejected_total: counter_vec(
-                "danerelay_messages_rejected_total",
-                "Submissions refused, by reason.",
-                &["reason"],
-            ),
-            auth_failures_total: counter("danerelay_auth_failures_total", "Failed AUTH attempts."),
-            received_bytes_total: counter(
-                "danerelay_received_bytes_total",
-                "Bytes of accepted messages.",
-            ),
-            smtp_limit_hits_total: counter_vec(
-                "danerelay_smtp_limit_hits_total",
-                "Abuse limits of [limits] that refused a connection, command or message, by limit.",
-                &["limit"],
-            ),
-            queue_messages: gauge_vec(
-                "danerelay_queue_messages",
-                "Queued messages by state (active = being delivered now).",
-                &["state"],
-            ),
-            queue_oldest_message_age_seconds: gauge(
-                "danerelay_queue_oldest_message_age_seconds",
-                "Age of the oldest message in the queue (0 when empty).",
-            ),
-            queue_storage_ok: gauge(
-                "danerelay_queue_storage_ok",
-                "1 while the queue can store; 0 after a write or sync error (disk full, I/O error, read-only) until a write succeeds again.",
-            ),
-            queue_free_bytes: gauge(
-                "danerelay_queue_free_bytes",
-                "Free bytes (for unprivileged users) on the queue's volume; under queue.min_free_space new mail gets 452 4.3.1.",
-            ),
-            delivery_attempts_total: counter_vec(
-                "danerelay_delivery_attempts_total",
-                "Delivery attempts per recipient, by outcome and TLS result.",
-                &["outcome", "tls"],
-            ),
-            dane_results_total: counter_vec(
-                "danerelay_dane_results_total",
-                "DANE results per MX host tried (RFC 7672).",
-                &["result"],
-            ),
-            delivery_tls_handshakes_total: counter_vec(
-                "danerelay_delivery_tls_handshakes_total",
-                "Outbound TLS sessions established, by handshake (full or resumed).",
-                &["handshake"],
-            ),
-            dns_lookups_total: counter_vec(
-                "danerelay_dns_lookups_total",
-                "DNS lookups by query type and DNSSEC/answer status.",
-                &["type", "status"],
-            ),
-            dnssec_validating: gauge(
-                "danerelay_dnssec_validating",
-                "1 when the start-up probe proved that DNSSEC validation works (DANE active), else 0.",
-            ),
-            dnssec_mode: gauge_vec(
-                "danerelay_dnssec_mode",
-                "1 for the DNSSEC mode in use (dns.dnssec; pending while \"auto\" is still probing), 0 for the others.",
-                &["mode"],
-            ),
-            delivery_duration_seconds: histogram(
-                "danerelay_delivery_duration_seconds",
-                "Duration of one delivery attempt to one host, connect to QUIT.",
-                vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
-            ),
-            queue_time_seconds: histogram(
-                "danerelay_queue_time_seconds",
-                "Time from acceptance to final delivery or bounce.",
-                vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0],
-            ),
-            dkim_signatures_total: counter_vec(
-                "danerelay_dkim_signatures_total",
-                "DKIM signatures made at acceptance, by algorithm and result (failed = the message got 451).",
-                &["algorithm", "result"],
-            ),
-        };
+        let m = Metrics::declare();
         m.register();
         m.prefill();
         m
@@ -361,30 +361,7 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(self.build_info.clone()),
-            Box::new(self.ready.clone()),
-            Box::new(self.smtp_sessions_total.clone()),
-            Box::new(self.smtp_sessions_active.clone()),
-            Box::new(self.messages_received_total.clone()),
-            Box::new(self.messages_rejected_total.clone()),
-            Box::new(self.auth_failures_total.clone()),
-            Box::new(self.received_bytes_total.clone()),
-            Box::new(self.smtp_limit_hits_total.clone()),
-            Box::new(self.queue_messages.clone()),
-            Box::new(self.queue_oldest_message_age_seconds.clone()),
-            Box::new(self.queue_storage_ok.clone()),
-            Box::new(self.queue_free_bytes.clone()),
-            Box::new(self.delivery_attempts_total.clone()),
-            Box::new(self.dane_results_total.clone()),
-            Box::new(self.delivery_tls_handshakes_total.clone()),
-            Box::new(self.dns_lookups_total.clone()),
-            Box::new(self.dnssec_validating.clone()),
-            Box::new(self.dnssec_mode.clone()),
-            Box::new(self.delivery_duration_seconds.clone()),
-            Box::new(self.queue_time_seconds.clone()),
-            Box::new(self.dkim_signatures_total.clone()),
-        ];
+        let collectors = self.collectors();
         for c in collectors {
             must(self.registry.register(c));
         }
