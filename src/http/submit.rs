@@ -148,14 +148,20 @@ pub async fn start(
     Ok(Some(local))
 }
 
-/// New mail is refused (503) while draining and while the queue cannot store.
+/// New mail is refused (503) while draining, while the queue cannot store,
+/// and while its volume is under `queue.min_free_space`.
 pub fn accepting(readiness: Arc<Readiness>) -> crate::submit::Accepting {
     use std::sync::atomic::Ordering;
     Arc::new(move || {
         if readiness.draining.load(Ordering::Acquire) {
             Err("draining: not accepting new mail")
-        } else if !readiness.queue_open.load(Ordering::Acquire) {
+        } else if !readiness.queue_open.load(Ordering::Acquire)
+            || readiness.storage_failed.load(Ordering::Acquire)
+        {
             Err("the queue cannot store new mail")
+        } else if readiness.low_disk.load(Ordering::Acquire) {
+            // SMTP answers 452 4.3.1 here (queue.min_free_space).
+            Err("low disk: the queue volume is under queue.min_free_space")
         } else {
             Ok(())
         }
@@ -383,6 +389,13 @@ mod tests {
         let check = accepting(readiness.clone());
         assert!(check().is_err(), "queue not open yet");
         readiness.queue_open.store(true, Ordering::Release);
+        assert_eq!(check(), Ok(()));
+        readiness.storage_failed.store(true, Ordering::Release);
+        assert_eq!(check(), Err("the queue cannot store new mail"));
+        readiness.storage_failed.store(false, Ordering::Release);
+        readiness.low_disk.store(true, Ordering::Release);
+        assert!(check().is_err_and(|e| e.starts_with("low disk")));
+        readiness.low_disk.store(false, Ordering::Release);
         assert_eq!(check(), Ok(()));
         readiness.draining.store(true, Ordering::Release);
         assert_eq!(check(), Err("draining: not accepting new mail"));
