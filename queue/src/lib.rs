@@ -167,6 +167,7 @@ mod error;
 mod fs;
 mod heal;
 pub mod id;
+mod kv;
 mod lease;
 mod lock;
 pub mod model;

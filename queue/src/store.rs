@@ -8,8 +8,9 @@
 //! `inline_body_max`). Trees, all keyed by the big-endian queue id unless noted: `meta`
 //! (envelope and scheduling state, [`MessageRecord`]), `rcpt` (id ‖ index u32 →
 //! [`RecipientRecord`]), `body` (small bodies, only with `small_bodies_in_sled`), `due`
-//! (next-attempt ms ‖ id → empty; see [`crate::schedule`]) and `lease` (id → empty, the
-//! messages leased right now, so recovery at open touches only them). `due` and `lease` are
+//! (next-attempt ms ‖ id → empty; see [`crate::schedule`]), `lease` (id → empty, the
+//! messages leased right now, so recovery at open touches only them) and `state`
+//! (namespace ‖ 0 ‖ key → bytes; the relay's own small records, see `kv`). `due` and `lease` are
 //! kept in step with `meta` by `tx::MessageTx`.
 
 use std::collections::HashMap;
@@ -80,6 +81,8 @@ pub(crate) struct Trees {
     pub body: sled::Tree,
     pub due: sled::Tree,
     pub lease: sled::Tree,
+    /// Side records of the rest of the relay (see `kv`), keyed `namespace \0 key`.
+    pub state: sled::Tree,
 }
 
 /// An outcome `complete` could not store: kept in memory and applied again once storage
@@ -145,6 +148,7 @@ pub(crate) fn open_trees(dir: &Path, tuning: &QueueTuning, gen: u64) -> Result<T
         body: tree("body")?,
         due: tree("due")?,
         lease: tree("lease")?,
+        state: tree("state")?,
         db,
     })
 }
