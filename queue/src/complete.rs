@@ -76,27 +76,35 @@ impl Queue {
         outcomes: &[(u32, Disposition)],
         now: SystemTime,
     ) -> Result<Completion, QueueError> {
-        let t = self.store.trees()?;
-        let done = apply_outcomes(&self.store, &t, id, token, outcomes, now)?;
-        self.completed(&t, id, done)
+        let store = &self.store;
+        let t = store.trees()?;
+        let gate = store.scan_gate();
+        let done = apply_outcomes(store, &t, id, token, outcomes, now)?;
+        let after = (!done.finished).then(|| done.rec.state());
+        store.count_seen(&gate, id, Some(done.before), after);
+        let counted = gate.seen(id);
+        drop(gate);
+        self.completed(&t, id, done, counted)
     }
 
-    /// After the transaction: counters, the finished message's body, durability, storage.
-    fn completed(&self, t: &Trees, id: QueueId, done: Done) -> Result<Completion, QueueError> {
+    /// After the transaction and its counters: the finished message's body, durability,
+    /// storage.
+    fn completed(
+        &self,
+        t: &Trees,
+        id: QueueId,
+        done: Done,
+        counted: bool,
+    ) -> Result<Completion, QueueError> {
         let store = &self.store;
         let Done {
-            before,
             rec,
             finished,
             next,
             expired,
             body,
+            ..
         } = done;
-        if finished {
-            store.count(Some(before), None);
-        } else {
-            store.count(Some(before), Some(rec.state()));
-        }
         // Opened before the body's storage is released, so a DSN can still read it.
         let body = match (finished, rec.body, body) {
             (false, _, _) => None,
@@ -107,7 +115,7 @@ impl Queue {
         self.commit.wait_durable(t.gen)?;
         if finished {
             // Only now that the removal is durable may the body's storage go.
-            store.release_body(id, rec.body);
+            store.release_body(id, rec.body, counted);
         }
         Ok(Completion {
             finished,

@@ -174,6 +174,8 @@ pub mod model;
 mod outcome;
 mod queue;
 mod recover;
+mod scan;
+mod scanstate;
 pub mod schedule;
 mod sledsync;
 mod store;
