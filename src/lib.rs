@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use danerelay_queue::{Queue, QueueOptions};
+use danerelay_queue::{Queue, QueueOptions, QueueTuning};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -254,15 +254,21 @@ pub fn queue_options(queue: &config::QueueConfig) -> QueueOptions {
 async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
     let path = config.queue.path.clone();
     let options = queue_options(&config.queue);
+    let tuning = QueueTuning {
+        cache_capacity: config.queue.cache_size,
+        ..QueueTuning::default()
+    };
     let shown = path.display().to_string();
     let queue = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&path)?;
-        Queue::open(&path, options).map_err(anyhow::Error::from)
+        Queue::open_tuned(&path, options, tuning).map_err(anyhow::Error::from)
     })
     .await?
     .with_context(|| format!("queue.path: cannot open the queue at {shown}"))?;
+    // Messages queued before are counted in the background from here on (the queue
+    // crate logs when that is over); delivery and new mail do not wait for it.
     let counts = queue.counts();
-    tracing::info!(path = %shown, messages = counts.total(), "queue open");
+    tracing::info!(path = %shown, counted = counts.total(), recovered = queue.recovered(), "queue open");
     Ok(queue)
 }
 

@@ -141,6 +141,8 @@ pub struct QueueConfig {
     pub delay_warning: Option<Duration>,
     /// Below this free space on the queue volume new mail gets `452 4.3.1`; 0 = off.
     pub min_free_space: u64,
+    /// sled's page cache in bytes (at least 1 MiB): the queue's memory, however long it is.
+    pub cache_size: u64,
 }
 
 /// `[dns]`

@@ -160,6 +160,7 @@ pub struct RawQueue {
     pub max_age: Dur,
     pub delay_warning: Dur,
     pub min_free_space: Size,
+    pub cache_size: Size,
 }
 
 impl Default for RawQueue {
@@ -174,6 +175,7 @@ impl Default for RawQueue {
             max_age: Dur(Ok(Duration::from_secs(5 * 86400))),
             delay_warning: Dur(Ok(Duration::from_secs(4 * 3600))),
             min_free_space: Size(Ok(512 * 1024 * 1024)),
+            cache_size: Size(Ok(64 * 1024 * 1024)),
         }
     }
 }

@@ -368,6 +368,24 @@ fn queue_min_free_space_defaults_parses_and_reports_its_key_path() {
 }
 
 #[test]
+fn queue_cache_size_defaults_to_64mib_and_refuses_tiny_or_bad_values_by_key_path() {
+    assert_eq!(ok(PLAIN).queue.cache_size, 64 << 20);
+    let with = |v: &str| format!("{PLAIN}[queue]\ncache_size = {v}\n");
+    assert_eq!(ok(&with("\"256MiB\"")).queue.cache_size, 256 << 20);
+    assert_eq!(ok(&with("\"1MiB\"")).queue.cache_size, 1 << 20);
+    for bad in ["\"0\"", "\"512KiB\"", "\"lots\""] {
+        let errs = errors(&with(bad));
+        assert_eq!(
+            errs.iter()
+                .filter(|e| e.starts_with("queue.cache_size:"))
+                .count(),
+            1,
+            "{bad}: {errs:?}"
+        );
+    }
+}
+
+#[test]
 fn dane_insecure_mx_takes_dane_or_may_and_names_its_key() {
     let with = |value: &str| format!("{PLAIN}[delivery]\ndane_insecure_mx = \"{value}\"\n");
     assert_eq!(

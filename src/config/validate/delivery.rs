@@ -5,6 +5,9 @@ use super::super::raw::*;
 use super::super::*;
 use super::{parse_next_hop, tls_level, Validator};
 
+/// sled's cache below this thrashes on every lookup.
+const MIN_CACHE_SIZE: u64 = 1024 * 1024;
+
 impl Validator {
     pub(super) fn queue(&mut self, raw: RawQueue) -> QueueConfig {
         if raw.path.is_empty() {
@@ -34,12 +37,20 @@ impl Validator {
         }
         let delay_warning = self.duration("queue.delay_warning", raw.delay_warning, true);
         let min_free_space = self.take("queue.min_free_space", raw.min_free_space.0);
+        let cache_size = raw.cache_size.0.and_then(|n| match n {
+            n if n < MIN_CACHE_SIZE => Err(format!(
+                "{n} bytes is too small for the queue database's cache: at least \"1MiB\""
+            )),
+            n => Ok(n),
+        });
+        let cache_size = self.take("queue.cache_size", cache_size);
         QueueConfig {
             path: PathBuf::from(raw.path),
             retry,
             max_age: max_age.unwrap_or_default(),
             delay_warning: Some(delay_warning).filter(|d| !d.is_zero()),
             min_free_space,
+            cache_size,
         }
     }
 

@@ -190,6 +190,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             max_age: Duration::from_secs(3600),
             delay_warning: None,
             min_free_space: 0,
+            cache_size: 16 << 20,
         },
         dns: DnsConfig {
             nameservers: vec![],
