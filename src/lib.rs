@@ -225,7 +225,7 @@ async fn start_delivery(
             _ = stop.cancelled() => {}
         }
     });
-    let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone());
+    let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone())?;
     tracker.spawn(scheduler.run(shutdown.clone()));
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod enforce;
 pub mod fetch;
 pub mod pkix;
 pub mod policy;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +30,7 @@ pub use enforce::{host_rule, HostRule};
 pub use fetch::{FetchError, Fetcher};
 pub use pkix::CertFailure;
 pub use policy::{Mode, MxPattern, Policy, PolicyError};
+pub use report::{SessionFailure, SessionResult};
 
 /// Errors setting MTA-STS up.
 #[derive(Debug, thiserror::Error)]
