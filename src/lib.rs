@@ -19,6 +19,7 @@
 //! - [`metrics`]  — every Prometheus metric, declared once.
 //! - [`mime`]     — streaming MIME re-encoding: long lines at acceptance, 8BITMIME downgrade.
 //! - [`cli`]      — every command's front end: arguments, output, exit codes.
+//! - [`sts`]      — MTA-STS (RFC 8461): discovery, fetch, cache, per-host rule.
 //! - [`sync`]     — poison-tolerant locking.
 //! - the queue is its own crate, `danerelay-queue` (`queue/`).
 //! - `testing`  — test doubles (fake DNS, fake MX, clock, certificates);
@@ -41,6 +42,7 @@ pub mod http;
 pub mod metrics;
 pub mod mime;
 pub mod smtp;
+pub mod sts;
 pub mod submit;
 pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
@@ -223,7 +225,7 @@ async fn start_delivery(
             _ = stop.cancelled() => {}
         }
     });
-    let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone());
+    let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone())?;
     tracker.spawn(scheduler.run(shutdown.clone()));
     Ok(())
 }

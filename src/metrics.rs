@@ -106,9 +106,36 @@ label_enum!(
     DeliveryTls {
         DaneVerified => "dane-verified",
         DaneTrusted => "dane-trusted",
+        /// MTA-STS `enforce` (RFC 8461 §4.2): PKIX-valid for the MX name.
+        StsVerified => "sts-verified",
         Unauthenticated => "tls-unauthenticated",
         Plaintext => "plaintext",
         None => "none",
+    }
+);
+label_enum!(
+    /// `result` of one MTA-STS policy fetch (RFC 8461 §3.3).
+    StsFetchResult {
+        /// A valid policy was fetched and cached.
+        Ok => "ok",
+        /// The TXT id was unchanged: the cached policy was kept.
+        Cached => "cached",
+        /// No `_mta-sts` TXT record (or none with `v=STSv1`): no policy.
+        NoPolicy => "no-policy",
+        /// Malformed TXT record or policy text.
+        Invalid => "invalid",
+        /// Not 200, a redirect, or not `text/plain`.
+        HttpError => "http-error",
+        /// The policy host's certificate is not valid for its name.
+        TlsError => "tls-error",
+        /// `mta_sts.fetch_timeout` ran out.
+        Timeout => "timeout",
+        /// The body exceeded 64 KiB.
+        TooLarge => "too-large",
+        /// The TXT or address lookup failed.
+        DnsError => "dns-error",
+        /// Connection refused or reset.
+        ConnectError => "connect-error",
     }
 );
 label_enum!(
@@ -160,7 +187,7 @@ label_enum!(
 );
 label_enum!(
     /// `type` of a DNS query.
-    DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA" }
+    DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA", Txt => "TXT" }
 );
 label_enum!(
     /// `status` of a DNS answer.
@@ -326,6 +353,12 @@ metrics! {
         "Time from acceptance to final delivery or bounce.",
         vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0],
     );
+    /// MTA-STS policy fetches (RFC 8461), by result.
+    mta_sts_fetch_total: IntCounterVec [StsFetchResult] = counter_vec(
+        "danerelay_mta_sts_fetch_total",
+        "MTA-STS policy discoveries and fetches (RFC 8461), by result (cached = TXT id unchanged).",
+        &["result"],
+    );
     /// DKIM signatures made at acceptance, by algorithm and result.
     dkim_signatures_total: IntCounterVec [DkimAlgorithm, DkimResult] = counter_vec(
         "danerelay_dkim_signatures_total",
@@ -417,6 +450,12 @@ impl Metrics {
     pub fn limit_hit(&self, limit: LimitHit) {
         self.smtp_limit_hits_total
             .with_label_values(&[limit.label()])
+            .inc();
+    }
+
+    pub fn mta_sts_fetch(&self, result: StsFetchResult) {
+        self.mta_sts_fetch_total
+            .with_label_values(&[result.label()])
             .inc();
     }
 

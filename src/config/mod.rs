@@ -27,6 +27,18 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[[dkim]]` signing keys; empty = no signing.
     pub dkim: Vec<crate::dkim::key::KeyConfig>,
+    pub mta_sts: MtaStsConfig,
+}
+
+/// `[mta_sts]`: RFC 8461 for domains without usable DANE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtaStsConfig {
+    pub enabled: bool,
+    /// PEM bundle that replaces the bundled Mozilla roots for policy hosts
+    /// and MX certificates; `None` = the bundled roots.
+    pub ca_file: Option<PathBuf>,
+    /// Bound on one whole policy fetch (connect, TLS, request, body).
+    pub fetch_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub delivery: RawDelivery,
     pub http: RawHttp,
     pub dkim: Vec<super::dkim::RawDkim>,
+    pub mta_sts: RawMtaSts,
 }
 
 impl Default for RawConfig {
@@ -51,6 +52,7 @@ impl Default for RawConfig {
             delivery: RawDelivery::default(),
             http: RawHttp::default(),
             dkim: Vec::new(),
+            mta_sts: RawMtaSts::default(),
         }
     }
 }
@@ -196,6 +198,25 @@ impl Default for RawDns {
             dnssec: RawDnssec::Auto,
             trust_anchor: String::new(),
             dnssec_probe: ".".into(),
+        }
+    }
+}
+
+/// `[mta_sts]` (RFC 8461).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMtaSts {
+    pub enabled: bool,
+    pub ca_file: String,
+    pub fetch_timeout: Dur,
+}
+
+impl Default for RawMtaSts {
+    fn default() -> Self {
+        RawMtaSts {
+            enabled: true,
+            ca_file: String::new(),
+            fetch_timeout: Dur(Ok(Duration::from_secs(60))),
         }
     }
 }

@@ -437,3 +437,44 @@ fn http_submission_needs_users_and_a_certificate() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn mta_sts_keys_default_and_are_checked_with_their_path() {
+    let cfg = ok(PLAIN);
+    assert_eq!(
+        cfg.mta_sts,
+        MtaStsConfig {
+            enabled: true,
+            ca_file: None,
+            fetch_timeout: Duration::from_secs(60),
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "no certificates here").unwrap();
+    let text = format!(
+        "{PLAIN}[mta_sts]\nenabled = false\nca_file = {:?}\nfetch_timeout = \"0s\"\n",
+        bad.display().to_string()
+    );
+    let errs = errors(&text);
+    assert!(
+        errs.iter().any(|e| e.starts_with("mta_sts.ca_file: ")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("mta_sts.fetch_timeout: ")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{PLAIN}[mta_sts]\nfetch = \"1m\"\n"));
+    assert!(errs.iter().any(|e| e.contains("mta_sts")), "{errs:?}");
+    let ca = crate::testing::certs::ca("config CA", None, false);
+    let good = dir.path().join("ca.pem");
+    std::fs::write(&good, ca.cert_pem()).unwrap();
+    let cfg = ok(&format!(
+        "{PLAIN}[mta_sts]\nca_file = {:?}\nfetch_timeout = \"5s\"\n",
+        good.display().to_string()
+    ));
+    assert_eq!(cfg.mta_sts.ca_file.as_deref(), Some(good.as_path()));
+    assert_eq!(cfg.mta_sts.fetch_timeout, Duration::from_secs(5));
+}

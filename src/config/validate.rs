@@ -278,6 +278,7 @@ impl Validator {
                 },
             },
             dkim: super::dkim::validate(raw.dkim, &mut self.errors, &mut self.warnings),
+            mta_sts: self.mta_sts(raw.mta_sts),
         };
         self.submission(&config);
         config

@@ -25,6 +25,7 @@ fn engine(dns: FakeDns, port: u16, tls: TlsLevel) -> (Engine, Metrics) {
             routes: Vec::new(),
             mx_port: port,
             max_hosts: MAX_HOSTS,
+            sts: None,
         },
         metrics: metrics.clone(),
     };

@@ -33,17 +33,25 @@ use crate::metrics::Metrics;
 /// The scheduler as configured: `[delivery]` → [`attempt::EngineOptions`],
 /// `delivery.concurrency`/`per_destination` → caps, `shutdown_grace`,
 /// `[queue] retry/max_age/delay_warning` → the delay-warning policy,
-/// `hostname` → the DSN `Reporting-MTA`. Lookups are counted in
-/// `danerelay_dns_lookups_total`.
+/// `hostname` → the DSN `Reporting-MTA`, `[mta_sts]` → MTA-STS with its
+/// cache in `queue`. Lookups are counted in `danerelay_dns_lookups_total`.
 pub fn scheduler(
     config: &Config,
     queue: danerelay_queue::Queue,
     dns: Arc<dyn DnsLookup>,
     metrics: Metrics,
-) -> scheduler::Scheduler {
+) -> Result<scheduler::Scheduler, crate::sts::StsError> {
+    let dns: Arc<dyn DnsLookup> = Arc::new(metered::MeteredDns::new(dns, metrics.clone()));
+    let mut options = attempt::EngineOptions::from_config(&config.delivery);
+    options.sts = crate::sts::Sts::from_config(
+        &config.mta_sts,
+        dns.clone(),
+        Some(queue.clone()),
+        metrics.clone(),
+    )?;
     let engine = attempt::Engine {
-        dns: Arc::new(metered::MeteredDns::new(dns, metrics.clone())),
-        options: attempt::EngineOptions::from_config(&config.delivery),
+        dns,
+        options,
         metrics,
     };
     let options = scheduler::SchedulerOptions {
@@ -59,5 +67,5 @@ pub fn scheduler(
             ),
         },
     };
-    scheduler::Scheduler::new(queue, engine, options)
+    Ok(scheduler::Scheduler::new(queue, engine, options))
 }

@@ -80,6 +80,7 @@ fn scheduler(
             routes: Vec::new(),
             mx_port: w.mx.port,
             max_hosts: MAX_HOSTS,
+            sts: None,
         },
         metrics: w.metrics.clone(),
     };

@@ -18,4 +18,5 @@ mod security;
 mod sendmail;
 mod smtp;
 mod storage;
+mod sts;
 mod support;

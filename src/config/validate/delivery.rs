@@ -9,6 +9,24 @@ use super::{parse_next_hop, tls_level, Validator};
 const MIN_CACHE_SIZE: u64 = 1024 * 1024;
 
 impl Validator {
+    /// `[mta_sts]`: a `ca_file` must hold at least one PEM certificate.
+    pub(super) fn mta_sts(&mut self, raw: RawMtaSts) -> MtaStsConfig {
+        let fetch_timeout = self.duration("mta_sts.fetch_timeout", raw.fetch_timeout, false);
+        let ca_file = Some(PathBuf::from(&raw.ca_file)).filter(|_| !raw.ca_file.trim().is_empty());
+        if let Some(file) = &ca_file {
+            if let Some(pem) = self.read_file("mta_sts.ca_file", file) {
+                if let Err(e) = crate::sts::pkix::parse_pem(&pem) {
+                    self.err("mta_sts.ca_file", format!("{}: {e}", file.display()));
+                }
+            }
+        }
+        MtaStsConfig {
+            enabled: raw.enabled,
+            ca_file,
+            fetch_timeout,
+        }
+    }
+
     pub(super) fn queue(&mut self, raw: RawQueue) -> QueueConfig {
         if raw.path.is_empty() {
             self.err("queue.path", "must not be empty");

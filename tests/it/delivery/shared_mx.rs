@@ -37,6 +37,7 @@ fn scheduler(queue: &Queue, dns: FakeDns, port: u16, tls: TlsLevel, per: usize) 
             routes: Vec::new(),
             mx_port: port,
             max_hosts: MAX_HOSTS,
+            sts: None,
         },
         metrics: Metrics::new(),
     };

@@ -215,6 +215,11 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             admin_token: None,
         },
         dkim: Vec::new(),
+        mta_sts: danerelay::config::MtaStsConfig {
+            enabled: false,
+            ca_file: None,
+            fetch_timeout: std::time::Duration::from_secs(60),
+        },
     }
 }
 
