@@ -64,7 +64,7 @@ impl Queue {
         let t = self.store.trees()?;
         let v = t
             .state
-            .update_and_fetch(full_key(ns, key)?, |old| f(old))
+            .update_and_fetch(full_key(ns, key)?, &mut f)
             .map_err(QueueError::db("update state"))?;
         Ok(v.map(|v| v.to_vec()))
     }

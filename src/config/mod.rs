@@ -27,6 +27,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[[dkim]]` signing keys; empty = no signing.
     pub dkim: Vec<crate::dkim::key::KeyConfig>,
+    /// `[tls_rpt]`: RFC 8460 reports.
+    pub tls_rpt: tls_rpt::TlsRptConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +289,7 @@ pub struct HttpConfig {
 mod dev;
 pub mod dkim;
 pub mod raw;
+pub mod tls_rpt;
 mod validate;
 
 pub use dev::development;

@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub delivery: RawDelivery,
     pub http: RawHttp,
     pub dkim: Vec<super::dkim::RawDkim>,
+    pub tls_rpt: super::tls_rpt::RawTlsRpt,
 }
 
 impl Default for RawConfig {
@@ -51,6 +52,7 @@ impl Default for RawConfig {
             delivery: RawDelivery::default(),
             http: RawHttp::default(),
             dkim: Vec::new(),
+            tls_rpt: super::tls_rpt::RawTlsRpt::default(),
         }
     }
 }

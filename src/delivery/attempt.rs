@@ -28,6 +28,7 @@ use super::decision::{dane_label, dns_error, nexthop_domain, routing_error};
 use super::logline;
 use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
+use super::tls_report::{session_result, Seen};
 
 /// The default of `delivery.max_hosts`, in the spirit of Postfix's
 /// `smtp_mx_address_limit` (there 5 addresses; here 5 *hosts*, each with all
@@ -47,6 +48,9 @@ pub struct Job {
     pub envelope: Envelope,
     pub received_at: SystemTime,
     pub body: BodyOpener,
+    /// A TLS-RPT report the relay generated (queue `Envelope::tls_report`):
+    /// delivered despite TLS failures (RFC 8460 §3).
+    pub tls_report: bool,
 }
 
 /// How the engine delivers (from `[delivery]`; see [`EngineOptions::from_config`]).
@@ -102,6 +106,8 @@ pub struct Engine {
     pub dns: Arc<dyn DnsLookup>,
     pub options: EngineOptions,
     pub metrics: Metrics,
+    /// Where each session's TLS result is counted for TLS-RPT (`None`: off).
+    pub tls_rpt: Option<Arc<crate::tlsrpt::Recorder>>,
 }
 
 /// What became of one recipient, with what the log line needs.
@@ -189,7 +195,13 @@ impl Engine {
             if let Some(s) = keep.take() {
                 s.close(&self.metrics).await;
             }
-            let planned = match self.dnssec_pending(domain).await {
+            let reports = !jobs.is_empty() && jobs.iter().all(|j| j.tls_report);
+            let pending = if reports {
+                None
+            } else {
+                self.dnssec_pending(domain).await
+            };
+            let planned = match pending {
                 Some(pending) => Err(pending),
                 None => plan_route_with_port(self.dns.as_ref(), domain, &opts.routes, opts.mx_port)
                     .await
@@ -201,7 +213,10 @@ impl Engine {
                     if let Some((_, e)) = plan.failed_hosts.first() {
                         last = Some(dns_error(e.clone()));
                     }
-                    let policy = opts.policy(plan.tls);
+                    let mut policy = opts.policy(plan.tls);
+                    if reports {
+                        policy.level = report_level(policy.level);
+                    }
                     let nexthop = nexthop_domain(&plan);
                     for host in plan.hosts.iter().take(opts.max_hosts) {
                         let span = info_span!("host", mx = %host.name);
@@ -280,6 +295,7 @@ impl Engine {
             self.metrics.dane_result(label);
         }
         if let Decision::Defer(reason) = &decision {
+            self.report_tls(nexthop, host, None, &decision, Seen::Skipped);
             info!(mx = %host.name, %reason, "host skipped");
             *last = Some(match reason {
                 dane::DeferReason::TlsaLookupFailed(detail) => AttemptError::TlsaLookup {
@@ -308,6 +324,7 @@ impl Engine {
             let session = match session::open(&peer, &decision, &self.options.session).await {
                 Ok(s) => s,
                 Err(e) => {
+                    self.report_tls(nexthop, host, Some(address), &decision, Seen::Failed(&e));
                     if matches!(e, AttemptError::Dane { .. }) {
                         self.metrics.dane_result(DaneResult::Mismatch);
                     }
@@ -320,6 +337,13 @@ impl Engine {
                     return true;
                 }
             };
+            self.report_tls(
+                nexthop,
+                host,
+                Some(address),
+                &decision,
+                Seen::Opened(&session),
+            );
             if session.tls.dane_match().is_some() {
                 self.metrics.dane_result(DaneResult::Ok);
             }
@@ -346,6 +370,24 @@ impl Engine {
             }
         }
         false
+    }
+
+    /// Counts one session for TLS-RPT, under MX routing only: with a
+    /// configured next hop the recipient domain's policy was not in play.
+    fn report_tls(
+        &self,
+        nexthop: Option<&str>,
+        host: &CandidateHost,
+        address: Option<IpAddr>,
+        decision: &Decision,
+        seen: Seen<'_>,
+    ) {
+        let (Some(recorder), Some(domain)) = (&self.tls_rpt, nexthop) else {
+            return;
+        };
+        if let Some(result) = session_result(domain, host, address, decision, seen) {
+            recorder.record(result);
+        }
     }
 
     /// Every job's open recipients over one session.
@@ -438,6 +480,17 @@ impl Engine {
             relay: relay.map(str::to_string),
             tls: tls.cloned(),
         }
+    }
+}
+
+/// The level a relay-generated TLS-RPT report is delivered under: RFC 8460
+/// §3 wants reports delivered despite the very TLS failures they may be
+/// about, so opportunistic TLS (plaintext after a failed handshake) — but
+/// never more TLS than configured (`none` stays `none`).
+pub fn report_level(level: TlsLevel) -> TlsLevel {
+    match level {
+        TlsLevel::None => TlsLevel::None,
+        _ => TlsLevel::May,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod scheduler;
 pub mod session;
 pub mod site;
 pub mod tls_check;
+pub mod tls_report;
 
 use std::sync::Arc;
 
@@ -40,11 +41,13 @@ pub fn scheduler(
     queue: danerelay_queue::Queue,
     dns: Arc<dyn DnsLookup>,
     metrics: Metrics,
+    tls_rpt: Option<Arc<crate::tlsrpt::Recorder>>,
 ) -> scheduler::Scheduler {
     let engine = attempt::Engine {
         dns: Arc::new(metered::MeteredDns::new(dns, metrics.clone())),
         options: attempt::EngineOptions::from_config(&config.delivery),
         metrics,
+        tls_rpt,
     };
     let options = scheduler::SchedulerOptions {
         concurrency: config.delivery.concurrency,

@@ -82,6 +82,7 @@ fn scheduler(
             max_hosts: MAX_HOSTS,
         },
         metrics: w.metrics.clone(),
+        tls_rpt: None,
     };
     let options = SchedulerOptions {
         concurrency,

@@ -19,3 +19,4 @@ mod sendmail;
 mod smtp;
 mod storage;
 mod support;
+mod tlsrpt;

@@ -39,6 +39,7 @@ fn scheduler(queue: &Queue, dns: FakeDns, port: u16, tls: TlsLevel, per: usize) 
             max_hosts: MAX_HOSTS,
         },
         metrics: Metrics::new(),
+        tls_rpt: None,
     };
     let options = SchedulerOptions {
         concurrency: 32,
