@@ -239,6 +239,23 @@ async fn start_delivery(
             _ = stop.cancelled() => {}
         }
     });
+    if let Some(recorder) = tls_rpt {
+        let sender = tlsrpt::sender::Sender {
+            queue: queue.clone(),
+            dns: resolver.clone(),
+            config: config.tls_rpt.clone(),
+            submitter: config.hostname.clone(),
+            signer: Arc::new(
+                dkim::Signer::load(&config.dkim, metrics.clone())
+                    .context("dkim: cannot load the keys TLS-RPT reports are signed with")?,
+            ),
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+            tls: tlsrpt::https::client_config(&config.tls_rpt.extra_roots),
+            clock: Arc::new(delivery::clock::SystemClock),
+        };
+        tracker.spawn(sender.run(shutdown.clone()));
+    }
     let scheduler = delivery::scheduler(
         config,
         queue.clone(),

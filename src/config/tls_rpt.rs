@@ -51,6 +51,9 @@ pub struct TlsRptConfig {
     /// How often recorded counts are written to the queue database: the
     /// most a crash (not a clean shutdown) can lose. Not a file key.
     pub persist_every: Duration,
+    /// Roots trusted for `https:` report endpoints besides the Mozilla
+    /// ones. Not a file key: tests point it at their CA.
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl TlsRptConfig {
@@ -64,6 +67,7 @@ impl TlsRptConfig {
             from_signed: false,
             max_delay: Duration::from_secs(3600),
             persist_every: Duration::from_secs(5),
+            extra_roots: Vec::new(),
         }
     }
 }

@@ -117,6 +117,12 @@ impl FakeDns {
         )
     }
 
+    /// One TXT record per entry.
+    pub fn txt(&self, name: &str, security: Security, texts: &[&str]) -> &Self {
+        let records = texts.iter().map(|t| Record::Txt(t.to_string())).collect();
+        self.records(name, RecordType::Txt, security, records)
+    }
+
     pub fn cname(&self, name: &str, security: Security, target: &str) -> &Self {
         self.records(
             name,

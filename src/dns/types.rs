@@ -54,6 +54,8 @@ pub enum RecordType {
     Cname,
     /// Only used by the start-up DNSSEC probe.
     Soa,
+    /// TLS-RPT policy discovery (RFC 8460 §3).
+    Txt,
 }
 
 impl RecordType {
@@ -65,6 +67,7 @@ impl RecordType {
             RecordType::Tlsa => "TLSA",
             RecordType::Cname => "CNAME",
             RecordType::Soa => "SOA",
+            RecordType::Txt => "TXT",
         }
     }
 }
@@ -111,6 +114,8 @@ pub enum Record {
     Soa {
         serial: u32,
     },
+    /// One TXT record, its character-strings concatenated.
+    Txt(String),
 }
 
 /// What the name holds for the requested type.
