@@ -148,6 +148,10 @@ async fn start_with(
     let admin = http::admin::AdminState {
         queue: queue.clone(),
         token: config.http.admin_token.clone(),
+        tls_rpt: config
+            .tls_rpt
+            .enabled
+            .then(|| tlsrpt::preview::Source::new(&config, tls_rpt.clone())),
     };
     // HTTP outlives the drain, so that probes see /readyz turn 503 and
     // Prometheus can scrape while sessions and deliveries finish.

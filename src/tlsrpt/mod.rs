@@ -9,12 +9,14 @@
 //! - [`rua`]      — the `_smtp._tls` TXT record (pure).
 //! - [`mail`]     — a report as a `multipart/report` message (pure).
 //! - [`https`]    — a report as an HTTPS POST.
+//! - [`preview`]  — a day's reports without sending (`tls-rpt preview`).
 //! - [`sender`]   — due reports → durable outbox → mail / POST, with retries.
 
 pub mod day;
 pub mod https;
 pub mod mail;
 pub mod model;
+pub mod preview;
 pub mod recorder;
 pub mod report;
 pub mod rua;
