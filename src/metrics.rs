@@ -186,6 +186,21 @@ label_enum!(
     }
 );
 label_enum!(
+    /// `transport` of a TLS-RPT report (RFC 8460 §5: the `rua` scheme).
+    TlsRptTransport { Mailto => "mailto", Https => "https" }
+);
+label_enum!(
+    /// `result` of one TLS-RPT report to one `rua`.
+    TlsRptResult {
+        /// Queued for delivery (`mailto:`) or accepted with a 2xx (`https:`).
+        Sent => "sent",
+        /// `https:` still failing after 24 hours: given up.
+        Failed => "failed",
+        /// `mailto:` without a `[[dkim]]` key for `tls_rpt.from`'s domain.
+        Skipped => "skipped",
+    }
+);
+label_enum!(
     /// `type` of a DNS query.
     DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA", Txt => "TXT" }
 );
@@ -365,6 +380,12 @@ metrics! {
         "DKIM signatures made at acceptance, by algorithm and result (failed = the message got 451).",
         &["algorithm", "result"],
     );
+    /// TLS-RPT (RFC 8460) reports, one per policy domain, day and `rua`.
+    tls_rpt_reports_total: IntCounterVec [TlsRptTransport, TlsRptResult] = counter_vec(
+        "danerelay_tls_rpt_reports_total",
+        "TLS-RPT aggregate reports by rua transport and result (sent, failed after 24 h, skipped for lack of a DKIM key).",
+        &["transport", "result"],
+    );
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -489,6 +510,12 @@ impl Metrics {
     pub fn dkim_signature(&self, algorithm: DkimAlgorithm, result: DkimResult) {
         self.dkim_signatures_total
             .with_label_values(&[algorithm.label(), result.label()])
+            .inc();
+    }
+
+    pub fn tls_rpt_report(&self, transport: TlsRptTransport, result: TlsRptResult) {
+        self.tls_rpt_reports_total
+            .with_label_values(&[transport.label(), result.label()])
             .inc();
     }
 

@@ -28,6 +28,8 @@ pub struct Config {
     /// `[[dkim]]` signing keys; empty = no signing.
     pub dkim: Vec<crate::dkim::key::KeyConfig>,
     pub mta_sts: MtaStsConfig,
+    /// `[tls_rpt]`: RFC 8460 reports.
+    pub tls_rpt: tls_rpt::TlsRptConfig,
 }
 
 /// `[mta_sts]`: RFC 8461 for domains without usable DANE.
@@ -301,6 +303,7 @@ pub struct HttpConfig {
 mod dev;
 pub mod dkim;
 pub mod raw;
+pub mod tls_rpt;
 mod validate;
 
 pub use dev::development;

@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub http: RawHttp,
     pub dkim: Vec<super::dkim::RawDkim>,
     pub mta_sts: RawMtaSts,
+    pub tls_rpt: super::tls_rpt::RawTlsRpt,
 }
 
 impl Default for RawConfig {
@@ -53,6 +54,7 @@ impl Default for RawConfig {
             http: RawHttp::default(),
             dkim: Vec::new(),
             mta_sts: RawMtaSts::default(),
+            tls_rpt: super::tls_rpt::RawTlsRpt::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ use super::decision::{dane_label, dns_error, host_tls, nexthop_domain, routing_e
 use super::logline;
 use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
+use super::tls_report::{session_result, sts_session, Seen};
 use crate::sts::{CertFailure, HostRule, SessionFailure, SessionResult};
 
 /// The default of `delivery.max_hosts`, in the spirit of Postfix's
@@ -48,6 +49,9 @@ pub struct Job {
     pub envelope: Envelope,
     pub received_at: SystemTime,
     pub body: BodyOpener,
+    /// A TLS-RPT report the relay generated (queue `Envelope::tls_report`):
+    /// delivered despite TLS failures (RFC 8460 §3).
+    pub tls_report: bool,
 }
 
 /// How the engine delivers (from `[delivery]`; see [`EngineOptions::from_config`]).
@@ -106,6 +110,8 @@ pub struct Engine {
     pub dns: Arc<dyn DnsLookup>,
     pub options: EngineOptions,
     pub metrics: Metrics,
+    /// Where each session's TLS result is counted for TLS-RPT (`None`: off).
+    pub tls_rpt: Option<Arc<crate::tlsrpt::Recorder>>,
 }
 
 /// What became of one recipient, with what the log line needs.
@@ -193,7 +199,13 @@ impl Engine {
             if let Some(s) = keep.take() {
                 s.close(&self.metrics).await;
             }
-            let planned = match self.dnssec_pending(domain).await {
+            let reports = !jobs.is_empty() && jobs.iter().all(|j| j.tls_report);
+            let pending = if reports {
+                None
+            } else {
+                self.dnssec_pending(domain).await
+            };
+            let planned = match pending {
                 Some(pending) => Err(pending),
                 None => plan_route_with_port(self.dns.as_ref(), domain, &opts.routes, opts.mx_port)
                     .await
@@ -205,7 +217,12 @@ impl Engine {
                     if let Some((_, e)) = plan.failed_hosts.first() {
                         last = Some(dns_error(e.clone()));
                     }
-                    let sts = self.domain_sts(&plan, false).await;
+                    // RFC 8460 §3: a report goes out despite the TLS failures it
+                    // may be about, so no MTA-STS policy applies to it.
+                    let sts = match reports {
+                        true => None,
+                        false => self.domain_sts(&plan, false).await,
+                    };
                     let mut out = (&mut results, &mut last, &mut keep);
                     self.run_plan(&plan, sts.as_ref(), jobs, &mut out).await;
                     // RFC 8461 §5.1: before mail waits (and in the end
@@ -255,7 +272,10 @@ impl Engine {
             &mut Option<Reusable>,
         ),
     ) {
-        let policy = self.options.policy(plan.tls);
+        let mut policy = self.options.policy(plan.tls);
+        if !jobs.is_empty() && jobs.iter().all(|j| j.tls_report) {
+            policy.level = report_level(policy.level);
+        }
         let nexthop = nexthop_domain(plan);
         for host in plan.hosts.iter().take(self.options.max_hosts) {
             let span = info_span!("host", mx = %host.name);
@@ -329,6 +349,9 @@ impl Engine {
             mode = r.mode().map_or("none", |m| m.as_str()),
             result = r.result_type().unwrap_or("success"),
             "MTA-STS session result");
+        if let Some(recorder) = &self.tls_rpt {
+            recorder.record(sts_session(&r));
+        }
     }
 
     /// `Some(error)` when this destination's TLS level needs a DNSSEC
@@ -380,6 +403,7 @@ impl Engine {
             return false;
         }
         if let Decision::Defer(reason) = &decision {
+            self.report_tls(nexthop, host, None, (&decision, rule), Seen::Skipped);
             info!(mx = %host.name, %reason, "host skipped");
             *last = Some(match reason {
                 dane::DeferReason::TlsaLookupFailed(detail) => AttemptError::TlsaLookup {
@@ -408,6 +432,13 @@ impl Engine {
             let session = match session::open(&peer, &decision, &self.options.session).await {
                 Ok(s) => s,
                 Err(e) => {
+                    self.report_tls(
+                        nexthop,
+                        host,
+                        Some(address),
+                        (&decision, rule),
+                        Seen::Failed(&e),
+                    );
                     if matches!(e, AttemptError::Dane { .. }) {
                         self.metrics.dane_result(DaneResult::Mismatch);
                     }
@@ -434,6 +465,13 @@ impl Engine {
                     return true;
                 }
             };
+            self.report_tls(
+                nexthop,
+                host,
+                Some(address),
+                (&decision, rule),
+                Seen::Opened(&session),
+            );
             if session.tls.dane_match().is_some() {
                 self.metrics.dane_result(DaneResult::Ok);
             }
@@ -465,6 +503,29 @@ impl Engine {
             }
         }
         false
+    }
+
+    /// Counts one session for TLS-RPT, under MX routing only: with a
+    /// configured next hop the recipient domain's policy was not in play.
+    fn report_tls(
+        &self,
+        nexthop: Option<&str>,
+        host: &CandidateHost,
+        address: Option<IpAddr>,
+        (decision, rule): (&Decision, HostRule),
+        seen: Seen<'_>,
+    ) {
+        let (Some(recorder), Some(domain)) = (&self.tls_rpt, nexthop) else {
+            return;
+        };
+        // Under an MTA-STS policy the session is counted once, as `sts`
+        // (`sts_result`), not also as `no-policy-found`.
+        if rule != HostRule::NotApplied {
+            return;
+        }
+        if let Some(result) = session_result(domain, host, address, decision, seen) {
+            recorder.record(result);
+        }
     }
 
     /// Every job's open recipients over one session.
@@ -607,6 +668,17 @@ fn testing_failure(
     )
     .err()
     .map(SessionFailure::Certificate)
+}
+
+/// The level a relay-generated TLS-RPT report is delivered under: RFC 8460
+/// §3 wants reports delivered despite the very TLS failures they may be
+/// about, so opportunistic TLS (plaintext after a failed handshake) — but
+/// never more TLS than configured (`none` stays `none`).
+pub fn report_level(level: TlsLevel) -> TlsLevel {
+    match level {
+        TlsLevel::None => TlsLevel::None,
+        _ => TlsLevel::May,
+    }
 }
 
 fn all_done(results: &Results) -> bool {

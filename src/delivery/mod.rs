@@ -23,6 +23,7 @@ pub mod scheduler;
 pub mod session;
 pub mod site;
 pub mod tls_check;
+pub mod tls_report;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub fn scheduler(
     queue: danerelay_queue::Queue,
     dns: Arc<dyn DnsLookup>,
     metrics: Metrics,
+    tls_rpt: Option<Arc<crate::tlsrpt::Recorder>>,
 ) -> Result<scheduler::Scheduler, crate::sts::StsError> {
     let dns: Arc<dyn DnsLookup> = Arc::new(metered::MeteredDns::new(dns, metrics.clone()));
     let mut options = attempt::EngineOptions::from_config(&config.delivery);
@@ -53,6 +55,7 @@ pub fn scheduler(
         dns,
         options,
         metrics,
+        tls_rpt,
     };
     let options = scheduler::SchedulerOptions {
         concurrency: config.delivery.concurrency,

@@ -83,6 +83,7 @@ fn scheduler(
             sts: None,
         },
         metrics: w.metrics.clone(),
+        tls_rpt: None,
     };
     let options = SchedulerOptions {
         concurrency,

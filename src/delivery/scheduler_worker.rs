@@ -58,10 +58,19 @@ impl Scheduler {
         let domain: Arc<str> = Arc::from(domain);
         let items = items.into_iter().map(|(flight, job, indices)| Item {
             flight,
+            // Relay-generated TLS-RPT reports are a policy class of their
+            // own (RFC 8460 §3), never in one take with ordinary mail.
+            policy: if job.tls_report {
+                DomainPolicy {
+                    level: crate::delivery::attempt::report_level(dest.policy.level),
+                    ..dest.policy
+                }
+            } else {
+                dest.policy
+            },
             job,
             indices,
             domain: domain.clone(),
-            policy: dest.policy,
         });
         let spawn = self
             .lock_destinations()

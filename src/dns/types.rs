@@ -54,7 +54,7 @@ pub enum RecordType {
     Cname,
     /// Only used by the start-up DNSSEC probe.
     Soa,
-    /// MTA-STS discovery (RFC 8461 §3.1).
+    /// MTA-STS (RFC 8461 §3.1) and TLS-RPT (RFC 8460 §3) discovery.
     Txt,
 }
 

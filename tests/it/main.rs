@@ -20,3 +20,4 @@ mod smtp;
 mod storage;
 mod sts;
 mod support;
+mod tlsrpt;

@@ -40,6 +40,7 @@ fn scheduler(queue: &Queue, dns: FakeDns, port: u16, tls: TlsLevel, per: usize) 
             sts: None,
         },
         metrics: Metrics::new(),
+        tls_rpt: None,
     };
     let options = SchedulerOptions {
         concurrency: 32,

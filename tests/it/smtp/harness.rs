@@ -220,6 +220,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             ca_file: None,
             fetch_timeout: std::time::Duration::from_secs(60),
         },
+        tls_rpt: danerelay::config::tls_rpt::TlsRptConfig::defaults("relay.test"),
     }
 }
 

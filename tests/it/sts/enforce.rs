@@ -26,6 +26,7 @@ fn engine(lab: &Lab, port: u16, tls: TlsLevel) -> Engine {
         dns: lab.dns.clone(),
         options,
         metrics: lab.metrics.clone(),
+        tls_rpt: None,
     }
 }
 
@@ -34,6 +35,7 @@ fn job(rcpt: &str) -> Job {
         queue_id: "STSTEST".into(),
         envelope: Envelope::new("alice@src.test", vec![Recipient::new(rcpt)]),
         received_at: SystemTime::now(),
+        tls_report: false,
         body: Arc::new(|| {
             Ok(
                 Box::new(std::io::Cursor::new(b"Subject: t\r\n\r\nhi\r\n".to_vec()))
@@ -310,4 +312,77 @@ async fn a_policy_change_is_picked_up_before_mail_waits() {
     );
     assert_eq!(got.tls.unwrap().label(), "sts-verified");
     assert_eq!(server.requests(), 2);
+}
+
+/// The TLS-RPT counts of `domain` today, as `(policy type, successes, failure result types)`.
+fn rpt_counts(
+    rec: &danerelay::tlsrpt::Recorder,
+    domain: &str,
+) -> Vec<(String, u64, Vec<(String, u64)>)> {
+    rec.unpersisted(rec.today())
+        .into_iter()
+        .filter(|(d, _)| d == domain)
+        .flat_map(|(_, day)| day.policies)
+        .map(|(p, c)| {
+            let kind = serde_json::to_value(p.kind).unwrap();
+            let failures = c
+                .failures
+                .iter()
+                .map(|(f, n)| (f.result.as_str().to_string(), *n))
+                .collect();
+            (kind.as_str().unwrap().to_string(), c.success, failures)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_under_a_policy_count_once_for_tls_rpt_as_sts() {
+    let lab = Lab::new();
+    let Some(_a) = sts_domain(
+        &lab,
+        "r1.test",
+        "127.0.43.21",
+        &policy("enforce", &["mx.r1.test"]),
+    ) else {
+        return;
+    };
+    let Some(_b) = sts_domain(
+        &lab,
+        "r2.test",
+        "127.0.43.22",
+        &policy("testing", &["mx.r2.test"]),
+    ) else {
+        return;
+    };
+    route(&lab, "r1.test", &[(10, "mx.r1.test")]);
+    route(&lab, "r2.test", &[(10, "mx.r2.test")]);
+    // r2's MX shows a certificate for another name: `testing` delivers and
+    // reports what `enforce` would have refused.
+    let mx = mx(&lab.cert(&["mx.r1.test", "other.r2.test"], false)).await;
+    let recorder =
+        danerelay::tlsrpt::Recorder::new(Arc::new(danerelay::delivery::clock::SystemClock));
+    let mut e = engine(&lab, mx.port, TlsLevel::Dane);
+    e.tls_rpt = Some(recorder.clone());
+    assert_eq!(
+        deliver_one(&e, "r1.test").await.outcome.label(),
+        "delivered"
+    );
+    assert_eq!(
+        deliver_one(&e, "r2.test").await.outcome.label(),
+        "delivered"
+    );
+    assert_eq!(mx.messages().len(), 2);
+    assert_eq!(
+        rpt_counts(&recorder, "r1.test"),
+        vec![("sts".to_string(), 1, vec![])],
+        "one sts success, not also no-policy-found"
+    );
+    assert_eq!(
+        rpt_counts(&recorder, "r2.test"),
+        vec![(
+            "sts".to_string(),
+            0,
+            vec![("certificate-host-mismatch".to_string(), 1)]
+        )]
+    );
 }
