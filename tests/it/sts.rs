@@ -11,3 +11,4 @@
 mod enforce;
 mod fetch;
 mod harness;
+mod tls_check;
