@@ -11,4 +11,5 @@
 mod enforce;
 mod fetch;
 mod harness;
+mod pkix;
 mod tls_check;
