@@ -36,6 +36,10 @@ use crate::sts::{CertFailure, HostRule, SessionFailure, SessionResult};
 /// cannot take `connect_timeout` × every MX of a huge list.
 pub const MAX_HOSTS: usize = 5;
 
+/// A policy fetched this recently is not fetched again to re-check it
+/// before mail waits on it (RFC 8461 §5.1): it is the policy in force.
+pub const STS_RECHECK_AFTER: Duration = Duration::from_secs(300);
+
 /// Opens a fresh reader on a queued body (one per transaction: a message may
 /// be offered to a second host after the first broke mid-way).
 pub type BodyOpener = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
@@ -211,7 +215,11 @@ impl Engine {
                     // RFC 8461 §5.1: before mail waits (and in the end
                     // bounces) because of an `enforce` policy, make sure it
                     // is still the policy in force.
-                    if !all_done(out.0) && stopped_by_sts(out.1.as_ref()) {
+                    let stale = sts.as_ref().is_some_and(|s| {
+                        crate::sts::unix(SystemTime::now())
+                            >= s.active.fetched_at + STS_RECHECK_AFTER.as_secs()
+                    });
+                    if !all_done(out.0) && stale && stopped_by_sts(out.1.as_ref()) {
                         let again = self.domain_sts(&plan, true).await;
                         let changed = again.as_ref().map(|s| &s.active.text)
                             != sts.as_ref().map(|s| &s.active.text);

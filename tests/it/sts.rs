@@ -12,4 +12,5 @@ mod enforce;
 mod fetch;
 mod harness;
 mod pkix;
+mod relay;
 mod tls_check;

@@ -294,9 +294,12 @@ async fn a_policy_change_is_picked_up_before_mail_waits() {
     let e = engine(&lab, mx.port, TlsLevel::Dane);
     // Cached under id 1 with the old MX; the domain moved and updated its
     // policy but not yet its TXT id: the re-check before deferring finds it.
+    // Fetched an hour ago: old enough to be re-checked (a policy fetched
+    // within `STS_RECHECK_AFTER` is taken as the one in force).
     let first = e.options.sts.as_ref().unwrap();
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
     assert!(first
-        .policy_for("r1.test", SystemTime::now(), false)
+        .policy_for("r1.test", hour_ago, false)
         .await
         .active
         .is_some());
