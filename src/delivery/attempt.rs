@@ -328,8 +328,8 @@ impl Engine {
         });
     }
 
-    /// One session's MTA-STS result (RFC 8460 material): logged here; the
-    /// TLS-RPT recorder takes it from this one place.
+    /// One session's MTA-STS result (RFC 8460 material): logged, and handed
+    /// to the MTA-STS sink (the TLS-RPT recorder) from this one place.
     fn sts_result(&self, r: SessionResult) {
         info!(target: "danerelay::sts",
             domain = %r.policy_domain,
@@ -337,6 +337,9 @@ impl Engine {
             mode = r.mode().map_or("none", |m| m.as_str()),
             result = r.result_type().unwrap_or("success"),
             "MTA-STS session result");
+        if let Some(sts) = &self.options.sts {
+            sts.record(&r);
+        }
     }
 
     /// `Some(error)` when this destination's TLS level needs a DNSSEC
