@@ -14,6 +14,7 @@ pub mod dsn;
 pub mod logline;
 pub mod mailbox;
 pub mod metered;
+pub mod mta_sts;
 pub mod outcome;
 pub mod report;
 pub mod retry;
