@@ -47,7 +47,8 @@ pub fn run(args: &TlsCheckArgs) -> Exit {
             resolver.settle.await;
         }
         let dns = resolver.lookup;
-        let options = EngineOptions::from_config(&config.delivery);
+        let mut options = EngineOptions::from_config(&config.delivery);
+        options.sts = mta_sts(&config, dns.clone());
         Ok::<_, crate::dns::DnsError>(tls_check::check(dns.as_ref(), &options, &args.domain).await)
     });
     let report = match report {
@@ -77,6 +78,49 @@ pub fn run(args: &TlsCheckArgs) -> Exit {
     }
 }
 
+/// MTA-STS as configured, with the relay's policy cache when the queue
+/// can be opened (not while the relay runs: it holds the database; then
+/// the policy is fetched afresh and shown with cache age 0).
+fn mta_sts(
+    config: &crate::config::Config,
+    dns: std::sync::Arc<dyn crate::dns::DnsLookup>,
+) -> Option<crate::sts::Sts> {
+    let path = &config.queue.path;
+    let queue = path
+        .exists()
+        .then(|| danerelay_queue::Queue::open(path, crate::queue_options(&config.queue)).ok())
+        .flatten();
+    match crate::sts::Sts::from_config(&config.mta_sts, dns, queue, crate::metrics::Metrics::new())
+    {
+        Ok(sts) => sts,
+        Err(e) => {
+            eprintln!("tls-check: {e}; MTA-STS not checked");
+            None
+        }
+    }
+}
+
+/// The MTA-STS part: `MTA-STS: enforce (id 2024, max_age 86400, cached 3600 s ago)`.
+fn render_sts(t: &mut String, s: &tls_check::StsReport) {
+    match (&s.mode, &s.id) {
+        (Some(mode), Some(id)) => {
+            let _ = writeln!(
+                t,
+                "MTA-STS: {mode} (id {id}, max_age {}, cached {} s ago)",
+                s.max_age.unwrap_or(0),
+                s.cache_age.unwrap_or(0)
+            );
+            let _ = writeln!(t, "  mx: {}", s.mx.join(", "));
+        }
+        _ => {
+            let _ = writeln!(t, "MTA-STS: no policy");
+        }
+    }
+    if let Some(e) = &s.error {
+        let _ = writeln!(t, "  MTA-STS problem: {e}");
+    }
+}
+
 /// The human-readable form.
 fn render_text(r: &Report) -> String {
     let mut t = String::new();
@@ -89,6 +133,9 @@ fn render_text(r: &Report) -> String {
     );
     if let Some(e) = &r.error {
         let _ = writeln!(t, "  {e}");
+    }
+    if let Some(s) = &r.mta_sts {
+        render_sts(&mut t, s);
     }
     for h in &r.hosts {
         let _ = writeln!(

@@ -472,9 +472,9 @@ fn mta_sts_keys_default_and_are_checked_with_their_path() {
     );
     let errs = errors(&format!("{PLAIN}[mta_sts]\nfetch = \"1m\"\n"));
     assert!(errs.iter().any(|e| e.contains("mta_sts")), "{errs:?}");
-    let ca = crate::testing::certs::ca("config CA", None, false);
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
     let good = dir.path().join("ca.pem");
-    std::fs::write(&good, ca.cert_pem()).unwrap();
+    std::fs::write(&good, ca.cert.pem()).unwrap();
     let cfg = ok(&format!(
         "{PLAIN}[mta_sts]\nca_file = {:?}\nfetch_timeout = \"5s\"\n",
         good.display().to_string()

@@ -26,10 +26,11 @@ use tokio::net::TcpStream;
 pub use super::decision::host_decision;
 use super::decision::{dane_label, dns_error, host_tls, nexthop_domain, routing_error, DomainSts};
 use super::logline;
+use super::mta_sts;
 use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
-use super::tls_report::{session_result, sts_session, Seen};
-use crate::sts::{CertFailure, HostRule, SessionFailure, SessionResult};
+use super::tls_report::{session_result, Seen};
+use crate::sts::{HostRule, SessionFailure};
 
 /// The default of `delivery.max_hosts`, in the spirit of Postfix's
 /// `smtp_mx_address_limit` (there 5 addresses; here 5 *hosts*, each with all
@@ -217,19 +218,24 @@ impl Engine {
                     if let Some((_, e)) = plan.failed_hosts.first() {
                         last = Some(dns_error(e.clone()));
                     }
+                    // MTA-STS only under MX routing: a next hop is the operator's.
                     // RFC 8460 §3: a report goes out despite the TLS failures it
                     // may be about, so no MTA-STS policy applies to it.
-                    let sts = match reports {
-                        true => None,
-                        false => self.domain_sts(&plan, false).await,
+                    let policy_domain = nexthop_domain(&plan).filter(|_| !reports);
+                    let sts = match policy_domain {
+                        Some(d) => self.sts_for(d, false).await,
+                        None => None,
                     };
                     let mut out = (&mut results, &mut last, &mut keep);
                     self.run_plan(&plan, sts.as_ref(), jobs, &mut out).await;
                     // RFC 8461 §5.1: before mail waits (and in the end
                     // bounces) because of an `enforce` policy, make sure it
                     // is still the policy in force.
-                    if !all_done(out.0) && stopped_by_sts(out.1.as_ref()) {
-                        let again = self.domain_sts(&plan, true).await;
+                    if !all_done(out.0) && mta_sts::recheck_wanted(sts.as_ref(), out.1.as_ref()) {
+                        let again = match policy_domain {
+                            Some(d) => self.sts_for(d, true).await,
+                            None => None,
+                        };
                         let changed = again.as_ref().map(|s| &s.active.text)
                             != sts.as_ref().map(|s| &s.active.text);
                         if changed {
@@ -289,69 +295,10 @@ impl Engine {
         }
     }
 
-    /// The MTA-STS policy in force for the plan's domain (only for MX
-    /// routing: a configured next hop is the operator's choice). `force`:
-    /// fetch again whatever the cache says (RFC 8461 §5.1 re-check).
-    async fn domain_sts(
-        &self,
-        plan: &crate::delivery::routing::RoutePlan,
-        force: bool,
-    ) -> Option<DomainSts> {
-        self.sts_for(nexthop_domain(plan)?, force).await
-    }
-
     /// The MTA-STS policy in force for recipient domain `domain` under MX
-    /// routing; `force` as for the re-check.
+    /// routing (for sharing a session across domains).
     pub async fn sts_for(&self, domain: &str, force: bool) -> Option<DomainSts> {
-        let sts = self.options.sts.as_ref()?;
-        let lookup = sts.policy_for(domain, SystemTime::now(), force).await;
-        if let (None, Some(failure)) = (&lookup.active, &lookup.failure) {
-            if !matches!(failure, crate::sts::FetchError::Dns { .. }) {
-                self.sts_result(SessionResult {
-                    policy_domain: domain.to_string(),
-                    policy: None,
-                    mx_host: String::new(),
-                    receiving_ip: None,
-                    failure: Some(SessionFailure::Fetch(failure.clone())),
-                });
-            }
-        }
-        Some(DomainSts {
-            active: lookup.active?,
-            roots: sts.roots().clone(),
-        })
-    }
-
-    /// [`Engine::sts_result`] for `host` under the domain's policy.
-    fn sts_host_result(
-        &self,
-        sts: Option<&DomainSts>,
-        host: &CandidateHost,
-        address: Option<IpAddr>,
-        failure: Option<SessionFailure>,
-    ) {
-        let Some(sts) = sts else { return };
-        self.sts_result(SessionResult {
-            policy_domain: sts.active.domain.clone(),
-            policy: Some(sts.active.clone()),
-            mx_host: host.name.clone(),
-            receiving_ip: address,
-            failure,
-        });
-    }
-
-    /// One session's MTA-STS result (RFC 8460 material): logged here; the
-    /// TLS-RPT recorder takes it from this one place.
-    fn sts_result(&self, r: SessionResult) {
-        info!(target: "danerelay::sts",
-            domain = %r.policy_domain,
-            mx = %r.mx_host,
-            mode = r.mode().map_or("none", |m| m.as_str()),
-            result = r.result_type().unwrap_or("success"),
-            "MTA-STS session result");
-        if let Some(recorder) = &self.tls_rpt {
-            recorder.record(sts_session(&r));
-        }
+        mta_sts::domain_sts(self.options.sts.as_ref(), domain, force).await
     }
 
     /// `Some(error)` when this destination's TLS level needs a DNSSEC
@@ -395,7 +342,13 @@ impl Engine {
         if rule == HostRule::Skip {
             let domain = sts.map_or("", |s| s.active.domain.as_str());
             info!(mx = %host.name, %domain, "host skipped: not an MX host of the MTA-STS policy (RFC 8461 §4.1)");
-            self.sts_host_result(sts, host, None, Some(SessionFailure::MxMismatch));
+            mta_sts::host_result(
+                self.options.sts.as_ref(),
+                sts,
+                host,
+                None,
+                Some(SessionFailure::MxMismatch),
+            );
             *last = Some(AttemptError::StsMxMismatch {
                 host: host.name.clone(),
                 domain: domain.to_string(),
@@ -453,7 +406,13 @@ impl Engine {
                             _ => None,
                         };
                         if failure.is_some() {
-                            self.sts_host_result(sts, host, Some(address), failure);
+                            mta_sts::host_result(
+                                self.options.sts.as_ref(),
+                                sts,
+                                host,
+                                Some(address),
+                                failure,
+                            );
                         }
                     }
                     info!(%relay, error = ?e, "host not usable");
@@ -476,8 +435,8 @@ impl Engine {
                 self.metrics.dane_result(DaneResult::Ok);
             }
             if rule != HostRule::NotApplied {
-                let failure = testing_failure(rule, sts, host, &session.tls);
-                self.sts_host_result(sts, host, Some(address), failure);
+                let failure = mta_sts::testing_failure(rule, sts, host, &session.tls);
+                mta_sts::host_result(self.options.sts.as_ref(), sts, host, Some(address), failure);
             }
             if let Some(info) = session.tls.info() {
                 self.metrics.tls_handshake(if info.resumed {
@@ -620,54 +579,6 @@ impl Engine {
             tls: tls.cloned(),
         }
     }
-}
-
-/// Whether the last error is MTA-STS's doing (a host not in the policy,
-/// or a certificate not valid for it).
-fn stopped_by_sts(last: Option<&AttemptError>) -> bool {
-    matches!(
-        last,
-        Some(AttemptError::StsMxMismatch { .. } | AttemptError::StsCertificate { .. })
-    )
-}
-
-/// Under `testing` (RFC 8461 §5.2) what `enforce` would have refused about
-/// a session that went ahead: an MX outside the policy, no TLS, or a
-/// certificate not PKIX-valid for the MX host name. `None` otherwise.
-fn testing_failure(
-    rule: HostRule,
-    sts: Option<&DomainSts>,
-    host: &CandidateHost,
-    tls: &TlsOutcome,
-) -> Option<SessionFailure> {
-    let HostRule::Testing { mx_matches } = rule else {
-        return None;
-    };
-    if !mx_matches {
-        return Some(SessionFailure::MxMismatch);
-    }
-    let info = match tls {
-        TlsOutcome::Plaintext => return Some(SessionFailure::StartTlsNotSupported),
-        TlsOutcome::Unauthenticated(info) => info,
-        _ => return None,
-    };
-    let roots = sts?.roots.clone();
-    let verifier = match crate::sts::pkix::verifier(roots) {
-        Ok(v) => v,
-        Err(e) => {
-            return Some(SessionFailure::Certificate(CertFailure::Other(
-                e.to_string(),
-            )))
-        }
-    };
-    crate::sts::pkix::check_chain(
-        &verifier,
-        &host.name,
-        &info.peer_certificates,
-        rustls_pki_types::UnixTime::now(),
-    )
-    .err()
-    .map(SessionFailure::Certificate)
 }
 
 /// The level a relay-generated TLS-RPT report is delivered under: RFC 8460

@@ -14,6 +14,7 @@ pub mod dsn;
 pub mod logline;
 pub mod mailbox;
 pub mod metered;
+pub mod mta_sts;
 pub mod outcome;
 pub mod report;
 pub mod retry;
@@ -50,7 +51,11 @@ pub fn scheduler(
         dns.clone(),
         Some(queue.clone()),
         metrics.clone(),
-    )?;
+    )?
+    .map(|sts| match &tls_rpt {
+        Some(recorder) => sts.with_sink(recorder.clone()),
+        None => sts,
+    });
     let engine = attempt::Engine {
         dns,
         options,

@@ -4,7 +4,9 @@
 //! status of the MX and address records, the addresses, the TLSA records
 //! and their usability, whether STARTTLS is offered, the negotiated TLS
 //! version and cipher, and the verdict — `dane-verified`, `dane-trusted`,
-//! `tls-unauthenticated`, `plaintext` or `defer: reason`. Each host gets a
+//! `sts-verified`, `tls-unauthenticated`, `plaintext` or `defer: reason`;
+//! and the recipient domain's MTA-STS policy (mode, id, mx patterns,
+//! max_age, cache age) with the hosts judged under it as a delivery would. Each host gets a
 //! connection (first address that answers), STARTTLS per the policy, then
 //! QUIT: never MAIL. Printing the report and the exit code are the front
 //! end's, in `crate::cli::tls_check`.
@@ -13,10 +15,11 @@ use serde::Serialize;
 
 use crate::dane::{usable_records, Decision};
 use crate::delivery::attempt::EngineOptions;
-use crate::delivery::decision::{host_decision, nexthop_domain, routing_error};
+use crate::delivery::decision::{host_tls, nexthop_domain, routing_error, DomainSts};
 use crate::delivery::outcome::{from_error, AttemptError, Outcome};
 use crate::delivery::routing::{plan_route_with_port, CandidateHost, RouteSource};
 use crate::dns::{DnsError, DnsLookup};
+use crate::sts::HostRule;
 
 use super::session::{self, Peer};
 
@@ -31,7 +34,40 @@ pub struct Report {
     pub level: String,
     /// Why there is no host at all (null MX, DNS failure…), as a delivery would say it.
     pub error: Option<String>,
+    /// The MTA-STS policy in force (RFC 8461), when MTA-STS is enabled
+    /// and the route is by MX.
+    pub mta_sts: Option<StsReport>,
     pub hosts: Vec<HostReport>,
+}
+
+/// The recipient domain's MTA-STS policy as delivery would use it now.
+#[derive(Debug, Clone, Serialize)]
+pub struct StsReport {
+    /// `enforce`, `testing`, `none`; absent when there is no policy.
+    pub mode: Option<String>,
+    pub id: Option<String>,
+    pub mx: Vec<String>,
+    pub max_age: Option<u64>,
+    /// Seconds since the policy was fetched (0: fetched by this check).
+    pub cache_age: Option<u64>,
+    /// Why discovery or the fetch failed, if it did.
+    pub error: Option<String>,
+}
+
+impl StsReport {
+    fn new(lookup: &crate::sts::Lookup, now: u64) -> StsReport {
+        let a = lookup.active.as_ref();
+        StsReport {
+            mode: a.map(|a| a.policy.mode.to_string()),
+            id: a.map(|a| a.id.clone()),
+            mx: a
+                .map(|a| a.policy.mx.iter().map(|m| m.as_str().to_string()).collect())
+                .unwrap_or_default(),
+            max_age: a.map(|a| a.policy.max_age),
+            cache_age: a.map(|a| now.saturating_sub(a.fetched_at)),
+            error: lookup.failure.as_ref().map(ToString::to_string),
+        }
+    }
 }
 
 /// One candidate host.
@@ -98,6 +134,7 @@ pub async fn check(dns: &dyn DnsLookup, options: &EngineOptions, domain: &str) -
         route: None,
         level: options.tls.to_string(),
         error: None,
+        mta_sts: None,
         hosts: Vec::new(),
     };
     let plan = match plan_route_with_port(dns, domain, &options.routes, options.mx_port).await {
@@ -119,10 +156,26 @@ pub async fn check(dns: &dyn DnsLookup, options: &EngineOptions, domain: &str) -
     let policy = options.policy(plan.tls);
     report.level = policy.level.to_string();
     let nexthop = nexthop_domain(&plan);
+    let sts = match (&options.sts, nexthop) {
+        (Some(sts), Some(domain)) => {
+            let now = std::time::SystemTime::now();
+            let lookup = sts.policy_for(domain, now, false).await;
+            report.mta_sts = Some(StsReport::new(&lookup, crate::sts::unix(now)));
+            lookup.active.map(|active| DomainSts {
+                active,
+                roots: sts.roots().clone(),
+            })
+        }
+        _ => None,
+    };
     for host in plan.hosts.iter().take(options.max_hosts) {
-        let (decision, looked) = host_decision(dns, policy, nexthop, host).await;
-        let mut h = host_report(host, &decision, looked.as_ref());
-        if let Decision::Defer(r) = &decision {
+        let tls = host_tls(dns, policy, nexthop, host, sts.as_ref()).await;
+        let decision = tls.decision;
+        let mut h = host_report(host, &decision, tls.looked.as_ref());
+        if tls.rule == HostRule::Skip {
+            h.decision = "skip (MTA-STS enforce: not an MX host of the policy)".into();
+            h.verdict = "defer: MX host not listed in the MTA-STS policy".into();
+        } else if let Decision::Defer(r) = &decision {
             h.verdict = format!("defer: {r}");
         } else {
             probe(&mut h, host, &decision, options).await;

@@ -101,6 +101,13 @@ pub fn sts_session(r: &crate::sts::SessionResult) -> SessionResult {
     }
 }
 
+/// MTA-STS hands its session results to the TLS-RPT recorder.
+impl crate::sts::SessionSink for crate::tlsrpt::Recorder {
+    fn record(&self, result: &crate::sts::SessionResult) {
+        crate::tlsrpt::Recorder::record(self, sts_session(result));
+    }
+}
+
 /// RFC 8460 §4.3.2.1 for a host DANE would not let us use.
 fn defer_result(reason: &DeferReason) -> (ResultType, &'static str) {
     match reason {

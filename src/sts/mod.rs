@@ -30,7 +30,7 @@ pub use enforce::{host_rule, HostRule};
 pub use fetch::{FetchError, Fetcher};
 pub use pkix::CertFailure;
 pub use policy::{Mode, MxPattern, Policy, PolicyError};
-pub use report::{SessionFailure, SessionResult};
+pub use report::{SessionFailure, SessionResult, SessionSink};
 
 /// Errors setting MTA-STS up.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,7 @@ pub struct Sts {
     fetcher: Fetcher,
     roots: Arc<RootCertStore>,
     metrics: Metrics,
+    sink: Option<Arc<dyn SessionSink>>,
 }
 
 impl std::fmt::Debug for Sts {
@@ -130,7 +131,21 @@ impl Sts {
             fetcher,
             roots,
             metrics,
+            sink: None,
         }))
+    }
+
+    /// Hands every session result to `sink` (TLS-RPT, RFC 8460).
+    pub fn with_sink(mut self, sink: Arc<dyn SessionSink>) -> Sts {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// One session's result: to the sink, if there is one.
+    pub fn record(&self, result: &SessionResult) {
+        if let Some(sink) = &self.sink {
+            sink.record(result);
+        }
     }
 
     /// The trust anchors for MX certificates under `enforce`.

@@ -9,6 +9,11 @@ use super::fetch::FetchError;
 use super::pkix::CertFailure;
 use super::{Active, Mode};
 
+/// Where session results go (the TLS-RPT recorder implements this).
+pub trait SessionSink: Send + Sync {
+    fn record(&self, result: &SessionResult);
+}
+
 /// Why a session under a policy failed (or, under `testing`, would have).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionFailure {

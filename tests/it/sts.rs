@@ -11,3 +11,6 @@
 mod enforce;
 mod fetch;
 mod harness;
+mod pkix;
+mod relay;
+mod tls_check;

@@ -15,8 +15,21 @@ impl Validator {
         let ca_file = Some(PathBuf::from(&raw.ca_file)).filter(|_| !raw.ca_file.trim().is_empty());
         if let Some(file) = &ca_file {
             if let Some(pem) = self.read_file("mta_sts.ca_file", file) {
-                if let Err(e) = crate::sts::pkix::parse_pem(&pem) {
-                    self.err("mta_sts.ca_file", format!("{}: {e}", file.display()));
+                // The same reading `sts::pkix::load_roots` does at start
+                // (config stays a leaf: it imports no feature module).
+                use rustls_pki_types::pem::PemObject;
+                let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>();
+                match certs {
+                    Ok(c) if !c.is_empty() => {}
+                    Ok(_) => self.err(
+                        "mta_sts.ca_file",
+                        format!("{}: no PEM certificate in it", file.display()),
+                    ),
+                    Err(e) => self.err(
+                        "mta_sts.ca_file",
+                        format!("{}: bad PEM: {e}", file.display()),
+                    ),
                 }
             }
         }

@@ -111,6 +111,8 @@ async fn enforce_with_a_valid_certificate_is_sts_verified() {
         1
     );
     assert_eq!(lab.fetches(StsFetchResult::Ok), 1);
+    let success = ("mx.e1.test".to_string(), "success".to_string());
+    assert_eq!(lab.results.take(), [success]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,10 +127,16 @@ async fn enforce_with_a_wrong_name_or_expired_certificate_defers_and_sends_nothi
         return;
     };
     route(&lab, "e2.test", &[(10, "mx.e2.test")]);
-    for cert in [
-        lab.cert(&["other.e2.test"], false),
-        lab.cert(&["mx.e2.test"], true),
-        danerelay::testing::certs::self_signed(&["mx.e2.test"]),
+    for (cert, result) in [
+        (
+            lab.cert(&["other.e2.test"], false),
+            "certificate-host-mismatch",
+        ),
+        (lab.cert(&["mx.e2.test"], true), "certificate-expired"),
+        (
+            danerelay::testing::certs::self_signed(&["mx.e2.test"]),
+            "certificate-not-trusted",
+        ),
     ] {
         let mx = mx(&cert).await;
         let e = engine(&lab, mx.port, TlsLevel::Dane);
@@ -147,6 +155,10 @@ async fn enforce_with_a_wrong_name_or_expired_certificate_defers_and_sends_nothi
             mx.transcript.lock().unwrap().connections,
             1,
             "no plaintext retry"
+        );
+        assert_eq!(
+            lab.results.take(),
+            [("mx.e2.test".to_string(), result.to_string())]
         );
     }
 }
@@ -178,6 +190,12 @@ async fn enforce_skips_mx_hosts_outside_the_policy() {
         1,
         "evil never contacted"
     );
+    let results = lab.results.take();
+    assert_eq!(
+        results[0],
+        ("evil.e3.test".into(), "validation-failure".into())
+    );
+    assert_eq!(results[1], ("good.e3.test".into(), "success".into()));
     // Only unlisted hosts: deferred, nobody contacted.
     route(&lab, "e3.test", &[(10, "evil.e3.test")]);
     let got = deliver_one(&e, "e3.test").await;
@@ -209,6 +227,10 @@ async fn enforce_without_starttls_defers_never_plaintext() {
         reply_text(&got.outcome)
     );
     assert!(mx.messages().is_empty());
+    assert_eq!(
+        lab.results.take(),
+        [("mx.e4.test".into(), "starttls-not-supported".into())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,6 +251,11 @@ async fn testing_mode_delivers_as_without_a_policy() {
     assert_eq!(got.outcome.label(), "delivered");
     assert_eq!(got.tls.unwrap().label(), "tls-unauthenticated");
     assert_eq!(mx.messages().len(), 1);
+    // Delivered, and the failure enforce would have refused is recorded.
+    assert_eq!(
+        lab.results.take(),
+        [("mx.t1.test".into(), "certificate-host-mismatch".into())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -264,6 +291,7 @@ async fn with_dane_and_mta_sts_both_present_dane_decides() {
         reply_text(&got.outcome)
     );
     assert_eq!(got.tls.unwrap().label(), "dane-verified");
+    assert!(lab.results.take().is_empty(), "MTA-STS not consulted");
     // And a DANE failure is not rescued by MTA-STS: TLSA that does not match.
     let other = danerelay::testing::certs::self_signed(&[name]);
     lab.dns.tlsa(
@@ -296,9 +324,12 @@ async fn a_policy_change_is_picked_up_before_mail_waits() {
     let e = engine(&lab, mx.port, TlsLevel::Dane);
     // Cached under id 1 with the old MX; the domain moved and updated its
     // policy but not yet its TXT id: the re-check before deferring finds it.
+    // Fetched an hour ago: old enough to be re-checked (a policy fetched
+    // within `STS_RECHECK_AFTER` is taken as the one in force).
     let first = e.options.sts.as_ref().unwrap();
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
     assert!(first
-        .policy_for("r1.test", SystemTime::now(), false)
+        .policy_for("r1.test", hour_ago, false)
         .await
         .active
         .is_some());
@@ -362,6 +393,9 @@ async fn sessions_under_a_policy_count_once_for_tls_rpt_as_sts() {
     let recorder =
         danerelay::tlsrpt::Recorder::new(Arc::new(danerelay::delivery::clock::SystemClock));
     let mut e = engine(&lab, mx.port, TlsLevel::Dane);
+    // The relay's wiring (`delivery::scheduler`): MTA-STS results go to the
+    // recorder, DANE and no-policy sessions come from the attempt.
+    e.options.sts = e.options.sts.take().map(|s| s.with_sink(recorder.clone()));
     e.tls_rpt = Some(recorder.clone());
     assert_eq!(
         deliver_one(&e, "r1.test").await.outcome.label(),

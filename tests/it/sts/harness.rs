@@ -11,7 +11,7 @@ use std::time::Duration;
 use danerelay::config::MtaStsConfig;
 use danerelay::dns::{DnsLookup, Security};
 use danerelay::metrics::{Label, Metrics, StsFetchResult};
-use danerelay::sts::Sts;
+use danerelay::sts::{SessionResult, SessionSink, Sts};
 use danerelay::testing::certs::{self, Node};
 use danerelay::testing::FakeDns;
 use danerelay_queue::{Queue, QueueOptions};
@@ -98,6 +98,32 @@ pub struct Lab {
     pub ca_file: PathBuf,
     pub dns: Arc<FakeDns>,
     pub metrics: Metrics,
+    pub results: Arc<Recorder>,
+}
+
+/// Collects MTA-STS session results (what TLS-RPT will count).
+#[derive(Default)]
+pub struct Recorder(std::sync::Mutex<Vec<SessionResult>>);
+
+impl SessionSink for Recorder {
+    fn record(&self, result: &SessionResult) {
+        self.0.lock().unwrap().push(result.clone());
+    }
+}
+
+impl Recorder {
+    /// (MX host, result type or "success") of every result so far, then cleared.
+    pub fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+            .into_iter()
+            .map(|r| {
+                (
+                    r.mx_host.clone(),
+                    r.result_type().unwrap_or("success").to_string(),
+                )
+            })
+            .collect()
+    }
 }
 
 impl Lab {
@@ -112,6 +138,7 @@ impl Lab {
             ca_file,
             dns: Arc::new(FakeDns::new()),
             metrics: Metrics::new(),
+            results: Arc::default(),
         }
     }
 
@@ -157,6 +184,7 @@ impl Lab {
         Sts::from_config(&config, dns, queue, self.metrics.clone())
             .unwrap()
             .unwrap()
+            .with_sink(self.results.clone())
     }
 
     /// `danerelay_mta_sts_fetch_total{result}`.
