@@ -3,4 +3,5 @@
 //! checked by Python's `jsonschema`), and the relay's counts equal the
 //! sessions it made.
 
-mod schema;
+mod relay;
+pub mod schema;
