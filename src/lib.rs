@@ -134,6 +134,9 @@ async fn start_with(
         shutdown.clone(),
     ));
 
+    if let Some(w) = config::tls_rpt::unsigned_warning(&config.tls_rpt) {
+        tracing::warn!("{w}");
+    }
     let tls_rpt = config.tls_rpt.enabled.then(|| {
         let recorder = tlsrpt::Recorder::new(Arc::new(delivery::clock::SystemClock));
         tracker.spawn(tlsrpt::recorder::run_persist(
