@@ -2,7 +2,6 @@
 //! no `[[dkim]]` key can sign mailed reports, and `tls-rpt preview` reads the
 //! counts straight from the queue database when no admin API answers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use danerelay::tlsrpt::{Failure, Policy, PolicyType, Recorder, ResultType, SessionResult};
@@ -64,7 +63,7 @@ fn preview_reads_the_queue_database_when_no_relay_runs() {
             },
         )
         .unwrap();
-        let recorder = Recorder::new(Arc::new(danerelay::delivery::clock::SystemClock));
+        let recorder = Recorder::new(danerelay::tlsrpt::wall_clock());
         let dane = Policy {
             kind: PolicyType::Tlsa,
             strings: vec!["3 1 1 abcd".into()],
