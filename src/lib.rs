@@ -136,8 +136,11 @@ async fn start_with(
         shutdown.clone(),
     ));
 
+    if let Some(w) = config::tls_rpt::unsigned_warning(&config.tls_rpt) {
+        tracing::warn!("{w}");
+    }
     let tls_rpt = config.tls_rpt.enabled.then(|| {
-        let recorder = tlsrpt::Recorder::new(Arc::new(delivery::clock::SystemClock));
+        let recorder = tlsrpt::Recorder::new(tlsrpt::wall_clock());
         tracker.spawn(tlsrpt::recorder::run_persist(
             recorder.clone(),
             queue.clone(),
@@ -258,7 +261,7 @@ async fn start_delivery(
             recorder: recorder.clone(),
             metrics: metrics.clone(),
             tls: tlsrpt::https::client_config(&config.tls_rpt.extra_roots),
-            clock: Arc::new(delivery::clock::SystemClock),
+            clock: tlsrpt::wall_clock(),
         };
         tracker.spawn(sender.run(shutdown.clone()));
     }

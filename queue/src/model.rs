@@ -406,4 +406,20 @@ mod envelope_tests {
         let env: Envelope = serde_json::from_value(v).unwrap();
         assert!(!env.relay_signed);
     }
+
+    /// Records written before `tls_report` existed decode as ordinary mail.
+    #[test]
+    fn an_envelope_without_the_tls_report_flag_is_ordinary_mail() {
+        let mut v = serde_json::to_value(Envelope::new("a@b", SystemTime::UNIX_EPOCH)).unwrap();
+        v.as_object_mut().unwrap().remove("tls_report").unwrap();
+        let env: Envelope = serde_json::from_value(v).unwrap();
+        assert!(!env.tls_report);
+        let flagged = Envelope {
+            tls_report: true,
+            ..Envelope::new("a@b", SystemTime::UNIX_EPOCH)
+        };
+        let back: Envelope =
+            serde_json::from_value(serde_json::to_value(&flagged).unwrap()).unwrap();
+        assert!(back.tls_report);
+    }
 }

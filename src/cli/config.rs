@@ -92,12 +92,15 @@ impl ConfigArg {
 /// fixes both numbers).
 pub fn check_config(arg: &ConfigArg) -> Exit {
     match arg.load(Warnings::Plain) {
-        Ok(_) => {
+        Ok(config) => {
             let what = arg
                 .config
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "embedded development default".into());
+            if let Some(w) = config::tls_rpt::unsigned_warning(&config.tls_rpt) {
+                eprintln!("{what}: warning: {w}");
+            }
             println!("{what}: valid");
             Exit::OK
         }

@@ -287,7 +287,6 @@ impl Validator {
             &config.hostname,
             &config.dkim,
             &mut self.errors,
-            &mut self.warnings,
         );
         self.submission(&config);
         config

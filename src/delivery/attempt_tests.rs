@@ -285,7 +285,7 @@ async fn each_session_is_counted_for_tls_rpt_under_its_policy() {
         Security::Secure,
     );
     let (mut e, _) = engine(dns, mx.port, TlsLevel::Dane);
-    let recorder = Recorder::new(Arc::new(crate::delivery::clock::SystemClock));
+    let recorder = Recorder::new(crate::tlsrpt::wall_clock());
     e.tls_rpt = Some(recorder.clone());
     for _ in 0..2 {
         let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;

@@ -36,9 +36,16 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/hold", post(hold))
         .route("/api/queue/{id}/release", post(release))
         .route("/api/queue/{id}/retry", post(retry))
-        .route("/api/tls-rpt/preview", get(super::tls_rpt::preview))
+        .route("/api/tls-rpt/preview", get(tls_rpt_preview))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+async fn tls_rpt_preview(
+    State(state): State<AdminState>,
+    Query(q): Query<super::tls_rpt::PreviewQuery>,
+) -> Response {
+    super::tls_rpt::preview(state.tls_rpt, state.queue, q).await
 }
 
 /// Bearer token when configured, else loopback only.

@@ -1,14 +1,16 @@
 //! `GET /api/tls-rpt/preview?domain=&date=`: the TLS-RPT reports of a UTC
 //! day (default yesterday) as a JSON array, for `danerelay tls-rpt preview`
-//! while the relay holds the queue database. Behind the admin guard.
+//! while the relay holds the queue database. Routed (behind its guard) by
+//! [`super::admin`], which hands over what it needs.
 
-use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::admin::AdminState;
+use danerelay_queue::Queue;
+
+use crate::tlsrpt::preview::Source;
 use crate::tlsrpt::Day;
 
 #[derive(Debug, Deserialize)]
@@ -22,8 +24,8 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-pub async fn preview(State(state): State<AdminState>, Query(q): Query<PreviewQuery>) -> Response {
-    let Some(source) = state.tls_rpt.clone() else {
+pub async fn preview(source: Option<Source>, queue: Queue, q: PreviewQuery) -> Response {
+    let Some(source) = source else {
         return refuse(
             StatusCode::NOT_FOUND,
             "TLS-RPT is off (tls_rpt.enabled = false)".into(),
@@ -41,7 +43,6 @@ pub async fn preview(State(state): State<AdminState>, Query(q): Query<PreviewQue
             }
         },
     };
-    let queue = state.queue.clone();
     let domain = q.domain.filter(|d| !d.is_empty());
     let reports =
         tokio::task::spawn_blocking(move || source.reports(&queue, day, domain.as_deref())).await;

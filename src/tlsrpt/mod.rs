@@ -25,3 +25,13 @@ pub mod sender;
 pub use day::Day;
 pub use model::{DomainDay, Failure, Policy, PolicyType, ResultType, SessionResult};
 pub use recorder::Recorder;
+
+/// "Now" for counting and sending, passed in so tests run days on paused
+/// time (a closure, not `delivery::clock::Clock`, so that delivery, which
+/// feeds the recorder, is not imported back from here).
+pub type Now = std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>;
+
+/// The wall clock.
+pub fn wall_clock() -> Now {
+    std::sync::Arc::new(std::time::SystemTime::now)
+}

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::day::Day;
 use super::model::{DomainDay, SessionResult};
-use crate::delivery::clock::Clock;
+use super::Now;
 
 /// The queue-database namespace of everything TLS-RPT keeps.
 pub const NS: &str = "tlsrpt";
@@ -34,7 +34,7 @@ fn parse_counts_key(key: &str) -> Option<(Day, &str)> {
 /// Counts sessions per policy domain and UTC day.
 pub struct Recorder {
     pending: Mutex<HashMap<(Day, String), DomainDay>>,
-    clock: Arc<dyn Clock>,
+    clock: Now,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -44,7 +44,7 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    pub fn new(clock: Arc<dyn Clock>) -> Arc<Recorder> {
+    pub fn new(clock: Now) -> Arc<Recorder> {
         Arc::new(Recorder {
             pending: Mutex::new(HashMap::new()),
             clock,
@@ -53,7 +53,7 @@ impl Recorder {
 
     /// The UTC day now, by this recorder's clock.
     pub fn today(&self) -> Day {
-        Day::of(self.clock.now())
+        Day::of((self.clock)())
     }
 
     /// Counts one session, on today's UTC date.
@@ -191,7 +191,6 @@ mod tests {
 
     use super::super::model::{Policy, ResultType};
     use super::*;
-    use crate::delivery::clock::SystemClock;
 
     fn opts() -> danerelay_queue::QueueOptions {
         danerelay_queue::QueueOptions {
@@ -221,7 +220,7 @@ mod tests {
         let today = Day::of(std::time::SystemTime::now());
         {
             let q = Queue::open(dir.path(), opts()).unwrap();
-            let r = Recorder::new(Arc::new(SystemClock));
+            let r = Recorder::new(super::super::wall_clock());
             r.record(session("a.test", None));
             r.record(session("a.test", Some(ResultType::StarttlsNotSupported)));
             assert_eq!(r.persist(&q).unwrap(), 1);
@@ -247,7 +246,7 @@ mod tests {
     fn a_corrupt_record_is_replaced_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), opts()).unwrap();
-        let r = Recorder::new(Arc::new(SystemClock));
+        let r = Recorder::new(super::super::wall_clock());
         q.state_put(NS, &counts_key(r.today(), "a.test"), b"{not json")
             .unwrap();
         r.record(session("a.test", None));

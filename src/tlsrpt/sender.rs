@@ -22,7 +22,6 @@ use super::recorder::{self, Recorder, NS};
 use super::report::{self, ReportMeta};
 use super::rua::{parse_txt, Rua};
 use crate::config::tls_rpt::TlsRptConfig;
-use crate::delivery::clock::Clock;
 use crate::dkim::Signer;
 use crate::dns::{AnswerKind, DnsLookup, RecordType};
 use crate::metrics::{Metrics, TlsRptResult, TlsRptTransport};
@@ -45,7 +44,7 @@ pub struct Sender {
     pub recorder: Arc<Recorder>,
     pub metrics: Metrics,
     pub tls: Arc<rustls::ClientConfig>,
-    pub clock: Arc<dyn Clock>,
+    pub clock: super::Now,
 }
 
 /// One rua of an outbox record.
@@ -155,7 +154,7 @@ impl Sender {
     /// Turns every count record whose report is due into an outbox record
     /// (or drops it when the domain publishes no TLS-RPT policy).
     pub async fn prepare_due(&self) -> Result<usize, SendError> {
-        let now = self.clock.now();
+        let now = (self.clock)();
         let (r, q) = (self.recorder.clone(), self.queue.clone());
         blocking(move || Ok(r.persist(&q)?)).await?;
         let q = self.queue.clone();
@@ -273,7 +272,7 @@ impl Sender {
             .unwrap_or_default();
         let mut sent = 0;
         for i in 0..out.targets.len() {
-            let now = self.clock.now();
+            let now = (self.clock)();
             let t = &out.targets[i];
             if t.done || t.next_try > secs(now) {
                 continue;
@@ -365,10 +364,19 @@ impl Sender {
                 tls_report: true,
                 ..Envelope::new(from, SystemTime::now())
             };
+            // No DSNs: a report that cannot be delivered has nobody to tell
+            // (the sender is a no-reply address), and RFC 8460 §5.3 reports
+            // are not answered.
+            let never = Notify {
+                success: false,
+                failure: false,
+                delay: false,
+                never: true,
+            };
             let rcpt = RecipientSpec {
                 address: to,
                 orcpt: None,
-                notify: Notify::default(),
+                notify: never,
             };
             Ok(w.commit(env, vec![rcpt])?)
         })

@@ -6,7 +6,6 @@ use std::io::Read;
 use std::time::Duration;
 
 use super::*;
-use crate::delivery::clock::PausedClock;
 use crate::dns::{FakeDns, Security};
 use crate::tlsrpt::{Policy, SessionResult};
 
@@ -24,13 +23,15 @@ struct World {
     recorder: Arc<Recorder>,
     dns: Arc<FakeDns>,
     metrics: Metrics,
-    clock: Arc<PausedClock>,
+    clock: crate::tlsrpt::Now,
 }
 
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let queue = Queue::open(dir.path(), opts()).unwrap();
-    let clock = Arc::new(PausedClock::new());
+    // The wall clock plus however far tokio's paused clock has moved.
+    let (origin, base) = (tokio::time::Instant::now(), std::time::SystemTime::now());
+    let clock: crate::tlsrpt::Now = Arc::new(move || base + origin.elapsed());
     World {
         _dir: dir,
         queue,
@@ -113,12 +114,12 @@ async fn reports_wait_for_the_day_to_end_then_go_once_per_rua() {
         .iter()
         .all(|(k, _)| k.starts_with("c/")));
     // Still the same day: nothing prepared.
-    let to_end = day.end().duration_since(w.clock.now()).unwrap();
+    let to_end = day.end().duration_since((w.clock)()).unwrap();
     tokio::time::advance(to_end - Duration::from_secs(1)).await;
     assert_eq!(s.prepare_due().await.unwrap(), 0);
     // The day is over and its delay has passed (at most max_delay).
     tokio::time::advance(Duration::from_secs(3601)).await;
-    assert_eq!(Day::of(w.clock.now()), day.next());
+    assert_eq!(Day::of((w.clock)()), day.next());
     assert_eq!(s.prepare_due().await.unwrap(), 1);
     let records = w.queue.state_scan(NS).unwrap();
     assert_eq!(records.len(), 1, "counts moved to the outbox");
@@ -156,7 +157,7 @@ async fn a_domain_without_a_policy_loses_its_counts_and_a_failing_lookup_keeps_t
     let day = w.recorder.today();
     let s = sender(&w, true);
     tokio::time::advance(
-        day.end().duration_since(w.clock.now()).unwrap() + Duration::from_secs(3600),
+        day.end().duration_since((w.clock)()).unwrap() + Duration::from_secs(3600),
     )
     .await;
     assert_eq!(s.prepare_due().await.unwrap(), 0);
@@ -187,7 +188,7 @@ async fn an_unreachable_https_rua_is_retried_with_backoff_then_given_up() {
     let day = w.recorder.today();
     let s = sender(&w, true);
     tokio::time::advance(
-        day.end().duration_since(w.clock.now()).unwrap() + Duration::from_secs(3600),
+        day.end().duration_since((w.clock)()).unwrap() + Duration::from_secs(3600),
     )
     .await;
     s.prepare_due().await.unwrap();

@@ -3,4 +3,6 @@
 //! checked by Python's `jsonschema`), and the relay's counts equal the
 //! sessions it made.
 
-mod schema;
+mod cli;
+mod relay;
+pub mod schema;

@@ -390,8 +390,7 @@ async fn sessions_under_a_policy_count_once_for_tls_rpt_as_sts() {
     // r2's MX shows a certificate for another name: `testing` delivers and
     // reports what `enforce` would have refused.
     let mx = mx(&lab.cert(&["mx.r1.test", "other.r2.test"], false)).await;
-    let recorder =
-        danerelay::tlsrpt::Recorder::new(Arc::new(danerelay::delivery::clock::SystemClock));
+    let recorder = danerelay::tlsrpt::Recorder::new(danerelay::tlsrpt::wall_clock());
     let mut e = engine(&lab, mx.port, TlsLevel::Dane);
     // The relay's wiring (`delivery::scheduler`): MTA-STS results go to the
     // recorder, DANE and no-policy sessions come from the attempt.

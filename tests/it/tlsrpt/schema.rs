@@ -28,28 +28,28 @@ for e in errors:
 sys.exit(1 if errors else 0)
 "#;
 
-/// `Ok(())` when `report` validates, else the validator's messages.
-pub fn validate(python: &Path, report: &serde_json::Value) -> Result<(), String> {
+/// Runs `script` with `args`, `input` on its stdin: success and stdout+stderr.
+pub fn run_python(python: &Path, script: &str, args: &[&str], input: &[u8]) -> (bool, String) {
     let mut child = Command::new(python)
-        .args(["-c", VALIDATE, SCHEMA])
+        .args(["-c", script])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(report.to_string().as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     let said =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(said)
+    (out.status.success(), said)
+}
+
+/// `Ok(())` when `report` validates, else the validator's messages.
+pub fn validate(python: &Path, report: &serde_json::Value) -> Result<(), String> {
+    match run_python(python, VALIDATE, &[SCHEMA], report.to_string().as_bytes()) {
+        (true, _) => Ok(()),
+        (false, said) => Err(said),
     }
 }
 
