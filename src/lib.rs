@@ -12,7 +12,9 @@
 //! - [`smtp`]     — the wire (sans-I/O) and the submission server.
 //! - [`auth`]     — users file (Argon2id) and sender policy.
 //! - [`dkim`]     — DKIM signing at acceptance, key loading and `dkim keygen`.
-//! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
+//! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries,
+//!   traffic shaping.
+//! - [`cluster`]  — `[cluster] redis_url`: destination budgets shared by replicas.
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API, HTTP submission.
 //! - [`submit`]   — one message from an application (HTTP) through SMTP
 //!   submission's checks, headers, DKIM and store.
@@ -32,6 +34,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dane;
 pub mod delivery;
@@ -130,9 +133,11 @@ async fn start_with(
         shutdown.clone(),
     ));
 
+    let shaper = delivery::shaping::Shaper::new(Default::default(), metrics.clone());
     let admin = http::admin::AdminState {
         queue: queue.clone(),
         token: config.http.admin_token.clone(),
+        shaper: Some(shaper.clone()),
     };
     // HTTP outlives the drain, so that probes see /readyz turn 503 and
     // Prometheus can scrape while sessions and deliveries finish.
@@ -151,7 +156,7 @@ async fn start_with(
     if deliver && config.delivery.paused {
         tracing::warn!("delivery.paused = true: mail is accepted and queued, nothing is delivered");
     } else if deliver {
-        start_delivery(&config, &queue, &metrics, &shutdown, &tracker).await?;
+        start_delivery(&config, &queue, (&metrics, shaper), &shutdown, &tracker).await?;
     }
 
     let guards = smtp::server::Guards::new(&config.limits);
@@ -199,7 +204,7 @@ async fn start_with(
 async fn start_delivery(
     config: &Arc<Config>,
     queue: &Queue,
-    metrics: &Metrics,
+    (metrics, shaper): (&Metrics, delivery::shaping::Shaper),
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
@@ -223,7 +228,8 @@ async fn start_delivery(
             _ = stop.cancelled() => {}
         }
     });
-    let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone());
+    let scheduler =
+        delivery::scheduler(config, queue.clone(), resolver, metrics.clone()).with_shaper(shaper);
     tracker.spawn(scheduler.run(shutdown.clone()));
     Ok(())
 }

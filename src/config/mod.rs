@@ -27,6 +27,15 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[[dkim]]` signing keys; empty = no signing.
     pub dkim: Vec<crate::dkim::key::KeyConfig>,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis_url`: per-destination budgets shared by every replica through
+    /// this Redis; `None` = limits per replica.
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +257,11 @@ pub struct Route {
     /// `delivery.per_destination` (`None` for 0). Domains sharing one MX
     /// host set share one limit, the smallest of theirs (SPEC "Delivery").
     pub max_connections: Option<usize>,
+    /// `route.message_rate`: messages handed to the destination's
+    /// connections; `None` = unlimited. Shared domains take the strictest.
+    pub message_rate: Option<Rate>,
+    /// `route.connection_rate`: new connections to the destination.
+    pub connection_rate: Option<Rate>,
 }
 
 /// `route.domain`: an exact domain or `*.example.com` (subdomains only).
@@ -286,10 +300,12 @@ pub struct HttpConfig {
 
 mod dev;
 pub mod dkim;
+mod rate;
 pub mod raw;
 mod validate;
 
 pub use dev::development;
+pub use rate::Rate;
 pub use validate::{
     is_hostname, load_file, os_hostname, parse, parse_next_hop, ConfigError, Loaded,
 };

@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub delivery: RawDelivery,
     pub http: RawHttp,
     pub dkim: Vec<super::dkim::RawDkim>,
+    pub cluster: RawCluster,
 }
 
 impl Default for RawConfig {
@@ -51,6 +52,7 @@ impl Default for RawConfig {
             delivery: RawDelivery::default(),
             http: RawHttp::default(),
             dkim: Vec::new(),
+            cluster: RawCluster::default(),
         }
     }
 }
@@ -265,6 +267,19 @@ pub struct RawRoute {
     pub next_hop: String,
     #[serde(default)]
     pub max_connections: u64,
+    /// `"600/min"`; `""` = unlimited (parsed in `validate`).
+    #[serde(default)]
+    pub message_rate: String,
+    #[serde(default)]
+    pub connection_rate: String,
+}
+
+/// `[cluster]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// `"redis://host:6379/0"`; `""` = limits per replica.
+    pub redis_url: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -278,6 +278,7 @@ impl Validator {
                 },
             },
             dkim: super::dkim::validate(raw.dkim, &mut self.errors, &mut self.warnings),
+            cluster: self.cluster(raw.cluster),
         };
         self.submission(&config);
         config

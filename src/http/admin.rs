@@ -23,6 +23,8 @@ use subtle::ConstantTimeEq;
 pub struct AdminState {
     pub queue: Queue,
     pub token: Option<String>,
+    /// Per-destination shaping state for the summary (`None`: no delivery).
+    pub shaper: Option<crate::delivery::shaping::Shaper>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -316,6 +318,10 @@ pub struct Summary {
     pub active: u64,
     pub oldest_age_seconds: Option<u64>,
     pub domains: Vec<DomainView>,
+    /// Destinations with work or shaping state: throttled, backoff,
+    /// connections (`delivery::shaping`).
+    #[serde(default)]
+    pub destinations: Vec<crate::delivery::shaping::DestinationView>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -347,6 +353,7 @@ async fn summary(State(state): State<AdminState>) -> Result<Json<Summary>, ApiEr
                 oldest_age_seconds: age(d.oldest),
             })
             .collect(),
+        destinations: state.shaper.as_ref().map(|s| s.views()).unwrap_or_default(),
     }))
 }
 
@@ -369,6 +376,7 @@ mod tests {
         AdminState {
             queue,
             token: token.map(str::to_string),
+            shaper: None,
         }
     }
 

@@ -214,6 +214,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             admin_token: None,
         },
         dkim: Vec::new(),
+        cluster: Default::default(),
     }
 }
 
