@@ -133,7 +133,14 @@ async fn start_with(
         shutdown.clone(),
     ));
 
-    let shaper = delivery::shaping::Shaper::new(Default::default(), metrics.clone());
+    let mut shaper = delivery::shaping::Shaper::new(Default::default(), metrics.clone());
+    if let Some(url) = &config.cluster.redis_url {
+        let cluster = cluster::Cluster::new(url, metrics.clone())
+            .context("cluster.redis_url: cannot use it")?;
+        tracker.spawn(cluster.clone().watch(shutdown.clone()));
+        shaper = shaper.with_cluster(cluster);
+        tracing::info!("cluster: destination limits shared through Redis");
+    }
     let admin = http::admin::AdminState {
         queue: queue.clone(),
         token: config.http.admin_token.clone(),

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod client;
+mod cluster;
 mod content;
 mod content_memory;
 mod dane;
