@@ -5,8 +5,9 @@
 //! What is shared: each destination's `message_rate` and `connection_rate`
 //! buckets (one GCRA per budget, run atomically in a Lua script on Redis'
 //! own clock, so replicas' clocks do not matter) and its adaptive backoff
-//! window (a key with a TTL, so it ends by itself). The connection cap stays
-//! per replica.
+//! window (a key with a TTL, so it ends by itself), and its connection
+//! slots (`max_connections`: a sorted set of open connections whose members
+//! expire unless renewed, so a dead replica's slots come free).
 //!
 //! Redis is never waited for: every call has [`CALL_TIMEOUT`]; a failure or
 //! timeout makes the caller use its local budget, counts
@@ -64,6 +65,28 @@ end
 return 0
 ";
 
+/// A connection slot of KEYS[1] (a sorted set: member → expiry, Redis ms)
+/// for ARGV[1] while fewer than ARGV[2] are live, or renewed when it holds
+/// one; ARGV[3] = TTL (ms). Expired slots — a replica that died holding
+/// them — are dropped first. Returns 1 granted, 0 full.
+const SLOT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return 1
+end
+return 0
+";
+
+/// How long a connection slot lives without renewal (each share of mail a
+/// connection carries renews it): a dead replica's slots free up after this.
+pub const SLOT_TTL: Duration = Duration::from_secs(300);
+
 /// A handle on the shared store (cheap to clone).
 #[derive(Clone)]
 pub struct Cluster {
@@ -80,6 +103,7 @@ struct Inner {
     metrics: Metrics,
     gcra: redis::Script,
     backoff: redis::Script,
+    slot: redis::Script,
 }
 
 /// Why a Redis call gave no answer.
@@ -107,6 +131,7 @@ impl Cluster {
                 metrics,
                 gcra: redis::Script::new(GCRA),
                 backoff: redis::Script::new(BACKOFF),
+                slot: redis::Script::new(SLOT),
             }),
         })
     }
@@ -225,6 +250,47 @@ impl Cluster {
         let script = &self.inner.backoff;
         let _: Option<i64> = self
             .call(async |c| script.key(&key).arg(ms).arg(ttl).invoke_async(c).await)
+            .await;
+    }
+
+    /// Takes (or renews) one of `limit` shared connection slots of
+    /// `destination` for `member`: `Some(false)` when all are taken, `None`
+    /// when Redis did not answer (use the local cap).
+    pub async fn acquire_slot(
+        &self,
+        destination: &str,
+        member: &str,
+        limit: usize,
+    ) -> Option<bool> {
+        let key = format!("{PREFIX}slots:{destination}");
+        let ttl = u64::try_from(SLOT_TTL.as_millis()).unwrap_or(u64::MAX);
+        let script = &self.inner.slot;
+        let granted: i64 = self
+            .call(async |c| {
+                let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+                script
+                    .key(&key)
+                    .arg(member)
+                    .arg(limit)
+                    .arg(ttl)
+                    .invoke_async(c)
+                    .await
+            })
+            .await?;
+        Some(granted == 1)
+    }
+
+    /// Gives a connection slot back.
+    pub async fn release_slot(&self, destination: &str, member: &str) {
+        let key = format!("{PREFIX}slots:{destination}");
+        let _: Option<i64> = self
+            .call(async |c| {
+                redis::cmd("ZREM")
+                    .arg(&key)
+                    .arg(member)
+                    .query_async(c)
+                    .await
+            })
             .await;
     }
 

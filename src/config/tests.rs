@@ -454,4 +454,11 @@ fn route_rates_and_cluster_redis_url() {
         errs[2].starts_with("cluster.redis_url: invalid Redis URL \"http://x\""),
         "{errs:?}"
     );
+    let errs = errors(&format!(
+        "{PLAIN}[cluster]\nredis_url = \"rediss://r:6379\"\n"
+    ));
+    assert!(
+        errs[0].starts_with("cluster.redis_url: TLS to Redis"),
+        "{errs:?}"
+    );
 }

@@ -128,9 +128,14 @@ async fn a_421_throttles_backs_off_and_recovers() {
     let (stop, handle) = spawn(s);
     let first = send(&w, &["first@dest.test"]);
     until("throttled", || w.metrics.destinations_throttled.get() == 1).await;
-    let (info, views) = (w.queue.show(first).unwrap().unwrap(), shaper.views());
-    let reply = info.recipients[0].last_reply.clone().unwrap_or_default();
-    assert!(reply.contains("421"), "{reply}");
+    // The gauge moves as the attempt ends, the queue records it just after.
+    until("the 421 recorded", || {
+        let info = w.queue.show(first).unwrap().unwrap();
+        let reply = info.recipients[0].last_reply.clone().unwrap_or_default();
+        reply.contains("421 4.7.0")
+    })
+    .await;
+    let views = shaper.views();
     assert!(
         views[0].throttled && views[0].backoff_until.is_some(),
         "{views:?}"

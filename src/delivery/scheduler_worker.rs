@@ -22,6 +22,9 @@ use super::super::shaping::Budget;
 use super::super::site::{self, DomainPolicy, Site};
 use super::{Item, Pending, Scheduler, Step};
 
+/// How often a worker asks again for a shared connection slot.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A session kept between rounds, with the domain it last served.
 struct Open {
     session: Reusable,
@@ -99,6 +102,8 @@ impl Scheduler {
         let mut open: Option<Open> = None;
         let mut held: Option<OwnedSemaphorePermit> = None;
         let mut linger_until: Option<tokio::time::Instant> = None;
+        // This worker's name for a shared connection slot (`[cluster]`).
+        let member = format!("{}:{:016x}", self.shaper.replica(), rand::random::<u64>());
         loop {
             if let Some(until) = self.shaper.backoff(&site).await {
                 // The destination asked us to slow down: no connection until
@@ -115,7 +120,10 @@ impl Scheduler {
             let class = open.as_ref().map(|o| o.policy);
             let step = self.next_step(&site, class.as_ref(), &mut linger_until, &soft);
             let take = match step {
-                None => return,
+                None => {
+                    self.shaper.release_slot(&site, &member).await;
+                    return;
+                }
                 Some(Step::Work(take)) => take,
                 Some(Step::Linger(ready, until)) => {
                     tokio::select! {
@@ -133,10 +141,14 @@ impl Scheduler {
                         o.session.close(&self.engine.metrics).await;
                     }
                     self.settle(settling(take), None).await;
+                    self.shaper.release_slot(&site, &member).await;
                     return;
                 }
             };
-            if !self.shaped(&site, take.len(), &mut open, &soft).await {
+            if !self
+                .shaped(&site, take.len(), (&mut open, &member), &soft)
+                .await
+            {
                 held = None;
                 self.settle(settling(take), None).await;
                 continue;
@@ -176,10 +188,18 @@ impl Scheduler {
         &self,
         site: &Site,
         n: usize,
-        open: &mut Option<Open>,
+        (open, member): (&mut Option<Open>, &str),
         soft: &CancellationToken,
     ) -> bool {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
+        // A shared connection slot: renewed by a worker with a session,
+        // waited for by one that needs to connect.
+        while !self.shaper.connection_slot(site, member).await && open.is_none() {
+            tokio::select! {
+                _ = tokio::time::sleep(SLOT_WAIT) => {}
+                _ = soft.cancelled() => return false,
+            }
+        }
         for budget in [Budget::Messages, Budget::Connections] {
             loop {
                 if budget == Budget::Connections && open.is_some() {

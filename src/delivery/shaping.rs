@@ -196,6 +196,8 @@ pub struct Shaper {
     /// The µs clock of the local buckets starts here.
     origin: Instant,
     cluster: Option<crate::cluster::Cluster>,
+    /// This replica's name in shared connection slots.
+    replica: Arc<str>,
 }
 
 /// How long a destination's state outlives its last use when not throttled.
@@ -209,6 +211,7 @@ impl Shaper {
             metrics,
             origin: Instant::now(),
             cluster: None,
+            replica: Arc::from(format!("{:016x}", rand::random::<u64>())),
         }
     }
 
@@ -216,6 +219,11 @@ impl Shaper {
     pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Shaper {
         self.cluster = Some(cluster);
         self
+    }
+
+    /// This replica's (random) name in shared state.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Site, DestState>> {
@@ -320,6 +328,28 @@ impl Shaper {
                 Ok(())
             }
             Err(wait) => Err(Duration::from_micros(wait)),
+        }
+    }
+
+    /// With a cluster: takes or renews `member`'s shared connection slot
+    /// of `site` (its cap shared by every replica); `false` while all are
+    /// taken. Without one, or while Redis does not answer: `true` (the
+    /// local cap applies).
+    pub async fn connection_slot(&self, site: &Site, member: &str) -> bool {
+        let Some(c) = &self.cluster else { return true };
+        let cap = self.cap(site);
+        if cap == usize::MAX {
+            return true;
+        }
+        c.acquire_slot(&site.to_string(), member, cap)
+            .await
+            .unwrap_or(true)
+    }
+
+    /// Gives `member`'s shared connection slot back (a no-op without cluster).
+    pub async fn release_slot(&self, site: &Site, member: &str) {
+        if let Some(c) = &self.cluster {
+            c.release_slot(&site.to_string(), member).await;
         }
     }
 

@@ -56,13 +56,23 @@ fn start_redis(server: &std::path::Path) -> Redis {
 /// A relay whose mail for dest.test goes to `mx_port` at 5/sec, with
 /// `redis_url` shared.
 async fn relay(dir: &std::path::Path, mx_port: u16, redis_url: &str) -> danerelay::Running {
+    relay_shaped(dir, mx_port, redis_url, "message_rate = \"5/sec\"").await
+}
+
+/// A relay whose mail for dest.test goes to `mx_port`, shaped by `shape`.
+async fn relay_shaped(
+    dir: &std::path::Path,
+    mx_port: u16,
+    redis_url: &str,
+    shape: &str,
+) -> danerelay::Running {
     let text = format!(
         "hostname = \"relay.test\"\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\
          [queue]\npath = {:?}\nretry = [\"1h\"]\n[http]\naddress = \"127.0.0.1:0\"\n\
          [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\n\
          [delivery]\ntls = \"none\"\n\
          [[delivery.route]]\ndomain = \"dest.test\"\nnext_hop = \"[127.0.0.1]:{mx_port}\"\n\
-         message_rate = \"5/sec\"\n\
+         {shape}\n\
          [cluster]\nredis_url = \"{redis_url}\"\n",
         dir.join("queue").display()
     );
@@ -146,6 +156,31 @@ async fn two_relays_share_one_rate_through_redis_and_fall_back_without_it() {
         assert_eq!(status, 200);
         assert!(text.contains("danerelay_cluster_redis_up 0"), "{text}");
     }
+    a.drain().await;
+    b.drain().await;
+}
+
+/// `max_connections = 2` shared: two relays with mail waiting never hold
+/// more than two connections to the destination together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_one_connection_limit_through_redis() {
+    let Some(server) = require_tool("redis-server") else {
+        return;
+    };
+    let redis = start_redis(&server);
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let mx = FakeMx::start(Duration::from_millis(300)).await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = relay_shaped(d1.path(), mx.port, &url, "max_connections = 2").await;
+    let b = relay_shaped(d2.path(), mx.port, &url, "max_connections = 2").await;
+    for i in 0..8 {
+        enqueue(&a.queue, "app@src.test", &[&format!("a{i}@dest.test")]);
+        enqueue(&b.queue, "app@src.test", &[&format!("b{i}@dest.test")]);
+    }
+    delivered(&mx, 16).await;
+    let max = mx.transcript.lock().unwrap().max_active;
+    assert!(max <= 2, "{max} connections at once from two relays");
+    assert_eq!(a.metrics.cluster_redis_up.get(), 1);
     a.drain().await;
     b.drain().await;
 }

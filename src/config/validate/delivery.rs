@@ -180,13 +180,20 @@ impl Validator {
             .flatten()
     }
 
-    /// `[cluster] redis_url`: `redis://` or `rediss://` (TLS), or `""`.
+    /// `[cluster] redis_url`: `redis://…`, or `""`.
     pub(super) fn cluster(&mut self, raw: RawCluster) -> ClusterConfig {
         let url = raw.redis_url.trim();
         if url.is_empty() {
             return ClusterConfig::default();
         }
-        let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+        if url.starts_with("rediss://") {
+            self.err(
+                "cluster.redis_url",
+                "TLS to Redis (rediss://) is not supported; use redis:// inside the cluster network",
+            );
+            return ClusterConfig::default();
+        }
+        let scheme_ok = url.starts_with("redis://");
         let host_ok = url
             .split_once("://")
             .map(|(_, rest)| rest.rsplit('@').next().unwrap_or(rest))
@@ -194,7 +201,7 @@ impl Validator {
         if !scheme_ok || !host_ok {
             self.err(
                 "cluster.redis_url",
-                format!("invalid Redis URL {url:?} (expected \"redis://host:6379/0\" or \"rediss://…\")"),
+                format!("invalid Redis URL {url:?} (expected \"redis://host:6379/0\")"),
             );
             return ClusterConfig::default();
         }
