@@ -105,18 +105,8 @@ impl Scheduler {
         // This worker's name for a shared connection slot (`[cluster]`).
         let member = format!("{}:{:016x}", self.shaper.replica(), rand::random::<u64>());
         loop {
-            if let Some(until) = self.shaper.backoff(&site).await {
-                // The destination asked us to slow down: no connection until
-                // the window ends; its mail waits in the mailbox.
-                if let Some(o) = open.take() {
-                    o.session.close(&self.engine.metrics).await;
-                }
-                held = None;
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
-                    _ = soft.cancelled() => {}
-                }
-            }
+            self.wait_out_backoff(&site, (&mut open, &mut held), &soft)
+                .await;
             let class = open.as_ref().map(|o| o.policy);
             let step = self.next_step(&site, class.as_ref(), &mut linger_until, &soft);
             let take = match step {
@@ -169,16 +159,43 @@ impl Scheduler {
                 None => None,
             };
             if let Some(r) = &results {
-                let outs = r.iter().flatten();
-                let throttled = outs.clone().any(|o| o.throttle);
-                let delivered = outs
-                    .filter(|o| matches!(o.outcome, Outcome::Delivered(_)))
-                    .count();
-                let delivered = u32::try_from(delivered).unwrap_or(u32::MAX);
-                self.shaper.record(&site, throttled, delivered).await;
+                self.learn(&site, r).await;
             }
             self.settle(settling(take), results).await;
         }
+    }
+
+    /// While `site` is in a backoff window (it asked us to slow down): no
+    /// connection until the window ends; its mail waits in the mailbox.
+    async fn wait_out_backoff(
+        &self,
+        site: &Site,
+        (open, held): (&mut Option<Open>, &mut Option<OwnedSemaphorePermit>),
+        soft: &CancellationToken,
+    ) {
+        let Some(until) = self.shaper.backoff(site).await else {
+            return;
+        };
+        if let Some(o) = open.take() {
+            o.session.close(&self.engine.metrics).await;
+        }
+        *held = None;
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = soft.cancelled() => {}
+        }
+    }
+
+    /// Tells the shaper what a take's outcomes say about `site`: a
+    /// throttling reply, and how many recipients were delivered.
+    async fn learn(&self, site: &Site, results: &[Vec<RcptOutcome>]) {
+        let outs = results.iter().flatten();
+        let throttled = outs.clone().any(|o| o.throttle);
+        let delivered = outs
+            .filter(|o| matches!(o.outcome, Outcome::Delivered(_)))
+            .count();
+        let delivered = u32::try_from(delivered).unwrap_or(u32::MAX);
+        self.shaper.record(site, throttled, delivered).await;
     }
 
     /// Waits for `site`'s budgets: `n` messages, and a new connection when
