@@ -17,6 +17,7 @@ mod layering;
 mod ops;
 mod security;
 mod sendmail;
+mod shaping;
 mod smtp;
 mod storage;
 mod support;
