@@ -241,3 +241,30 @@ async fn a_slow_destination_does_not_delay_a_healthy_one() {
     stop.cancel();
     handle.await.unwrap();
 }
+
+/// A rate slow enough that the worker closes its session while it waits
+/// (longer than `LINGER`) gives its connection permit back with it: with a
+/// single permit in all, the next message still goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_rate_wait_gives_the_connection_permit_back() {
+    let w = world_with(Duration::from_secs(60), FakeMx::start(Duration::ZERO).await).await;
+    let r = Route {
+        message_rate: Rate::parse("20/min").unwrap(),
+        ..route("dest.test")
+    };
+    for i in 0..2 {
+        send(&w, &[&format!("user{i}@dest.test")]);
+    }
+    let (stop, handle) = spawn(scheduler_with(&w, (1, 1, None), vec![r], dns()));
+    until("both delivered", || w.mx.messages().len() == 2).await;
+    let at: Vec<_> = w.mx.messages().iter().map(|m| m.at).collect();
+    let gap = at[1].max(at[0]) - at[1].min(at[0]);
+    assert!(gap >= Duration::from_millis(2900), "20/min: {gap:?} apart");
+    assert_eq!(
+        w.mx.transcript.lock().unwrap().connections,
+        2,
+        "closed while waiting"
+    );
+    stop.cancel();
+    handle.await.unwrap();
+}

@@ -143,6 +143,11 @@ impl Scheduler {
                 self.settle(settling(take), None).await;
                 continue;
             }
+            if open.is_none() {
+                // A long wait closed the session: its permit goes with it
+                // (never hold one while waiting for another).
+                held = None;
+            }
             let permit = self.permit(held.take(), open.is_some(), &soft).await;
             let cached = open.take();
             let results = match permit {
