@@ -24,7 +24,6 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Rate;
-use crate::delivery::shaping::Budget;
 use crate::metrics::Metrics;
 
 /// The longest any Redis call (connecting included) may take.
@@ -86,6 +85,13 @@ return 0
 /// How long a connection slot lives without renewal (each share of mail a
 /// connection carries renews it): a dead replica's slots free up after this.
 pub const SLOT_TTL: Duration = Duration::from_secs(300);
+
+/// Which budget of a destination a take is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Messages,
+    Connections,
+}
 
 /// A handle on the shared store (cheap to clone).
 #[derive(Clone)]

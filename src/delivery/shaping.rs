@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use crate::cluster::Budget;
 use crate::config::Rate;
 use crate::metrics::Metrics;
 use crate::smtp::client::Phase;
@@ -178,13 +179,6 @@ struct DestState {
     adaptive: Adaptive,
     workers: usize,
     last_used: Instant,
-}
-
-/// Which budget a wait is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
-    Messages,
-    Connections,
 }
 
 /// The shaping state of every destination with work (cheap to clone).
