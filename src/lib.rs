@@ -12,7 +12,9 @@
 //! - [`smtp`]     — the wire (sans-I/O) and the submission server.
 //! - [`auth`]     — users file (Argon2id) and sender policy.
 //! - [`dkim`]     — DKIM signing at acceptance, key loading and `dkim keygen`.
-//! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
+//! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries,
+//!   traffic shaping.
+//! - [`cluster`]  — `[cluster] redis_url`: destination budgets shared by replicas.
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API, HTTP submission.
 //! - [`submit`]   — one message from an application (HTTP) through SMTP
 //!   submission's checks, headers, DKIM and store.
@@ -34,6 +36,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dane;
 pub mod delivery;
@@ -150,6 +153,14 @@ async fn start_with(
         recorder
     });
 
+    let mut shaper = delivery::shaping::Shaper::new(Default::default(), metrics.clone());
+    if let Some(url) = &config.cluster.redis_url {
+        let cluster = cluster::Cluster::new(url, metrics.clone())
+            .context("cluster.redis_url: cannot use it")?;
+        tracker.spawn(cluster.clone().watch(shutdown.clone()));
+        shaper = shaper.with_cluster(cluster);
+        tracing::info!("cluster: destination limits shared through Redis");
+    }
     let admin = http::admin::AdminState {
         queue: queue.clone(),
         token: config.http.admin_token.clone(),
@@ -157,6 +168,7 @@ async fn start_with(
             .tls_rpt
             .enabled
             .then(|| tlsrpt::preview::Source::new(&config, tls_rpt.clone())),
+        shaper: Some(shaper.clone()),
     };
     // HTTP outlives the drain, so that probes see /readyz turn 503 and
     // Prometheus can scrape while sessions and deliveries finish.
@@ -176,7 +188,7 @@ async fn start_with(
         tracing::warn!("delivery.paused = true: mail is accepted and queued, nothing is delivered");
     } else if deliver {
         let parts = (&queue, &metrics, &tls_rpt);
-        start_delivery(&config, parts, &shutdown, &tracker).await?;
+        start_delivery(&config, parts, shaper, &shutdown, &tracker).await?;
     }
 
     let guards = smtp::server::Guards::new(&config.limits);
@@ -225,6 +237,7 @@ async fn start_with(
 async fn start_delivery(
     config: &Arc<Config>,
     (queue, metrics, tls_rpt): (&Queue, &Metrics, &Option<Arc<tlsrpt::Recorder>>),
+    shaper: delivery::shaping::Shaper,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
@@ -271,7 +284,8 @@ async fn start_delivery(
         resolver,
         metrics.clone(),
         tls_rpt.clone(),
-    )?;
+    )?
+    .with_shaper(shaper);
     tracker.spawn(scheduler.run(shutdown.clone()));
     Ok(())
 }

@@ -374,6 +374,21 @@ metrics! {
         "MTA-STS policy discoveries and fetches (RFC 8461), by result (cached = TXT id unchanged).",
         &["result"],
     );
+    /// Destinations shaped down right now (adaptive backoff or reduced connections).
+    destinations_throttled: IntGauge = gauge(
+        "danerelay_destinations_throttled",
+        "Destinations (MX host sets) that answered 421 or a throttling 4.7.x and are in their backoff window or below their connection limit.",
+    );
+    /// 1 while `[cluster] redis_url` is set and Redis answers.
+    cluster_redis_up: IntGauge = gauge(
+        "danerelay_cluster_redis_up",
+        "1 while the Redis of [cluster] redis_url answers (limits shared by all replicas); 0 while it does not (each replica keeps its own limits) or none is set.",
+    );
+    /// Redis calls that failed or timed out.
+    cluster_redis_errors_total: IntCounter = counter(
+        "danerelay_cluster_redis_errors_total",
+        "Redis calls for shared destination limits that failed or timed out (the relay used its local limits instead).",
+    );
     /// DKIM signatures made at acceptance, by algorithm and result.
     dkim_signatures_total: IntCounterVec [DkimAlgorithm, DkimResult] = counter_vec(
         "danerelay_dkim_signatures_total",

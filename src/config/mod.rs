@@ -30,6 +30,7 @@ pub struct Config {
     pub mta_sts: MtaStsConfig,
     /// `[tls_rpt]`: RFC 8460 reports.
     pub tls_rpt: tls_rpt::TlsRptConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// `[mta_sts]`: RFC 8461 for domains without usable DANE.
@@ -41,6 +42,14 @@ pub struct MtaStsConfig {
     pub ca_file: Option<PathBuf>,
     /// Bound on one whole policy fetch (connect, TLS, request, body).
     pub fetch_timeout: Duration,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis_url`: per-destination budgets shared by every replica through
+    /// this Redis; `None` = limits per replica.
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +273,11 @@ pub struct Route {
     /// `delivery.per_destination` (`None` for 0). Domains sharing one MX
     /// host set share one limit, the smallest of theirs (SPEC "Delivery").
     pub max_connections: Option<usize>,
+    /// `route.message_rate`: messages handed to the destination's
+    /// connections; `None` = unlimited. Shared domains take the strictest.
+    pub message_rate: Option<Rate>,
+    /// `route.connection_rate`: new connections to the destination.
+    pub connection_rate: Option<Rate>,
 }
 
 /// `route.domain`: an exact domain or `*.example.com` (subdomains only).
@@ -302,11 +316,13 @@ pub struct HttpConfig {
 
 mod dev;
 pub mod dkim;
+mod rate;
 pub mod raw;
 pub mod tls_rpt;
 mod validate;
 
 pub use dev::development;
+pub use rate::Rate;
 pub use validate::{
     is_hostname, load_file, os_hostname, parse, parse_next_hop, ConfigError, Loaded,
 };

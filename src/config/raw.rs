@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub dkim: Vec<super::dkim::RawDkim>,
     pub mta_sts: RawMtaSts,
     pub tls_rpt: super::tls_rpt::RawTlsRpt,
+    pub cluster: RawCluster,
 }
 
 impl Default for RawConfig {
@@ -55,6 +56,7 @@ impl Default for RawConfig {
             dkim: Vec::new(),
             mta_sts: RawMtaSts::default(),
             tls_rpt: super::tls_rpt::RawTlsRpt::default(),
+            cluster: RawCluster::default(),
         }
     }
 }
@@ -290,6 +292,19 @@ pub struct RawRoute {
     pub next_hop: String,
     #[serde(default)]
     pub max_connections: u64,
+    /// `"600/min"`; `""` = unlimited (parsed in `validate`).
+    #[serde(default)]
+    pub message_rate: String,
+    #[serde(default)]
+    pub connection_rate: String,
+}
+
+/// `[cluster]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// `"redis://host:6379/0"`; `""` = limits per replica.
+    pub redis_url: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -478,3 +478,46 @@ fn mta_sts_keys_default_and_are_checked_with_their_path() {
     assert_eq!(cfg.mta_sts.ca_file.as_deref(), Some(good.as_path()));
     assert_eq!(cfg.mta_sts.fetch_timeout, Duration::from_secs(5));
 }
+
+#[test]
+fn route_rates_and_cluster_redis_url() {
+    let cfg = ok(PLAIN);
+    assert_eq!(cfg.cluster.redis_url, None);
+    let cfg = ok(&format!(
+        "{PLAIN}[[delivery.route]]\ndomain = \"gmail.com\"\nmessage_rate = \"600/min\"\n\
+         connection_rate = \"60/min\"\n[[delivery.route]]\ndomain = \"b.example\"\nmax_connections = 2\n\
+         [cluster]\nredis_url = \"redis://127.0.0.1:6379/0\"\n"
+    ));
+    let r = &cfg.delivery.routes[0];
+    assert_eq!(r.message_rate.unwrap().to_string(), "600/min");
+    assert_eq!(r.connection_rate.unwrap().to_string(), "60/min");
+    assert_eq!(cfg.delivery.routes[1].message_rate, None);
+    assert_eq!(
+        cfg.cluster.redis_url.as_deref(),
+        Some("redis://127.0.0.1:6379/0")
+    );
+    let errs = errors(&format!(
+        "{PLAIN}[[delivery.route]]\ndomain = \"a.example\"\nmessage_rate = \"600/day\"\n\
+         connection_rate = \"0/min\"\n[cluster]\nredis_url = \"http://x\"\n"
+    ));
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].starts_with("delivery.route[0].message_rate: invalid rate \"600/day\""),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("delivery.route[0].connection_rate: rate \"0/min\""),
+        "{errs:?}"
+    );
+    assert!(
+        errs[2].starts_with("cluster.redis_url: invalid Redis URL \"http://x\""),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{PLAIN}[cluster]\nredis_url = \"rediss://r:6379\"\n"
+    ));
+    assert!(
+        errs[0].starts_with("cluster.redis_url: TLS to Redis"),
+        "{errs:?}"
+    );
+}

@@ -280,6 +280,7 @@ impl Validator {
             dkim: super::dkim::validate(raw.dkim, &mut self.errors, &mut self.warnings),
             mta_sts: self.mta_sts(raw.mta_sts),
             tls_rpt: super::tls_rpt::TlsRptConfig::defaults(""),
+            cluster: self.cluster(raw.cluster),
         };
         let mut config = config;
         config.tls_rpt = super::tls_rpt::validate(

@@ -27,7 +27,9 @@ pub use super::decision::host_decision;
 use super::decision::{dane_label, dns_error, host_tls, nexthop_domain, routing_error, DomainSts};
 use super::logline;
 use super::mta_sts;
-use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
+use super::outcome::{
+    client_throttles, for_rcpt, from_error, throttles, try_next_host, AttemptError, Outcome,
+};
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
 use super::tls_report::{session_result, Seen};
 use crate::sts::{HostRule, SessionFailure};
@@ -121,6 +123,8 @@ pub struct RcptOutcome {
     pub outcome: Outcome,
     pub relay: Option<String>,
     pub tls: Option<TlsOutcome>,
+    /// The destination answered with a "slow down" (`shaping::throttles`).
+    pub throttle: bool,
 }
 
 /// Per job, per envelope recipient: `None` while still open.
@@ -250,10 +254,12 @@ impl Engine {
             domain: domain.to_string(),
         });
         let rest = from_error(&fallback);
+        let throttle = throttles(&fallback);
         for (job, slots) in jobs.iter().zip(results.iter_mut()) {
             for (rcpt, slot) in job.envelope.recipients.iter().zip(slots.iter_mut()) {
                 if slot.is_none() {
-                    let done = self.finish(job, &rcpt.address, None, None, rest.clone());
+                    let mut done = self.finish(job, &rcpt.address, None, None, rest.clone());
+                    done.throttle = throttle;
                     *slot = Some(done);
                 }
             }
@@ -527,7 +533,8 @@ impl Engine {
                 .transaction(&env, BlockingBody::new(body))
                 .instrument(span)
                 .await;
-            for (i, r) in open.iter().zip(result.recipients.iter()) {
+            let phases = result.phases.iter().copied();
+            for ((i, r), phase) in open.iter().zip(result.recipients.iter()).zip(phases) {
                 if let RcptResult::Error(e) = r {
                     let err = AttemptError::Smtp(e.clone());
                     if try_next_host(&err) {
@@ -535,9 +542,15 @@ impl Engine {
                         continue;
                     }
                 }
+                let throttle = match r {
+                    RcptResult::Reply(reply) => super::shaping::throttles(phase, reply),
+                    RcptResult::Error(e) => client_throttles(e),
+                };
                 let addr = &job.envelope.recipients[*i].address;
                 let out = for_rcpt(r);
-                slots[*i] = Some(self.finish(job, addr, Some(&s.relay), Some(&s.tls), out));
+                let mut done = self.finish(job, addr, Some(&s.relay), Some(&s.tls), out);
+                done.throttle = throttle;
+                slots[*i] = Some(done);
             }
         }
     }
@@ -577,6 +590,7 @@ impl Engine {
             outcome,
             relay: relay.map(str::to_string),
             tls: tls.cloned(),
+            throttle: false,
         }
     }
 }

@@ -41,6 +41,11 @@ pub struct Mailbox<T> {
     /// Workers keeping an idle session open, waiting on `ready`.
     pub idle: usize,
     pub ready: Arc<Notify>,
+    /// The adaptive connection cap (`shaping`): below `limit` while the
+    /// destination is throttled; workers over it leave.
+    pub cap: usize,
+    /// The largest share one worker takes (a `message_rate`'s burst).
+    pub max_take: usize,
 }
 
 impl<T> Default for Mailbox<T> {
@@ -51,6 +56,8 @@ impl<T> Default for Mailbox<T> {
             limit: usize::MAX,
             idle: 0,
             ready: Arc::default(),
+            cap: usize::MAX,
+            max_take: MAX_PER_SESSION,
         }
     }
 }
@@ -88,6 +95,7 @@ impl<T: Classed> Mailbox<T> {
         }
         let spawn = self
             .limit
+            .min(self.cap)
             .saturating_sub(self.workers)
             .min(n.saturating_sub(self.idle));
         self.workers += spawn;
@@ -125,12 +133,15 @@ impl<T: Classed> Mailbox<T> {
             && a.linger_until.is_none_or(|t| Instant::now() < t);
         let step = if a.shutting_down {
             Step::Exit(self.waiting.drain(..).collect())
+        } else if self.workers > self.cap.max(1) {
+            // Throttled: this worker's connection is one too many.
+            Step::Exit(Vec::new())
         } else if !self.waiting.is_empty() {
             let n = self
                 .waiting
                 .len()
                 .div_ceil(self.workers.max(1))
-                .min(MAX_PER_SESSION);
+                .min(self.max_take.clamp(1, MAX_PER_SESSION));
             *a.linger_until = None;
             Step::Work(self.take(n, a.session))
         } else if may_linger {

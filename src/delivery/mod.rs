@@ -22,6 +22,7 @@ pub mod reuse;
 pub mod routing;
 pub mod scheduler;
 pub mod session;
+pub mod shaping;
 pub mod site;
 pub mod tls_check;
 pub mod tls_report;

@@ -309,6 +309,24 @@ pub fn try_next_host(err: &AttemptError) -> bool {
     }
 }
 
+/// Whether this failure tells the destination to slow down
+/// (`shaping::throttles`): only a remote refusal can, never a local finding
+/// such as a DANE failure (also 4.7.x).
+pub fn throttles(err: &AttemptError) -> bool {
+    match err {
+        AttemptError::Smtp(e) => client_throttles(e),
+        _ => false,
+    }
+}
+
+/// [`throttles`] for what the client reported.
+pub fn client_throttles(err: &ClientError) -> bool {
+    match err {
+        ClientError::Rejected { phase, reply } => super::shaping::throttles(*phase, reply),
+        _ => false,
+    }
+}
+
 /// The outcome for a message still undelivered at `queue.max_age`: a
 /// bounce with `4.4.7` (RFC 3463: delivery time expired), carrying the last
 /// reason in its text.

@@ -256,6 +256,8 @@ fn route(pattern: DomainPattern, tls: Option<TlsLevel>, next_hop: Option<NextHop
         tls,
         next_hop,
         max_connections: None,
+        message_rate: None,
+        connection_rate: None,
     }
 }
 

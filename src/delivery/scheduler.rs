@@ -42,6 +42,7 @@ use super::clock::{Clock, SystemClock};
 use super::mailbox::{self, Classed};
 pub use super::mailbox::{LINGER, MAX_PER_SESSION};
 use super::report::{self, ReportOptions, Reported};
+use super::shaping::{Shaper, ShapingOptions};
 use super::site::{DomainPolicy, Site};
 
 /// The longest the scheduler sleeps without a reason (a safety net against
@@ -73,6 +74,8 @@ pub struct Scheduler {
     wake: Arc<Notify>,
     /// "Now" for due dates, retries and expiry (the wall clock but in tests).
     clock: Arc<dyn Clock>,
+    /// Per-destination budgets and adaptive backoff (`shaping`).
+    shaper: Shaper,
 }
 
 /// One leased message while its groups are out.
@@ -121,7 +124,9 @@ pub fn domain_of(address: &str) -> String {
 impl Scheduler {
     pub fn new(queue: Queue, engine: Engine, options: SchedulerOptions) -> Scheduler {
         let connections = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let shaper = Shaper::new(ShapingOptions::default(), engine.metrics.clone());
         Scheduler {
+            shaper,
             queue,
             engine,
             options,
@@ -139,8 +144,30 @@ impl Scheduler {
         self
     }
 
+    /// Shapes traffic with `shaper` (shared with the admin API's summary).
+    pub fn with_shaper(mut self, shaper: Shaper) -> Scheduler {
+        self.shaper = shaper;
+        self
+    }
+
+    /// The per-destination shaping state.
+    pub fn shaper(&self) -> &Shaper {
+        &self.shaper
+    }
+
     /// Runs until `shutdown`, then drains in-flight attempts within the grace.
     pub async fn run(self, shutdown: CancellationToken) {
+        let (shaper, stop) = (self.shaper.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            // Backoff windows end by themselves: keep the gauge current.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => shaper.refresh(tokio::time::Instant::now()),
+                }
+            }
+        });
         let wake = self.wake.clone();
         self.queue.on_due(move || wake.notify_one());
         let slots = Arc::new(Semaphore::new(self.options.concurrency.max(1)));

@@ -66,8 +66,18 @@ fn scheduler(
     per: usize,
     delay_warning: Option<Duration>,
 ) -> Scheduler {
+    scheduler_with(w, (concurrency, per, delay_warning), Vec::new(), dns())
+}
+
+/// [`scheduler`] with routes and a DNS of the test's own.
+fn scheduler_with(
+    w: &World,
+    (concurrency, per, delay_warning): (usize, usize, Option<Duration>),
+    routes: Vec<crate::config::Route>,
+    dns: FakeDns,
+) -> Scheduler {
     let engine = Engine {
-        dns: Arc::new(dns()),
+        dns: Arc::new(dns),
         options: EngineOptions {
             session: SessionOptions {
                 helo_name: "relay.test".into(),
@@ -77,7 +87,7 @@ fn scheduler(
             },
             tls: TlsLevel::May,
             dane_insecure_mx: Default::default(),
-            routes: Vec::new(),
+            routes,
             mx_port: w.mx.port,
             max_hosts: MAX_HOSTS,
             sts: None,
@@ -486,3 +496,6 @@ async fn a_burst_reuses_at_most_per_destination_connections() {
     stop.cancel();
     handle.await.unwrap();
 }
+
+#[path = "scheduler_shaping_tests.rs"]
+mod shaping;

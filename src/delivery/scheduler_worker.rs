@@ -15,10 +15,15 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::super::attempt::{Job, RcptOutcome, Reusable};
-use super::super::mailbox::Asking;
+use super::super::mailbox::{Asking, LINGER, MAX_PER_SESSION};
+use super::super::outcome::Outcome;
 use super::super::reuse;
+use super::super::shaping::Budget;
 use super::super::site::{self, DomainPolicy, Site};
 use super::{Item, Pending, Scheduler, Step};
+
+/// How often a worker asks again for a shared connection slot.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A session kept between rounds, with the domain it last served.
 struct Open {
@@ -72,11 +77,21 @@ impl Scheduler {
             indices,
             domain: domain.clone(),
         });
-        let spawn = self
-            .lock_destinations()
-            .entry(dest.site.clone())
-            .or_default()
-            .admit(items, dest.limit);
+        let shaper = &self.shaper;
+        shaper.admit(
+            &dest.site,
+            dest.limit,
+            dest.message_rate,
+            dest.connection_rate,
+        );
+        let (cap, max_take) = (shaper.cap(&dest.site), shaper.max_take(&dest.site));
+        let spawn = {
+            let mut map = self.lock_destinations();
+            let mb = map.entry(dest.site.clone()).or_default();
+            mb.cap = cap;
+            mb.max_take = max_take.unwrap_or(MAX_PER_SESSION);
+            mb.admit(items, dest.limit)
+        };
         for _ in 0..spawn {
             let me = self.clone();
             let (soft, hard) = (soft.clone(), hard.clone());
@@ -96,11 +111,18 @@ impl Scheduler {
         let mut open: Option<Open> = None;
         let mut held: Option<OwnedSemaphorePermit> = None;
         let mut linger_until: Option<tokio::time::Instant> = None;
+        // This worker's name for a shared connection slot (`[cluster]`).
+        let member = format!("{}:{:016x}", self.shaper.replica(), rand::random::<u64>());
         loop {
+            self.wait_out_backoff(&site, (&mut open, &mut held), &soft)
+                .await;
             let class = open.as_ref().map(|o| o.policy);
             let step = self.next_step(&site, class.as_ref(), &mut linger_until, &soft);
             let take = match step {
-                None => return,
+                None => {
+                    self.shaper.release_slot(&site, &member).await;
+                    return;
+                }
                 Some(Step::Work(take)) => take,
                 Some(Step::Linger(ready, until)) => {
                     tokio::select! {
@@ -118,9 +140,23 @@ impl Scheduler {
                         o.session.close(&self.engine.metrics).await;
                     }
                     self.settle(settling(take), None).await;
+                    self.shaper.release_slot(&site, &member).await;
                     return;
                 }
             };
+            if !self
+                .shaped(&site, take.len(), (&mut open, &member), &soft)
+                .await
+            {
+                held = None;
+                self.settle(settling(take), None).await;
+                continue;
+            }
+            if open.is_none() {
+                // A long wait closed the session: its permit goes with it
+                // (never hold one while waiting for another).
+                held = None;
+            }
             let permit = self.permit(held.take(), open.is_some(), &soft).await;
             let cached = open.take();
             let results = match permit {
@@ -136,8 +172,86 @@ impl Scheduler {
                 },
                 None => None,
             };
+            if let Some(r) = &results {
+                self.learn(&site, r).await;
+            }
             self.settle(settling(take), results).await;
         }
+    }
+
+    /// While `site` is in a backoff window (it asked us to slow down): no
+    /// connection until the window ends; its mail waits in the mailbox.
+    async fn wait_out_backoff(
+        &self,
+        site: &Site,
+        (open, held): (&mut Option<Open>, &mut Option<OwnedSemaphorePermit>),
+        soft: &CancellationToken,
+    ) {
+        let Some(until) = self.shaper.backoff(site).await else {
+            return;
+        };
+        if let Some(o) = open.take() {
+            o.session.close(&self.engine.metrics).await;
+        }
+        *held = None;
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = soft.cancelled() => {}
+        }
+    }
+
+    /// Tells the shaper what a take's outcomes say about `site`: a
+    /// throttling reply, and how many recipients were delivered.
+    async fn learn(&self, site: &Site, results: &[Vec<RcptOutcome>]) {
+        let outs = results.iter().flatten();
+        let throttled = outs.clone().any(|o| o.throttle);
+        let delivered = outs
+            .filter(|o| matches!(o.outcome, Outcome::Delivered(_)))
+            .count();
+        let delivered = u32::try_from(delivered).unwrap_or(u32::MAX);
+        self.shaper.record(site, throttled, delivered).await;
+    }
+
+    /// Waits for `site`'s budgets: `n` messages, and a new connection when
+    /// none is open (`false`: shutdown came first). A session is not kept
+    /// idle through a long wait (the peer would time it out anyway).
+    async fn shaped(
+        &self,
+        site: &Site,
+        n: usize,
+        (open, member): (&mut Option<Open>, &str),
+        soft: &CancellationToken,
+    ) -> bool {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        // A shared connection slot: renewed by a worker with a session,
+        // waited for by one that needs to connect.
+        while !self.shaper.connection_slot(site, member).await && open.is_none() {
+            tokio::select! {
+                _ = tokio::time::sleep(SLOT_WAIT) => {}
+                _ = soft.cancelled() => return false,
+            }
+        }
+        for budget in [Budget::Messages, Budget::Connections] {
+            loop {
+                if budget == Budget::Connections && open.is_some() {
+                    break;
+                }
+                let wait = match self.shaper.try_take(site, budget, n).await {
+                    Ok(()) => break,
+                    Err(wait) => wait,
+                };
+                if wait > LINGER {
+                    if let Some(o) = open.take() {
+                        o.session.close(&self.engine.metrics).await;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = soft.cancelled() => return false,
+                }
+            }
+        }
+        true
     }
 
     /// Delivers a share (all of one policy class) domain by domain, each
@@ -210,12 +324,14 @@ impl Scheduler {
     ) -> Option<Step> {
         let mut map = self.lock_destinations();
         let mb = map.get_mut(site)?;
+        mb.cap = self.shaper.cap(site);
         let step = mb.next_step(Asking {
             session,
             others_waiting: self.conn_waiters.load(Ordering::Acquire) > 0,
             shutting_down: soft.is_cancelled(),
             linger_until,
         });
+        self.shaper.note_workers(site, mb.workers);
         if matches!(step, Step::Exit(_)) && mb.workers == 0 && mb.waiting.is_empty() {
             map.remove(site);
         }

@@ -79,6 +79,9 @@ pub struct Destination {
     /// The domain's connection limit: the route's `max_connections`, else
     /// `delivery.per_destination`.
     pub limit: usize,
+    /// The route's `message_rate` and `connection_rate` (`shaping`).
+    pub message_rate: Option<crate::config::Rate>,
+    pub connection_rate: Option<crate::config::Rate>,
 }
 
 /// The destination of `domain` (normalised) from its route and, without a
@@ -153,6 +156,8 @@ pub async fn resolve(
             .and_then(|r| r.max_connections)
             .unwrap_or(per_destination)
             .max(1),
+        message_rate: route.and_then(|r| r.message_rate),
+        connection_rate: route.and_then(|r| r.connection_rate),
     }
 }
 

@@ -40,6 +40,8 @@ fn route(domain: &str, tls: Option<TlsLevel>, hop: Option<NextHop>, max: Option<
         tls,
         next_hop: hop,
         max_connections: max,
+        message_rate: None,
+        connection_rate: None,
     }
 }
 

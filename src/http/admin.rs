@@ -25,6 +25,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// `/api/tls-rpt/preview` (`None`: TLS-RPT is off).
     pub tls_rpt: Option<crate::tlsrpt::preview::Source>,
+    /// Per-destination shaping state for the summary (`None`: no delivery).
+    pub shaper: Option<crate::delivery::shaping::Shaper>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -326,6 +328,10 @@ pub struct Summary {
     pub active: u64,
     pub oldest_age_seconds: Option<u64>,
     pub domains: Vec<DomainView>,
+    /// Destinations with work or shaping state: throttled, backoff,
+    /// connections (`delivery::shaping`).
+    #[serde(default)]
+    pub destinations: Vec<crate::delivery::shaping::DestinationView>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -357,6 +363,7 @@ async fn summary(State(state): State<AdminState>) -> Result<Json<Summary>, ApiEr
                 oldest_age_seconds: age(d.oldest),
             })
             .collect(),
+        destinations: state.shaper.as_ref().map(|s| s.views()).unwrap_or_default(),
     }))
 }
 
@@ -380,6 +387,7 @@ mod tests {
             queue,
             token: token.map(str::to_string),
             tls_rpt: None,
+            shaper: None,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Script {
     pub tls: Option<TlsAcceptor>,
     /// Waited before answering the end of a message's data.
     pub data_delay: Duration,
+    /// Greetings shared by every connection, taken in turn before
+    /// `greeting` (e.g. the first connection gets a 421).
+    pub greetings: Option<Arc<Mutex<VecDeque<String>>>>,
 }
 
 impl Default for Script {
@@ -51,6 +54,7 @@ impl Default for Script {
             final_replies: VecDeque::new(),
             tls: None,
             data_delay: Duration::ZERO,
+            greetings: None,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Received {
     pub rcpts: Vec<String>,
     /// As in [`Transcript::messages`].
     pub data: Vec<u8>,
+    /// When the fake accepted it (real time: rates are measured on it).
+    pub at: std::time::Instant,
 }
 
 /// What the fake saw.
@@ -130,7 +136,13 @@ pub struct FakeMx {
 impl FakeMx {
     /// Serves every connection with its own copy of `script`.
     pub async fn listen(script: Script) -> FakeMx {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FakeMx::listen_on("127.0.0.1:0", script).await
+    }
+
+    /// [`FakeMx::listen`] on a given address (a second MX host on another
+    /// 127/8 address, same port).
+    pub async fn listen_on(address: &str, script: Script) -> FakeMx {
+        let listener = TcpListener::bind(address).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let transcript = Shared::default();
         let t = transcript.clone();
@@ -183,7 +195,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(io: S, mut script: Script, t: Sh
         batch: 0,
         t: t.clone(),
     };
-    if !conn.send(&script.greeting.clone()).await {
+    let shared = script
+        .greetings
+        .as_ref()
+        .and_then(|g| g.lock().unwrap().pop_front());
+    if !conn
+        .send(&shared.unwrap_or_else(|| script.greeting.clone()))
+        .await
+    {
         return;
     }
     if let Some(plain) = serve(conn, &mut script).await {
@@ -294,6 +313,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             from: from.to_string(),
             rcpts: rcpts.to_vec(),
             data,
+            at: std::time::Instant::now(),
         });
     }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod client;
+mod cluster;
 mod content;
 mod content_memory;
 mod dane;
@@ -16,6 +17,7 @@ mod layering;
 mod ops;
 mod security;
 mod sendmail;
+mod shaping;
 mod smtp;
 mod storage;
 mod sts;

@@ -100,11 +100,80 @@ pub fn print_summary(s: &Summary, out: &mut dyn Write) {
             age(d.oldest_age_seconds)
         );
     }
+    print_destinations(s, out);
+}
+
+/// The shaping state per destination, when there is any.
+fn print_destinations(s: &Summary, out: &mut dyn Write) {
+    if s.destinations.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<40}  {:>9}  {:>11}  {:>9}  {:>10}  {:>10}  BACKOFF-UNTIL",
+        "DESTINATION", "THROTTLED", "CONNECTIONS", "MAX-CONNS", "MSG-RATE", "CONN-RATE"
+    );
+    for d in &s.destinations {
+        let backoff = d.backoff_until.map_or_else(
+            || "-".to_string(),
+            |t| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+                )
+                .to_string()
+            },
+        );
+        let _ = writeln!(
+            out,
+            "{:<40}  {:>9}  {:>11}  {:>9}  {:>10}  {:>10}  {backoff}",
+            d.destination,
+            if d.throttled { "yes" } else { "no" },
+            d.connections,
+            d.max_connections,
+            d.message_rate.as_deref().unwrap_or("-"),
+            d.connection_rate.as_deref().unwrap_or("-"),
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destinations_show_throttling_and_backoff() {
+        use crate::delivery::shaping::DestinationView;
+        let s = Summary {
+            pending: 0,
+            deferred: 1,
+            held: 0,
+            active: 0,
+            oldest_age_seconds: None,
+            domains: Vec::new(),
+            destinations: vec![DestinationView {
+                destination: "10:mx.gmail.test port 25".into(),
+                throttled: true,
+                backoff_until: Some(1_780_000_000),
+                connections: 1,
+                max_connections: 2,
+                message_rate: Some("600/min".into()),
+                connection_rate: None,
+            }],
+        };
+        let mut out = Vec::new();
+        print_summary(&s, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("10:mx.gmail.test"))
+            .unwrap();
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cols[3..],
+            ["yes", "1", "2", "600/min", "-", "2026-05-28T20:26:40Z"],
+            "{text}"
+        );
+    }
 
     #[test]
     fn ages_pick_the_largest_unit_that_keeps_two_digits() {

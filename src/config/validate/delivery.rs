@@ -195,10 +195,14 @@ impl Validator {
             return None;
         };
         let next_hop = next_hop?;
-        if raw.tls.is_none() && next_hop.is_none() && raw.max_connections == 0 {
+        let message_rate = self.rate(&format!("{path}.message_rate"), &raw.message_rate);
+        let connection_rate = self.rate(&format!("{path}.connection_rate"), &raw.connection_rate);
+        let shapes =
+            raw.max_connections != 0 || message_rate.is_some() || connection_rate.is_some();
+        if raw.tls.is_none() && next_hop.is_none() && !shapes {
             self.warnings.push(ConfigError::new(
                 path,
-                "sets neither tls, next_hop nor max_connections and changes nothing",
+                "sets neither tls, next_hop, max_connections nor a rate and changes nothing",
             ));
         }
         Some(Route {
@@ -206,6 +210,45 @@ impl Validator {
             tls: raw.tls.map(tls_level),
             next_hop,
             max_connections: usize::try_from(raw.max_connections).ok().filter(|n| *n > 0),
+            message_rate,
+            connection_rate,
         })
+    }
+
+    fn rate(&mut self, path: &str, text: &str) -> Option<Rate> {
+        Rate::parse(text)
+            .map_err(|e| self.err(path, e))
+            .ok()
+            .flatten()
+    }
+
+    /// `[cluster] redis_url`: `redis://…`, or `""`.
+    pub(super) fn cluster(&mut self, raw: RawCluster) -> ClusterConfig {
+        let url = raw.redis_url.trim();
+        if url.is_empty() {
+            return ClusterConfig::default();
+        }
+        if url.starts_with("rediss://") {
+            self.err(
+                "cluster.redis_url",
+                "TLS to Redis (rediss://) is not supported; use redis:// inside the cluster network",
+            );
+            return ClusterConfig::default();
+        }
+        let scheme_ok = url.starts_with("redis://");
+        let host_ok = url
+            .split_once("://")
+            .map(|(_, rest)| rest.rsplit('@').next().unwrap_or(rest))
+            .is_some_and(|hostpart| !hostpart.is_empty() && !hostpart.starts_with('/'));
+        if !scheme_ok || !host_ok {
+            self.err(
+                "cluster.redis_url",
+                format!("invalid Redis URL {url:?} (expected \"redis://host:6379/0\")"),
+            );
+            return ClusterConfig::default();
+        }
+        ClusterConfig {
+            redis_url: Some(url.to_string()),
+        }
     }
 }

@@ -241,6 +241,7 @@ fn rcpt_results_and_expiry() {
     assert_eq!(for_rcpt(&ok).label(), "delivered");
     let mixed = TransactionResult {
         recipients: vec![ok.clone(), RcptResult::Reply(reply(550, None))],
+        phases: vec![Phase::FinalDot, Phase::Rcpt],
     };
     let labels: Vec<_> = for_transaction(&mixed).iter().map(Outcome::label).collect();
     assert_eq!(labels, ["delivered", "bounced"]);

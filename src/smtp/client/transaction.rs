@@ -34,18 +34,23 @@ impl RcptResult {
 #[derive(Debug, Clone)]
 pub struct TransactionResult {
     pub recipients: Vec<RcptResult>,
+    /// The phase each recipient's result came from (RCPT for a refusing
+    /// RCPT reply, else MAIL or the end of data): traffic shaping tells a
+    /// destination-wide "slow down" from a per-mailbox one by it.
+    pub phases: Vec<Phase>,
 }
 
-/// Recipients with a refusing RCPT reply keep it; every other one gets `rest`.
-fn settle(n: usize, rcpt_replies: Vec<Reply>, rest: RcptResult) -> TransactionResult {
+/// Recipients with a refusing RCPT reply keep it; every other one gets
+/// `rest`, which came from `phase`.
+fn settle(n: usize, rcpt_replies: Vec<Reply>, rest: RcptResult, phase: Phase) -> TransactionResult {
     let mut replies = rcpt_replies.into_iter();
-    let recipients = (0..n)
+    let (recipients, phases) = (0..n)
         .map(|_| match replies.next() {
-            Some(r) if !r.is_positive() => RcptResult::Reply(r),
-            _ => rest.clone(),
+            Some(r) if !r.is_positive() => (RcptResult::Reply(r), Phase::Rcpt),
+            _ => (rest.clone(), phase),
         })
-        .collect();
-    TransactionResult { recipients }
+        .unzip();
+    TransactionResult { recipients, phases }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
@@ -64,6 +69,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 0,
                 rcpt_replies,
                 RcptResult::Error(Arc::new(ClientError::Unusable)),
+                Phase::Mail,
             );
         }
         let started = if self.caps.pipelining() {
@@ -73,24 +79,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         };
         match started {
             Ok(mail) if !mail.is_positive() => {
-                return settle(n, Vec::new(), RcptResult::Reply(mail))
+                return settle(n, Vec::new(), RcptResult::Reply(mail), Phase::Mail)
             }
             Ok(_) => {}
             Err(ClientError::Rejected {
                 phase: Phase::Mail,
                 reply,
             }) if !reply.is_closing() => {
-                return settle(n, Vec::new(), RcptResult::Reply(reply));
+                return settle(n, Vec::new(), RcptResult::Reply(reply), Phase::Mail);
             }
-            Err(e) => return settle(n, rcpt_replies, RcptResult::Error(Arc::new(e))),
+            // An error carries its own phase.
+            Err(e) => return settle(n, rcpt_replies, RcptResult::Error(Arc::new(e)), Phase::Mail),
         }
         if !rcpt_replies.iter().any(Reply::is_positive) {
             // Nobody accepted: no DATA; the next MAIL is preceded by RSET.
             let unused = RcptResult::Error(Arc::new(ClientError::Unusable));
-            return settle(n, rcpt_replies, unused);
+            return settle(n, rcpt_replies, unused, Phase::Rcpt);
         }
         // RFC 6152 §3: no 8-bit octets to a peer without 8BITMIME.
         let downgrade = env.body_8bit && !self.caps.eight_bit_mime() && !env.relay_signed;
+        let phase = if self.caps.chunking() {
+            Phase::Bdat
+        } else {
+            Phase::FinalDot
+        };
         let done = match (self.caps.chunking(), downgrade) {
             (true, false) => self.bdat(body).await,
             (false, false) => self.data(body).await,
@@ -101,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             Ok(reply) => RcptResult::Reply(reply),
             Err(e) => RcptResult::Error(Arc::new(e)),
         };
-        settle(n, rcpt_replies, for_accepted)
+        settle(n, rcpt_replies, for_accepted, phase)
     }
 
     /// MAIL, then the RCPTs (themselves pipelined when offered).

@@ -221,6 +221,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             fetch_timeout: std::time::Duration::from_secs(60),
         },
         tls_rpt: danerelay::config::tls_rpt::TlsRptConfig::defaults("relay.test"),
+        cluster: Default::default(),
     }
 }
 
