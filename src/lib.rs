@@ -130,9 +130,16 @@ async fn start_with(
         shutdown.clone(),
     ));
 
+    let q = queue.clone();
+    let suspensions = tokio::task::spawn_blocking(move || delivery::suspend::Suspensions::load(q))
+        .await?
+        .context("queue: cannot read the suspended destinations")?;
+    tracker.spawn(suspensions.clone().run_expiry(shutdown.clone()));
+    let gate = delivery::gate::Gate::new(suspensions);
     let admin = http::admin::AdminState {
         queue: queue.clone(),
         token: config.http.admin_token.clone(),
+        gate: gate.clone(),
     };
     // HTTP outlives the drain, so that probes see /readyz turn 503 and
     // Prometheus can scrape while sessions and deliveries finish.
@@ -151,7 +158,7 @@ async fn start_with(
     if deliver && config.delivery.paused {
         tracing::warn!("delivery.paused = true: mail is accepted and queued, nothing is delivered");
     } else if deliver {
-        start_delivery(&config, &queue, &metrics, &shutdown, &tracker).await?;
+        start_delivery(&config, &queue, &metrics, &shutdown, &tracker, gate).await?;
     }
 
     let guards = smtp::server::Guards::new(&config.limits);
@@ -202,6 +209,7 @@ async fn start_delivery(
     metrics: &Metrics,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    gate: delivery::gate::Gate,
 ) -> anyhow::Result<()> {
     let dns::Resolver {
         lookup: resolver,
@@ -223,7 +231,8 @@ async fn start_delivery(
             _ = stop.cancelled() => {}
         }
     });
-    let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone());
+    let scheduler =
+        delivery::scheduler(config, queue.clone(), resolver, metrics.clone()).with_gate(gate);
     tracker.spawn(scheduler.run(shutdown.clone()));
     Ok(())
 }

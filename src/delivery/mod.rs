@@ -11,6 +11,7 @@ pub mod attempt;
 pub mod clock;
 pub mod decision;
 pub mod dsn;
+pub mod gate;
 pub mod logline;
 pub mod mailbox;
 pub mod metered;
@@ -22,6 +23,7 @@ pub mod routing;
 pub mod scheduler;
 pub mod session;
 pub mod site;
+pub mod suspend;
 pub mod tls_check;
 
 use std::sync::Arc;

@@ -18,11 +18,16 @@ use danerelay_queue::{ListFilter, MessageInfo, MessageState, Queue, QueueError, 
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::delivery::gate::Gate;
+use crate::delivery::scheduler::domain_of;
+
 /// What the admin routes need.
 #[derive(Clone)]
 pub struct AdminState {
     pub queue: Queue,
     pub token: Option<String>,
+    /// Suspensions and the drain switch (`queue suspend`, `queue drain`).
+    pub gate: Gate,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -34,6 +39,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/hold", post(hold))
         .route("/api/queue/{id}/release", post(release))
         .route("/api/queue/{id}/retry", post(retry))
+        .merge(super::suspend_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -80,7 +86,7 @@ pub struct ApiError {
     message: String,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
         message: message.into(),
@@ -146,14 +152,17 @@ pub struct RecipientView {
     pub state: String,
     pub attempts: u32,
     pub last_reply: Option<String>,
+    /// Open, and its domain is suspended (`queue suspend`).
+    #[serde(default)]
+    pub suspended: bool,
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub(super) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl MessageView {
-    fn new(info: MessageInfo, now: SystemTime) -> MessageView {
+    fn new(info: MessageInfo, now: SystemTime, gate: &Gate) -> MessageView {
         let received = info.envelope.received_at;
         MessageView {
             id: info.id.to_string(),
@@ -169,6 +178,7 @@ impl MessageView {
                 .recipients
                 .into_iter()
                 .map(|r| RecipientView {
+                    suspended: r.state.is_open() && gate.is_suspended(&domain_of(&r.address), now),
                     address: r.address,
                     state: serde_json::to_value(r.state)
                         .ok()
@@ -231,7 +241,7 @@ async fn list(
     Ok(Json(
         infos
             .into_iter()
-            .map(|i| MessageView::new(i, now))
+            .map(|i| MessageView::new(i, now, &state.gate))
             .collect(),
     ))
 }
@@ -243,7 +253,7 @@ async fn show(
     let id = parse_id(&id)?;
     let queue = state.queue.clone();
     match blocking(move || queue.show(id)).await? {
-        Some(info) => Ok(Json(MessageView::new(info, SystemTime::now()))),
+        Some(info) => Ok(Json(MessageView::new(info, SystemTime::now(), &state.gate))),
         None => Err(error(StatusCode::NOT_FOUND, format!("no message {id}"))),
     }
 }
@@ -316,6 +326,9 @@ pub struct Summary {
     pub active: u64,
     pub oldest_age_seconds: Option<u64>,
     pub domains: Vec<DomainView>,
+    /// Every suspended destination, with or without queued mail.
+    #[serde(default)]
+    pub suspended: Vec<super::suspend_api::SuspendedView>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -324,6 +337,8 @@ pub struct DomainView {
     pub messages: u64,
     pub recipients: u64,
     pub oldest_age_seconds: u64,
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 async fn summary(State(state): State<AdminState>) -> Result<Json<Summary>, ApiError> {
@@ -341,12 +356,14 @@ async fn summary(State(state): State<AdminState>) -> Result<Json<Summary>, ApiEr
         domains: domains
             .into_iter()
             .map(|d| DomainView {
+                suspended: state.gate.is_suspended(&d.domain, now),
                 domain: d.domain,
                 messages: d.messages,
                 recipients: d.recipients,
                 oldest_age_seconds: age(d.oldest),
             })
             .collect(),
+        suspended: super::suspend_api::views(&state.gate, now),
     }))
 }
 
@@ -369,6 +386,7 @@ mod tests {
         AdminState {
             queue,
             token: token.map(str::to_string),
+            gate: Gate::default(),
         }
     }
 

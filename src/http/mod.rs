@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod submit;
+pub mod suspend_api;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

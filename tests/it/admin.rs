@@ -18,7 +18,7 @@ fn test_config(dir: &std::path::Path, token: &str) -> config::Config {
 }
 
 /// Runs `danerelay queue ARGS --api ADDR` (blocking, off the runtime).
-async fn cli(api: std::net::SocketAddr, args: &[&str]) -> (i32, String) {
+pub async fn cli(api: std::net::SocketAddr, args: &[&str]) -> (i32, String) {
     let mut full: Vec<String> = vec!["queue".into()];
     full.extend(args.iter().map(|s| s.to_string()));
     full.extend(["--api".into(), api.to_string()]);
