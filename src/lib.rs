@@ -37,6 +37,7 @@ pub mod dane;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;
+pub mod drain;
 pub mod http;
 pub mod metrics;
 pub mod mime;
@@ -136,10 +137,22 @@ async fn start_with(
         .context("queue: cannot read the suspended destinations")?;
     tracker.spawn(suspensions.clone().run_expiry(shutdown.clone()));
     let gate = delivery::gate::Gate::new(suspensions);
+    let guards = smtp::server::Guards::new(&config.limits);
+    let (q, g, r, d, h) = (
+        queue.clone(),
+        gate.clone(),
+        readiness.clone(),
+        guards.draining.clone(),
+        config.hostname.clone(),
+    );
+    let drain = tokio::task::spawn_blocking(move || drain::Drain::load(q, g, r, d, h))
+        .await?
+        .context("queue: cannot read the drain mark")?;
     let admin = http::admin::AdminState {
         queue: queue.clone(),
         token: config.http.admin_token.clone(),
         gate: gate.clone(),
+        drain: Some(drain),
     };
     // HTTP outlives the drain, so that probes see /readyz turn 503 and
     // Prometheus can scrape while sessions and deliveries finish.
@@ -161,7 +174,6 @@ async fn start_with(
         start_delivery(&config, &queue, &metrics, &shutdown, &tracker, gate).await?;
     }
 
-    let guards = smtp::server::Guards::new(&config.limits);
     let smtp_addresses = smtp::server::run(
         config.clone(),
         queue.clone(),

@@ -28,6 +28,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// Suspensions and the drain switch (`queue suspend`, `queue drain`).
     pub gate: Gate,
+    /// `queue drain` (`None`: not offered, e.g. in unit tests).
+    pub drain: Option<crate::drain::Drain>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -40,6 +42,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/release", post(release))
         .route("/api/queue/{id}/retry", post(retry))
         .merge(super::suspend_api::routes())
+        .merge(super::drain_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -387,6 +390,7 @@ mod tests {
             queue,
             token: token.map(str::to_string),
             gate: Gate::default(),
+            drain: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! under `/api` (see [`admin`]).
 
 pub mod admin;
+pub mod drain_api;
 pub mod submit;
 pub mod suspend_api;
 

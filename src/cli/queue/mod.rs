@@ -3,6 +3,7 @@
 //! people, the API's JSON with `--json` for scripts.
 
 mod client;
+mod drain;
 mod render;
 
 use std::io::Write;
@@ -101,6 +102,13 @@ pub enum QueueCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Scale-in: stop delivering here and hand every queued message to another relay.
+    Drain {
+        #[command(flatten)]
+        drain: drain::DrainArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// One action, without the question of where the API is.
@@ -126,6 +134,7 @@ enum Action {
         duration: Option<std::time::Duration>,
     },
     Resume(String),
+    Drain(drain::DrainArgs),
 }
 
 fn split(cmd: QueueCommand) -> (Action, ApiArgs) {
@@ -144,6 +153,7 @@ fn split(cmd: QueueCommand) -> (Action, ApiArgs) {
             api,
         } => (Action::Suspend { domain, duration }, api),
         QueueCommand::Resume { domain, api } => (Action::Resume(domain), api),
+        QueueCommand::Drain { drain, api } => (Action::Drain(drain), api),
     }
 }
 
@@ -245,6 +255,7 @@ async fn execute(
             let until = v.until.as_deref().unwrap_or("queue resume");
             let _ = writeln!(out, "{}: suspended until {until}", v.domain);
         }
+        Action::Drain(args) => return drain::run(client, args, out).await,
         Action::Resume(domain) => {
             let path = format!("/api/suspended/{}", encode_domain(&domain));
             let (r, _): (Resumed, _) = client.json(Method::DELETE, &path).await?;
