@@ -146,6 +146,11 @@ pub struct MessageView {
     pub next_attempt: Option<String>,
     pub deferrals: u32,
     pub auth_user: Option<String>,
+    /// RFC 3461 `ENVID` and `RET` (`full`/`hdrs`) as submitted.
+    #[serde(default)]
+    pub envid: Option<String>,
+    #[serde(default)]
+    pub ret: Option<String>,
     pub recipients: Vec<RecipientView>,
 }
 
@@ -155,9 +160,27 @@ pub struct RecipientView {
     pub state: String,
     pub attempts: u32,
     pub last_reply: Option<String>,
+    /// RFC 3461 `ORCPT` as stored, and `NOTIFY` (`never` or a comma list).
+    #[serde(default)]
+    pub orcpt: Option<String>,
+    #[serde(default)]
+    pub notify: String,
     /// Open, and its domain is suspended (`queue suspend`).
     #[serde(default)]
     pub suspended: bool,
+}
+
+fn notify_words(n: danerelay_queue::Notify) -> String {
+    if n.never {
+        return "never".into();
+    }
+    let words = [
+        (n.success, "success"),
+        (n.failure, "failure"),
+        (n.delay, "delay"),
+    ];
+    let on: Vec<&str> = words.iter().filter(|(b, _)| *b).map(|(_, w)| *w).collect();
+    on.join(",")
 }
 
 pub(super) fn rfc3339(t: SystemTime) -> String {
@@ -177,10 +200,20 @@ impl MessageView {
             next_attempt: info.next_attempt.map(rfc3339),
             deferrals: info.deferrals,
             auth_user: info.envelope.auth_user,
+            envid: info.envelope.envid,
+            ret: info.envelope.ret.map(|r| {
+                match r {
+                    danerelay_queue::Ret::Full => "full",
+                    danerelay_queue::Ret::Headers => "hdrs",
+                }
+                .to_string()
+            }),
             recipients: info
                 .recipients
                 .into_iter()
                 .map(|r| RecipientView {
+                    orcpt: r.orcpt.clone(),
+                    notify: notify_words(r.notify),
                     suspended: r.state.is_open() && gate.is_suspended(&domain_of(&r.address), now),
                     address: r.address,
                     state: serde_json::to_value(r.state)

@@ -2,4 +2,5 @@
 //! accounts that may hand mail on with its arrival time, and draining one
 //! replica's queue into another relay.
 
+mod drain;
 mod suspend;
