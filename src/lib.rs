@@ -138,14 +138,13 @@ async fn start_with(
     tracker.spawn(suspensions.clone().run_expiry(shutdown.clone()));
     let gate = delivery::gate::Gate::new(suspensions);
     let guards = smtp::server::Guards::new(&config.limits);
-    let (q, g, r, d, h) = (
-        queue.clone(),
-        gate.clone(),
-        readiness.clone(),
-        guards.draining.clone(),
-        config.hostname.clone(),
-    );
-    let drain = tokio::task::spawn_blocking(move || drain::Drain::load(q, g, r, d, h))
+    let (r, refuse) = (readiness.clone(), guards.draining.clone());
+    let announce: drain::Announce = Arc::new(move |on| {
+        r.draining.store(on, Ordering::Release);
+        refuse.store(on, Ordering::Release);
+    });
+    let (q, g, h) = (queue.clone(), gate.clone(), config.hostname.clone());
+    let drain = tokio::task::spawn_blocking(move || drain::Drain::load(q, g, announce, h))
         .await?
         .context("queue: cannot read the drain mark")?;
     let admin = http::admin::AdminState {

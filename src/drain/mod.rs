@@ -16,7 +16,6 @@
 pub mod handoff;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +23,6 @@ use danerelay_queue::{ListFilter, Queue, QueueError, QueueId};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::gate::Gate;
-use crate::http::Readiness;
 
 pub use handoff::{HandoffError, Target};
 
@@ -64,14 +62,17 @@ pub enum DrainError {
     Queue(#[from] QueueError),
 }
 
+/// Called with `true` when draining starts (or resumes at start-up), `false` at `--stop`.
+pub type Announce = Arc<dyn Fn(bool) + Send + Sync>;
+
 /// The drain switch of one relay. Cheap to clone.
 #[derive(Clone)]
 pub struct Drain {
     queue: Queue,
     gate: Gate,
-    readiness: Arc<Readiness>,
-    /// Read by the SMTP listeners: refuse new connections.
-    refuse: Arc<AtomicBool>,
+    /// Tells the rest of the relay (`/readyz`, the SMTP listeners) whether
+    /// it drains; wired by the composition root.
+    announce: Announce,
     status: Arc<Mutex<DrainStatus>>,
     /// Our EHLO name (`hostname`).
     helo: String,
@@ -82,16 +83,14 @@ impl Drain {
     pub fn load(
         queue: Queue,
         gate: Gate,
-        readiness: Arc<Readiness>,
-        refuse: Arc<AtomicBool>,
+        announce: Announce,
         helo: String,
     ) -> Result<Drain, QueueError> {
         let stored = queue.state_get(NAMESPACE, "to")?;
         let drain = Drain {
             queue,
             gate,
-            readiness,
-            refuse,
+            announce,
             helo,
             status: Arc::new(Mutex::new(DrainStatus {
                 state: "off".into(),
@@ -116,8 +115,7 @@ impl Drain {
 
     fn switch(&self, on: bool) {
         self.gate.set_stopped(on);
-        self.readiness.draining.store(on, Ordering::Release);
-        self.refuse.store(on, Ordering::Release);
+        (self.announce)(on);
     }
 
     /// The status, with the queue's current count.

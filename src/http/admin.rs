@@ -41,14 +41,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/hold", post(hold))
         .route("/api/queue/{id}/release", post(release))
         .route("/api/queue/{id}/retry", post(retry))
-        .merge(super::suspend_api::routes())
-        .merge(super::drain_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
-/// Bearer token when configured, else loopback only.
-async fn guard(
+/// Bearer token when configured, else loopback only (every `/api` router's layer).
+pub(super) async fn guard(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
@@ -181,6 +179,37 @@ fn notify_words(n: danerelay_queue::Notify) -> String {
     ];
     let on: Vec<&str> = words.iter().filter(|(b, _)| *b).map(|(_, w)| *w).collect();
     on.join(",")
+}
+
+/// One suspended destination (`queue suspend`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuspendedView {
+    pub domain: String,
+    /// RFC 3339; `None`: until `queue resume`.
+    pub until: Option<String>,
+}
+
+impl SuspendedView {
+    pub(super) fn new(domain: String, s: crate::delivery::suspend::Suspension) -> SuspendedView {
+        SuspendedView {
+            domain,
+            until: s
+                .until
+                .map(|u| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(u))),
+        }
+    }
+}
+
+/// The active suspensions, for `/api/suspended` and the summary.
+pub(super) fn suspended_views(gate: &Gate, now: SystemTime) -> Vec<SuspendedView> {
+    gate.suspensions()
+        .map(|s| {
+            s.list(now)
+                .into_iter()
+                .map(|(d, s)| SuspendedView::new(d, s))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(super) fn rfc3339(t: SystemTime) -> String {
@@ -364,7 +393,7 @@ pub struct Summary {
     pub domains: Vec<DomainView>,
     /// Every suspended destination, with or without queued mail.
     #[serde(default)]
-    pub suspended: Vec<super::suspend_api::SuspendedView>,
+    pub suspended: Vec<SuspendedView>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -399,7 +428,7 @@ async fn summary(State(state): State<AdminState>) -> Result<Json<Summary>, ApiEr
                 oldest_age_seconds: age(d.oldest),
             })
             .collect(),
-        suspended: super::suspend_api::views(&state.gate, now),
+        suspended: suspended_views(&state.gate, now),
     }))
 }
 

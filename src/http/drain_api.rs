@@ -9,11 +9,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::admin::{error, AdminState, ApiError};
+use super::admin::{error, guard, AdminState, ApiError};
 use crate::drain::{Drain, DrainError, DrainStatus, Target};
 
-pub(super) fn routes() -> Router<AdminState> {
-    Router::new().route("/api/drain", get(status).post(start).delete(stop))
+pub(super) fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/api/drain", get(status).post(start).delete(stop))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
 }
 
 /// What `POST /api/drain` takes.

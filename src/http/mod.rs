@@ -89,7 +89,10 @@ pub async fn bind(
         .map_err(|source| HttpError::Bind { address, source })?;
     let mut app = router(AppState { metrics, readiness });
     if let Some(admin) = admin {
-        app = app.merge(admin::router(admin));
+        app = app
+            .merge(suspend_api::router(admin.clone()))
+            .merge(drain_api::router(admin.clone()))
+            .merge(admin::router(admin));
     }
     let serve = async move {
         let result = axum::serve(

@@ -3,7 +3,7 @@
 //! `DELETE /api/suspended/{domain}`. The routes sit behind the admin
 //! guard of [`super::admin::router`].
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -11,23 +11,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::admin::{error, rfc3339, AdminState, ApiError};
-use crate::delivery::gate::Gate;
-use crate::delivery::suspend::{SuspendError, Suspension, Suspensions};
+use super::admin::{error, guard, suspended_views, AdminState, ApiError, SuspendedView};
+use crate::delivery::suspend::{SuspendError, Suspensions};
 
-pub(super) fn routes() -> Router<AdminState> {
-    Router::new().route("/api/suspended", get(list)).route(
-        "/api/suspended/{domain}",
-        axum::routing::post(suspend).delete(resume),
-    )
-}
-
-/// One suspended destination.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SuspendedView {
-    pub domain: String,
-    /// RFC 3339; `None`: until `queue resume`.
-    pub until: Option<String>,
+pub(super) fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/api/suspended", get(list))
+        .route(
+            "/api/suspended/{domain}",
+            axum::routing::post(suspend).delete(resume),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
 }
 
 /// What `queue resume` did.
@@ -38,22 +33,6 @@ pub struct Resumed {
     pub changed: bool,
     /// Waiting messages made due now.
     pub messages: usize,
-}
-
-fn view(domain: String, s: Suspension) -> SuspendedView {
-    SuspendedView {
-        domain,
-        until: s
-            .until
-            .map(|u| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(u))),
-    }
-}
-
-/// The active suspensions, for `/api/suspended` and the summary.
-pub(super) fn views(gate: &Gate, now: SystemTime) -> Vec<SuspendedView> {
-    gate.suspensions()
-        .map(|s| s.list(now).into_iter().map(|(d, s)| view(d, s)).collect())
-        .unwrap_or_default()
 }
 
 fn suspensions(state: &AdminState) -> Result<Suspensions, ApiError> {
@@ -83,7 +62,7 @@ async fn run<T: Send + 'static>(
 }
 
 async fn list(State(state): State<AdminState>) -> Json<Vec<SuspendedView>> {
-    Json(views(&state.gate, SystemTime::now()))
+    Json(suspended_views(&state.gate, SystemTime::now()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,7 +86,7 @@ async fn suspend(
     };
     let s = suspensions(&state)?;
     let (domain, sus) = run(move || s.suspend(&domain, duration, SystemTime::now())).await?;
-    Ok(Json(view(domain, sus)))
+    Ok(Json(SuspendedView::new(domain, sus)))
 }
 
 async fn resume(

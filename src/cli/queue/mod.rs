@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use hyper::{Method, StatusCode};
 
-use crate::http::admin::{Changed, MessageView, RetryAll, Summary};
-use crate::http::suspend_api::{Resumed, SuspendedView};
+use crate::http::admin::{Changed, MessageView, RetryAll, Summary, SuspendedView};
+use crate::http::suspend_api::Resumed;
 
 use self::client::{encode, AdminApiError, AdminClient};
 use super::config::{ConfigArg, Warnings};
