@@ -3,4 +3,5 @@
 //! replica's queue into another relay.
 
 mod drain;
+mod handoff;
 mod suspend;
