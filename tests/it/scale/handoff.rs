@@ -8,39 +8,26 @@ use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use danerelay::config;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::dkim::keygen;
 
-async fn send(port: u16, mail_from: &str) {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    let mut reply = async || loop {
-        let l = lines.next_line().await.unwrap().unwrap();
-        if l.as_bytes().get(3) != Some(&b'-') {
-            return l;
-        }
-    };
-    assert!(reply().await.starts_with("220"));
-    for (cmd, want) in [
-        ("EHLO a.test", "250"),
-        (mail_from, "250"),
-        ("RCPT TO:<bob@example.net>", "250"),
-        ("DATA", "354"),
-        (
-            "From: <app@signed.example>\r\nSubject: handed\r\n\r\nbody\r\n.",
-            "250",
-        ),
-        ("QUIT", "221"),
-    ] {
-        w.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
-        let got = reply().await;
-        assert!(got.starts_with(want), "{cmd}: {got}");
-    }
+async fn send(addr: std::net::SocketAddr, mail_from: &str) {
+    crate::support::smtp_dialogue(
+        addr,
+        &[
+            ("EHLO a.test", "250"),
+            (mail_from, "250"),
+            ("RCPT TO:<bob@example.net>", "250"),
+            ("DATA", "354"),
+            (
+                "From: <app@signed.example>\r\nSubject: handed\r\n\r\nbody\r\n.",
+                "250",
+            ),
+            ("QUIT", "221"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,9 +47,9 @@ async fn a_handoff_keeps_its_arrival_and_is_neither_signed_nor_completed() {
     let running = danerelay::start_without_delivery(cfg, CancellationToken::new())
         .await
         .unwrap();
-    let port = running.smtp_addresses[0].port();
-    send(port, "MAIL FROM:<> X-DANERELAY-ARRIVAL=1700000000").await;
-    send(port, "MAIL FROM:<app@signed.example>").await;
+    let addr = running.smtp_addresses[0];
+    send(addr, "MAIL FROM:<> X-DANERELAY-ARRIVAL=1700000000").await;
+    send(addr, "MAIL FROM:<app@signed.example>").await;
 
     let list = running
         .queue
