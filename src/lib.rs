@@ -12,7 +12,9 @@
 //! - [`smtp`]     — the wire (sans-I/O) and the submission server.
 //! - [`auth`]     — users file (Argon2id) and sender policy.
 //! - [`dkim`]     — DKIM signing at acceptance, key loading and `dkim keygen`.
-//! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries.
+//! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries;
+//!   `delivery::suspend`/`gate`: destinations suspended by hand, the drain switch.
+//! - [`drain`]    — `queue drain`: hand the whole queue to another relay (scale-in).
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API, HTTP submission.
 //! - [`submit`]   — one message from an application (HTTP) through SMTP
 //!   submission's checks, headers, DKIM and store.

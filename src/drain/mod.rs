@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use danerelay_queue::{ListFilter, Queue, QueueError, QueueId};
+use danerelay_queue::{ListFilter, MessageState, Queue, QueueError, QueueId};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::gate::Gate;
@@ -222,25 +222,40 @@ impl Drain {
         let mut busy = 0;
         for id in ids {
             let q = self.queue.clone();
-            let Some((leased, held)) =
-                blocking(move || q.lease_for_handoff(id, SystemTime::now())).await?
-            else {
-                busy += 1;
-                continue;
-            };
-            match sender.hand_over(&self.queue, leased, held).await? {
-                handoff::Handed::All => self.lock().handed_over += 1,
-                handoff::Handed::Kept(problem) => {
-                    kept.insert(id);
-                    let mut st = self.lock();
-                    st.refused += 1;
-                    if st.problems.len() < MAX_PROBLEMS {
-                        st.problems.push(format!("{id}: {problem}"));
-                    }
+            let taken = blocking(move || {
+                Ok(match q.lease_for_handoff(id, SystemTime::now())? {
+                    Some(l) => Ok(l),
+                    None => Err(q.show(id)?.map(|m| m.state)),
+                })
+            })
+            .await?;
+            let handed = match taken {
+                Ok((leased, held)) => sender.hand_over(&self.queue, leased, held).await?,
+                // A delivery in flight holds it: the next pass.
+                Err(Some(MessageState::Active)) => {
+                    busy += 1;
+                    continue;
                 }
+                Err(None) => continue, // gone meanwhile
+                // Not leasable although nobody holds it: its body is unreadable
+                // (the queue put it on hold and logged it).
+                Err(Some(_)) => handoff::Handed::Kept("body unreadable; on hold".into()),
+            };
+            match handed {
+                handoff::Handed::All => self.lock().handed_over += 1,
+                handoff::Handed::Kept(problem) => self.keep(id, problem, kept),
             }
         }
         Ok(busy)
+    }
+
+    fn keep(&self, id: QueueId, problem: String, kept: &mut HashSet<QueueId>) {
+        kept.insert(id);
+        let mut st = self.lock();
+        st.refused += 1;
+        if st.problems.len() < MAX_PROBLEMS {
+            st.problems.push(format!("{id}: {problem}"));
+        }
     }
 }
 
