@@ -8,7 +8,10 @@
 //! [[user]]
 //! email = "alice@example.com"
 //! password = "$argon2id$v=19$m=19456,t=2,p=1$…"
+//! relay = true   # optional: another danerelay handing its queue over (`queue drain`)
 //! ```
+//! A relay account is exempt from `auth.sender_policy` (it forwards other
+//! people's mail, bounces included) and may send `X-DANERELAY-ARRIVAL`.
 //! Logins are the full email address, matched case-insensitively (RFC 4954
 //! leaves the authorization identity to the server; mail clients vary case).
 
@@ -69,6 +72,9 @@ struct UserEntry {
     email: String,
     /// Argon2id PHC string.
     password: String,
+    /// Another relay handing mail on (`queue drain`); omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    relay: bool,
 }
 
 /// `local@domain` with both parts non-empty.
@@ -88,7 +94,13 @@ fn valid_email(email: &str) -> bool {
 /// Writes or updates `email` in the users file with a fresh Argon2id hash
 /// (default parameters: m=19 MiB, t=2, p=1 — the OWASP recommendation). The
 /// file is replaced atomically (temp file + rename) with mode 0600.
-pub fn user_add(users_file: &Path, email: &str, password: &str) -> Result<(), AuthError> {
+/// `relay`: `Some` sets the relay flag, `None` keeps it (false for a new user).
+pub fn user_add(
+    users_file: &Path,
+    email: &str,
+    password: &str,
+    relay: Option<bool>,
+) -> Result<(), AuthError> {
     let email = email.trim();
     if !valid_email(email) {
         return Err(AuthError::BadEmail {
@@ -117,10 +129,14 @@ pub fn user_add(users_file: &Path, email: &str, password: &str) -> Result<(), Au
         .iter_mut()
         .find(|u| u.email.eq_ignore_ascii_case(email))
     {
-        Some(entry) => entry.password = hash,
+        Some(entry) => {
+            entry.password = hash;
+            entry.relay = relay.unwrap_or(entry.relay);
+        }
         None => file.users.push(UserEntry {
             email: email.to_string(),
             password: hash,
+            relay: relay.unwrap_or(false),
         }),
     }
     let text = toml::to_string(&file).map_err(|e| AuthError::Hash(e.to_string()))?;
@@ -179,6 +195,7 @@ type Users = HashMap<String, UserRecord>;
 struct UserRecord {
     email: String,
     hash: String,
+    relay: bool,
 }
 
 impl UserStore {
@@ -228,6 +245,13 @@ impl UserStore {
         }
     }
 
+    /// Whether `user` (as `verify` returned it) is marked `relay = true`.
+    pub fn is_relay(&self, user: &str) -> bool {
+        self.current()
+            .get(&user.to_ascii_lowercase())
+            .is_some_and(|r| r.relay)
+    }
+
     /// Verifies on the blocking pool so the runtime keeps serving other sessions.
     pub async fn verify(
         self: &Arc<Self>,
@@ -263,6 +287,7 @@ fn load(path: &Path) -> Result<(Option<SystemTime>, HashMap<String, UserRecord>)
                 UserRecord {
                     email: u.email,
                     hash: u.password,
+                    relay: u.relay,
                 },
             )
         })
@@ -298,10 +323,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_relay_flag_is_set_kept_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        user_add(&path, "app@example.com", "pw", None).unwrap();
+        user_add(&path, "Relay@Example.com", "pw", Some(true)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("relay = true").count(), 1, "{text}");
+        let store = UserStore::open(&path).unwrap();
+        assert!(store.is_relay("relay@example.com"));
+        assert!(!store.is_relay("app@example.com"));
+        assert!(!store.is_relay("nobody@example.com"));
+        // A new password without the flag keeps it; --no-relay clears it.
+        user_add(&path, "relay@example.com", "pw2", None).unwrap();
+        assert!(UserStore::open(&path)
+            .unwrap()
+            .is_relay("relay@example.com"));
+        user_add(&path, "relay@example.com", "pw2", Some(false)).unwrap();
+        assert!(!UserStore::open(&path)
+            .unwrap()
+            .is_relay("relay@example.com"));
+    }
+
+    #[test]
     fn user_add_then_verify_and_update() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.toml");
-        user_add(&path, "Alice@Example.com", "s3cret").unwrap();
+        user_add(&path, "Alice@Example.com", "s3cret", None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("$argon2id$"), "{text}");
         assert!(!text.contains("s3cret"));
@@ -316,11 +364,11 @@ mod tests {
         assert_eq!(store.verify_blocking("bob@example.com", "s3cret"), None);
         // Updating replaces the hash rather than adding a second entry.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        user_add(&path, "alice@example.com", "new").unwrap();
+        user_add(&path, "alice@example.com", "new", None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("[[user]]").count(), 1);
-        assert!(user_add(&path, "not-an-email", "x").is_err());
-        assert!(user_add(&path, "a@b", "").is_err());
+        assert!(user_add(&path, "not-an-email", "x", None).is_err());
+        assert!(user_add(&path, "a@b", "", None).is_err());
     }
 
     #[test]

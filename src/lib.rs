@@ -13,8 +13,10 @@
 //! - [`auth`]     — users file (Argon2id) and sender policy.
 //! - [`dkim`]     — DKIM signing at acceptance, key loading and `dkim keygen`.
 //! - [`delivery`] — the outbound side: routing, attempts, outcomes, retries,
-//!   traffic shaping.
+//!   traffic shaping; `delivery::suspend`/`gate`: destinations suspended by
+//!   hand, the drain switch.
 //! - [`cluster`]  — `[cluster] redis_url`: destination budgets shared by replicas.
+//! - [`drain`]    — `queue drain`: hand the whole queue to another relay (scale-in).
 //! - [`http`]     — `/metrics`, `/healthz`, `/readyz`, admin API, HTTP submission.
 //! - [`submit`]   — one message from an application (HTTP) through SMTP
 //!   submission's checks, headers, DKIM and store.
@@ -42,6 +44,7 @@ pub mod dane;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;
+pub mod drain;
 pub mod http;
 pub mod metrics;
 pub mod mime;
@@ -161,6 +164,22 @@ async fn start_with(
         shaper = shaper.with_cluster(cluster);
         tracing::info!("cluster: destination limits shared through Redis");
     }
+    let q = queue.clone();
+    let suspensions = tokio::task::spawn_blocking(move || delivery::suspend::Suspensions::load(q))
+        .await?
+        .context("queue: cannot read the suspended destinations")?;
+    tracker.spawn(suspensions.clone().run_expiry(shutdown.clone()));
+    let gate = delivery::gate::Gate::new(suspensions);
+    let guards = smtp::server::Guards::new(&config.limits);
+    let (r, refuse) = (readiness.clone(), guards.draining.clone());
+    let announce: drain::Announce = Arc::new(move |on| {
+        r.draining.store(on, Ordering::Release);
+        refuse.store(on, Ordering::Release);
+    });
+    let (q, g, h) = (queue.clone(), gate.clone(), config.hostname.clone());
+    let drain = tokio::task::spawn_blocking(move || drain::Drain::load(q, g, announce, h))
+        .await?
+        .context("queue: cannot read the drain mark")?;
     let admin = http::admin::AdminState {
         queue: queue.clone(),
         token: config.http.admin_token.clone(),
@@ -169,6 +188,8 @@ async fn start_with(
             .enabled
             .then(|| tlsrpt::preview::Source::new(&config, tls_rpt.clone())),
         shaper: Some(shaper.clone()),
+        gate: gate.clone(),
+        drain: Some(drain),
     };
     // HTTP outlives the drain, so that probes see /readyz turn 503 and
     // Prometheus can scrape while sessions and deliveries finish.
@@ -188,10 +209,9 @@ async fn start_with(
         tracing::warn!("delivery.paused = true: mail is accepted and queued, nothing is delivered");
     } else if deliver {
         let parts = (&queue, &metrics, &tls_rpt);
-        start_delivery(&config, parts, shaper, &shutdown, &tracker).await?;
+        start_delivery(&config, parts, shaper, &shutdown, &tracker, gate).await?;
     }
 
-    let guards = smtp::server::Guards::new(&config.limits);
     let smtp_addresses = smtp::server::run(
         config.clone(),
         queue.clone(),
@@ -240,6 +260,7 @@ async fn start_delivery(
     shaper: delivery::shaping::Shaper,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    gate: delivery::gate::Gate,
 ) -> anyhow::Result<()> {
     let dns::Resolver {
         lookup: resolver,
@@ -285,7 +306,8 @@ async fn start_delivery(
         metrics.clone(),
         tls_rpt.clone(),
     )?
-    .with_shaper(shaper);
+    .with_shaper(shaper)
+    .with_gate(gate);
     tracker.spawn(scheduler.run(shutdown.clone()));
     Ok(())
 }

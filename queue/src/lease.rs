@@ -140,6 +140,59 @@ impl Queue {
         }
     }
 
+    /// Leases one message to hand it to another relay (`queue drain`), whatever its schedule:
+    /// due or not, deferred or held (a held message loses its hold here; the caller puts it
+    /// back with [`Queue::hold`] if the handover fails). `None` when it is gone or a live
+    /// lease holds it (a delivery in flight): try again once that lease ends.
+    pub fn lease_for_handoff(
+        &self,
+        id: QueueId,
+        now: SystemTime,
+    ) -> Result<Option<(Leased, bool)>, QueueError> {
+        let store = &self.store;
+        if store.failed() {
+            return Err(QueueError::Unavailable {
+                reason: store.failure().unwrap_or_default(),
+            });
+        }
+        let t = store.trees()?;
+        let until = later(now, store.opts.lease);
+        let (until_ms, now_ms, token) = (to_ms(until), to_ms(now), rand::random::<u64>());
+        let taken = (&t.meta, &t.due, &t.lease)
+            .transaction(|(meta, due, lease)| {
+                let tx = MessageTx { meta, due, lease };
+                let Some(mut rec) = tx.get(id)? else {
+                    return Ok(None);
+                };
+                if rec.lease.is_some_and(|l| l.until_ms > now_ms) {
+                    return Ok(None);
+                }
+                let (before, held) = (rec.state(), rec.hold);
+                let indexed = Indexed::of(&rec);
+                rec.hold = false;
+                rec.lease = Some(LeaseRec { token, until_ms });
+                rec.next_ms = until_ms;
+                tx.put(id, Some(indexed), &rec)?;
+                Ok(Some((
+                    Taken {
+                        id,
+                        rec,
+                        before,
+                        token,
+                    },
+                    held,
+                )))
+            })
+            .map_err(tx_err("lease for handoff"))?;
+        let Some((taken, held)) = taken else {
+            return Ok(None);
+        };
+        store.count(Some(taken.before), Some(MessageState::Active));
+        lock(&store.health.live).insert(id, LeaseRec { token, until_ms });
+        self.commit.wait_durable(t.gen)?;
+        Ok(self.build_leased(taken, until)?.map(|l| (l, held)))
+    }
+
     /// The lease transaction: one for the whole batch, since sled's cost is per transaction
     /// and a scheduler with free slots leases many at once. A record that cannot be decoded
     /// is set aside (returned with its `due` key) rather than failing its neighbours.

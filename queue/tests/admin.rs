@@ -328,3 +328,43 @@ fn invalid_options_are_refused() {
     ));
     assert!(Queue::open(dir.path(), opts()).is_ok());
 }
+
+/// `queue drain`: any message can be taken — held, deferred for later — but not one a
+/// live delivery holds; a handover that fails gives it back as it was.
+#[test]
+fn lease_for_handoff_takes_held_and_waiting_mail_but_not_a_live_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let held = enqueue(&q, b"h\r\n", &["x@example.net"]);
+    let busy = enqueue(&q, b"b\r\n", &["y@example.net"]);
+    assert!(q.hold(held).unwrap());
+    let now = SystemTime::now();
+    let live = q.lease_due(now, 10).unwrap().pop().unwrap();
+    assert_eq!(live.id, busy);
+    assert!(q.lease_for_handoff(busy, now).unwrap().is_none());
+
+    let (l, was_held) = q.lease_for_handoff(held, now).unwrap().unwrap();
+    assert!(was_held);
+    assert_eq!(l.recipients.len(), 1);
+    assert_eq!(q.counts().active, 2);
+    assert_eq!(q.counts().held, 0);
+    // Not handed over: back, and held again.
+    q.abandon(&l).unwrap();
+    assert!(q.hold(held).unwrap());
+    assert_eq!(q.counts().held, 1);
+
+    // Handed over: completed as delivered, gone.
+    let (l, _) = q.lease_for_handoff(held, now).unwrap().unwrap();
+    let done = [(
+        0,
+        Disposition::Delivered {
+            reply: "250 ok".into(),
+        },
+    )];
+    assert!(q.complete(&l, &done, now).unwrap().finished);
+    assert!(q.show(held).unwrap().is_none());
+    assert!(q.lease_for_handoff(held, now).unwrap().is_none());
+    // Once the live delivery ends, its message can be taken too.
+    q.abandon(&live).unwrap();
+    assert!(q.lease_for_handoff(busy, now).unwrap().is_some());
+}

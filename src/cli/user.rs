@@ -21,6 +21,14 @@ pub struct AddArgs {
     /// Users file (default: auth.users_file of --config, else /etc/danerelay/users.toml).
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,
+    /// Mark the account `relay = true`: another danerelay handing its queue
+    /// over (`queue drain`); exempt from sender_policy, may send MAIL FROM:<>
+    /// and X-DANERELAY-ARRIVAL. Without it (or --no-relay) an existing flag is kept.
+    #[arg(long, conflicts_with = "no_relay")]
+    pub relay: bool,
+    /// Clear the relay flag.
+    #[arg(long)]
+    pub no_relay: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -37,7 +45,7 @@ pub fn add(args: &AddArgs) -> Exit {
         return Exit::IO;
     }
     let password = input.lines().next().unwrap_or("");
-    match crate::auth::user_add(&users, &args.email, password) {
+    match crate::auth::user_add(&users, &args.email, password, relay_flag(args)) {
         Ok(()) => {
             eprintln!("user {} written to {}", args.email, users.display());
             Exit::OK
@@ -46,6 +54,14 @@ pub fn add(args: &AddArgs) -> Exit {
             eprintln!("danerelay user add: {e}");
             exit_for(&e)
         }
+    }
+}
+
+fn relay_flag(args: &AddArgs) -> Option<bool> {
+    match (args.relay, args.no_relay) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod attempt;
 pub mod clock;
 pub mod decision;
 pub mod dsn;
+pub mod gate;
 pub mod logline;
 pub mod mailbox;
 pub mod metered;
@@ -24,6 +25,7 @@ pub mod scheduler;
 pub mod session;
 pub mod shaping;
 pub mod site;
+pub mod suspend;
 pub mod tls_check;
 pub mod tls_report;
 

@@ -39,6 +39,7 @@ use crate::smtp::queue_edge;
 
 use super::attempt::{Engine, Job, RcptOutcome};
 use super::clock::{Clock, SystemClock};
+pub use super::gate::Gate;
 use super::mailbox::{self, Classed};
 pub use super::mailbox::{LINGER, MAX_PER_SESSION};
 use super::report::{self, ReportOptions, Reported};
@@ -76,6 +77,8 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     /// Per-destination budgets and adaptive backoff (`shaping`).
     shaper: Shaper,
+    /// Destinations held by hand, and the drain switch (`gate`).
+    gate: Gate,
 }
 
 /// One leased message while its groups are out.
@@ -135,7 +138,14 @@ impl Scheduler {
             destinations: Arc::default(),
             wake: Arc::new(Notify::new()),
             clock: Arc::new(SystemClock),
+            gate: Gate::default(),
         }
+    }
+
+    /// Obeys `queue suspend` and `queue drain` (see [`Gate`]).
+    pub fn with_gate(mut self, gate: Gate) -> Scheduler {
+        self.gate = gate;
+        self
     }
 
     /// Measures due dates, retries and expiry against `clock`.
@@ -181,6 +191,14 @@ impl Scheduler {
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if self.gate.stopped() {
+                // Draining: nothing new is leased; the drain takes the mail.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.gate.resumed() => {}
+                }
+                continue;
             }
             let free = slots.available_permits();
             let mut pause = None;
@@ -294,11 +312,36 @@ impl Scheduler {
                     .push((flight.clone(), job, indices));
             }
         }
+        let now = self.clock.now();
         for (domain, items) in by_domain {
             let me = self.clone();
+            if self.gate.is_suspended(&domain, now) {
+                tasks.spawn(me.defer_suspended(domain, items));
+                continue;
+            }
             let (soft, hard) = (soft.clone(), hard.clone());
             tasks.spawn(me.route(domain, items, tasks.clone(), soft, hard));
         }
+    }
+
+    /// A suspended domain's share: deferred without connecting to anyone.
+    async fn defer_suspended(self, domain: String, items: Vec<Pending>) {
+        let outcome = super::suspend::suspended_outcome(&domain);
+        let results = items
+            .iter()
+            .map(|(_, _, idx)| {
+                idx.iter()
+                    .map(|_| RcptOutcome {
+                        outcome: outcome.clone(),
+                        relay: None,
+                        tls: None,
+                        throttle: false,
+                    })
+                    .collect()
+            })
+            .collect();
+        let group = items.into_iter().map(|(f, _, idx)| (f, idx)).collect();
+        self.settle(group, Some(results)).await;
     }
 
     fn lock_destinations(&self) -> std::sync::MutexGuard<'_, HashMap<Site, Mailbox>> {

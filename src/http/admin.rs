@@ -18,6 +18,9 @@ use danerelay_queue::{ListFilter, MessageInfo, MessageState, Queue, QueueError, 
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::delivery::gate::Gate;
+use crate::delivery::scheduler::domain_of;
+
 /// What the admin routes need.
 #[derive(Clone)]
 pub struct AdminState {
@@ -27,6 +30,10 @@ pub struct AdminState {
     pub tls_rpt: Option<crate::tlsrpt::preview::Source>,
     /// Per-destination shaping state for the summary (`None`: no delivery).
     pub shaper: Option<crate::delivery::shaping::Shaper>,
+    /// Suspensions and the drain switch (`queue suspend`, `queue drain`).
+    pub gate: Gate,
+    /// `queue drain` (`None`: not offered, e.g. in unit tests).
+    pub drain: Option<crate::drain::Drain>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -50,8 +57,8 @@ async fn tls_rpt_preview(
     super::tls_rpt::preview(state.tls_rpt, state.queue, q).await
 }
 
-/// Bearer token when configured, else loopback only.
-async fn guard(
+/// Bearer token when configured, else loopback only (every `/api` router's layer).
+pub(super) async fn guard(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
@@ -92,7 +99,7 @@ pub struct ApiError {
     message: String,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
         message: message.into(),
@@ -149,6 +156,11 @@ pub struct MessageView {
     pub next_attempt: Option<String>,
     pub deferrals: u32,
     pub auth_user: Option<String>,
+    /// RFC 3461 `ENVID` and `RET` (`full`/`hdrs`) as submitted.
+    #[serde(default)]
+    pub envid: Option<String>,
+    #[serde(default)]
+    pub ret: Option<String>,
     pub recipients: Vec<RecipientView>,
 }
 
@@ -158,14 +170,66 @@ pub struct RecipientView {
     pub state: String,
     pub attempts: u32,
     pub last_reply: Option<String>,
+    /// RFC 3461 `ORCPT` as stored, and `NOTIFY` (`never` or a comma list).
+    #[serde(default)]
+    pub orcpt: Option<String>,
+    #[serde(default)]
+    pub notify: String,
+    /// Open, and its domain is suspended (`queue suspend`).
+    #[serde(default)]
+    pub suspended: bool,
 }
 
-fn rfc3339(t: SystemTime) -> String {
+fn notify_words(n: danerelay_queue::Notify) -> String {
+    if n.never {
+        return "never".into();
+    }
+    let words = [
+        (n.success, "success"),
+        (n.failure, "failure"),
+        (n.delay, "delay"),
+    ];
+    let on: Vec<&str> = words.iter().filter(|(b, _)| *b).map(|(_, w)| *w).collect();
+    on.join(",")
+}
+
+/// One suspended destination (`queue suspend`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuspendedView {
+    pub domain: String,
+    /// RFC 3339; `None`: until `queue resume`.
+    pub until: Option<String>,
+}
+
+impl SuspendedView {
+    pub(super) fn new(domain: String, s: crate::delivery::suspend::Suspension) -> SuspendedView {
+        SuspendedView {
+            domain,
+            until: s
+                .until
+                .map(|u| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(u))),
+        }
+    }
+}
+
+/// The active suspensions, for `/api/suspended` and the summary.
+pub(super) fn suspended_views(gate: &Gate, now: SystemTime) -> Vec<SuspendedView> {
+    gate.suspensions()
+        .map(|s| {
+            s.list(now)
+                .into_iter()
+                .map(|(d, s)| SuspendedView::new(d, s))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl MessageView {
-    fn new(info: MessageInfo, now: SystemTime) -> MessageView {
+    fn new(info: MessageInfo, now: SystemTime, gate: &Gate) -> MessageView {
         let received = info.envelope.received_at;
         MessageView {
             id: info.id.to_string(),
@@ -177,10 +241,21 @@ impl MessageView {
             next_attempt: info.next_attempt.map(rfc3339),
             deferrals: info.deferrals,
             auth_user: info.envelope.auth_user,
+            envid: info.envelope.envid,
+            ret: info.envelope.ret.map(|r| {
+                match r {
+                    danerelay_queue::Ret::Full => "full",
+                    danerelay_queue::Ret::Headers => "hdrs",
+                }
+                .to_string()
+            }),
             recipients: info
                 .recipients
                 .into_iter()
                 .map(|r| RecipientView {
+                    orcpt: r.orcpt.clone(),
+                    notify: notify_words(r.notify),
+                    suspended: r.state.is_open() && gate.is_suspended(&domain_of(&r.address), now),
                     address: r.address,
                     state: serde_json::to_value(r.state)
                         .ok()
@@ -243,7 +318,7 @@ async fn list(
     Ok(Json(
         infos
             .into_iter()
-            .map(|i| MessageView::new(i, now))
+            .map(|i| MessageView::new(i, now, &state.gate))
             .collect(),
     ))
 }
@@ -255,7 +330,7 @@ async fn show(
     let id = parse_id(&id)?;
     let queue = state.queue.clone();
     match blocking(move || queue.show(id)).await? {
-        Some(info) => Ok(Json(MessageView::new(info, SystemTime::now()))),
+        Some(info) => Ok(Json(MessageView::new(info, SystemTime::now(), &state.gate))),
         None => Err(error(StatusCode::NOT_FOUND, format!("no message {id}"))),
     }
 }
@@ -332,6 +407,9 @@ pub struct Summary {
     /// connections (`delivery::shaping`).
     #[serde(default)]
     pub destinations: Vec<crate::delivery::shaping::DestinationView>,
+    /// Every suspended destination, with or without queued mail.
+    #[serde(default)]
+    pub suspended: Vec<SuspendedView>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -340,6 +418,8 @@ pub struct DomainView {
     pub messages: u64,
     pub recipients: u64,
     pub oldest_age_seconds: u64,
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 async fn summary(State(state): State<AdminState>) -> Result<Json<Summary>, ApiError> {
@@ -357,6 +437,7 @@ async fn summary(State(state): State<AdminState>) -> Result<Json<Summary>, ApiEr
         domains: domains
             .into_iter()
             .map(|d| DomainView {
+                suspended: state.gate.is_suspended(&d.domain, now),
                 domain: d.domain,
                 messages: d.messages,
                 recipients: d.recipients,
@@ -364,98 +445,10 @@ async fn summary(State(state): State<AdminState>) -> Result<Json<Summary>, ApiEr
             })
             .collect(),
         destinations: state.shaper.as_ref().map(|s| s.views()).unwrap_or_default(),
+        suspended: suspended_views(&state.gate, now),
     }))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use tower::ServiceExt;
-
-    fn state(dir: &std::path::Path, token: Option<&str>) -> AdminState {
-        let queue = Queue::open(
-            dir,
-            danerelay_queue::QueueOptions {
-                retry: vec![Duration::from_secs(60)],
-                max_age: Duration::from_secs(3600),
-                lease: Duration::from_secs(60),
-            },
-        )
-        .unwrap();
-        AdminState {
-            queue,
-            token: token.map(str::to_string),
-            tls_rpt: None,
-            shaper: None,
-        }
-    }
-
-    async fn status(app: Router, peer: &str, auth: Option<&str>) -> StatusCode {
-        let mut req = Request::builder().uri("/api/queue");
-        if let Some(a) = auth {
-            req = req.header(header::AUTHORIZATION, a);
-        }
-        let mut req = req.body(Body::empty()).unwrap();
-        req.extensions_mut()
-            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
-        app.oneshot(req).await.unwrap().status()
-    }
-
-    #[tokio::test]
-    async fn without_a_token_only_loopback_callers_are_served() {
-        let dir = tempfile::tempdir().unwrap();
-        let app = router(state(dir.path(), None));
-        assert_eq!(
-            status(app.clone(), "127.0.0.1:5000", None).await,
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(app.clone(), "[::1]:5000", None).await,
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(app.clone(), "192.0.2.10:5000", None).await,
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            status(app, "10.1.2.3:5000", Some("Bearer anything")).await,
-            StatusCode::FORBIDDEN
-        );
-    }
-
-    #[tokio::test]
-    async fn with_a_token_every_caller_needs_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let app = router(state(dir.path(), Some("t0ken")));
-        assert_eq!(
-            status(app.clone(), "127.0.0.1:5000", None).await,
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            status(app.clone(), "192.0.2.10:5000", Some("Bearer t0ken")).await,
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(app.clone(), "192.0.2.10:5000", Some("Bearer t0ke")).await,
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            status(app.clone(), "192.0.2.10:5000", Some("Bearer t0keN")).await,
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            status(app, "127.0.0.1:5000", Some("Basic t0ken")).await,
-            StatusCode::FORBIDDEN
-        );
-    }
-
-    #[test]
-    fn token_compare_needs_every_byte_and_the_length() {
-        assert!(constant_time_eq(b"t0ken", b"t0ken"));
-        assert!(!constant_time_eq(b"t0ken", b"t0keN"));
-        assert!(!constant_time_eq(b"t0ken", b"t0ke"));
-        assert!(!constant_time_eq(b"t0ken", b"t0ken!"));
-        assert!(!constant_time_eq(b"", b"t0ken"));
-    }
-}
+#[path = "admin_tests.rs"]
+mod tests;

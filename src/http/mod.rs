@@ -4,7 +4,9 @@
 //! under `/api` (see [`admin`]).
 
 pub mod admin;
+pub mod drain_api;
 pub mod submit;
+pub mod suspend_api;
 pub mod tls_rpt;
 
 use std::net::SocketAddr;
@@ -88,7 +90,10 @@ pub async fn bind(
         .map_err(|source| HttpError::Bind { address, source })?;
     let mut app = router(AppState { metrics, readiness });
     if let Some(admin) = admin {
-        app = app.merge(admin::router(admin));
+        app = app
+            .merge(suspend_api::router(admin.clone()))
+            .merge(drain_api::router(admin.clone()))
+            .merge(admin::router(admin));
     }
     let serve = async move {
         let result = axum::serve(

@@ -344,7 +344,7 @@ mod tests {
     /// A router over a users file with one account, messages up to 1000 octets.
     fn app(dir: &std::path::Path) -> Router {
         let users = dir.join("users.toml");
-        crate::auth::user_add(&users, "app@example.com", "pw").unwrap();
+        crate::auth::user_add(&users, "app@example.com", "pw", None).unwrap();
         let mut cfg = crate::config::development();
         cfg.limits.max_message_size = 1000;
         let metrics = Metrics::new();

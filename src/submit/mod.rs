@@ -233,6 +233,8 @@ impl Submitter {
             smtputf8,
             ret: None,
             envid: None,
+            handoff: false,
+            arrival: None,
             recipients: built
                 .recipients
                 .into_iter()

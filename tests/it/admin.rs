@@ -18,7 +18,7 @@ fn test_config(dir: &std::path::Path, token: &str) -> config::Config {
 }
 
 /// Runs `danerelay queue ARGS --api ADDR` (blocking, off the runtime).
-async fn cli(api: std::net::SocketAddr, args: &[&str]) -> (i32, String) {
+pub async fn cli(api: std::net::SocketAddr, args: &[&str]) -> (i32, String) {
     let mut full: Vec<String> = vec!["queue".into()];
     full.extend(args.iter().map(|s| s.to_string()));
     full.extend(["--api".into(), api.to_string()]);
@@ -140,8 +140,6 @@ async fn admin_token_is_required_when_configured() {
 /// relay never connects out, even though a next hop is up and the mail is due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_delivery_queues_and_never_connects_out() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
     let dir = tempfile::tempdir().unwrap();
     let mx = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let text = format!(
@@ -160,29 +158,17 @@ async fn paused_delivery_queues_and_never_connects_out() {
         .await
         .unwrap();
 
-    let stream = tokio::net::TcpStream::connect(running.smtp_addresses[0])
-        .await
-        .unwrap();
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    let mut reply = async || loop {
-        let l = lines.next_line().await.unwrap().unwrap();
-        if l.as_bytes().get(3) != Some(&b'-') {
-            return l;
-        }
-    };
-    assert!(reply().await.starts_with("220"));
-    for (cmd, want) in [
-        ("EHLO client.test", "250"),
-        ("MAIL FROM:<alice@example.org>", "250"),
-        ("RCPT TO:<bob@example.net>", "250"),
-        ("DATA", "354"),
-        ("Subject: paused\r\n\r\nstays queued\r\n.", "250"),
-    ] {
-        w.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
-        let got = reply().await;
-        assert!(got.starts_with(want), "{cmd}: {got}");
-    }
+    crate::support::smtp_dialogue(
+        running.smtp_addresses[0],
+        &[
+            ("EHLO client.test", "250"),
+            ("MAIL FROM:<alice@example.org>", "250"),
+            ("RCPT TO:<bob@example.net>", "250"),
+            ("DATA", "354"),
+            ("Subject: paused\r\n\r\nstays queued\r\n.", "250"),
+        ],
+    )
+    .await;
 
     // The message is due now; a running scheduler would connect within milliseconds.
     let connected = tokio::time::timeout(std::time::Duration::from_millis(1500), mx.accept()).await;

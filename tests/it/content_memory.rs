@@ -82,6 +82,8 @@ fn reencode_once(reencoding: &Reencoding) -> String {
             orcpt: None,
             notify: None,
         }],
+        handoff: false,
+        arrival: None,
     };
     sink.commit(Submitted {
         tx,

@@ -15,6 +15,7 @@ mod dns;
 mod http_submit;
 mod layering;
 mod ops;
+mod scale;
 mod security;
 mod sendmail;
 mod shaping;

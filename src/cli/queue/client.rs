@@ -51,7 +51,12 @@ impl AdminClient {
         AdminClient { address, token }
     }
 
-    async fn call(&self, method: Method, path: &str) -> Result<Bytes, AdminApiError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<Bytes, AdminApiError> {
         let stream = tokio::net::TcpStream::connect(self.address)
             .await
             .map_err(|source| AdminApiError::Connect {
@@ -73,8 +78,11 @@ impl AdminClient {
         if let Some(token) = &self.token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
         let req = req
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| AdminApiError::Request(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(http_err)?;
         let status = resp.status();
@@ -99,7 +107,17 @@ impl AdminClient {
         method: Method,
         path: &str,
     ) -> Result<(T, Bytes), AdminApiError> {
-        let body = self.call(method, path).await?;
+        self.json_with(method, path, None).await
+    }
+
+    /// [`AdminClient::json`] with a JSON request body.
+    pub async fn json_with<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(T, Bytes), AdminApiError> {
+        let body = self.call(method, path, body).await?;
         let value =
             serde_json::from_slice(&body).map_err(|e| AdminApiError::Decode(e.to_string()))?;
         Ok((value, body))

@@ -28,9 +28,13 @@ pub fn print_table(list: &[MessageView], out: &mut dyn Write) {
             .filter(|r| r.state == "pending" || r.state == "deferred")
             .count();
         let sender = if m.sender.is_empty() { "<>" } else { &m.sender };
+        let suspended = match m.recipients.iter().filter(|r| r.suspended).count() {
+            0 => String::new(),
+            n => format!(" ({n} suspended)"),
+        };
         let _ = writeln!(
             out,
-            "{:<12}  {:<8}  {:>5}  {:>9}  {:<30}  {open}/{}",
+            "{:<12}  {:<8}  {:>5}  {:>9}  {:<30}  {open}/{}{suspended}",
             m.id,
             m.state,
             age(m.age_seconds),
@@ -66,9 +70,10 @@ pub fn print_message(m: &MessageView, out: &mut dyn Write) {
     for r in &m.recipients {
         let _ = writeln!(
             out,
-            "recipient:    {} {} attempts={} {}",
+            "recipient:    {} {}{} attempts={} {}",
             r.address,
             r.state,
+            if r.suspended { " (suspended)" } else { "" },
             r.attempts,
             r.last_reply.as_deref().unwrap_or("")
         );
@@ -93,12 +98,17 @@ pub fn print_summary(s: &Summary, out: &mut dyn Write) {
     for d in &s.domains {
         let _ = writeln!(
             out,
-            "{:<40}  {:>8}  {:>10}  {:>6}",
+            "{:<40}  {:>8}  {:>10}  {:>6}{}",
             d.domain,
             d.messages,
             d.recipients,
-            age(d.oldest_age_seconds)
+            age(d.oldest_age_seconds),
+            if d.suspended { "  suspended" } else { "" }
         );
+    }
+    for v in &s.suspended {
+        let until = v.until.as_deref().unwrap_or("queue resume");
+        let _ = writeln!(out, "suspended: {} until {until}", v.domain);
     }
     print_destinations(s, out);
 }
@@ -150,6 +160,7 @@ mod tests {
             active: 0,
             oldest_age_seconds: None,
             domains: Vec::new(),
+            suspended: Vec::new(),
             destinations: vec![DestinationView {
                 destination: "10:mx.gmail.test port 25".into(),
                 throttled: true,

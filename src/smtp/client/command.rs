@@ -46,6 +46,10 @@ pub struct Envelope {
     pub ret: Option<Ret>,
     /// RFC 3461 `ENVID`, xtext-decoded.
     pub envid: Option<String>,
+    /// `X-DANERELAY-ARRIVAL`: handing a message to another danerelay
+    /// (`queue drain`), its arrival here in Unix seconds. Only ever sent to a
+    /// relay that takes it (a danerelay, as a relay account).
+    pub arrival: Option<u64>,
 }
 
 impl Envelope {
@@ -60,6 +64,7 @@ impl Envelope {
             relay_signed: false,
             ret: None,
             envid: None,
+            arrival: None,
         }
     }
 }
@@ -110,6 +115,9 @@ pub fn mail_from_line(env: &Envelope, caps: &Capabilities) -> String {
         if let Some(envid) = &env.envid {
             line.push_str(&format!(" ENVID={}", xtext(envid)));
         }
+    }
+    if let Some(secs) = env.arrival {
+        line.push_str(&format!(" X-DANERELAY-ARRIVAL={secs}"));
     }
     line.push_str("\r\n");
     line

@@ -307,8 +307,11 @@ impl Conn {
         };
         match users.verify(login.clone(), password).await {
             Ok(Some(user)) => {
-                tracing::info!(peer = %self.peer, user = %user, "authenticated");
-                session.auth_result(Some(user))
+                let relay = users.is_relay(&user);
+                tracing::info!(peer = %self.peer, user = %user, relay, "authenticated");
+                let action = session.auth_result(Some(user));
+                session.set_relay_account(relay);
+                action
             }
             Ok(None) => {
                 let delay = self.shared.throttle.record_failure(self.peer);

@@ -188,6 +188,8 @@ pub struct MessageAssembler {
     received: String,
     hostname: String,
     when: SystemTime,
+    /// Add `Message-ID:`/`Date:` where missing (not for a relay's handoff).
+    complete: bool,
 }
 
 impl MessageAssembler {
@@ -197,11 +199,23 @@ impl MessageAssembler {
             received,
             hostname: hostname.to_string(),
             when,
+            complete: true,
         }
+    }
+
+    /// Only the `Received:` field: a message another relay hands on
+    /// already got its `Message-ID:`/`Date:` there (RFC 6409 §8 is the
+    /// submission server's job, done once).
+    pub fn trace_only(mut self) -> Self {
+        self.complete = false;
+        self
     }
 
     fn additions(&self, headers: &[u8]) -> String {
         let mut s = String::new();
+        if !self.complete {
+            return s;
+        }
         if !has_field(headers, "Message-ID") {
             s.push_str(&format!(
                 "Message-ID: {}\r\n",
@@ -340,6 +354,16 @@ mod tests {
         // A folded continuation mentioning "Date:" is not a Date field.
         let folded = assemble(&[b"Subject: a\r\n Date: no\r\n\r\n"]);
         assert!(folded.contains("\r\nDate: Thu"), "{folded}");
+    }
+
+    #[test]
+    fn a_handoff_gets_only_the_received_field() {
+        let mut a =
+            MessageAssembler::new("Received: x\r\n".into(), "h.example", at(0)).trace_only();
+        let mut out = Vec::new();
+        a.push(b"Subject: a\r\n\r\nbody\r\n", &mut out);
+        a.finish(&mut out);
+        assert_eq!(out, b"Received: x\r\nSubject: a\r\n\r\nbody\r\n");
     }
 
     #[test]

@@ -31,6 +31,7 @@ struct Gate {
     slots: Arc<Semaphore>,
     clients: Arc<ClientLimiter>,
     user_rate: Arc<UserRate>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a connection is refused before its greeting.
@@ -90,6 +91,11 @@ pub async fn serve(
             || UserRate::per_hour(cfg.limits.messages_per_user_per_hour),
             |g| g.user_rate.clone(),
         ),
+        draining: opts
+            .guards
+            .as_ref()
+            .map(|g| g.draining.clone())
+            .unwrap_or_default(),
     });
     let mut bound = Vec::new();
     for lc in &cfg.listeners {
@@ -169,6 +175,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if gate.draining.load(std::sync::atomic::Ordering::Acquire) {
+            // Draining (`queue drain`): like shutdown, 421 4.3.2 and close.
+            tracker.spawn(refuse_draining(stream, cfg.hostname.clone()));
+            continue;
+        }
         let admission = admit(&cfg, &gate, peer.ip());
         let span = tracing::info_span!("smtp", peer = %peer, listener = %lc.address);
         let conn = connection(
@@ -183,6 +194,16 @@ async fn accept_loop(
         tracker.spawn(conn.instrument(span));
     }
     tracing::debug!(address = %lc.address, "listener stopped accepting");
+}
+
+async fn refuse_draining(mut stream: TcpStream, host: String) {
+    use tokio::io::AsyncWriteExt;
+    let reply = Reply::shutting_down(&host).to_bytes();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = stream.write_all(&reply).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Rate first (every attempt counts), then the per-address and total slots.

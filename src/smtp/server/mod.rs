@@ -75,6 +75,9 @@ pub struct Guards {
     pub throttle: Arc<crate::auth::FailureThrottle>,
     /// `limits.messages_per_user_per_hour`.
     pub user_rate: Arc<limits::UserRate>,
+    /// Set while the replica drains (`queue drain`): new connections get
+    /// `421 4.3.2` and are closed.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Guards {
@@ -82,6 +85,7 @@ impl Guards {
         Guards {
             throttle: Arc::new(crate::auth::FailureThrottle::default()),
             user_rate: limits::UserRate::per_hour(limits.messages_per_user_per_hour),
+            draining: Arc::default(),
         }
     }
 }

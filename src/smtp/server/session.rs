@@ -6,7 +6,8 @@
 
 use smtp_proto::{MailFrom, RcptTo, Request};
 
-use super::{params, sasl};
+use super::params::{self, Arrival};
+use super::sasl;
 use crate::auth::sender_allowed;
 use crate::metrics::{LimitHit, RejectReason};
 use crate::smtp::queue_edge;
@@ -40,6 +41,10 @@ pub struct Session {
     esmtp: bool,
     tls: Option<TlsInfo>,
     auth_user: Option<String>,
+    /// The authenticated account is marked `relay = true` (users file).
+    relay_account: bool,
+    /// `X-DANERELAY-ARRIVAL` of the MAIL line being handled.
+    arrival: Option<Arrival>,
     auth_failures: u32,
     tx: Option<Transaction>,
     /// Commands in a row without progress.
@@ -59,6 +64,8 @@ impl Session {
             esmtp: false,
             tls,
             auth_user: None,
+            relay_account: false,
+            arrival: None,
             auth_failures: 0,
             tx: None,
             junk: 0,
@@ -142,7 +149,9 @@ impl Session {
             }
             state @ (State::Command | State::Bdat { .. }) => {
                 self.state = state;
-                match parse_command(line) {
+                let (line, arrival) = params::split_arrival(line);
+                self.arrival = arrival;
+                match parse_command(&line) {
                     Ok(req) => {
                         let idle = matches!(
                             req,
@@ -287,6 +296,7 @@ impl Session {
         self.helo = None;
         self.esmtp = false;
         self.auth_user = None;
+        self.relay_account = false;
         self.tx = None;
         self.tls = Some(info);
     }
@@ -320,7 +330,19 @@ impl Session {
         if !smtputf8 && !from.address.is_ascii() {
             return Action::Reply(Reply::non_ascii_needs_smtputf8());
         }
-        if let Some(user) = &self.auth_user {
+        let arrival = match self.arrival.take() {
+            None => None,
+            // Only another relay may say when a message arrived.
+            Some(_) if !self.may_hand_over() => {
+                return Action::Reply(Reply::param_not_supported(params::ARRIVAL_PARAM))
+            }
+            Some(Arrival::Malformed) => {
+                return Action::Reply(Reply::syntax("X-DANERELAY-ARRIVAL needs Unix seconds"))
+            }
+            Some(Arrival::At(secs)) => Some(secs),
+        };
+        let handoff = self.relay_account || arrival.is_some();
+        if let Some(user) = self.auth_user.as_ref().filter(|_| !self.relay_account) {
             if !sender_allowed(self.cfg.sender_policy, user, &from.address) {
                 let reply = Reply::sender_not_owned(&from.address);
                 return self.reject(RejectReason::SenderPolicy, reply);
@@ -343,8 +365,21 @@ impl Session {
             ret,
             envid: from.env_id,
             recipients: Vec::new(),
+            handoff,
+            arrival,
         });
         Action::Reply(Reply::ok_sender())
+    }
+
+    /// A relay account, or a trusted client that did not log in as someone
+    /// else: may hand mail on with its arrival time.
+    fn may_hand_over(&self) -> bool {
+        self.relay_account || (self.cfg.trusted && self.auth_user.is_none())
+    }
+
+    /// After a successful `auth_result`: the account is marked `relay = true`.
+    pub fn set_relay_account(&mut self, relay: bool) {
+        self.relay_account = relay && self.auth_user.is_some();
     }
 
     fn rcpt(&mut self, to: RcptTo<String>) -> Action {

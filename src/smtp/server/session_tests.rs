@@ -144,6 +144,68 @@ fn sender_policy_enforced_after_auth() {
 }
 
 #[test]
+fn only_another_relay_may_say_when_a_message_arrived() {
+    // A normal account: 555 for the parameter, sender policy as usual.
+    let mut s = logged_in(cfg());
+    let a = s.on_line(b"MAIL FROM:<alice@example.com> X-DANERELAY-ARRIVAL=1700000000\r\n");
+    assert_eq!(
+        (code(&a), reply(&a).status().to_string()),
+        (555, "5.5.4".into())
+    );
+    assert_eq!(code(&s.on_line(b"MAIL FROM:<>\r\n")), 553);
+    let a = s.on_line(b"MAIL FROM:<alice@example.com>\r\n");
+    assert_eq!(code(&a), 250);
+    assert!(!s.transaction().unwrap().handoff);
+
+    // A relay account: anyone's mail, bounces too, with its arrival time.
+    let mut s = logged_in(cfg());
+    s.set_relay_account(true);
+    let a = s.on_line(b"MAIL FROM:<> X-DANERELAY-ARRIVAL=1700000000 RET=HDRS\r\n");
+    assert_eq!(code(&a), 250, "{a:?}");
+    let tx = s.transaction().unwrap();
+    assert_eq!(
+        (tx.arrival, tx.handoff, tx.ret),
+        (Some(1_700_000_000), true, Some(Ret::Headers))
+    );
+    assert_eq!(code(&s.on_line(b"RSET\r\n")), 250);
+    let a = s.on_line(b"MAIL FROM:<bob@elsewhere.example> X-DANERELAY-ARRIVAL=soon\r\n");
+    assert_eq!(code(&a), 501);
+    let a = s.on_line(b"MAIL FROM:<bob@elsewhere.example>\r\n");
+    assert_eq!(code(&a), 250);
+    let tx = s.transaction().unwrap();
+    assert_eq!((tx.arrival, tx.handoff), (None, true));
+
+    // A trusted network without AUTH hands on too; logged in as a normal user it does not.
+    let mut s = Session::new(
+        SessionConfig {
+            trusted: true,
+            ..cfg()
+        },
+        None,
+    );
+    assert_eq!(code(&s.on_line(b"EHLO c\r\n")), 250);
+    assert_eq!(
+        code(&s.on_line(b"MAIL FROM:<> X-DANERELAY-ARRIVAL=5\r\n")),
+        250
+    );
+    assert_eq!(s.transaction().unwrap().arrival, Some(5));
+    let mut s = logged_in(SessionConfig {
+        trusted: true,
+        ..cfg()
+    });
+    let a = s.on_line(b"MAIL FROM:<alice@example.com> X-DANERELAY-ARRIVAL=5\r\n");
+    assert_eq!(code(&a), 555);
+    // The flag only counts for a logged-in session.
+    let mut s = Session::new(cfg(), Some(tls()));
+    s.set_relay_account(true);
+    assert_eq!(code(&s.on_line(b"EHLO c\r\n")), 250);
+    assert_eq!(
+        code(&s.on_line(b"MAIL FROM:<> X-DANERELAY-ARRIVAL=5\r\n")),
+        530
+    );
+}
+
+#[test]
 fn auth_login_dialogue_cancel_and_failures() {
     let mut s = Session::new(cfg(), Some(tls()));
     s.on_line(b"EHLO c\r\n");

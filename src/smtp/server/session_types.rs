@@ -98,6 +98,12 @@ pub struct Transaction {
     pub ret: Option<Ret>,
     pub envid: Option<String>,
     pub recipients: Vec<Recipient>,
+    /// Handed on by another relay (a `relay = true` account, or a trusted
+    /// client sending `X-DANERELAY-ARRIVAL`): stored as it came — no new
+    /// `Message-ID:`/`Date:`, no second DKIM signature.
+    pub handoff: bool,
+    /// `X-DANERELAY-ARRIVAL`: when the first relay accepted it (Unix seconds).
+    pub arrival: Option<u64>,
 }
 
 /// What the I/O layer must do next.

@@ -390,6 +390,8 @@ mod tests {
                 ret: None,
                 envid: None,
                 recipients: Vec::new(),
+                handoff: false,
+                arrival: None,
             },
             auth_user: None,
             client: IpAddr::from([127, 0, 0, 1]),

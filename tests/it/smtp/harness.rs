@@ -144,7 +144,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
     std::fs::write(dir.join("tls.crt"), leaf).unwrap();
     std::fs::write(dir.join("tls.key"), key).unwrap();
     let users = dir.join("users.toml");
-    danerelay::auth::user_add(&users, USER, PASSWORD).unwrap();
+    danerelay::auth::user_add(&users, USER, PASSWORD, None).unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     Config {
         hostname: "relay.test".into(),

@@ -211,3 +211,25 @@ fn install_lines_name_the_pinned_packages() {
     assert!(apt_line(apt_package("swaks")).contains("libnet-ssleay-perl"));
     assert!(apt_line(apt_package("knotd")).starts_with("apt-get install knot "));
 }
+
+/// One plain SMTP session: after the greeting, each `(command, expected
+/// reply prefix)` in turn (the command without its CRLF; multi-line replies
+/// read to their last line).
+pub async fn smtp_dialogue(addr: std::net::SocketAddr, steps: &[(&str, &str)]) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let mut reply = async || loop {
+        let l = lines.next_line().await.unwrap().unwrap();
+        if l.as_bytes().get(3) != Some(&b'-') {
+            return l;
+        }
+    };
+    assert!(reply().await.starts_with("220"));
+    for (cmd, want) in steps {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+        let got = reply().await;
+        assert!(got.starts_with(want), "{cmd}: {got}");
+    }
+}

@@ -3,7 +3,8 @@
 //! limits while the content streams past, and handing the result to the
 //! store and the [`Session`].
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use super::super::data::{ChunkChecker, ContentStatus, DataReader};
 use super::super::headers::{received, MessageAssembler, ReceivedInfo};
@@ -12,6 +13,7 @@ use super::super::session::{MessageOutcome, Session};
 use super::super::signing::SigningPipe;
 use super::super::store::{Submitted, CHUNK};
 use super::{Conn, ConnError};
+use crate::dkim::Signer;
 use crate::smtp::Reply;
 use tokio::time::Instant;
 
@@ -40,13 +42,30 @@ impl Conn {
         })
     }
 
+    /// The signing pipe and header assembler for the transaction: a relay's
+    /// handoff is neither signed again nor completed (`Transaction::handoff`).
+    fn intake(&self, session: &Session, now: SystemTime) -> (SigningPipe, MessageAssembler) {
+        let handoff = session.transaction().is_some_and(|t| t.handoff);
+        let signer = if handoff {
+            Arc::new(Signer::disabled(self.shared.metrics.clone()))
+        } else {
+            self.shared.dkim.clone()
+        };
+        let (pipe, id) = SigningPipe::start(self.shared.store.clone(), signer);
+        let received = self.received_header(session, id.as_deref(), now);
+        let assembler = MessageAssembler::new(received, session.hostname(), now);
+        let assembler = if handoff {
+            assembler.trace_only()
+        } else {
+            assembler
+        };
+        (pipe, assembler)
+    }
+
     /// DATA: reads to the real `<CRLF>.<CRLF>`, streaming into the store.
     pub(super) async fn read_data(&mut self, session: &mut Session) -> Result<Reply, ConnError> {
         let now = SystemTime::now();
-        let (mut pipe, id) =
-            SigningPipe::start(self.shared.store.clone(), self.shared.dkim.clone());
-        let received = self.received_header(session, id.as_deref(), now);
-        let mut assembler = MessageAssembler::new(received, session.hostname(), now);
+        let (mut pipe, mut assembler) = self.intake(session, now);
         let mut reader = DataReader::new(session.max_message_size());
         let mut header = self.header_check();
         let mut content = Vec::with_capacity(CHUNK);
@@ -99,11 +118,12 @@ impl Conn {
         } else if header == Some(HeaderViolation::TooManyFields) {
             MessageOutcome::TooManyHeaderFields
         } else if let Some(tx) = session.transaction().cloned() {
+            let received_at = arrival_or(tx.arrival, now);
             let submitted = Submitted {
                 tx,
                 auth_user: session.auth_user().map(str::to_string),
                 client: self.peer,
-                received_at: now,
+                received_at,
                 relay_signed: false,
             };
             let rcpts = submitted.tx.recipients.len();
@@ -145,12 +165,10 @@ impl Conn {
         let mut left = size;
         if reject.is_none() && state.is_none() {
             let now = SystemTime::now();
-            let (pipe, id) =
-                SigningPipe::start(self.shared.store.clone(), self.shared.dkim.clone());
-            let received = self.received_header(session, id.as_deref(), now);
+            let (pipe, assembler) = self.intake(session, now);
             self.data_deadline = Some(Instant::now() + self.shared.data_timeout);
             *state = Some(BdatState {
-                assembler: MessageAssembler::new(received, session.hostname(), now),
+                assembler,
                 checker: ChunkChecker::new(session.max_message_size()),
                 header: self.header_check(),
                 pipe,
@@ -196,6 +214,15 @@ impl Conn {
             .finish_message(session, st.pipe, status, header, st.now)
             .await)
     }
+}
+
+/// The received time of a message: the first relay's arrival time when one
+/// handed it on (so `queue.max_age` and `delay_warning` keep counting from
+/// there), never later than now (a clock ahead must not make mail younger).
+fn arrival_or(arrival: Option<u64>, now: SystemTime) -> SystemTime {
+    arrival
+        .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+        .map_or(now, |at| at.min(now))
 }
 
 /// A BDAT message between chunks.
