@@ -293,7 +293,6 @@ fn run(shared: &Shared, mut syncer: Option<SledSyncer>, store: &Store) {
                 std::mem::take(&mut st.outcomes),
             )
         };
-        let queued = !messages.is_empty();
         let result = match (syncer.as_mut(), store.trees()) {
             (Some(syncer), Ok(trees)) => round(syncer, store, &trees, messages, &outcomes),
             (_, other) => {
@@ -327,10 +326,6 @@ fn run(shared: &Shared, mut syncer: Option<SledSyncer>, store: &Store) {
             }
         }
         shared.done.notify_all();
-        drop(st);
-        if queued {
-            store.notify_due();
-        }
     }
 }
 
@@ -424,6 +419,11 @@ fn round(
     tracing::trace!(messages = count, outcomes = outcomes.len(), elapsed = ?started.elapsed(), "queue commit round");
     match result {
         Ok(applied) => {
+            // Wake the scheduler before the writers hear `Ok`: whoever was told a message
+            // is queued can rely on the due hook having fired for it.
+            if !inserted.is_empty() {
+                store.notify_due();
+            }
             for p in inserted {
                 enqueue::finish(store, p, Ok(()));
             }

@@ -345,11 +345,11 @@ async fn a_policy_change_is_picked_up_before_mail_waits() {
     assert_eq!(server.requests(), 2);
 }
 
-/// The TLS-RPT counts of `domain` today, as `(policy type, successes, failure result types)`.
-fn rpt_counts(
-    rec: &danerelay::tlsrpt::Recorder,
-    domain: &str,
-) -> Vec<(String, u64, Vec<(String, u64)>)> {
+/// One policy's TLS-RPT counts: `(policy type, successes, failures by result type)`.
+type PolicyCount = (String, u64, Vec<(String, u64)>);
+
+/// The TLS-RPT counts of `domain` today.
+fn rpt_counts(rec: &danerelay::tlsrpt::Recorder, domain: &str) -> Vec<PolicyCount> {
     rec.unpersisted(rec.today())
         .into_iter()
         .filter(|(d, _)| d == domain)
