@@ -19,7 +19,9 @@
 //! - [`metrics`]  — every Prometheus metric, declared once.
 //! - [`mime`]     — streaming MIME re-encoding: long lines at acceptance, 8BITMIME downgrade.
 //! - [`cli`]      — every command's front end: arguments, output, exit codes.
+//! - [`sts`]      — MTA-STS (RFC 8461): discovery, fetch, cache, per-host rule.
 //! - [`sync`]     — poison-tolerant locking.
+//! - [`tlsrpt`]   — RFC 8460 TLS reporting: counts per policy domain and day, reports.
 //! - the queue is its own crate, `danerelay-queue` (`queue/`).
 //! - `testing`  — test doubles (fake DNS, fake MX, clock, certificates);
 //!   tests and the `test-util` feature only.
@@ -41,17 +43,19 @@ pub mod http;
 pub mod metrics;
 pub mod mime;
 pub mod smtp;
+pub mod sts;
 pub mod submit;
 pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod tlsrpt;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use danerelay_queue::{Queue, QueueOptions};
+use danerelay_queue::{Queue, QueueOptions, QueueTuning};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -82,6 +86,8 @@ pub struct Running {
     pub readiness: Arc<Readiness>,
     pub metrics: Metrics,
     pub queue: Queue,
+    /// TLS-RPT counts (`None` when `tls_rpt.enabled = false`).
+    pub tls_rpt: Option<Arc<tlsrpt::Recorder>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     http_stop: CancellationToken,
@@ -130,9 +136,24 @@ async fn start_with(
         shutdown.clone(),
     ));
 
+    let tls_rpt = config.tls_rpt.enabled.then(|| {
+        let recorder = tlsrpt::Recorder::new(Arc::new(delivery::clock::SystemClock));
+        tracker.spawn(tlsrpt::recorder::run_persist(
+            recorder.clone(),
+            queue.clone(),
+            config.tls_rpt.persist_every,
+            shutdown.clone(),
+        ));
+        recorder
+    });
+
     let admin = http::admin::AdminState {
         queue: queue.clone(),
         token: config.http.admin_token.clone(),
+        tls_rpt: config
+            .tls_rpt
+            .enabled
+            .then(|| tlsrpt::preview::Source::new(&config, tls_rpt.clone())),
     };
     // HTTP outlives the drain, so that probes see /readyz turn 503 and
     // Prometheus can scrape while sessions and deliveries finish.
@@ -151,7 +172,8 @@ async fn start_with(
     if deliver && config.delivery.paused {
         tracing::warn!("delivery.paused = true: mail is accepted and queued, nothing is delivered");
     } else if deliver {
-        start_delivery(&config, &queue, &metrics, &shutdown, &tracker).await?;
+        let parts = (&queue, &metrics, &tls_rpt);
+        start_delivery(&config, parts, &shutdown, &tracker).await?;
     }
 
     let guards = smtp::server::Guards::new(&config.limits);
@@ -185,6 +207,7 @@ async fn start_with(
         readiness,
         metrics,
         queue,
+        tls_rpt,
         shutdown,
         tracker,
         http_stop,
@@ -198,8 +221,7 @@ async fn start_with(
 /// waits for it), and the scheduler.
 async fn start_delivery(
     config: &Arc<Config>,
-    queue: &Queue,
-    metrics: &Metrics,
+    (queue, metrics, tls_rpt): (&Queue, &Metrics, &Option<Arc<tlsrpt::Recorder>>),
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
@@ -223,7 +245,30 @@ async fn start_delivery(
             _ = stop.cancelled() => {}
         }
     });
-    let scheduler = delivery::scheduler(config, queue.clone(), resolver, metrics.clone());
+    if let Some(recorder) = tls_rpt {
+        let sender = tlsrpt::sender::Sender {
+            queue: queue.clone(),
+            dns: resolver.clone(),
+            config: config.tls_rpt.clone(),
+            submitter: config.hostname.clone(),
+            signer: Arc::new(
+                dkim::Signer::load(&config.dkim, metrics.clone())
+                    .context("dkim: cannot load the keys TLS-RPT reports are signed with")?,
+            ),
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+            tls: tlsrpt::https::client_config(&config.tls_rpt.extra_roots),
+            clock: Arc::new(delivery::clock::SystemClock),
+        };
+        tracker.spawn(sender.run(shutdown.clone()));
+    }
+    let scheduler = delivery::scheduler(
+        config,
+        queue.clone(),
+        resolver,
+        metrics.clone(),
+        tls_rpt.clone(),
+    )?;
     tracker.spawn(scheduler.run(shutdown.clone()));
     Ok(())
 }
@@ -254,15 +299,21 @@ pub fn queue_options(queue: &config::QueueConfig) -> QueueOptions {
 async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
     let path = config.queue.path.clone();
     let options = queue_options(&config.queue);
+    let tuning = QueueTuning {
+        cache_capacity: config.queue.cache_size,
+        ..QueueTuning::default()
+    };
     let shown = path.display().to_string();
     let queue = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&path)?;
-        Queue::open(&path, options).map_err(anyhow::Error::from)
+        Queue::open_tuned(&path, options, tuning).map_err(anyhow::Error::from)
     })
     .await?
     .with_context(|| format!("queue.path: cannot open the queue at {shown}"))?;
+    // Messages queued before are counted in the background from here on (the queue
+    // crate logs when that is over); delivery and new mail do not wait for it.
     let counts = queue.counts();
-    tracing::info!(path = %shown, messages = counts.total(), "queue open");
+    tracing::info!(path = %shown, counted = counts.total(), recovered = queue.recovered(), "queue open");
     Ok(queue)
 }
 
@@ -382,6 +433,17 @@ impl Running {
                 grace = ?self.config.shutdown_grace,
                 "shutdown grace expired; abandoning remaining tasks"
             );
+        }
+        // Sessions that ended during the drain, after the last periodic persist.
+        if let Some(recorder) = self.tls_rpt.clone() {
+            let queue = self.queue.clone();
+            match tokio::task::spawn_blocking(move || recorder.persist(&queue)).await {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "TLS-RPT counts not persisted at shutdown")
+                }
+                Err(e) => tracing::error!(error = %e, "TLS-RPT counts not persisted at shutdown"),
+                Ok(Ok(_)) => {}
+            }
         }
         let queue = self.queue.clone();
         match tokio::task::spawn_blocking(move || queue.flush()).await {

@@ -50,6 +50,9 @@ enum Command {
     Dkim(DkimCommand),
     /// Show what a delivery to DOMAIN would do, without sending mail.
     TlsCheck(tls_check::TlsCheckArgs),
+    /// TLS reporting (RFC 8460).
+    #[command(subcommand)]
+    TlsRpt(cli::tls_rpt::TlsRptCommand),
     /// sendmail(8) for applications: submit the message on stdin to a relay.
     #[command(disable_help_flag = true)]
     Sendmail {
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
             dkim::run_keygen(&args, &mut std::io::stdout().lock())
         }
         Command::TlsCheck(args) => tls_check::run(&args),
+        Command::TlsRpt(cmd) => cli::tls_rpt::run(cmd),
         Command::Sendmail { args } => cli::sendmail::run(&args),
     };
     exit.into()

@@ -3,14 +3,16 @@
 //! never from hostnames, domains, addresses or user input (unbounded
 //! cardinality would take Prometheus down with the relay).
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// A fixed set of label values.
-pub trait Label: Copy {
+pub trait Label: Copy + 'static {
     fn label(self) -> &'static str;
+    /// Every value, in declaration order: the series created at 0 at start.
+    fn values() -> Vec<&'static str>;
 }
 
 macro_rules! label_enum {
@@ -24,6 +26,9 @@ macro_rules! label_enum {
         impl Label for $name {
             fn label(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
+            }
+            fn values() -> Vec<&'static str> {
+                $name::ALL.iter().map(|v| v.label()).collect()
             }
         }
     };
@@ -101,9 +106,36 @@ label_enum!(
     DeliveryTls {
         DaneVerified => "dane-verified",
         DaneTrusted => "dane-trusted",
+        /// MTA-STS `enforce` (RFC 8461 §4.2): PKIX-valid for the MX name.
+        StsVerified => "sts-verified",
         Unauthenticated => "tls-unauthenticated",
         Plaintext => "plaintext",
         None => "none",
+    }
+);
+label_enum!(
+    /// `result` of one MTA-STS policy fetch (RFC 8461 §3.3).
+    StsFetchResult {
+        /// A valid policy was fetched and cached.
+        Ok => "ok",
+        /// The TXT id was unchanged: the cached policy was kept.
+        Cached => "cached",
+        /// No `_mta-sts` TXT record (or none with `v=STSv1`): no policy.
+        NoPolicy => "no-policy",
+        /// Malformed TXT record or policy text.
+        Invalid => "invalid",
+        /// Not 200, a redirect, or not `text/plain`.
+        HttpError => "http-error",
+        /// The policy host's certificate is not valid for its name.
+        TlsError => "tls-error",
+        /// `mta_sts.fetch_timeout` ran out.
+        Timeout => "timeout",
+        /// The body exceeded 64 KiB.
+        TooLarge => "too-large",
+        /// The TXT or address lookup failed.
+        DnsError => "dns-error",
+        /// Connection refused or reset.
+        ConnectError => "connect-error",
     }
 );
 label_enum!(
@@ -154,8 +186,23 @@ label_enum!(
     }
 );
 label_enum!(
+    /// `transport` of a TLS-RPT report (RFC 8460 §5: the `rua` scheme).
+    TlsRptTransport { Mailto => "mailto", Https => "https" }
+);
+label_enum!(
+    /// `result` of one TLS-RPT report to one `rua`.
+    TlsRptResult {
+        /// Queued for delivery (`mailto:`) or accepted with a 2xx (`https:`).
+        Sent => "sent",
+        /// `https:` still failing after 24 hours: given up.
+        Failed => "failed",
+        /// `mailto:` without a `[[dkim]]` key for `tls_rpt.from`'s domain.
+        Skipped => "skipped",
+    }
+);
+label_enum!(
     /// `type` of a DNS query.
-    DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA" }
+    DnsType { Mx => "MX", A => "A", Aaaa => "AAAA", Tlsa => "TLSA", Cname => "CNAME", Soa => "SOA", Txt => "TXT" }
 );
 label_enum!(
     /// `status` of a DNS answer.
@@ -169,11 +216,14 @@ label_enum!(
     }
 );
 
-/// Declares every metric once: its field (with the doc above it), its type and
-/// how it is made. The struct, its construction and its registration all come
-/// from this one table, so no metric is declared and left unregistered.
+/// Declares every metric once: its field (with the doc above it), its type,
+/// for a labelled metric the label enums in label order (`[Outcome, Tls]`),
+/// and how it is made. The struct, its construction, its registration and
+/// its series at 0 for every combination of label values all come from this
+/// one table, so no metric is declared and left unregistered or absent from
+/// `/metrics` until its first event.
 macro_rules! metrics {
-    ($( $(#[$doc:meta])* $field:ident : $ty:ty = $make:expr ; )*) => {
+    ($( $(#[$doc:meta])* $field:ident : $ty:ty $([$($label:ty),+])? = $make:expr ; )*) => {
         /// The registry and every handle the rest of the program updates. Cloning is
         /// cheap (reference-counted handles); passed down, never global.
         #[derive(Clone)]
@@ -193,6 +243,12 @@ macro_rules! metrics {
             fn collectors(&self) -> Vec<Box<dyn Collector>> {
                 vec![$( Box::new(self.$field.clone()), )*]
             }
+
+            /// Creates every labelled series at 0, so dashboards, alerts and
+            /// `rate()` see zeros rather than absent series before the first event.
+            fn prefill(&self) {
+                $( $( prefill(&self.$field, &[$(<$label as Label>::values()),+]); )? )*
+            }
         }
     };
 }
@@ -210,7 +266,7 @@ metrics! {
         "1 while the relay is ready to accept mail (listeners bound, queue open, not draining).",
     );
     /// Submission sessions finished, by listener kind and whether TLS was used.
-    smtp_sessions_total: IntCounterVec = counter_vec(
+    smtp_sessions_total: IntCounterVec [ListenerLabel, SessionTls] = counter_vec(
         "danerelay_smtp_sessions_total",
         "Submission sessions finished, by listener kind and whether TLS was in use.",
         &["listener", "tls"],
@@ -226,7 +282,7 @@ metrics! {
         "Messages accepted: answered 250 after being stored durably.",
     );
     /// Submissions refused, by reason.
-    messages_rejected_total: IntCounterVec = counter_vec(
+    messages_rejected_total: IntCounterVec [RejectReason] = counter_vec(
         "danerelay_messages_rejected_total",
         "Submissions refused, by reason.",
         &["reason"],
@@ -239,13 +295,13 @@ metrics! {
         "Bytes of accepted messages.",
     );
     /// Abuse limits that fired, by limit.
-    smtp_limit_hits_total: IntCounterVec = counter_vec(
+    smtp_limit_hits_total: IntCounterVec [LimitHit] = counter_vec(
         "danerelay_smtp_limit_hits_total",
         "Abuse limits of [limits] that refused a connection, command or message, by limit.",
         &["limit"],
     );
     /// Queued messages by state.
-    queue_messages: IntGaugeVec = gauge_vec(
+    queue_messages: IntGaugeVec [QueueState] = gauge_vec(
         "danerelay_queue_messages",
         "Queued messages by state (active = being delivered now).",
         &["state"],
@@ -266,25 +322,25 @@ metrics! {
         "Free bytes (for unprivileged users) on the queue's volume; under queue.min_free_space new mail gets 452 4.3.1.",
     );
     /// Delivery attempts per recipient, by outcome and TLS result.
-    delivery_attempts_total: IntCounterVec = counter_vec(
+    delivery_attempts_total: IntCounterVec [DeliveryOutcome, DeliveryTls] = counter_vec(
         "danerelay_delivery_attempts_total",
         "Delivery attempts per recipient, by outcome and TLS result.",
         &["outcome", "tls"],
     );
     /// DANE results per MX host tried.
-    dane_results_total: IntCounterVec = counter_vec(
+    dane_results_total: IntCounterVec [DaneResult] = counter_vec(
         "danerelay_dane_results_total",
         "DANE results per MX host tried (RFC 7672).",
         &["result"],
     );
     /// Outbound TLS sessions established, full or resumed.
-    delivery_tls_handshakes_total: IntCounterVec = counter_vec(
+    delivery_tls_handshakes_total: IntCounterVec [TlsHandshake] = counter_vec(
         "danerelay_delivery_tls_handshakes_total",
         "Outbound TLS sessions established, by handshake (full or resumed).",
         &["handshake"],
     );
     /// DNS lookups by query type and answer status.
-    dns_lookups_total: IntCounterVec = counter_vec(
+    dns_lookups_total: IntCounterVec [DnsType, DnsStatus] = counter_vec(
         "danerelay_dns_lookups_total",
         "DNS lookups by query type and DNSSEC/answer status.",
         &["type", "status"],
@@ -295,7 +351,7 @@ metrics! {
         "1 when the start-up probe proved that DNSSEC validation works (DANE active), else 0.",
     );
     /// 1 for the DNSSEC mode in use (`dns.dnssec`, as `auto` chose it).
-    dnssec_mode: IntGaugeVec = gauge_vec(
+    dnssec_mode: IntGaugeVec [DnssecModeLabel] = gauge_vec(
         "danerelay_dnssec_mode",
         "1 for the DNSSEC mode in use (dns.dnssec; pending while \"auto\" is still probing), 0 for the others.",
         &["mode"],
@@ -312,11 +368,23 @@ metrics! {
         "Time from acceptance to final delivery or bounce.",
         vec![0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0],
     );
+    /// MTA-STS policy fetches (RFC 8461), by result.
+    mta_sts_fetch_total: IntCounterVec [StsFetchResult] = counter_vec(
+        "danerelay_mta_sts_fetch_total",
+        "MTA-STS policy discoveries and fetches (RFC 8461), by result (cached = TXT id unchanged).",
+        &["result"],
+    );
     /// DKIM signatures made at acceptance, by algorithm and result.
-    dkim_signatures_total: IntCounterVec = counter_vec(
+    dkim_signatures_total: IntCounterVec [DkimAlgorithm, DkimResult] = counter_vec(
         "danerelay_dkim_signatures_total",
         "DKIM signatures made at acceptance, by algorithm and result (failed = the message got 451).",
         &["algorithm", "result"],
+    );
+    /// TLS-RPT (RFC 8460) reports, one per policy domain, day and `rua`.
+    tls_rpt_reports_total: IntCounterVec [TlsRptTransport, TlsRptResult] = counter_vec(
+        "danerelay_tls_rpt_reports_total",
+        "TLS-RPT aggregate reports by rua transport and result (sent, failed after 24 h, skipped for lack of a DKIM key).",
+        &["transport", "result"],
     );
 }
 
@@ -340,6 +408,27 @@ fn gauge(name: &str, help: &str) -> IntGauge {
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     must(IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+/// Creates the series of every combination of `sets` (one set of values per
+/// label, in label order) at 0.
+fn prefill<B: MetricVecBuilder>(vec: &MetricVec<B>, sets: &[Vec<&'static str>]) {
+    let mut combinations: Vec<Vec<&'static str>> = vec![Vec::new()];
+    for set in sets {
+        combinations = combinations
+            .iter()
+            .flat_map(|prefix| {
+                set.iter().map(move |v| {
+                    let mut c = prefix.clone();
+                    c.push(*v);
+                    c
+                })
+            })
+            .collect();
+    }
+    for c in combinations {
+        must(vec.get_metric_with_label_values(&c));
+    }
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -367,48 +456,6 @@ impl Metrics {
         }
     }
 
-    /// Creates every labelled series at 0, so dashboards and `rate()` see
-    /// them before the first event.
-    fn prefill(&self) {
-        for l in ListenerLabel::ALL {
-            for t in SessionTls::ALL {
-                self.smtp_sessions_total
-                    .with_label_values(&[l.label(), t.label()]);
-            }
-        }
-        for r in RejectReason::ALL {
-            self.messages_rejected_total.with_label_values(&[r.label()]);
-        }
-        for l in LimitHit::ALL {
-            self.smtp_limit_hits_total.with_label_values(&[l.label()]);
-        }
-        for s in QueueState::ALL {
-            self.queue_messages.with_label_values(&[s.label()]);
-        }
-        for o in DeliveryOutcome::ALL {
-            for t in DeliveryTls::ALL {
-                self.delivery_attempts_total
-                    .with_label_values(&[o.label(), t.label()]);
-            }
-        }
-        for r in DaneResult::ALL {
-            self.dane_results_total.with_label_values(&[r.label()]);
-        }
-        for h in TlsHandshake::ALL {
-            self.delivery_tls_handshakes_total
-                .with_label_values(&[h.label()]);
-        }
-        for m in DnssecModeLabel::ALL {
-            self.dnssec_mode.with_label_values(&[m.label()]);
-        }
-        for a in DkimAlgorithm::ALL {
-            for r in DkimResult::ALL {
-                self.dkim_signatures_total
-                    .with_label_values(&[a.label(), r.label()]);
-            }
-        }
-    }
-
     pub fn session_finished(&self, listener: ListenerLabel, tls: SessionTls) {
         self.smtp_sessions_total
             .with_label_values(&[listener.label(), tls.label()])
@@ -424,6 +471,12 @@ impl Metrics {
     pub fn limit_hit(&self, limit: LimitHit) {
         self.smtp_limit_hits_total
             .with_label_values(&[limit.label()])
+            .inc();
+    }
+
+    pub fn mta_sts_fetch(&self, result: StsFetchResult) {
+        self.mta_sts_fetch_total
+            .with_label_values(&[result.label()])
             .inc();
     }
 
@@ -457,6 +510,12 @@ impl Metrics {
     pub fn dkim_signature(&self, algorithm: DkimAlgorithm, result: DkimResult) {
         self.dkim_signatures_total
             .with_label_values(&[algorithm.label(), result.label()])
+            .inc();
+    }
+
+    pub fn tls_rpt_report(&self, transport: TlsRptTransport, result: TlsRptResult) {
+        self.tls_rpt_reports_total
+            .with_label_values(&[transport.label(), result.label()])
             .inc();
     }
 

@@ -104,9 +104,11 @@ impl Queue {
     pub fn delete(&self, id: QueueId) -> Result<bool, QueueError> {
         let store = &self.store;
         let t = store.trees()?;
+        let gate = store.scan_gate();
+        let counted = gate.seen(id);
         let body = match remove_message(&t, id) {
             Ok(Some(rec)) => {
-                store.count(Some(rec.state()), None);
+                store.count_seen(&gate, id, Some(rec.state()), None);
                 Some(rec.body)
             }
             Ok(None) => return Ok(false),
@@ -119,8 +121,9 @@ impl Queue {
             }
             Err(e) => return Err(e),
         };
+        drop(gate);
         self.commit.wait_durable(t.gen)?;
-        store.release_body(id, body.unwrap_or(BodyLoc::Spool));
+        store.release_body(id, body.unwrap_or(BodyLoc::Spool), counted);
         Ok(true)
     }
 
@@ -230,6 +233,7 @@ impl Queue {
     ) -> Result<bool, QueueError> {
         let store = &self.store;
         let trees = store.trees()?;
+        let gate = store.scan_gate();
         let res = (&trees.meta, &trees.due, &trees.lease)
             .transaction(|(meta, due, lease)| {
                 let t = MessageTx { meta, due, lease };
@@ -244,7 +248,8 @@ impl Queue {
             .map_err(tx_err("change message"))?;
         match res {
             Some((before, after)) => {
-                store.count(Some(before), Some(after));
+                store.count_seen(&gate, id, Some(before), Some(after));
+                drop(gate);
                 self.commit.wait_durable(trees.gen)?;
                 Ok(true)
             }

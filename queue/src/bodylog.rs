@@ -8,13 +8,15 @@
 //! costs its own `fdatasync` and a directory `fsync`. See the crate docs for the figures.
 //!
 //! A segment is never rewritten. It is deleted once no queued message refers to it (the
-//! reference counts live in memory and are rebuilt from the `meta` tree at open), and only
-//! after the removal of the last reference is durable.
+//! reference counts live in memory and are rebuilt from the `meta` tree by the recovery scan
+//! after open, see `scan`), and only after the removal of the last reference is durable.
+//! Segments that existed at open are deleted only once that scan is over.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::QueueError;
@@ -42,6 +44,10 @@ pub(crate) struct BodyLog {
     current: Mutex<Current>,
     pending: Mutex<Pending>,
     refs: Mutex<HashMap<u64, u64>>,
+    /// The highest segment at open: segments up to it are counted by the recovery scan.
+    old_max: u64,
+    /// The recovery scan still runs: no segment up to `old_max` is deleted.
+    recovering: AtomicBool,
 }
 
 impl BodyLog {
@@ -57,6 +63,8 @@ impl BodyLog {
             current: Mutex::new(current),
             pending: Mutex::new(Pending::default()),
             refs: Mutex::new(HashMap::new()),
+            old_max: highest,
+            recovering: AtomicBool::new(true),
         })
     }
 
@@ -114,7 +122,7 @@ impl BodyLog {
         Ok(())
     }
 
-    /// Counts a queued message whose body is in `seg` (at open).
+    /// Counts a queued message whose body is in `seg` (the recovery scan).
     pub(crate) fn add_ref(&self, seg: u64) {
         *lock(&self.refs).entry(seg).or_insert(0) += 1;
     }
@@ -135,7 +143,7 @@ impl BodyLog {
     /// Deletes a closed segment with no references. Never holds `refs` and `current` at once
     /// (`append` takes them in the order current → refs).
     fn delete_if_unreferenced(&self, seg: u64, current: u64) {
-        if seg == current {
+        if seg == current || (seg <= self.old_max && self.recovering.load(Ordering::Acquire)) {
             return;
         }
         {
@@ -155,18 +163,20 @@ impl BodyLog {
         }
     }
 
-    /// At open, after the references were counted: removes segments nothing refers to.
-    pub(crate) fn remove_unreferenced(&self) -> Result<(), QueueError> {
-        let current = lock(&self.current).n;
-        let refs = lock(&self.refs);
-        for seg in segments(&self.dir)? {
-            if seg != current && !refs.contains_key(&seg) {
-                let path = self.path(seg);
-                tracing::info!(path = %path.display(), "removing unreferenced body segment");
-                std::fs::remove_file(&path).map_err(QueueError::io("remove segment", &path))?;
+    /// The recovery scan is over (every reference counted): removes the segments from before
+    /// open that nothing refers to. Later segments are looked after by `release`.
+    pub(crate) fn end_recovery(&self) {
+        self.recovering.store(false, Ordering::Release);
+        let on_disk = match segments(&self.dir) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the body log; unreferenced segments stay until the next open");
+                return;
             }
+        };
+        for seg in on_disk.into_iter().filter(|s| *s <= self.old_max) {
+            self.delete_if_unreferenced(seg, u64::MAX);
         }
-        Ok(())
     }
 
     /// The segments on disk now.

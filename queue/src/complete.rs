@@ -1,5 +1,7 @@
-//! [`Queue::complete`]: recording the outcome of a delivery attempt (the transaction is in
-//! `outcome`) durably — or, while storage fails, keeping it in memory for `heal`.
+//! [`Queue::complete`]: recording the outcome of a delivery attempt durably, through the
+//! group committer (`durable`): the outcomes handed in meanwhile are applied in one sled
+//! transaction of the next round (see `outcome`) and synced with its new messages — or,
+//! while storage fails, kept in memory for `heal`.
 
 use std::time::SystemTime;
 
@@ -9,9 +11,9 @@ use crate::id::QueueId;
 use crate::lease::Leased;
 use crate::lock::lock;
 use crate::model::{BodyLoc, Disposition, ExpiredRecipient};
-use crate::outcome::{apply_outcomes, Done};
+use crate::outcome::{Applied, Done, OutcomeReq};
 use crate::queue::Queue;
-use crate::store::{KeptOutcome, Trees};
+use crate::store::KeptOutcome;
 
 /// What [`Queue::complete`] did.
 #[derive(Debug)]
@@ -69,6 +71,8 @@ impl Queue {
         result
     }
 
+    /// Hands the outcome to the group committer, which applies it with the others of its
+    /// round in one transaction, and waits until that round is durable.
     fn try_complete(
         &self,
         id: QueueId,
@@ -76,27 +80,32 @@ impl Queue {
         outcomes: &[(u32, Disposition)],
         now: SystemTime,
     ) -> Result<Completion, QueueError> {
-        let t = self.store.trees()?;
-        let done = apply_outcomes(&self.store, &t, id, token, outcomes, now)?;
-        self.completed(&t, id, done)
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.commit.submit_outcome(OutcomeReq {
+            id,
+            token,
+            outcomes: outcomes.to_vec(),
+            now,
+            reply,
+        });
+        let applied = answer.recv().map_err(|_| QueueError::Sync {
+            reason: "the queue's committer stopped".into(),
+        })??;
+        Ok(self.completed(id, applied))
     }
 
-    /// After the transaction: counters, the finished message's body, durability, storage.
-    fn completed(&self, t: &Trees, id: QueueId, done: Done) -> Result<Completion, QueueError> {
+    /// After the durable round: the finished message's body, then its storage.
+    fn completed(&self, id: QueueId, applied: Applied) -> Completion {
         let store = &self.store;
+        let Applied { done, counted } = applied;
         let Done {
-            before,
             rec,
             finished,
             next,
             expired,
             body,
+            ..
         } = done;
-        if finished {
-            store.count(Some(before), None);
-        } else {
-            store.count(Some(before), Some(rec.state()));
-        }
         // Opened before the body's storage is released, so a DSN can still read it.
         let body = match (finished, rec.body, body) {
             (false, _, _) => None,
@@ -104,16 +113,15 @@ impl Queue {
             (true, BodyLoc::Inline, None) => None,
             (true, _, _) => store.open_body(id, &rec).ok(),
         };
-        self.commit.wait_durable(t.gen)?;
         if finished {
             // Only now that the removal is durable may the body's storage go.
-            store.release_body(id, rec.body);
+            store.release_body(id, rec.body, counted);
         }
-        Ok(Completion {
+        Completion {
             finished,
             expired,
             next_attempt: next,
             body,
-        })
+        }
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! The same round first `fdatasync`s the body-log segments written since the last round
 //! (see `bodylog`), and stores the new messages handed in since the last round (see
-//! `enqueue`): their bodies are appended and synced before their records go into sled.
+//! `enqueue`): their bodies are appended and synced before their records go into sled. Then
+//! it applies the delivery outcomes handed in (`Queue::complete`), all in one transaction
+//! (see `outcome::apply_batch`).
 //!
 //! Group commit: writers apply their sled transaction (or hand in a new message), then take a
 //! ticket and wait. One committer thread repeatedly takes everything requested so far, runs one
@@ -35,6 +37,7 @@ use crate::error::QueueError;
 use crate::fs::sync_dir;
 use crate::heal;
 use crate::lock::{lock, wait, wait_timeout};
+use crate::outcome::{self, Applied, OutcomeReq};
 use crate::sledsync::{guarded, SledSyncer};
 use crate::store::{Store, Trees};
 
@@ -44,6 +47,8 @@ struct State {
     requested: u64,
     /// New messages for the next round.
     messages: Vec<NewMessage>,
+    /// Delivery outcomes for the next round.
+    outcomes: Vec<OutcomeReq>,
     /// Every ticket up to here is durable.
     synced: u64,
     /// Tickets up to here belonged to a batch whose sync failed.
@@ -156,6 +161,27 @@ impl GroupCommit {
         }
     }
 
+    /// Hands a delivery outcome to the next round; its `reply` is answered once the round
+    /// is durable (or failed). Never blocks on I/O.
+    pub(crate) fn submit_outcome(&self, req: OutcomeReq) {
+        let mut st = lock(&self.shared.state);
+        let refused = if st.shutdown {
+            Some(closing())
+        } else if self.store.failed() {
+            Some(unavailable(&self.store))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            drop(st);
+            let _ = req.reply.send(Err(e));
+            return;
+        }
+        st.outcomes.push(req);
+        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        self.shared.work.notify_one();
+    }
+
     /// Hands a new message to the next round; its `done` runs once it is durable (or failed).
     /// Never blocks on I/O.
     pub(crate) fn submit(&self, msg: NewMessage) {
@@ -240,10 +266,11 @@ fn run(shared: &Shared, mut syncer: Option<SledSyncer>, store: &Store) {
             }
             continue;
         }
-        let (target, messages) = {
+        let (target, messages, outcomes) = {
             let mut st = lock(&shared.state);
             while st.requested == st.synced.max(st.failed_through)
                 && st.messages.is_empty()
+                && st.outcomes.is_empty()
                 && !st.shutdown
                 && !store.failed()
             {
@@ -255,15 +282,20 @@ fn run(shared: &Shared, mut syncer: Option<SledSyncer>, store: &Store) {
             }
             if st.requested == st.synced.max(st.failed_through)
                 && st.messages.is_empty()
+                && st.outcomes.is_empty()
                 && st.shutdown
             {
                 return;
             }
-            (st.requested, std::mem::take(&mut st.messages))
+            (
+                st.requested,
+                std::mem::take(&mut st.messages),
+                std::mem::take(&mut st.outcomes),
+            )
         };
         let queued = !messages.is_empty();
         let result = match (syncer.as_mut(), store.trees()) {
-            (Some(syncer), Ok(trees)) => round(syncer, store, &trees, messages),
+            (Some(syncer), Ok(trees)) => round(syncer, store, &trees, messages, &outcomes),
             (_, other) => {
                 let e = other.err().unwrap_or_else(|| QueueError::Unavailable {
                     reason: "no database handle".into(),
@@ -271,6 +303,16 @@ fn run(shared: &Shared, mut syncer: Option<SledSyncer>, store: &Store) {
                 for m in messages {
                     m.fail(batch_failed(&e));
                 }
+                Err(e)
+            }
+        };
+        let result = match result {
+            Ok(applied) => {
+                answer(outcomes, Ok(applied));
+                Ok(())
+            }
+            Err(e) => {
+                answer(outcomes, Err(&e));
                 Err(e)
             }
         };
@@ -292,10 +334,31 @@ fn run(shared: &Shared, mut syncer: Option<SledSyncer>, store: &Store) {
     }
 }
 
+/// Answers each outcome of a round: its own result once the round is durable, or the
+/// round's failure.
+fn answer(
+    outcomes: Vec<OutcomeReq>,
+    results: Result<Vec<Result<Applied, QueueError>>, &QueueError>,
+) {
+    match results {
+        Ok(applied) => {
+            for (o, r) in outcomes.into_iter().zip(applied) {
+                let _ = o.reply.send(r);
+            }
+        }
+        Err(e) => {
+            for o in outcomes {
+                let _ = o.reply.send(Err(batch_failed(e)));
+            }
+        }
+    }
+}
+
 /// While storage is failed: fails every ticket and message waiting. `false` at shutdown.
 fn fail_waiting(shared: &Shared, store: &Store) -> bool {
     let mut st = lock(&shared.state);
     let messages = std::mem::take(&mut st.messages);
+    let outcomes = std::mem::take(&mut st.outcomes);
     st.failed_through = st.requested;
     st.last_error = store.failure();
     let shutdown = st.shutdown;
@@ -304,19 +367,24 @@ fn fail_waiting(shared: &Shared, store: &Store) -> bool {
     for m in messages {
         m.fail(unavailable(store));
     }
+    for o in outcomes {
+        let _ = o.reply.send(Err(unavailable(store)));
+    }
     !shutdown
 }
 
-/// One round: places the new messages' bodies, syncs them, inserts the records, and syncs
-/// sled — which also covers every ticket taken before the round began. On failure nothing of
-/// the round is acknowledged, and whatever of it may have reached sled is listed for `heal`
-/// to remove.
+/// One round: places the new messages' bodies, syncs them, inserts the records, applies the
+/// delivery outcomes handed in (one transaction each for both), and syncs sled — which also
+/// covers every ticket taken before the round began. On failure nothing of the round is
+/// acknowledged, and whatever of its new messages may have reached sled is listed for `heal`
+/// to remove (its outcomes are kept by `complete`). Returns each outcome's own result.
 fn round(
     syncer: &mut SledSyncer,
     store: &Store,
     trees: &Trees,
     messages: Vec<NewMessage>,
-) -> Result<(), QueueError> {
+    outcomes: &[OutcomeReq],
+) -> Result<Vec<Result<Applied, QueueError>>, QueueError> {
     let started = std::time::Instant::now();
     let count = messages.len();
     let placed: Vec<Placed> = messages
@@ -349,14 +417,17 @@ fn round(
             return Err(e);
         }
     };
-    let result = guarded("syncing", || syncer.sync_sled());
-    tracing::trace!(messages = count, elapsed = ?started.elapsed(), "queue commit round");
+    let result = guarded("storing outcomes", || {
+        outcome::apply_batch(store, trees, outcomes)
+    })
+    .and_then(|applied| guarded("syncing", || syncer.sync_sled()).map(|()| applied));
+    tracing::trace!(messages = count, outcomes = outcomes.len(), elapsed = ?started.elapsed(), "queue commit round");
     match result {
-        Ok(()) => {
+        Ok(applied) => {
             for p in inserted {
                 enqueue::finish(store, p, Ok(()));
             }
-            Ok(())
+            Ok(applied)
         }
         Err(e) => {
             for p in inserted {

@@ -32,6 +32,7 @@ use crate::lock::lock;
 use crate::model::{BodyLoc, MessageRecord};
 use crate::outcome::apply_outcomes;
 use crate::recover::{count_states, release_leases};
+use crate::scan;
 use crate::schedule::to_ms;
 use crate::sledsync::{guarded, SledSyncer};
 use crate::store::{open_trees, KeptOutcome, Store, Trees};
@@ -78,6 +79,10 @@ fn reopen(store: &Store, syncer: &mut Option<SledSyncer>) -> Result<u64, QueueEr
     drop(store.take_trees());
     let trees = open_trees(&sled_dir, &store.tuning, gen)?;
     let mut new_syncer = SledSyncer::new(&trees, &sled_dir)?;
+    // The rest of the recovery scan, if it was not over, before anything is changed: the
+    // references to body-log segments from before open must all be counted (the counters are
+    // recounted below anyway).
+    scan::finish(store, &trees)?;
     let repaired = repair(store, &trees)?;
     store.bodylog.sync()?;
     new_syncer.sync_sled()?;
@@ -86,8 +91,9 @@ fn reopen(store: &Store, syncer: &mut Option<SledSyncer>) -> Result<u64, QueueEr
     store.reset_counts(count_states(&trees)?);
     store.put_trees(Arc::new(trees));
     *syncer = Some(new_syncer);
+    // The recovery scan finished before the recount, so every message was counted.
     for (id, loc) in released {
-        store.release_body(id, loc);
+        store.release_body(id, loc, true);
     }
     tracing::info!(gen, "queue database reopened after a storage error");
     Ok(gen)

@@ -59,12 +59,12 @@ impl Queue {
         &self,
         ns: &str,
         key: &str,
-        mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+        f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
     ) -> Result<Option<Vec<u8>>, QueueError> {
         let t = self.store.trees()?;
         let v = t
             .state
-            .update_and_fetch(full_key(ns, key)?, |old| f(old))
+            .update_and_fetch(full_key(ns, key)?, f)
             .map_err(QueueError::db("update state"))?;
         Ok(v.map(|v| v.to_vec()))
     }

@@ -100,7 +100,13 @@ impl Queue {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
+        let gate = store.scan_gate();
         let (taken, corrupt) = self.take(&t, &candidates, to_ms(until))?;
+        for t in &taken {
+            store.count_seen(&gate, t.id, Some(t.before), Some(MessageState::Active));
+        }
+        // Not held further: `build_leased` may put a message on hold, which takes it again.
+        drop(gate);
         // From here on the batch is leased: an error must not return early, or every message
         // after it would sit out its lease unseen. A message that fails is set aside (it is
         // due again when its lease runs out) and the rest are handed out.
@@ -113,7 +119,6 @@ impl Queue {
         let mut out = Vec::with_capacity(taken.len());
         let mut failed = None;
         for t in taken {
-            store.count(Some(t.before), Some(MessageState::Active));
             let id = t.id;
             let live = LeaseRec {
                 token: t.token,
@@ -238,11 +243,15 @@ impl Queue {
     /// again now, its recipients untouched.
     pub fn abandon(&self, lease: &Leased) -> Result<(), QueueError> {
         let now_ms = to_ms(SystemTime::now());
+        let gate = self.store.scan_gate();
         let (gen, before, after) = self.update_leased(lease, |rec| {
             rec.lease = None;
             rec.next_ms = now_ms;
         })?;
-        self.store.count(Some(before.state()), Some(after.state()));
+        let id = lease.id;
+        self.store
+            .count_seen(&gate, id, Some(before.state()), Some(after.state()));
+        drop(gate);
         // Not live any more either way: if this is lost, `heal` returns the lease to due.
         lock(&self.store.health.live).remove(&lease.id);
         self.commit.wait_durable(gen)?;

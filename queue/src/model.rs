@@ -82,6 +82,11 @@ pub struct Envelope {
     /// unchanged (no 8BITMIME downgrade). Absent in records written before it.
     #[serde(default)]
     pub relay_signed: bool,
+    /// A TLS-RPT report the relay generated itself (never set from client
+    /// input): delivery ignores TLS failures for it, as RFC 8460 §3 asks.
+    /// Absent in records written before it.
+    #[serde(default)]
+    pub tls_report: bool,
 }
 
 impl Envelope {
@@ -99,6 +104,7 @@ impl Envelope {
             client_addr: None,
             received_at,
             relay_signed: false,
+            tls_report: false,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::error::QueueError;
 use crate::id::QueueId;
 use crate::model::{Counts, Envelope, QueueOptions, RecipientSpec};
 use crate::recover::recover;
+use crate::scan;
 use crate::store::{CorruptRecord, QueueTuning, Store};
 use crate::writer::MessageWriter;
 
@@ -47,8 +48,10 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// Opens (creating if needed) the queue in directory `path`, recovering from a crash:
-    /// leases held by a dead process become due now, orphaned spool files are removed, and
-    /// unreadable records are reported (see [`Queue::corrupt_records`]) instead of failing.
+    /// leases held by a dead process become due now and orphaned spool files are removed.
+    /// The messages queued before are then counted — the first 16,384 before `open`
+    /// returns, the rest in the background (see [`Queue::recovered`]) —, which reports unreadable records and records whose body is
+    /// missing (see [`Queue::corrupt_records`]) instead of failing.
     pub fn open(path: &Path, opts: QueueOptions) -> Result<Queue, QueueError> {
         Queue::open_tuned(path, opts, QueueTuning::default())
     }
@@ -77,6 +80,7 @@ impl Queue {
         if recover(&store, &trees, SystemTime::now())? > 0 {
             commit.wait_durable(trees.gen)?;
         }
+        scan::start(&store, &trees)?;
         Ok(Queue {
             store,
             commit: Arc::new(commit),
@@ -133,9 +137,17 @@ impl Queue {
         self.commit.wait_durable(gen)
     }
 
-    /// Number of messages per state, maintained in memory (O(1)).
+    /// Number of messages per state, maintained in memory (O(1)). Until
+    /// [`Queue::recovered`], messages queued before open are still being counted.
     pub fn counts(&self) -> Counts {
         self.store.counts()
+    }
+
+    /// Whether the background recovery scan after open is over: [`Queue::counts`] is complete
+    /// and body-log segments from before open nothing needs are deleted. Delivery, admin
+    /// changes and new mail do not wait for it.
+    pub fn recovered(&self) -> bool {
+        self.store.scan_done()
     }
 
     /// Group-commit statistics: `(durability requests, flush+sync rounds)` since open. The

@@ -1,17 +1,18 @@
-//! Recovery at open: leases of a crashed process return to due, the per-state counters are
-//! rebuilt, spool files and body-log segments nobody references (a writer that died before
-//! `commit`, or a message finished just before a crash) are removed, and messages whose body
-//! is missing are reported as corrupt.
+//! Recovery at open: leases of a crashed process return to due and spool files nobody
+//! references (a writer that died before `commit`, or a message finished just before a crash)
+//! are removed. Both touch only what they repair (the `lease` tree, the spool directory), not
+//! every queued message: the per-state counters, the body-log references and the check for
+//! missing bodies come from the scan `scan` runs in the background after open.
 
 use std::collections::HashSet;
 use std::time::SystemTime;
 
 use sled::transaction::Transactional;
 
-use crate::codec::{decode, key_name};
+use crate::codec::decode;
 use crate::error::QueueError;
 use crate::id::QueueId;
-use crate::model::{BodyLoc, Counts, MessageRecord};
+use crate::model::{Counts, MessageRecord};
 use crate::schedule::to_ms;
 use crate::store::{Store, Trees};
 use crate::tx::{abort, tx_err, Indexed, MessageTx};
@@ -20,51 +21,17 @@ use crate::tx::{abort, tx_err, Indexed, MessageTx};
 /// durable).
 pub(crate) fn recover(store: &Store, t: &Trees, now: SystemTime) -> Result<usize, QueueError> {
     let released = release_leases(store, t, to_ms(now), |_| false)?;
-    let spool_files = spool_files(store)?;
-    let segments = store.bodylog.segment_set()?;
-    let mut counts = Counts::default();
-    let mut referenced = HashSet::new();
-    for item in t.meta.iter() {
-        let (k, v) = item.map_err(QueueError::db("scan messages"))?;
-        let rec: MessageRecord = match decode("meta", &k, &v) {
-            Ok(r) => r,
-            Err(e) => {
-                store.report_corrupt(&e);
-                continue;
-            }
-        };
-        let Some(id) = QueueId::from_key(&k) else {
+    for id in spool_files(store)? {
+        if t.meta
+            .contains_key(id.key())
+            .map_err(QueueError::db("look up message"))?
+        {
             continue;
-        };
-        let missing = match rec.body {
-            BodyLoc::Spool if spool_files.contains(&id) => {
-                referenced.insert(id);
-                None
-            }
-            BodyLoc::Spool => Some("spool file missing"),
-            BodyLoc::Log { seg, .. } if segments.contains(&seg) => {
-                store.bodylog.add_ref(seg);
-                None
-            }
-            BodyLoc::Log { .. } => Some("body log segment missing"),
-            BodyLoc::Inline => None,
-        };
-        if let Some(reason) = missing {
-            store.report_corrupt(&QueueError::Corrupt {
-                tree: "meta",
-                key: key_name(&k),
-                reason: reason.into(),
-            });
         }
-        *counts.slot(rec.state()) += 1;
-    }
-    store.reset_counts(counts);
-    for id in spool_files.difference(&referenced) {
-        let path = store.spool_path(*id);
+        let path = store.spool_path(id);
         tracing::info!(path = %path.display(), "removing orphaned spool file");
         std::fs::remove_file(&path).map_err(QueueError::io("remove orphan", &path))?;
     }
-    store.bodylog.remove_unreferenced()?;
     if released > 0 {
         tracing::info!(released, "leases of a previous process returned to due");
     }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::body::BodyReader;
 use crate::bodylog::BodyLog;
@@ -30,6 +30,7 @@ use crate::model::{
     BodyLoc, Counts, Disposition, LeaseRec, MessageRecord, MessageState, QueueOptions,
     RecipientRecord,
 };
+use crate::scanstate::ScanState;
 use crate::schedule::rcpt_key;
 
 /// Storage knobs with measured defaults; `Queue::open` uses `QueueTuning::default()`.
@@ -43,8 +44,13 @@ pub struct QueueTuning {
     pub small_bodies_in_sled: bool,
     /// Body-log segments are closed at this size (and deleted once no message needs them).
     pub body_segment_size: u64,
-    /// sled's page cache, in bytes.
+    /// sled's page cache, in bytes (the relay's `queue.cache_size`). With the recovery scan in
+    /// the background, the queue's memory is this plus a few MiB, however many messages
+    /// are queued.
     pub cache_capacity: u64,
+    /// A pause before each batch of the background recovery scan (tests act while it runs;
+    /// zero otherwise).
+    pub recovery_pause: std::time::Duration,
 }
 
 impl Default for QueueTuning {
@@ -53,7 +59,8 @@ impl Default for QueueTuning {
             inline_body_max: 64 * 1024,
             small_bodies_in_sled: false,
             body_segment_size: 64 * 1024 * 1024,
-            cache_capacity: 256 * 1024 * 1024,
+            cache_capacity: 64 * 1024 * 1024,
+            recovery_pause: std::time::Duration::ZERO,
         }
     }
 }
@@ -124,6 +131,8 @@ pub(crate) struct Store {
     dir: PathBuf,
     spool_dir: PathBuf,
     counts: Mutex<[i64; 4]>,
+    /// The background recovery scan's progress (see `scan`).
+    scan: RwLock<ScanState>,
     corrupt: Mutex<Vec<CorruptRecord>>,
     hook: Mutex<Option<DueHook>>,
 }
@@ -199,6 +208,7 @@ impl Store {
             .last()
             .map_err(QueueError::db("read last id"))?
             .and_then(|(k, _)| QueueId::from_key(&k));
+        let scan = ScanState::new(floor, bodylog.segment_set()?);
         Ok(Store {
             opts,
             tuning,
@@ -209,6 +219,7 @@ impl Store {
             dir: path.to_path_buf(),
             spool_dir,
             counts: Mutex::new([0; 4]),
+            scan: RwLock::new(scan),
             corrupt: Mutex::new(Vec::new()),
             hook: Mutex::new(None),
         })
@@ -321,7 +332,45 @@ impl Store {
         }
     }
 
-    /// Replaces the counters (at open, from a scan of every record).
+    /// Adds the messages the recovery scan counted.
+    pub(crate) fn add_counts(&self, counts: &Counts) {
+        let mut c = lock(&self.counts);
+        for s in MessageState::ALL {
+            c[state_slot(s)] += i64::try_from(counts.get(s)).unwrap_or(i64::MAX);
+        }
+    }
+
+    /// Held (shared) from before a transaction that changes a message's state until its
+    /// counters are updated, which happens only if [`ScanState::seen`] says the recovery scan
+    /// counted the message already. Never held while waiting for anything else (durability,
+    /// another gate): the scan takes it exclusively for each batch.
+    pub(crate) fn scan_gate(&self) -> RwLockReadGuard<'_, ScanState> {
+        self.scan.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scan's own, exclusive hold on its state (one batch).
+    pub(crate) fn scan_gate_mut(&self) -> RwLockWriteGuard<'_, ScanState> {
+        self.scan.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn scan_done(&self) -> bool {
+        self.scan_gate().done()
+    }
+
+    /// [`Store::count`] for a change made under `gate`: only if the scan counted `id` already.
+    pub(crate) fn count_seen(
+        &self,
+        gate: &ScanState,
+        id: QueueId,
+        from: Option<MessageState>,
+        to: Option<MessageState>,
+    ) {
+        if gate.seen(id) {
+            self.count(from, to);
+        }
+    }
+
+    /// Replaces the counters (`heal`, from a scan of every record).
     pub(crate) fn reset_counts(&self, counts: Counts) {
         let mut c = lock(&self.counts);
         for s in MessageState::ALL {
@@ -446,11 +495,14 @@ impl Store {
         }
     }
 
-    /// Frees a removed message's body storage (after the removal is durable).
-    pub(crate) fn release_body(&self, id: QueueId, loc: BodyLoc) {
+    /// Frees a removed message's body storage (after the removal is durable). `counted`: the
+    /// recovery scan had counted the message's segment reference when it was removed
+    /// ([`ScanState::seen`] under the removal's gate).
+    pub(crate) fn release_body(&self, id: QueueId, loc: BodyLoc, counted: bool) {
         match loc {
             BodyLoc::Inline => {}
-            BodyLoc::Log { seg, .. } => self.bodylog.release(seg),
+            BodyLoc::Log { seg, .. } if counted => self.bodylog.release(seg),
+            BodyLoc::Log { .. } => {}
             BodyLoc::Spool => {
                 let path = self.spool_path(id);
                 if let Err(e) = std::fs::remove_file(&path) {

@@ -14,6 +14,7 @@ pub mod queue;
 pub mod sendmail;
 pub mod serve;
 pub mod tls_check;
+pub mod tls_rpt;
 pub mod user;
 
 use std::ffi::OsString;

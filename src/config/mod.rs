@@ -27,6 +27,20 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[[dkim]]` signing keys; empty = no signing.
     pub dkim: Vec<crate::dkim::key::KeyConfig>,
+    pub mta_sts: MtaStsConfig,
+    /// `[tls_rpt]`: RFC 8460 reports.
+    pub tls_rpt: tls_rpt::TlsRptConfig,
+}
+
+/// `[mta_sts]`: RFC 8461 for domains without usable DANE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtaStsConfig {
+    pub enabled: bool,
+    /// PEM bundle that replaces the bundled Mozilla roots for policy hosts
+    /// and MX certificates; `None` = the bundled roots.
+    pub ca_file: Option<PathBuf>,
+    /// Bound on one whole policy fetch (connect, TLS, request, body).
+    pub fetch_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +155,8 @@ pub struct QueueConfig {
     pub delay_warning: Option<Duration>,
     /// Below this free space on the queue volume new mail gets `452 4.3.1`; 0 = off.
     pub min_free_space: u64,
+    /// sled's page cache in bytes (at least 1 MiB): the queue's memory, however long it is.
+    pub cache_size: u64,
 }
 
 /// `[dns]`
@@ -287,6 +303,7 @@ pub struct HttpConfig {
 mod dev;
 pub mod dkim;
 pub mod raw;
+pub mod tls_rpt;
 mod validate;
 
 pub use dev::development;

@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub delivery: RawDelivery,
     pub http: RawHttp,
     pub dkim: Vec<super::dkim::RawDkim>,
+    pub mta_sts: RawMtaSts,
+    pub tls_rpt: super::tls_rpt::RawTlsRpt,
 }
 
 impl Default for RawConfig {
@@ -51,6 +53,8 @@ impl Default for RawConfig {
             delivery: RawDelivery::default(),
             http: RawHttp::default(),
             dkim: Vec::new(),
+            mta_sts: RawMtaSts::default(),
+            tls_rpt: super::tls_rpt::RawTlsRpt::default(),
         }
     }
 }
@@ -160,6 +164,7 @@ pub struct RawQueue {
     pub max_age: Dur,
     pub delay_warning: Dur,
     pub min_free_space: Size,
+    pub cache_size: Size,
 }
 
 impl Default for RawQueue {
@@ -174,6 +179,7 @@ impl Default for RawQueue {
             max_age: Dur(Ok(Duration::from_secs(5 * 86400))),
             delay_warning: Dur(Ok(Duration::from_secs(4 * 3600))),
             min_free_space: Size(Ok(512 * 1024 * 1024)),
+            cache_size: Size(Ok(64 * 1024 * 1024)),
         }
     }
 }
@@ -194,6 +200,25 @@ impl Default for RawDns {
             dnssec: RawDnssec::Auto,
             trust_anchor: String::new(),
             dnssec_probe: ".".into(),
+        }
+    }
+}
+
+/// `[mta_sts]` (RFC 8461).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMtaSts {
+    pub enabled: bool,
+    pub ca_file: String,
+    pub fetch_timeout: Dur,
+}
+
+impl Default for RawMtaSts {
+    fn default() -> Self {
+        RawMtaSts {
+            enabled: true,
+            ca_file: String::new(),
+            fetch_timeout: Dur(Ok(Duration::from_secs(60))),
         }
     }
 }

@@ -209,10 +209,14 @@ fn certificate_files_missing_warn_unreadable_or_garbage_err() {
         dir.path().join("absent.key").display()
     );
     let loaded = parse(&text).unwrap();
-    assert_eq!(loaded.warnings.len(), 1);
-    assert!(loaded.warnings[0]
-        .to_string()
-        .starts_with("tls.private_key:"));
+    // (Without a [[dkim]] key, [tls_rpt] also warns about tls_rpt.from.)
+    let warnings: Vec<_> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.path != "tls_rpt.from")
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].to_string().starts_with("tls.private_key:"));
 }
 
 #[test]
@@ -368,6 +372,24 @@ fn queue_min_free_space_defaults_parses_and_reports_its_key_path() {
 }
 
 #[test]
+fn queue_cache_size_defaults_to_64mib_and_refuses_tiny_or_bad_values_by_key_path() {
+    assert_eq!(ok(PLAIN).queue.cache_size, 64 << 20);
+    let with = |v: &str| format!("{PLAIN}[queue]\ncache_size = {v}\n");
+    assert_eq!(ok(&with("\"256MiB\"")).queue.cache_size, 256 << 20);
+    assert_eq!(ok(&with("\"1MiB\"")).queue.cache_size, 1 << 20);
+    for bad in ["\"0\"", "\"512KiB\"", "\"lots\""] {
+        let errs = errors(&with(bad));
+        assert_eq!(
+            errs.iter()
+                .filter(|e| e.starts_with("queue.cache_size:"))
+                .count(),
+            1,
+            "{bad}: {errs:?}"
+        );
+    }
+}
+
+#[test]
 fn dane_insecure_mx_takes_dane_or_may_and_names_its_key() {
     let with = |value: &str| format!("{PLAIN}[delivery]\ndane_insecure_mx = \"{value}\"\n");
     assert_eq!(
@@ -418,4 +440,45 @@ fn http_submission_needs_users_and_a_certificate() {
         errs[0].starts_with("http.submission_address: \"8443\" is not"),
         "{errs:?}"
     );
+}
+
+#[test]
+fn mta_sts_keys_default_and_are_checked_with_their_path() {
+    let cfg = ok(PLAIN);
+    assert_eq!(
+        cfg.mta_sts,
+        MtaStsConfig {
+            enabled: true,
+            ca_file: None,
+            fetch_timeout: Duration::from_secs(60),
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "no certificates here").unwrap();
+    let text = format!(
+        "{PLAIN}[mta_sts]\nenabled = false\nca_file = {:?}\nfetch_timeout = \"0s\"\n",
+        bad.display().to_string()
+    );
+    let errs = errors(&text);
+    assert!(
+        errs.iter().any(|e| e.starts_with("mta_sts.ca_file: ")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("mta_sts.fetch_timeout: ")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{PLAIN}[mta_sts]\nfetch = \"1m\"\n"));
+    assert!(errs.iter().any(|e| e.contains("mta_sts")), "{errs:?}");
+    let ca = crate::testing::certs::ca("config CA", None, false);
+    let good = dir.path().join("ca.pem");
+    std::fs::write(&good, ca.cert_pem()).unwrap();
+    let cfg = ok(&format!(
+        "{PLAIN}[mta_sts]\nca_file = {:?}\nfetch_timeout = \"5s\"\n",
+        good.display().to_string()
+    ));
+    assert_eq!(cfg.mta_sts.ca_file.as_deref(), Some(good.as_path()));
+    assert_eq!(cfg.mta_sts.fetch_timeout, Duration::from_secs(5));
 }

@@ -278,7 +278,17 @@ impl Validator {
                 },
             },
             dkim: super::dkim::validate(raw.dkim, &mut self.errors, &mut self.warnings),
+            mta_sts: self.mta_sts(raw.mta_sts),
+            tls_rpt: super::tls_rpt::TlsRptConfig::defaults(""),
         };
+        let mut config = config;
+        config.tls_rpt = super::tls_rpt::validate(
+            raw.tls_rpt,
+            &config.hostname,
+            &config.dkim,
+            &mut self.errors,
+            &mut self.warnings,
+        );
         self.submission(&config);
         config
     }

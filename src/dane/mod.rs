@@ -14,7 +14,7 @@ pub mod verify;
 
 pub use policy::{
     decide, Assurance, DanePolicy, DaneTarget, Decision, DeferReason, HostDns, MandatoryTls,
-    TlsaInput,
+    TlsaInput, WebPkiTarget,
 };
 pub use resume::{PolicyKey, TlsConfigCache};
 pub use tlsa::{usable_records, TlsaRecord, Unusable};

@@ -50,6 +50,46 @@ pub enum Decision {
     Plaintext,
     /// Do not deliver to this host now (RFC 7672 §2.1.1: 4xx, retry later).
     Defer(DeferReason),
+    /// MTA-STS `enforce` where DANE does not apply (RFC 8461 §4.2): TLS is
+    /// mandatory and the certificate must be PKIX-valid for the MX host
+    /// name. Never made by [`decide`]; delivery adds it (`crate::sts`).
+    WebPki(WebPkiTarget),
+}
+
+/// What an MTA-STS `enforce` host must prove: a chain to `roots` valid for
+/// `name` (also the SNI).
+#[derive(Clone)]
+pub struct WebPkiTarget {
+    pub name: String,
+    pub roots: std::sync::Arc<rustls::RootCertStore>,
+}
+
+impl WebPkiTarget {
+    pub fn new(name: &str, roots: std::sync::Arc<rustls::RootCertStore>) -> WebPkiTarget {
+        WebPkiTarget {
+            name: normalize_name(name),
+            roots,
+        }
+    }
+}
+
+/// Equal for the same name under the very same trust anchors (one store per
+/// process: `mta_sts.ca_file` or the bundled roots).
+impl PartialEq for WebPkiTarget {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && std::sync::Arc::ptr_eq(&self.roots, &other.roots)
+    }
+}
+
+impl Eq for WebPkiTarget {}
+
+impl fmt::Debug for WebPkiTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebPkiTarget")
+            .field("name", &self.name)
+            .field("roots", &self.roots.len())
+            .finish()
+    }
 }
 
 /// The verification parameters for one host.

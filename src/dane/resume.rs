@@ -65,6 +65,8 @@ enum PolicyKind {
     TlsRequired,
     /// Opportunistic, certificate not checked.
     Opportunistic,
+    /// MTA-STS `enforce`: PKIX under the process's one MTA-STS root store.
+    WebPki,
 }
 
 impl PolicyKey {
@@ -76,6 +78,7 @@ impl PolicyKey {
             Decision::Authenticate(target) => PolicyKind::Dane(dane_digest(target)),
             Decision::TlsRequired(_) => PolicyKind::TlsRequired,
             Decision::Opportunistic => PolicyKind::Opportunistic,
+            Decision::WebPki(_) => PolicyKind::WebPki,
         };
         Some(PolicyKey {
             kind,
@@ -237,7 +240,7 @@ impl TlsConfigCache {
             }
         }
         // New or expired: a fresh config with an empty session store.
-        let config = Arc::new(client_config(plan.verifier(), resumption())?);
+        let config = Arc::new(client_config(plan.verifier()?, resumption())?);
         if !inner.entries.contains_key(&key) && inner.entries.len() >= self.capacity {
             inner.make_room(now, self.max_age);
         }

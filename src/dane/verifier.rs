@@ -249,6 +249,10 @@ pub struct TlsClientSetup {
     /// Whether a handshake failure may fall back to plaintext (opportunistic
     /// only; never under DANE or mandatory TLS, RFC 7672 §2.2).
     pub plaintext_fallback: bool,
+    /// `Some` under MTA-STS `enforce`: the chain was verified by WebPKI
+    /// against these roots for the SNI (re-checked after a resumption by
+    /// the caller).
+    pub webpki: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl TlsClientSetup {
@@ -277,12 +281,21 @@ pub(super) struct Plan {
     pub(super) server_name: ServerName<'static>,
     pub(super) dane: Option<Arc<DaneTarget>>,
     pub(super) plaintext_fallback: bool,
+    pub(super) webpki: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl Plan {
     pub(super) fn new(decision: &Decision, host: &str) -> Result<Option<Plan>, DaneError> {
+        if let Decision::WebPki(target) = decision {
+            return Ok(Some(Plan {
+                server_name: server_name(&target.name)?,
+                dane: None,
+                plaintext_fallback: false,
+                webpki: Some(target.roots.clone()),
+            }));
+        }
         let (sni, dane, plaintext_fallback) = match decision {
-            Decision::Plaintext | Decision::Defer(_) => return Ok(None),
+            Decision::Plaintext | Decision::Defer(_) | Decision::WebPki(_) => return Ok(None),
             Decision::Authenticate(target) => (
                 target.base_domain.as_str(),
                 Some(Arc::new(target.clone())),
@@ -295,15 +308,26 @@ impl Plan {
             server_name: server_name(sni)?,
             dane,
             plaintext_fallback,
+            webpki: None,
         }))
     }
 
-    /// The certificate verifier for this plan: DANE, or unauthenticated.
-    pub(super) fn verifier(&self) -> Arc<dyn ServerCertVerifier> {
-        match &self.dane {
+    /// The certificate verifier for this plan: DANE, WebPKI (MTA-STS), or
+    /// unauthenticated.
+    pub(super) fn verifier(&self) -> Result<Arc<dyn ServerCertVerifier>, DaneError> {
+        if let Some(roots) = &self.webpki {
+            let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots.clone(),
+                ring_provider().clone(),
+            )
+            .build()
+            .map_err(|e| DaneError::Tls(rustls::Error::General(e.to_string())))?;
+            return Ok(v);
+        }
+        Ok(match &self.dane {
             Some(target) => Arc::new(DaneVerifier::new(target.clone())),
             None => Arc::new(UnauthenticatedVerifier::default()),
-        }
+        })
     }
 
     pub(super) fn into_setup(self, config: Arc<ClientConfig>) -> TlsClientSetup {
@@ -312,6 +336,7 @@ impl Plan {
             server_name: self.server_name,
             dane: self.dane,
             plaintext_fallback: self.plaintext_fallback,
+            webpki: self.webpki,
         }
     }
 }
@@ -338,7 +363,7 @@ pub fn client_setup(decision: &Decision, host: &str) -> Result<Option<TlsClientS
     let Some(plan) = Plan::new(decision, host)? else {
         return Ok(None);
     };
-    let config = client_config(plan.verifier(), Resumption::disabled())?;
+    let config = client_config(plan.verifier()?, Resumption::disabled())?;
     Ok(Some(plan.into_setup(Arc::new(config))))
 }
 

@@ -24,10 +24,12 @@ use crate::smtp::client::{BlockingBody, Client, Envelope, RcptResult};
 use tokio::net::TcpStream;
 
 pub use super::decision::host_decision;
-use super::decision::{dane_label, dns_error, nexthop_domain, routing_error};
+use super::decision::{dane_label, dns_error, host_tls, nexthop_domain, routing_error, DomainSts};
 use super::logline;
 use super::outcome::{for_rcpt, from_error, try_next_host, AttemptError, Outcome};
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
+use super::tls_report::{session_result, sts_session, Seen};
+use crate::sts::{CertFailure, HostRule, SessionFailure, SessionResult};
 
 /// The default of `delivery.max_hosts`, in the spirit of Postfix's
 /// `smtp_mx_address_limit` (there 5 addresses; here 5 *hosts*, each with all
@@ -47,6 +49,9 @@ pub struct Job {
     pub envelope: Envelope,
     pub received_at: SystemTime,
     pub body: BodyOpener,
+    /// A TLS-RPT report the relay generated (queue `Envelope::tls_report`):
+    /// delivered despite TLS failures (RFC 8460 §3).
+    pub tls_report: bool,
 }
 
 /// How the engine delivers (from `[delivery]`; see [`EngineOptions::from_config`]).
@@ -60,6 +65,8 @@ pub struct EngineOptions {
     /// 25 in production; tests run their MX elsewhere.
     pub mx_port: u16,
     pub max_hosts: usize,
+    /// MTA-STS (RFC 8461), `None` when `mta_sts.enabled = false`.
+    pub sts: Option<crate::sts::Sts>,
 }
 
 impl EngineOptions {
@@ -81,6 +88,7 @@ impl EngineOptions {
             routes: d.routes.clone(),
             mx_port: super::routing::SMTP_PORT,
             max_hosts: d.max_hosts,
+            sts: None,
         }
     }
 }
@@ -102,6 +110,8 @@ pub struct Engine {
     pub dns: Arc<dyn DnsLookup>,
     pub options: EngineOptions,
     pub metrics: Metrics,
+    /// Where each session's TLS result is counted for TLS-RPT (`None`: off).
+    pub tls_rpt: Option<Arc<crate::tlsrpt::Recorder>>,
 }
 
 /// What became of one recipient, with what the log line needs.
@@ -189,7 +199,13 @@ impl Engine {
             if let Some(s) = keep.take() {
                 s.close(&self.metrics).await;
             }
-            let planned = match self.dnssec_pending(domain).await {
+            let reports = !jobs.is_empty() && jobs.iter().all(|j| j.tls_report);
+            let pending = if reports {
+                None
+            } else {
+                self.dnssec_pending(domain).await
+            };
+            let planned = match pending {
                 Some(pending) => Err(pending),
                 None => plan_route_with_port(self.dns.as_ref(), domain, &opts.routes, opts.mx_port)
                     .await
@@ -201,23 +217,24 @@ impl Engine {
                     if let Some((_, e)) = plan.failed_hosts.first() {
                         last = Some(dns_error(e.clone()));
                     }
-                    let policy = opts.policy(plan.tls);
-                    let nexthop = nexthop_domain(&plan);
-                    for host in plan.hosts.iter().take(opts.max_hosts) {
-                        let span = info_span!("host", mx = %host.name);
-                        let stop = self
-                            .try_host(
-                                host,
-                                (policy, nexthop),
-                                jobs,
-                                &mut results,
-                                &mut last,
-                                &mut keep,
-                            )
-                            .instrument(span)
-                            .await;
-                        if stop || all_done(&results) {
-                            break;
+                    // RFC 8460 §3: a report goes out despite the TLS failures it
+                    // may be about, so no MTA-STS policy applies to it.
+                    let sts = match reports {
+                        true => None,
+                        false => self.domain_sts(&plan, false).await,
+                    };
+                    let mut out = (&mut results, &mut last, &mut keep);
+                    self.run_plan(&plan, sts.as_ref(), jobs, &mut out).await;
+                    // RFC 8461 §5.1: before mail waits (and in the end
+                    // bounces) because of an `enforce` policy, make sure it
+                    // is still the policy in force.
+                    if !all_done(out.0) && stopped_by_sts(out.1.as_ref()) {
+                        let again = self.domain_sts(&plan, true).await;
+                        let changed = again.as_ref().map(|s| &s.active.text)
+                            != sts.as_ref().map(|s| &s.active.text);
+                        if changed {
+                            info!(%domain, "MTA-STS policy changed on re-check: trying the hosts again");
+                            self.run_plan(&plan, again.as_ref(), jobs, &mut out).await;
                         }
                     }
                 }
@@ -240,6 +257,101 @@ impl Engine {
             .map(|slots| slots.into_iter().flatten().collect())
             .collect();
         (results, keep)
+    }
+
+    /// The candidate hosts of `plan` in order under `sts`, until every
+    /// recipient has its outcome or a host says stop.
+    async fn run_plan(
+        &self,
+        plan: &crate::delivery::routing::RoutePlan,
+        sts: Option<&DomainSts>,
+        jobs: &[Job],
+        (results, last, keep): &mut (
+            &mut Results,
+            &mut Option<AttemptError>,
+            &mut Option<Reusable>,
+        ),
+    ) {
+        let mut policy = self.options.policy(plan.tls);
+        if !jobs.is_empty() && jobs.iter().all(|j| j.tls_report) {
+            policy.level = report_level(policy.level);
+        }
+        let nexthop = nexthop_domain(plan);
+        for host in plan.hosts.iter().take(self.options.max_hosts) {
+            let span = info_span!("host", mx = %host.name);
+            let stop = self
+                .try_host(host, (policy, nexthop, sts), jobs, results, last, keep)
+                .instrument(span)
+                .await;
+            if stop || all_done(results) {
+                break;
+            }
+        }
+    }
+
+    /// The MTA-STS policy in force for the plan's domain (only for MX
+    /// routing: a configured next hop is the operator's choice). `force`:
+    /// fetch again whatever the cache says (RFC 8461 §5.1 re-check).
+    async fn domain_sts(
+        &self,
+        plan: &crate::delivery::routing::RoutePlan,
+        force: bool,
+    ) -> Option<DomainSts> {
+        self.sts_for(nexthop_domain(plan)?, force).await
+    }
+
+    /// The MTA-STS policy in force for recipient domain `domain` under MX
+    /// routing; `force` as for the re-check.
+    pub async fn sts_for(&self, domain: &str, force: bool) -> Option<DomainSts> {
+        let sts = self.options.sts.as_ref()?;
+        let lookup = sts.policy_for(domain, SystemTime::now(), force).await;
+        if let (None, Some(failure)) = (&lookup.active, &lookup.failure) {
+            if !matches!(failure, crate::sts::FetchError::Dns { .. }) {
+                self.sts_result(SessionResult {
+                    policy_domain: domain.to_string(),
+                    policy: None,
+                    mx_host: String::new(),
+                    receiving_ip: None,
+                    failure: Some(SessionFailure::Fetch(failure.clone())),
+                });
+            }
+        }
+        Some(DomainSts {
+            active: lookup.active?,
+            roots: sts.roots().clone(),
+        })
+    }
+
+    /// [`Engine::sts_result`] for `host` under the domain's policy.
+    fn sts_host_result(
+        &self,
+        sts: Option<&DomainSts>,
+        host: &CandidateHost,
+        address: Option<IpAddr>,
+        failure: Option<SessionFailure>,
+    ) {
+        let Some(sts) = sts else { return };
+        self.sts_result(SessionResult {
+            policy_domain: sts.active.domain.clone(),
+            policy: Some(sts.active.clone()),
+            mx_host: host.name.clone(),
+            receiving_ip: address,
+            failure,
+        });
+    }
+
+    /// One session's MTA-STS result (RFC 8460 material): logged here; the
+    /// TLS-RPT recorder takes it from this one place.
+    fn sts_result(&self, r: SessionResult) {
+        info!(target: "danerelay::sts",
+            domain = %r.policy_domain,
+            mx = %r.mx_host,
+            mode = r.mode().map_or("none", |m| m.as_str()),
+            result = r.result_type().unwrap_or("success"),
+            "MTA-STS session result");
+        if let Some(recorder) = &self.tls_rpt {
+            recorder.record(sts_session(&r));
+        }
     }
 
     /// `Some(error)` when this destination's TLS level needs a DNSSEC
@@ -269,17 +381,29 @@ impl Engine {
     async fn try_host(
         &self,
         host: &CandidateHost,
-        (policy, nexthop): (DanePolicy, Option<&str>),
+        (policy, nexthop, sts): (DanePolicy, Option<&str>, Option<&DomainSts>),
         jobs: &[Job],
         results: &mut Results,
         last: &mut Option<AttemptError>,
         keep: &mut Option<Reusable>,
     ) -> bool {
-        let (decision, _) = host_decision(self.dns.as_ref(), policy, nexthop, host).await;
+        let tls = host_tls(self.dns.as_ref(), policy, nexthop, host, sts).await;
+        let (decision, rule) = (tls.decision, tls.rule);
         if let Some(label) = dane_label(policy, host, &decision) {
             self.metrics.dane_result(label);
         }
+        if rule == HostRule::Skip {
+            let domain = sts.map_or("", |s| s.active.domain.as_str());
+            info!(mx = %host.name, %domain, "host skipped: not an MX host of the MTA-STS policy (RFC 8461 §4.1)");
+            self.sts_host_result(sts, host, None, Some(SessionFailure::MxMismatch));
+            *last = Some(AttemptError::StsMxMismatch {
+                host: host.name.clone(),
+                domain: domain.to_string(),
+            });
+            return false;
+        }
         if let Decision::Defer(reason) = &decision {
+            self.report_tls(nexthop, host, None, (&decision, rule), Seen::Skipped);
             info!(mx = %host.name, %reason, "host skipped");
             *last = Some(match reason {
                 dane::DeferReason::TlsaLookupFailed(detail) => AttemptError::TlsaLookup {
@@ -308,8 +432,29 @@ impl Engine {
             let session = match session::open(&peer, &decision, &self.options.session).await {
                 Ok(s) => s,
                 Err(e) => {
+                    self.report_tls(
+                        nexthop,
+                        host,
+                        Some(address),
+                        (&decision, rule),
+                        Seen::Failed(&e),
+                    );
                     if matches!(e, AttemptError::Dane { .. }) {
                         self.metrics.dane_result(DaneResult::Mismatch);
+                    }
+                    if rule == HostRule::Authenticate {
+                        let failure = match &e {
+                            AttemptError::StsCertificate { failure, .. } => {
+                                Some(SessionFailure::Certificate(failure.clone()))
+                            }
+                            AttemptError::TlsRequired { .. } => {
+                                Some(SessionFailure::StartTlsNotSupported)
+                            }
+                            _ => None,
+                        };
+                        if failure.is_some() {
+                            self.sts_host_result(sts, host, Some(address), failure);
+                        }
                     }
                     info!(%relay, error = ?e, "host not usable");
                     let next = try_next_host(&e);
@@ -320,8 +465,19 @@ impl Engine {
                     return true;
                 }
             };
+            self.report_tls(
+                nexthop,
+                host,
+                Some(address),
+                (&decision, rule),
+                Seen::Opened(&session),
+            );
             if session.tls.dane_match().is_some() {
                 self.metrics.dane_result(DaneResult::Ok);
+            }
+            if rule != HostRule::NotApplied {
+                let failure = testing_failure(rule, sts, host, &session.tls);
+                self.sts_host_result(sts, host, Some(address), failure);
             }
             if let Some(info) = session.tls.info() {
                 self.metrics.tls_handshake(if info.resumed {
@@ -336,7 +492,8 @@ impl Engine {
                 tls: session.tls,
                 opened,
                 host: host.clone(),
-                key: super::reuse::ReuseKey::new(policy.level, host, &decision),
+                key: super::reuse::ReuseKey::new(policy.level, host, &decision)
+                    .map(|k| k.with_sts(sts)),
             };
             self.run_jobs(&mut s, jobs, results, last).await;
             if s.client.is_usable() && all_done(results) {
@@ -346,6 +503,29 @@ impl Engine {
             }
         }
         false
+    }
+
+    /// Counts one session for TLS-RPT, under MX routing only: with a
+    /// configured next hop the recipient domain's policy was not in play.
+    fn report_tls(
+        &self,
+        nexthop: Option<&str>,
+        host: &CandidateHost,
+        address: Option<IpAddr>,
+        (decision, rule): (&Decision, HostRule),
+        seen: Seen<'_>,
+    ) {
+        let (Some(recorder), Some(domain)) = (&self.tls_rpt, nexthop) else {
+            return;
+        };
+        // Under an MTA-STS policy the session is counted once, as `sts`
+        // (`sts_result`), not also as `no-policy-found`.
+        if rule != HostRule::NotApplied {
+            return;
+        }
+        if let Some(result) = session_result(domain, host, address, decision, seen) {
+            recorder.record(result);
+        }
     }
 
     /// Every job's open recipients over one session.
@@ -428,6 +608,7 @@ impl Engine {
         let tls_label = match tls {
             Some(TlsOutcome::DaneVerified(..)) => DeliveryTls::DaneVerified,
             Some(TlsOutcome::DaneTrusted(..)) => DeliveryTls::DaneTrusted,
+            Some(TlsOutcome::StsVerified(_)) => DeliveryTls::StsVerified,
             Some(TlsOutcome::Unauthenticated(_)) => DeliveryTls::Unauthenticated,
             Some(TlsOutcome::Plaintext) => DeliveryTls::Plaintext,
             None => DeliveryTls::None,
@@ -438,6 +619,65 @@ impl Engine {
             relay: relay.map(str::to_string),
             tls: tls.cloned(),
         }
+    }
+}
+
+/// Whether the last error is MTA-STS's doing (a host not in the policy,
+/// or a certificate not valid for it).
+fn stopped_by_sts(last: Option<&AttemptError>) -> bool {
+    matches!(
+        last,
+        Some(AttemptError::StsMxMismatch { .. } | AttemptError::StsCertificate { .. })
+    )
+}
+
+/// Under `testing` (RFC 8461 §5.2) what `enforce` would have refused about
+/// a session that went ahead: an MX outside the policy, no TLS, or a
+/// certificate not PKIX-valid for the MX host name. `None` otherwise.
+fn testing_failure(
+    rule: HostRule,
+    sts: Option<&DomainSts>,
+    host: &CandidateHost,
+    tls: &TlsOutcome,
+) -> Option<SessionFailure> {
+    let HostRule::Testing { mx_matches } = rule else {
+        return None;
+    };
+    if !mx_matches {
+        return Some(SessionFailure::MxMismatch);
+    }
+    let info = match tls {
+        TlsOutcome::Plaintext => return Some(SessionFailure::StartTlsNotSupported),
+        TlsOutcome::Unauthenticated(info) => info,
+        _ => return None,
+    };
+    let roots = sts?.roots.clone();
+    let verifier = match crate::sts::pkix::verifier(roots) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(SessionFailure::Certificate(CertFailure::Other(
+                e.to_string(),
+            )))
+        }
+    };
+    crate::sts::pkix::check_chain(
+        &verifier,
+        &host.name,
+        &info.peer_certificates,
+        rustls_pki_types::UnixTime::now(),
+    )
+    .err()
+    .map(SessionFailure::Certificate)
+}
+
+/// The level a relay-generated TLS-RPT report is delivered under: RFC 8460
+/// §3 wants reports delivered despite the very TLS failures they may be
+/// about, so opportunistic TLS (plaintext after a failed handshake) — but
+/// never more TLS than configured (`none` stays `none`).
+pub fn report_level(level: TlsLevel) -> TlsLevel {
+    match level {
+        TlsLevel::None => TlsLevel::None,
+        _ => TlsLevel::May,
     }
 }
 

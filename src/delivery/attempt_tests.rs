@@ -25,8 +25,10 @@ fn engine(dns: FakeDns, port: u16, tls: TlsLevel) -> (Engine, Metrics) {
             routes: Vec::new(),
             mx_port: port,
             max_hosts: MAX_HOSTS,
+            sts: None,
         },
         metrics: metrics.clone(),
+        tls_rpt: None,
     };
     (engine, metrics)
 }
@@ -45,6 +47,7 @@ fn job(rcpts: &[&str]) -> Job {
                     as Box<dyn Read + Send>,
             )
         }),
+        tls_report: false,
     }
 }
 
@@ -261,4 +264,64 @@ async fn dane_deliveries_defer_while_the_dnssec_mode_is_pending() {
     e.options.tls = TlsLevel::Dane;
     let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
     assert_eq!(out[0][0].outcome.label(), "delivered");
+}
+
+#[tokio::test]
+async fn each_session_is_counted_for_tls_rpt_under_its_policy() {
+    use crate::tlsrpt::{PolicyType, Recorder, ResultType};
+    let mx = FakeMx::start(Duration::ZERO).await;
+    let dns = FakeDns::new();
+    dns.mx(
+        "d.test",
+        Security::Secure,
+        &[(10, "a.d.test"), (20, "b.d.test")],
+    );
+    dns.a("a.d.test", Security::Secure, &["127.0.0.1"]);
+    dns.bogus(&format!("_{}._tcp.a.d.test", mx.port), RecordType::Tlsa);
+    dns.a("b.d.test", Security::Secure, &["127.0.0.1"]);
+    dns.nodata(
+        &format!("_{}._tcp.b.d.test", mx.port),
+        RecordType::Tlsa,
+        Security::Secure,
+    );
+    let (mut e, _) = engine(dns, mx.port, TlsLevel::Dane);
+    let recorder = Recorder::new(Arc::new(crate::delivery::clock::SystemClock));
+    e.tls_rpt = Some(recorder.clone());
+    for _ in 0..2 {
+        let out = e.deliver("d.test", &[job(&["a@d.test"])]).await;
+        assert_eq!(out[0][0].outcome.label(), "delivered");
+    }
+    let counts = recorder.unpersisted(recorder.today());
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].0, "d.test");
+    let policies = &counts[0].1.policies;
+    assert_eq!(policies.len(), 2, "{policies:?}");
+    // a.d.test: bogus TLSA, skipped before connecting.
+    let (p, c) = &policies[0];
+    assert_eq!(p.kind, PolicyType::Tlsa);
+    assert_eq!(p.mx_host, vec!["a.d.test".to_string()]);
+    assert_eq!((c.success, c.failure_total()), (0, 2));
+    assert_eq!(c.failures[0].0.result, ResultType::DnssecInvalid);
+    assert_eq!(
+        c.failures[0].0.receiving_mx_hostname.as_deref(),
+        Some("a.d.test")
+    );
+    // b.d.test: no TLSA, and the fake MX offers no STARTTLS.
+    let (p, c) = &policies[1];
+    assert_eq!(p.kind, PolicyType::NoPolicyFound);
+    assert_eq!((c.success, c.failure_total()), (0, 2));
+    assert_eq!(c.failures[0].0.result, ResultType::StarttlsNotSupported);
+    assert_eq!(
+        c.failures[0].0.receiving_ip,
+        Some("127.0.0.1".parse().unwrap())
+    );
+}
+
+#[test]
+fn tls_reports_go_opportunistic_but_never_above_the_configured_level() {
+    assert_eq!(report_level(TlsLevel::DaneOnly), TlsLevel::May);
+    assert_eq!(report_level(TlsLevel::Dane), TlsLevel::May);
+    assert_eq!(report_level(TlsLevel::Encrypt), TlsLevel::May);
+    assert_eq!(report_level(TlsLevel::May), TlsLevel::May);
+    assert_eq!(report_level(TlsLevel::None), TlsLevel::None);
 }

@@ -4,11 +4,16 @@
 //! result mapped onto `dane::decide`'s input,
 //! the `dane_results_total` label, and routing/DNS failures as
 //! [`AttemptError`]s (bogus ⇒ `DnssecBogus`, the rest ⇒ `DnsLookup`).
+//! [`host_tls`] adds MTA-STS after DANE (RFC 8461 §2: DANE first;
+//! `crate::sts::enforce` is the rule).
 
-use crate::dane::{self, decide, DanePolicy, Decision, HostDns, MandatoryTls};
+use std::sync::Arc;
+
+use crate::dane::{self, decide, DanePolicy, Decision, HostDns, MandatoryTls, WebPkiTarget};
 use crate::delivery::routing::{CandidateHost, RoutePlan, RouteSource, RoutingError};
 use crate::dns::{lookup_tlsa, DnsError, DnsLookup, Security};
 use crate::metrics::DaneResult;
+use crate::sts::{host_rule, Active, HostRule, Mode};
 
 use super::outcome::AttemptError;
 
@@ -58,6 +63,57 @@ pub async fn host_decision(
         },
     );
     (decision, looked)
+}
+
+/// The MTA-STS policy in force for the recipient domain, with the trust
+/// anchors its MX certificates are checked against.
+#[derive(Debug, Clone)]
+pub struct DomainSts {
+    pub active: Active,
+    pub roots: Arc<rustls::RootCertStore>,
+}
+
+impl DomainSts {
+    /// What a session's TLS depends on besides the decision: the policy's
+    /// mode and id (a connection is shared only under the same ones).
+    pub fn reuse_tag(&self) -> (Mode, String) {
+        self.active.reuse_tag()
+    }
+}
+
+/// One host's TLS decision with MTA-STS applied after DANE.
+#[derive(Debug)]
+pub struct HostTls {
+    /// DANE's decision, or [`Decision::WebPki`] under `enforce`.
+    pub decision: Decision,
+    /// What MTA-STS made of the host ([`HostRule::Skip`]: do not connect).
+    pub rule: HostRule,
+    pub looked: Option<Result<crate::dns::TlsaLookup, DnsError>>,
+}
+
+/// [`host_decision`], then the MTA-STS rule for the host under `sts`
+/// (`crate::sts::enforce`): `enforce` and a matching MX ⇒ PKIX for the MX
+/// host name (RFC 8461 §4.2).
+pub async fn host_tls(
+    dns: &dyn DnsLookup,
+    policy: DanePolicy,
+    nexthop: Option<&str>,
+    host: &CandidateHost,
+    sts: Option<&DomainSts>,
+) -> HostTls {
+    let (dane, looked) = host_decision(dns, policy, nexthop, host).await;
+    let rule = host_rule(&dane, sts.map(|s| &s.active.policy), &host.name);
+    let decision = match (rule, sts) {
+        (HostRule::Authenticate, Some(s)) => {
+            Decision::WebPki(WebPkiTarget::new(&host.name, s.roots.clone()))
+        }
+        _ => dane,
+    };
+    HostTls {
+        decision,
+        rule,
+        looked,
+    }
 }
 
 /// The next-hop domain of a route (RFC 7672 §3.2.3): the recipient domain

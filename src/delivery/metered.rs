@@ -28,6 +28,7 @@ pub fn labels(rtype: RecordType, result: &Result<Answer, DnsError>) -> (DnsType,
         RecordType::Tlsa => DnsType::Tlsa,
         RecordType::Cname => DnsType::Cname,
         RecordType::Soa => DnsType::Soa,
+        RecordType::Txt => DnsType::Txt,
     };
     let status = match result {
         Ok(a) => match (&a.kind, a.security) {

@@ -23,6 +23,7 @@ pub mod scheduler;
 pub mod session;
 pub mod site;
 pub mod tls_check;
+pub mod tls_report;
 
 use std::sync::Arc;
 
@@ -33,18 +34,28 @@ use crate::metrics::Metrics;
 /// The scheduler as configured: `[delivery]` → [`attempt::EngineOptions`],
 /// `delivery.concurrency`/`per_destination` → caps, `shutdown_grace`,
 /// `[queue] retry/max_age/delay_warning` → the delay-warning policy,
-/// `hostname` → the DSN `Reporting-MTA`. Lookups are counted in
-/// `danerelay_dns_lookups_total`.
+/// `hostname` → the DSN `Reporting-MTA`, `[mta_sts]` → MTA-STS with its
+/// cache in `queue`. Lookups are counted in `danerelay_dns_lookups_total`.
 pub fn scheduler(
     config: &Config,
     queue: danerelay_queue::Queue,
     dns: Arc<dyn DnsLookup>,
     metrics: Metrics,
-) -> scheduler::Scheduler {
+    tls_rpt: Option<Arc<crate::tlsrpt::Recorder>>,
+) -> Result<scheduler::Scheduler, crate::sts::StsError> {
+    let dns: Arc<dyn DnsLookup> = Arc::new(metered::MeteredDns::new(dns, metrics.clone()));
+    let mut options = attempt::EngineOptions::from_config(&config.delivery);
+    options.sts = crate::sts::Sts::from_config(
+        &config.mta_sts,
+        dns.clone(),
+        Some(queue.clone()),
+        metrics.clone(),
+    )?;
     let engine = attempt::Engine {
-        dns: Arc::new(metered::MeteredDns::new(dns, metrics.clone())),
-        options: attempt::EngineOptions::from_config(&config.delivery),
+        dns,
+        options,
         metrics,
+        tls_rpt,
     };
     let options = scheduler::SchedulerOptions {
         concurrency: config.delivery.concurrency,
@@ -59,5 +70,5 @@ pub fn scheduler(
             ),
         },
     };
-    scheduler::Scheduler::new(queue, engine, options)
+    Ok(scheduler::Scheduler::new(queue, engine, options))
 }

@@ -104,6 +104,15 @@ pub enum AttemptError {
     Dane { host: String, detail: String },
     /// The policy requires TLS and the peer offered no STARTTLS (or refused it).
     TlsRequired { host: String },
+    /// MTA-STS `enforce` (RFC 8461 §4.1): the MX host is not in the policy
+    /// of `domain`; it is skipped.
+    StsMxMismatch { host: String, domain: String },
+    /// MTA-STS `enforce` (RFC 8461 §4.2): the certificate is not PKIX-valid
+    /// for the MX host name.
+    StsCertificate {
+        host: String,
+        failure: crate::sts::CertFailure,
+    },
     /// TCP connect failed (refused, unreachable, reset).
     Connect { host: String, detail: String },
     /// TCP connect did not finish within `delivery.connect_timeout`.
@@ -188,6 +197,16 @@ pub fn from_error(err: &AttemptError) -> Outcome {
             EnhancedCode(4, 7, 4),
             format!("TLS is required, but was not offered by {host}"),
         ),
+        E::StsMxMismatch { host, domain } => defer(
+            451,
+            EnhancedCode(4, 7, 5),
+            format!("MX host {host} is not listed in the MTA-STS policy of {domain}"),
+        ),
+        E::StsCertificate { host, failure } => defer(
+            451,
+            EnhancedCode(4, 7, 5),
+            format!("MTA-STS: certificate of {host} not valid: {failure}"),
+        ),
         E::Connect { host, detail } => defer(
             451,
             EnhancedCode(4, 4, 1),
@@ -252,6 +271,7 @@ pub fn try_next_host(err: &AttemptError) -> bool {
     use AttemptError as E;
     match err {
         E::TlsaLookup { .. } | E::Dane { .. } | E::TlsRequired { .. } => true,
+        E::StsMxMismatch { .. } | E::StsCertificate { .. } => true,
         E::Connect { .. } | E::ConnectTimeout { .. } => true,
         E::DnsLookup { .. } | E::DnssecBogus { .. } => true,
         E::NoSuchDomain { .. } | E::NullMx { .. } | E::NoUsableHost { .. } | E::Local { .. } => {

@@ -17,9 +17,10 @@ use crate::config::TlsLevel;
 use crate::dane::{DanePolicy, Decision, PolicyKey};
 use crate::dns::{DnsLookup, Security};
 
-use super::decision::host_decision;
+use super::decision::{host_tls, DomainSts};
 use super::routing::CandidateHost;
 use super::site::DomainPolicy;
+use crate::sts::{HostRule, Mode};
 
 /// Everything the TLS of a message on a connection to one host depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,9 +35,10 @@ pub struct ReuseKey {
     tls: Option<PolicyKey>,
     /// The host and port the session is connected to.
     host: (String, u16),
-    // MTA-STS (RFC 8461) will add its mode and policy id (§3.2) here: a
-    // domain under an `enforce` policy must not ride a session opened for a
-    // domain without one.
+    /// The domain's MTA-STS policy mode and id (RFC 8461 §3.2), `None`
+    /// without one: a domain under an `enforce` policy never rides a session
+    /// opened for a domain without one, nor under another policy version.
+    sts: Option<(Mode, String)>,
 }
 
 impl ReuseKey {
@@ -57,7 +59,14 @@ impl ReuseKey {
             mx_security: host.mx_security,
             tls,
             host: (host.name.to_ascii_lowercase(), host.port),
+            sts: None,
         })
+    }
+
+    /// The key under the domain's MTA-STS policy, when it has one.
+    pub fn with_sts(mut self, sts: Option<&DomainSts>) -> ReuseKey {
+        self.sts = sts.map(DomainSts::reuse_tag);
+        self
     }
 }
 
@@ -69,8 +78,21 @@ impl ReuseKey {
 pub async fn key_for(
     dns: &dyn DnsLookup,
     policy: DomainPolicy,
+    route: (DanePolicy, Option<&str>),
+    host: &CandidateHost,
+) -> Option<ReuseKey> {
+    key_for_sts(dns, policy, route, host, None).await
+}
+
+/// [`key_for`] for a domain with the MTA-STS policy `sts` (decided by
+/// [`host_tls`], so an `enforce` domain keys as `WebPki` and a host its
+/// policy does not list is never shared).
+pub async fn key_for_sts(
+    dns: &dyn DnsLookup,
+    policy: DomainPolicy,
     (dane, nexthop): (DanePolicy, Option<&str>),
     host: &CandidateHost,
+    sts: Option<&DomainSts>,
 ) -> Option<ReuseKey> {
     let needs_dnssec = matches!(policy.level, TlsLevel::Dane | TlsLevel::DaneOnly);
     // As the attempt: no DNSSEC verdict yet means no DANE decision at all.
@@ -81,8 +103,11 @@ pub async fn key_for(
         mx_security: policy.mx_security,
         ..host.clone()
     };
-    let (decision, _) = host_decision(dns, dane, nexthop, &host).await;
-    ReuseKey::new(policy.level, &host, &decision)
+    let tls = host_tls(dns, dane, nexthop, &host, sts).await;
+    if tls.rule == HostRule::Skip {
+        return None;
+    }
+    Some(ReuseKey::new(policy.level, &host, &tls.decision)?.with_sts(sts))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::dane::DanePolicy;
+use crate::delivery::decision::{host_decision, DomainSts};
 use crate::dns::{FakeDns, Tlsa};
 use Security::{Insecure, Secure};
 
@@ -124,6 +125,56 @@ async fn a_deferring_decision_has_no_key() {
             &mx
         )
         .await,
+        None
+    );
+}
+
+fn sts(mode: &str, id: &str, mx: &str) -> DomainSts {
+    let text = format!("version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 86400\n");
+    DomainSts {
+        active: crate::sts::Active {
+            domain: "example.com".into(),
+            id: id.into(),
+            policy: crate::sts::policy::parse_policy(&text).unwrap(),
+            text,
+            fetched_at: 0,
+        },
+        roots: std::sync::Arc::new(rustls::RootCertStore::empty()),
+    }
+}
+
+#[tokio::test]
+async fn an_mta_sts_policy_is_part_of_the_key() {
+    // No TLSA: DANE does not apply, MTA-STS decides (RFC 8461 §2).
+    let dns = FakeDns::new();
+    let mx = host("mx.provider.net", Insecure);
+    let p = policy(TlsLevel::Dane, Insecure);
+    let route = (DanePolicy::new(p.level), None);
+    let enforce = sts("enforce", "1", "mx.provider.net");
+    let opened_enforce = key_for_sts(&dns, p, route, &mx, Some(&enforce)).await;
+    assert!(opened_enforce.is_some());
+    // A domain without a policy does not ride an enforce session, and back.
+    let plain = key_for(&dns, p, route, &mx).await;
+    assert_ne!(plain, opened_enforce);
+    // The same policy (same mode and id) shares; another id does not.
+    assert_eq!(
+        key_for_sts(&dns, p, route, &mx, Some(&enforce.clone())).await,
+        opened_enforce
+    );
+    let newer = sts("enforce", "2", "mx.provider.net");
+    assert_ne!(
+        key_for_sts(&dns, p, route, &mx, Some(&newer)).await,
+        opened_enforce
+    );
+    let testing = sts("testing", "1", "mx.provider.net");
+    assert_ne!(
+        key_for_sts(&dns, p, route, &mx, Some(&testing)).await,
+        opened_enforce
+    );
+    // A host the enforce policy does not list is never shared.
+    let elsewhere = sts("enforce", "1", "mx.other.net");
+    assert_eq!(
+        key_for_sts(&dns, p, route, &mx, Some(&elsewhere)).await,
         None
     );
 }

@@ -308,6 +308,7 @@ impl Scheduler {
                     .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
                     .map_err(std::io::Error::other)
             }),
+            tls_report: env.tls_report,
         }
     }
 

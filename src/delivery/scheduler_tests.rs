@@ -80,8 +80,10 @@ fn scheduler(
             routes: Vec::new(),
             mx_port: w.mx.port,
             max_hosts: MAX_HOSTS,
+            sts: None,
         },
         metrics: w.metrics.clone(),
+        tls_rpt: None,
     };
     let options = SchedulerOptions {
         concurrency,

@@ -58,10 +58,19 @@ impl Scheduler {
         let domain: Arc<str> = Arc::from(domain);
         let items = items.into_iter().map(|(flight, job, indices)| Item {
             flight,
+            // Relay-generated TLS-RPT reports are a policy class of their
+            // own (RFC 8460 §3), never in one take with ordinary mail.
+            policy: if job.tls_report {
+                DomainPolicy {
+                    level: crate::delivery::attempt::report_level(dest.policy.level),
+                    ..dest.policy
+                }
+            } else {
+                dest.policy
+            },
             job,
             indices,
             domain: domain.clone(),
-            policy: dest.policy,
         });
         let spawn = self
             .lock_destinations()
@@ -173,7 +182,12 @@ impl Scheduler {
         .is_some_and(|r| r.next_hop.is_some());
         let nexthop = (!via_next_hop).then_some(domain);
         let dane = options.policy(Some(policy.level));
-        let key = reuse::key_for(dns, policy, (dane, nexthop), &o.session.host).await;
+        let sts = match nexthop {
+            Some(d) => self.engine.sts_for(d, false).await,
+            None => None,
+        };
+        let route = (dane, nexthop);
+        let key = reuse::key_for_sts(dns, policy, route, &o.session.host, sts.as_ref()).await;
         if key.is_some() && key == o.session.key {
             debug!(from = %o.domain, to = %domain, mx = %o.session.host.name,
                 "session shared across domains (same MX, same TLS policy)");

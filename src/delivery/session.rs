@@ -9,7 +9,11 @@
 //! * `Opportunistic`: STARTTLS when offered; a failed handshake is retried in
 //!   plaintext on the same host over a *new* connection (the old one is in an
 //!   unknown TLS state);
-//! * `Plaintext`: no STARTTLS.
+//! * `Plaintext`: no STARTTLS;
+//! * `WebPki` (MTA-STS `enforce`, RFC 8461 §4.2): STARTTLS must be offered
+//!   and the chain must be PKIX-valid for the MX host name (also the SNI)
+//!   under the MTA-STS roots, re-checked after the handshake as DANE's is;
+//!   else the host is skipped (never plaintext).
 //!
 //! Used by the delivery attempt and by `danerelay tls-check` alike, so the
 //! two can never disagree about what a host gets.
@@ -25,6 +29,7 @@ use crate::dane::{
     rejection_verdict, Assurance, DaneMatch, Decision, TlsClientSetup, TlsConfigCache, Verdict,
 };
 use crate::smtp::client::{Client, ClientError, Timeouts, TlsInfo};
+use crate::sts::{pkix, CertFailure};
 
 use super::outcome::AttemptError;
 
@@ -36,6 +41,9 @@ pub enum TlsOutcome {
     /// DANE authenticated a secure MX host named by an insecure MX RRset
     /// (RFC 7672 §2.2.1, `dane_insecure_mx = "dane"`) with this record.
     DaneTrusted(DaneMatch, TlsInfo),
+    /// MTA-STS `enforce` (RFC 8461 §4.2): the chain is PKIX-valid for the
+    /// MX host name under the MTA-STS roots.
+    StsVerified(TlsInfo),
     /// TLS without authentication (opportunistic, `encrypt`, unusable TLSA).
     Unauthenticated(TlsInfo),
     /// No TLS.
@@ -48,6 +56,7 @@ impl TlsOutcome {
         match self {
             TlsOutcome::DaneVerified(..) => "dane-verified",
             TlsOutcome::DaneTrusted(..) => "dane-trusted",
+            TlsOutcome::StsVerified(_) => "sts-verified",
             TlsOutcome::Unauthenticated(_) => "tls-unauthenticated",
             TlsOutcome::Plaintext => "plaintext",
         }
@@ -57,7 +66,9 @@ impl TlsOutcome {
     pub fn dane_match(&self) -> Option<&DaneMatch> {
         match self {
             TlsOutcome::DaneVerified(m, _) | TlsOutcome::DaneTrusted(m, _) => Some(m),
-            TlsOutcome::Unauthenticated(_) | TlsOutcome::Plaintext => None,
+            TlsOutcome::StsVerified(_) | TlsOutcome::Unauthenticated(_) | TlsOutcome::Plaintext => {
+                None
+            }
         }
     }
 
@@ -66,6 +77,7 @@ impl TlsOutcome {
         match self {
             TlsOutcome::DaneVerified(_, i)
             | TlsOutcome::DaneTrusted(_, i)
+            | TlsOutcome::StsVerified(i)
             | TlsOutcome::Unauthenticated(i) => Some(i),
             TlsOutcome::Plaintext => None,
         }
@@ -81,7 +93,9 @@ impl fmt::Display for TlsOutcome {
             TlsOutcome::DaneVerified(m, i) | TlsOutcome::DaneTrusted(m, i) => {
                 (format!("{} ({m})", self.label()), i)
             }
-            TlsOutcome::Unauthenticated(i) => ("tls-unauthenticated".to_string(), i),
+            TlsOutcome::StsVerified(i) | TlsOutcome::Unauthenticated(i) => {
+                (self.label().to_string(), i)
+            }
             TlsOutcome::Plaintext => return f.write_str("plaintext"),
         };
         write!(f, "{verdict} {} {}", i.version, i.cipher)?;
@@ -251,6 +265,16 @@ async fn starttls(
             // under this very policy now. (Only the post-TLS EHLO, which
             // went out in clear text before STARTTLS anyway, precedes it.)
             let tls = match setup.verdict(&info.peer_certificates) {
+                None if setup.webpki.is_some() => match webpki_verdict(setup, &info) {
+                    Ok(()) => TlsOutcome::StsVerified(info),
+                    Err(failure) => {
+                        quit_quietly(client).await;
+                        return Err(AttemptError::StsCertificate {
+                            host: peer.host.to_string(),
+                            failure,
+                        });
+                    }
+                },
                 None => TlsOutcome::Unauthenticated(info),
                 Some(Verdict::Verified(m)) => match setup.dane.as_deref().map(|t| t.assurance) {
                     Some(Assurance::Trusted) => TlsOutcome::DaneTrusted(m, info),
@@ -275,6 +299,16 @@ async fn starttls(
             }))
         }
         Err(e @ ClientError::Tls { .. }) => {
+            if setup.webpki.is_some() {
+                let failure = match e.tls_error() {
+                    Some(t) => CertFailure::from_rustls(t),
+                    None => CertFailure::Other(e.to_string()),
+                };
+                return Err(AttemptError::StsCertificate {
+                    host: peer.host.to_string(),
+                    failure,
+                });
+            }
             if setup.dane.is_some() {
                 let detail = match e.tls_error().and_then(rejection_verdict) {
                     Some(v) => format!("{v:?}"),
@@ -314,6 +348,22 @@ async fn starttls(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The MTA-STS verdict on the chain a connection presents, re-derived as
+/// DANE's is (a resumed session ran no verifier): PKIX-valid for the SNI,
+/// which is the MX host name (RFC 8461 §4.2).
+fn webpki_verdict(setup: &TlsClientSetup, info: &TlsInfo) -> Result<(), CertFailure> {
+    let Some(roots) = &setup.webpki else {
+        return Ok(());
+    };
+    let verifier = pkix::verifier(roots.clone()).map_err(|e| CertFailure::Other(e.to_string()))?;
+    pkix::check_chain(
+        &verifier,
+        &setup.server_name.to_str(),
+        &info.peer_certificates,
+        rustls_pki_types::UnixTime::now(),
+    )
 }
 
 /// TCP connect within `connect_timeout`, greeting, EHLO.

@@ -169,6 +169,7 @@ fn options(routes: Vec<Route>) -> EngineOptions {
         routes,
         mx_port: 25,
         max_hosts: MAX_HOSTS,
+        sts: None,
     }
 }
 

@@ -78,6 +78,7 @@ fn decision_word(d: &Decision) -> String {
         Decision::Authenticate(_) => "authenticate (DANE)".into(),
         Decision::TlsRequired(m) => format!("tls-required ({m:?})"),
         Decision::Opportunistic => "opportunistic".into(),
+        Decision::WebPki(t) => format!("authenticate (MTA-STS enforce, PKIX for {})", t.name),
         Decision::Plaintext => "plaintext".into(),
         Decision::Defer(r) => format!("defer: {r}"),
     }

@@ -117,6 +117,15 @@ impl FakeDns {
         )
     }
 
+    /// One TXT record per string (each a single character-string).
+    pub fn txt(&self, name: &str, security: Security, texts: &[&str]) -> &Self {
+        let records = texts
+            .iter()
+            .map(|t| Record::Txt(vec![t.as_bytes().to_vec()]))
+            .collect();
+        self.records(name, RecordType::Txt, security, records)
+    }
+
     pub fn cname(&self, name: &str, security: Security, target: &str) -> &Self {
         self.records(
             name,

@@ -54,6 +54,8 @@ pub enum RecordType {
     Cname,
     /// Only used by the start-up DNSSEC probe.
     Soa,
+    /// MTA-STS (RFC 8461 §3.1) and TLS-RPT (RFC 8460 §3) discovery.
+    Txt,
 }
 
 impl RecordType {
@@ -65,6 +67,7 @@ impl RecordType {
             RecordType::Tlsa => "TLSA",
             RecordType::Cname => "CNAME",
             RecordType::Soa => "SOA",
+            RecordType::Txt => "TXT",
         }
     }
 }
@@ -111,6 +114,8 @@ pub enum Record {
     Soa {
         serial: u32,
     },
+    /// One TXT record: its character-strings, in order (RFC 1035 §3.3.14).
+    Txt(Vec<Vec<u8>>),
 }
 
 /// What the name holds for the requested type.
@@ -177,6 +182,15 @@ impl Answer {
     pub fn tlsa(&self) -> impl Iterator<Item = &Tlsa> {
         self.records().iter().filter_map(|r| match r {
             Record::Tlsa(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// Each TXT record's character-strings joined (RFC 7208 §3.3 and RFC
+    /// 8461 §3.1 read a record that way), bytes as they came.
+    pub fn txt(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.records().iter().filter_map(|r| match r {
+            Record::Txt(strings) => Some(strings.concat()),
             _ => None,
         })
     }

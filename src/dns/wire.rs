@@ -14,6 +14,7 @@ pub(crate) fn to_hickory_type(rtype: RecordType) -> HType {
         RecordType::Tlsa => HType::TLSA,
         RecordType::Cname => HType::CNAME,
         RecordType::Soa => HType::SOA,
+        RecordType::Txt => HType::TXT,
     }
 }
 
@@ -60,6 +61,9 @@ pub(crate) fn convert_rdata(rtype: RecordType, data: &RData) -> Option<Record> {
         })),
         (RecordType::Cname, RData::CNAME(c)) => Some(Record::Cname(name_to_string(&c.0))),
         (RecordType::Soa, RData::SOA(soa)) => Some(Record::Soa { serial: soa.serial }),
+        (RecordType::Txt, RData::TXT(txt)) => Some(Record::Txt(
+            txt.txt_data.iter().map(|s| s.to_vec()).collect(),
+        )),
         _ => None,
     }
 }

@@ -23,6 +23,8 @@ use subtle::ConstantTimeEq;
 pub struct AdminState {
     pub queue: Queue,
     pub token: Option<String>,
+    /// `/api/tls-rpt/preview` (`None`: TLS-RPT is off).
+    pub tls_rpt: Option<crate::tlsrpt::preview::Source>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -34,6 +36,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/hold", post(hold))
         .route("/api/queue/{id}/release", post(release))
         .route("/api/queue/{id}/retry", post(retry))
+        .route("/api/tls-rpt/preview", get(super::tls_rpt::preview))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -369,6 +372,7 @@ mod tests {
         AdminState {
             queue,
             token: token.map(str::to_string),
+            tls_rpt: None,
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod submit;
+pub mod tls_rpt;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,9 @@
 //! - [`mx`]: the fake MX, scripted, on a duplex or on 127.0.0.1 ([`FakeMx`]).
 //! - [`PausedClock`]: the delivery clock, driven by tokio's paused time.
 //! - [`enqueue`], [`enqueue_with`]: a small message into a queue.
-//! - [`certs`]: rcgen certificates made at test time.
+//! - [`certs`]: rcgen certificates made at test time (and
+//!   [`certs::tlsa_3_1_1`], the DANE-EE record of one).
+//! - [`engine_options`]: delivery options for a fake MX on one port.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -20,6 +22,28 @@ pub mod mx;
 pub use crate::delivery::clock::PausedClock;
 pub use crate::dns::FakeDns;
 pub use mx::FakeMx;
+
+/// Delivery engine options for tests: MX hosts on `port`, level `tls`,
+/// short connect timeout, no routes, no MTA-STS.
+pub fn engine_options(
+    port: u16,
+    tls: crate::config::TlsLevel,
+) -> crate::delivery::attempt::EngineOptions {
+    crate::delivery::attempt::EngineOptions {
+        session: crate::delivery::session::SessionOptions {
+            helo_name: "relay.test".into(),
+            connect_timeout: std::time::Duration::from_secs(5),
+            timeouts: crate::smtp::client::Timeouts::default(),
+            tls_configs: Default::default(),
+        },
+        tls,
+        dane_insecure_mx: Default::default(),
+        routes: Vec::new(),
+        mx_port: port,
+        max_hosts: crate::delivery::attempt::MAX_HOSTS,
+        sts: None,
+    }
+}
 
 /// Enqueues a small message from `sender` to `rcpts`, received now.
 pub fn enqueue(queue: &Queue, sender: &str, rcpts: &[&str]) -> QueueId {
@@ -160,6 +184,21 @@ pub mod certs {
     /// A self-signed server certificate for `names`.
     pub fn self_signed(names: &[&str]) -> Node {
         leaf(names, None, false)
+    }
+
+    /// The DANE-EE SPKI SHA2-256 record (`3 1 1`) of `cert`.
+    pub fn tlsa_3_1_1(cert: &[u8]) -> crate::dane::TlsaRecord {
+        use sha2::Digest;
+        let spki = match x509_parser::parse_x509_certificate(cert) {
+            Ok((_, parsed)) => parsed.tbs_certificate.subject_pki.raw.to_vec(),
+            Err(e) => panic!("tlsa_3_1_1: not a certificate: {e}"),
+        };
+        crate::dane::TlsaRecord {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: sha2::Sha256::digest(spki).to_vec(),
+        }
     }
 
     /// A server certificate with no SANs, only the subject CN `cn`.

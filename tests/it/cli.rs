@@ -258,23 +258,23 @@ fn wait_exit(child: &mut Child) -> i32 {
     }
 }
 
-#[test]
-fn serve_answers_health_and_stops_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// `danerelay serve` with a minimal config in `dir` (one plaintext listener,
+/// DNSSEC off, an unreachable resolver): returns the server and its HTTP port.
+pub fn serve_minimal(dir: &std::path::Path) -> (Server, u16) {
     let http = free_port();
     let smtp = free_port();
-    let file = dir.path().join("relay.toml");
+    let file = dir.join("relay.toml");
     std::fs::write(
         &file,
         format!(
             "hostname = \"relay.test\"\n[[listener]]\naddress = \"127.0.0.1:{smtp}\"\ntls = \"none\"\n\
              [queue]\npath = {:?}\n[http]\naddress = \"127.0.0.1:{http}\"\n\
              [dns]\ndnssec = \"off\"\ndnssec_probe = \"\"\nnameservers = [\"127.0.0.1:9\"]\n",
-            dir.path().join("queue").display()
+            dir.join("queue").display()
         ),
     )
     .unwrap();
-    let mut server = Server(
+    let server = Server(
         danerelay()
             .args(["serve", "--config", file.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -282,6 +282,13 @@ fn serve_answers_health_and_stops_cleanly_on_sigterm() {
             .spawn()
             .unwrap(),
     );
+    (server, http)
+}
+
+#[test]
+fn serve_answers_health_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, http) = serve_minimal(dir.path());
     wait_for_port(http);
     assert_eq!(http_get(http, "/healthz").0, 200);
     let (status, body) = http_get(http, "/readyz");

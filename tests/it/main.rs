@@ -18,4 +18,6 @@ mod security;
 mod sendmail;
 mod smtp;
 mod storage;
+mod sts;
 mod support;
+mod tlsrpt;

@@ -2,7 +2,7 @@
 //! admin API (`[http] address` and `admin_token` of `--config`). Tables for
 //! people, the API's JSON with `--json` for scripts.
 
-mod client;
+pub mod client;
 mod render;
 
 use std::io::Write;

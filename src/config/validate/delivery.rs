@@ -5,7 +5,28 @@ use super::super::raw::*;
 use super::super::*;
 use super::{parse_next_hop, tls_level, Validator};
 
+/// sled's cache below this thrashes on every lookup.
+const MIN_CACHE_SIZE: u64 = 1024 * 1024;
+
 impl Validator {
+    /// `[mta_sts]`: a `ca_file` must hold at least one PEM certificate.
+    pub(super) fn mta_sts(&mut self, raw: RawMtaSts) -> MtaStsConfig {
+        let fetch_timeout = self.duration("mta_sts.fetch_timeout", raw.fetch_timeout, false);
+        let ca_file = Some(PathBuf::from(&raw.ca_file)).filter(|_| !raw.ca_file.trim().is_empty());
+        if let Some(file) = &ca_file {
+            if let Some(pem) = self.read_file("mta_sts.ca_file", file) {
+                if let Err(e) = crate::sts::pkix::parse_pem(&pem) {
+                    self.err("mta_sts.ca_file", format!("{}: {e}", file.display()));
+                }
+            }
+        }
+        MtaStsConfig {
+            enabled: raw.enabled,
+            ca_file,
+            fetch_timeout,
+        }
+    }
+
     pub(super) fn queue(&mut self, raw: RawQueue) -> QueueConfig {
         if raw.path.is_empty() {
             self.err("queue.path", "must not be empty");
@@ -34,12 +55,20 @@ impl Validator {
         }
         let delay_warning = self.duration("queue.delay_warning", raw.delay_warning, true);
         let min_free_space = self.take("queue.min_free_space", raw.min_free_space.0);
+        let cache_size = raw.cache_size.0.and_then(|n| match n {
+            n if n < MIN_CACHE_SIZE => Err(format!(
+                "{n} bytes is too small for the queue database's cache: at least \"1MiB\""
+            )),
+            n => Ok(n),
+        });
+        let cache_size = self.take("queue.cache_size", cache_size);
         QueueConfig {
             path: PathBuf::from(raw.path),
             retry,
             max_age: max_age.unwrap_or_default(),
             delay_warning: Some(delay_warning).filter(|d| !d.is_zero()),
             min_free_space,
+            cache_size,
         }
     }
 

@@ -304,6 +304,9 @@ pub fn to_queue(
         client_addr: Some(msg.client),
         received_at: msg.received_at,
         relay_signed: msg.relay_signed,
+        // Client mail never gets the relay's own TLS-RPT exemption (a
+        // client's `TLS-Required: No` is not honoured either).
+        tls_report: false,
     };
     let rcpts = tx
         .recipients

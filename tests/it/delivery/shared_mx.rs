@@ -37,8 +37,10 @@ fn scheduler(queue: &Queue, dns: FakeDns, port: u16, tls: TlsLevel, per: usize) 
             routes: Vec::new(),
             mx_port: port,
             max_hosts: MAX_HOSTS,
+            sts: None,
         },
         metrics: Metrics::new(),
+        tls_rpt: None,
     };
     let options = SchedulerOptions {
         concurrency: 32,

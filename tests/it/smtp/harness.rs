@@ -190,6 +190,7 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             max_age: Duration::from_secs(3600),
             delay_warning: None,
             min_free_space: 0,
+            cache_size: 16 << 20,
         },
         dns: DnsConfig {
             nameservers: vec![],
@@ -214,6 +215,12 @@ pub fn config(s: &Scenario, dir: &std::path::Path) -> Config {
             admin_token: None,
         },
         dkim: Vec::new(),
+        mta_sts: danerelay::config::MtaStsConfig {
+            enabled: false,
+            ca_file: None,
+            fetch_timeout: std::time::Duration::from_secs(60),
+        },
+        tls_rpt: danerelay::config::tls_rpt::TlsRptConfig::defaults("relay.test"),
     }
 }
 

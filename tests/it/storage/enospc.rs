@@ -137,5 +137,6 @@ pub fn test_queue() -> danerelay::config::QueueConfig {
         max_age: Duration::from_secs(5 * 86400),
         delay_warning: None,
         min_free_space: 0,
+        cache_size: 16 << 20,
     }
 }
