@@ -891,9 +891,10 @@ if runs 5 && [ "$SCALE_PREFILL" -gt 0 ]; then
             done
         done
     done
-    # Still all there? (Held mail must not have been delivered or lost.) danerelay's last
-    # start logged "queue open ... messages=N" (with ANSI colours around the field name).
-    sed 's/\x1b\[[0-9;]*m//g' "$T/dr-full/log" | grep -o 'messages=[0-9]*' | tail -1 | cut -d= -f2 \
+    # Still all there? (Held mail must not have been delivered or lost.) danerelay: the
+    # queue's own count once it has recovered (benchtool open-time waits for that).
+    timeout "$(remaining)" "$BENCHTOOL" open-time --config "$T/dr-full/danerelay.toml" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["held"])' \
         >"$SCALE_DIR/dr-held-after" || true
     find "$T/pf-full/queue/hold" -type f | wc -l >"$SCALE_DIR/pf-held-after"
     log "workload 5: held after the trials: danerelay $(cat "$SCALE_DIR/dr-held-after"), postfix $(cat "$SCALE_DIR/pf-held-after")"
@@ -1037,7 +1038,8 @@ if any(t["workload"].startswith("scale_") for t in trials):
     print(f"(5: queued = {n} messages of {ssize} B on hold; queued/empty = median of per-round ratios;")
     print(f"    danerelay prefill through the queue crate {pr.get('seconds', 0):.0f} s, Postfix clone of one queue file {c.get('seconds', 0):.0f} s;")
     print(f"    danerelay queue open with {n}: sled {o.get('sled_open_s', 0):.1f} s + record scan {o.get('meta_scan_s', 0):.1f} s"
-          f" + the rest of recovery {o.get('recovery_rest_s', 0):.1f} s = Queue::open {o.get('queue_open_s', 0):.1f} s;"
+          f" + the rest {o.get('recovery_rest_s', 0):.1f} s = Queue::open {o.get('queue_open_s', 0):.1f} s,"
+          f" counts complete (background scan over) after {o.get('recovered_s', 0):.1f} s;"
           f" disk {du})")
 queue_crate = None
 text = read("queue-crate.log", str)
