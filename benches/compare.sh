@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # danerelay vs Postfix on this machine, in one run. See README.md "Performance".
 #
-#   sudo benches/compare.sh            # ~22 min with the defaults below on a quiet 2-core VM
-#                                      # (workload 5: ~9), ~30 min with builds beside it
+#   sudo benches/compare.sh            # 19-30 min with the defaults below on a loaded 2-core
+#                                      # VM (workload 5: 7-13; the queue crate's row ~5)
 #   sudo WORKLOADS=5 benches/compare.sh
 #   sudo QUICK=1 benches/compare.sh    # development: 1 round, 1,000 messages, 20,000
 #                                      # prefilled; ~5 min; writes benches/results/quick.json
