@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # danerelay vs Postfix on this machine, in one run. See README.md "Performance".
 #
-#   sudo benches/compare.sh            # 19-30 min with the defaults below on a loaded 2-core
-#                                      # VM (workload 5: 7-13; the queue crate's row ~5)
+#   sudo benches/compare.sh            # ~20 min with the defaults below on a loaded 2-core
+#                                      # VM (workload 5: 7-13)
 #   sudo WORKLOADS=5 benches/compare.sh
 #   sudo QUICK=1 benches/compare.sh    # development: 1 round, 1,000 messages, 20,000
 #                                      # prefilled; ~5 min; writes benches/results/quick.json
@@ -30,7 +30,8 @@
 #                     while the ingest trial runs (0 = skip workload 5)
 #   SCALE_SIZE=2048   workload 5: size of each prefilled message (disk: ~7.5 GB at 1 M)
 #   SCALE_MAX_GB=15   workload 5 refuses to prefill more than this (estimated)
-#   QUEUE_BENCH_PREFILL=100000  workload 5 extra row: the queue crate's own bench with
+#   QUEUE_BENCH_PREFILL=0  workload 5 extra row (off by default: ~5 min with its build):
+#                     e.g. 100000 runs the queue crate's own bench with
 #                     this many queued (0 = skip)
 #   MANY_DOMAINS=1000 workload 6: recipient domains d0..dN-1.many.bench, all MX mx-many.bench
 #   BASELINE_BIN=     workload 6: another danerelay binary (e.g. a build of main) run in the
@@ -82,7 +83,7 @@ MAX_SECONDS=${MAX_SECONDS:-3000}
 SCALE_PREFILL=${SCALE_PREFILL:-1000000}
 SCALE_SIZE=${SCALE_SIZE:-2048}
 SCALE_MAX_GB=${SCALE_MAX_GB:-15}
-QUEUE_BENCH_PREFILL=${QUEUE_BENCH_PREFILL:-100000}
+QUEUE_BENCH_PREFILL=${QUEUE_BENCH_PREFILL:-0}
 MANY_DOMAINS=${MANY_DOMAINS:-1000}
 BASELINE_BIN=${BASELINE_BIN:-}
 DEST_DOMAINS=${DEST_DOMAINS:-1000}
