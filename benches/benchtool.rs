@@ -7,12 +7,18 @@
 //!   final reply, and prints one JSON object: accepted, failed, seconds,
 //!   rate, p50/p99/max in milliseconds. `--domains N` with a `{}` in the
 //!   recipient (`sink@d{}.many.bench`) sends message i to domain `i % N`
-//!   (workload 6: many domains, one MX).
-//! - `benchtool sink ADDR --dir DIR [--tls]` — a fast receiving MTA: accepts
-//!   everything, never stores, optionally offers STARTTLS with a fresh
-//!   self-signed certificate (its `3 1 1` TLSA data is written to
-//!   `DIR/tlsa.hex` before it listens). Every 50 ms it rewrites `DIR/count`
-//!   as `messages tls_messages connections most_open_at_once`.
+//!   (workloads 6 and 7: many domains). `--alt-rcpt R2 --alt-every K` sends,
+//!   besides the `--count` messages to `--rcpt`, one message to R2 after
+//!   every K of them (workload 8: a slow destination mixed in); the JSON
+//!   then also has `alt_accepted`.
+//! - `benchtool sink ADDR[,ADDR...] --dir DIR [--tls] [--delay-ms N]` — a fast
+//!   receiving MTA: accepts everything, never stores, optionally offers
+//!   STARTTLS with a fresh self-signed certificate (its `3 1 1` TLSA data is
+//!   written to `DIR/tlsa.hex` before it listens). Every 50 ms it rewrites
+//!   `DIR/count` as `messages tls_messages connections most_open_at_once`,
+//!   summed over all its addresses (workload 7: ten MX hosts, one process).
+//!   `--delay-ms N` waits N ms before every reply, greeting included
+//!   (workload 8's slow destination).
 //!
 //! - `benchtool prefill --config FILE --count N --size BYTES [--writers N]` —
 //!   workload 5: queues N messages of BYTES directly through the queue crate,
@@ -45,7 +51,7 @@ use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-const USAGE: &str = "benchtool load ADDR [--sessions N --count N --size BYTES --per-session N --rcpt ADDR --domains N] | sink ADDR --dir DIR [--tls] [--name HOST] | prefill --config FILE --count N --size BYTES [--writers N] | open-time --config FILE | pf-clone --template FILE --dir DIR --count N [--hash-depth D]";
+const USAGE: &str = "benchtool load ADDR [--sessions N --count N --size BYTES --per-session N --rcpt ADDR --domains N --alt-rcpt ADDR --alt-every K] | sink ADDR[,ADDR...] --dir DIR [--tls] [--name HOST] [--delay-ms N] | prefill --config FILE --count N --size BYTES [--writers N] | open-time --config FILE | pf-clone --template FILE --dir DIR --count N [--hash-depth D]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
@@ -135,20 +141,33 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
     let per_session = num(args, "--per-session", 100)?.max(1);
     let rcpt = opt(args, "--rcpt").unwrap_or_else(|| "sink@plain.bench".into());
     let domains = num(args, "--domains", 1)?.max(1) as u64;
+    let alt = match opt(args, "--alt-rcpt") {
+        Some(r) => Some((r, num(args, "--alt-every", 10)?.max(1) as u64)),
+        None => None,
+    };
+    let plan = Arc::new(Plan {
+        rcpt,
+        domains,
+        total: count as u64 + alt.as_ref().map_or(0, |(_, k)| count as u64 / k),
+        per_session,
+        alt,
+    });
     let body = Arc::new(message(size));
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let alt_accepted = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..sessions {
-        let (body, next, failed, rcpt) = (body.clone(), next.clone(), failed.clone(), rcpt.clone());
+        let (body, next, failed, plan) = (body.clone(), next.clone(), failed.clone(), plan.clone());
+        let alt_accepted = alt_accepted.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             // One session sends up to `per_session` messages, then QUITs and
             // reconnects (as smtp-source -m with sessions does in aggregate).
-            while next.load(Ordering::Relaxed) < count as u64 {
-                let (to, n) = ((rcpt.as_str(), domains), (count, per_session));
-                if let Err(e) = session(addr, &body, to, &next, n, &mut lat).await {
+            while next.load(Ordering::Relaxed) < plan.total {
+                let counters = (&*next, &*alt_accepted);
+                if let Err(e) = session(addr, &body, &plan, counters, &mut lat).await {
                     failed.fetch_add(1, Ordering::Relaxed);
                     eprintln!("session error: {e:#}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -172,6 +191,7 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
     };
     let out = serde_json::json!({
         "accepted": lat.len(),
+        "alt_accepted": alt_accepted.load(Ordering::Relaxed),
         "failed_sessions": failed.load(Ordering::Relaxed),
         "seconds": secs,
         "rate": lat.len() as f64 / secs,
@@ -183,13 +203,37 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One client session: `(rcpt, domains)` as in `load`, `(count, per_session)`.
+/// What `load` sends: message `i` of `total` goes to `rcpt` (with `{}` as
+/// `i mod domains`), or to the alternative recipient after every K of them.
+struct Plan {
+    rcpt: String,
+    domains: u64,
+    total: u64,
+    per_session: usize,
+    /// `--alt-rcpt`, `--alt-every`.
+    alt: Option<(String, u64)>,
+}
+
+impl Plan {
+    /// Recipient of message `i`, and whether it is the alternative one.
+    fn recipient(&self, i: u64) -> (String, bool) {
+        match &self.alt {
+            Some((alt, k)) if (i + 1) % (k + 1) == 0 => (alt.clone(), true),
+            _ => (
+                self.rcpt.replace("{}", &(i % self.domains).to_string()),
+                false,
+            ),
+        }
+    }
+}
+
+/// One client session; `(next, alt_accepted)`: the next message index and the
+/// count of accepted messages to the alternative recipient.
 async fn session(
     addr: SocketAddr,
     body: &[u8],
-    (rcpt, domains): (&str, u64),
-    next: &AtomicU64,
-    (count, per_session): (usize, usize),
+    plan: &Plan,
+    (next, alt_accepted): (&AtomicU64, &AtomicU64),
     lat: &mut Vec<Duration>,
 ) -> anyhow::Result<()> {
     let stream = TcpStream::connect(addr).await?;
@@ -200,12 +244,12 @@ async fn session(
     };
     expect(s.reply().await?, 220, "greeting")?;
     expect(s.command("EHLO load.test\r\n").await?, 250, "EHLO")?;
-    for _ in 0..per_session {
+    for _ in 0..plan.per_session {
         let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= count as u64 {
+        if i >= plan.total {
             break;
         }
-        let rcpt = rcpt.replace("{}", &(i % domains).to_string());
+        let (rcpt, is_alt) = plan.recipient(i);
         expect(
             s.command("MAIL FROM:<bench@load.test>\r\n").await?,
             250,
@@ -222,6 +266,9 @@ async fn session(
         let code = s.reply().await?;
         if code == 250 {
             lat.push(t.elapsed());
+            if is_alt {
+                alt_accepted.fetch_add(1, Ordering::Relaxed);
+            }
         } else {
             bail!("end of data: {}", s.line.trim_end());
         }
@@ -249,7 +296,16 @@ struct Counts {
 }
 
 async fn sink(args: &[String]) -> anyhow::Result<()> {
-    let addr: SocketAddr = args.first().context("sink ADDR")?.parse()?;
+    let addrs = args
+        .first()
+        .context("sink ADDR[,ADDR...]")?
+        .split(',')
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .with_context(|| format!("address {a:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let delay = Duration::from_millis(num(args, "--delay-ms", 0)? as u64);
     let dir = PathBuf::from(opt(args, "--dir").context("--dir")?);
     let name = opt(args, "--name").unwrap_or_else(|| "mx-dane.bench".into());
     let acceptor = if args.iter().any(|a| a == "--tls") {
@@ -257,7 +313,14 @@ async fn sink(args: &[String]) -> anyhow::Result<()> {
     } else {
         None
     };
-    let listener = TcpListener::bind(addr).await?;
+    let mut listeners = Vec::new();
+    for addr in &addrs {
+        listeners.push(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr}"))?,
+        );
+    }
     let counts = Arc::new(Counts::default());
     let writer = counts.clone();
     let count_file = dir.join("count");
@@ -279,7 +342,25 @@ async fn sink(args: &[String]) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    println!("listening {addr}");
+    let mut accepting = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let (acceptor, counts) = (acceptor.clone(), counts.clone());
+        accepting.spawn(accept_loop(listener, acceptor, counts, delay));
+    }
+    println!("listening {addrs:?}");
+    // An accept loop only ends on an error: the sink stops with it.
+    match accepting.join_next().await {
+        Some(result) => result?,
+        None => Ok(()),
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    counts: Arc<Counts>,
+    delay: Duration,
+) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let (acceptor, counts) = (acceptor.clone(), counts.clone());
@@ -288,7 +369,7 @@ async fn sink(args: &[String]) -> anyhow::Result<()> {
         counts.max_active.fetch_max(open, Ordering::Relaxed);
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            if let Err(e) = serve(stream, acceptor, counts.clone()).await {
+            if let Err(e) = serve(stream, acceptor, &counts, delay).await {
                 eprintln!("sink session: {e:#}");
             }
             counts.active.fetch_sub(1, Ordering::Relaxed);
@@ -321,42 +402,73 @@ fn tls_acceptor(dir: &Path, name: &str) -> anyhow::Result<tokio_rustls::TlsAccep
 async fn serve(
     stream: TcpStream,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    counts: Arc<Counts>,
+    counts: &Counts,
+    delay: Duration,
 ) -> anyhow::Result<()> {
     let mut io = BufReader::new(stream);
+    tokio::time::sleep(delay).await;
     io.get_mut().write_all(b"220 sink.bench ESMTP\r\n").await?;
+    let plain = Dialogue {
+        counts,
+        delay,
+        offer_tls: acceptor.is_some(),
+        is_tls: false,
+    };
     if let Some(acceptor) = acceptor {
         // Plain part until STARTTLS; then the whole dialogue over TLS.
-        if !dialogue(&mut io, &counts, true, false).await? {
+        if !plain.run(&mut io).await? {
             return Ok(());
         }
         let tls = acceptor.accept(io.into_inner()).await?;
         let mut io = BufReader::new(tls);
-        dialogue(&mut io, &counts, false, true).await?;
+        let secure = Dialogue {
+            offer_tls: false,
+            is_tls: true,
+            ..plain
+        };
+        secure.run(&mut io).await?;
     } else {
-        dialogue(&mut io, &counts, false, false).await?;
+        plain.run(&mut io).await?;
     }
     Ok(())
 }
 
-/// Runs SMTP commands until QUIT/EOF (false) or an accepted STARTTLS (true).
-async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut BufReader<S>,
-    counts: &Counts,
+/// One phase of a sink session (before or after STARTTLS).
+#[derive(Clone, Copy)]
+struct Dialogue<'a> {
+    counts: &'a Counts,
+    /// Waited before every reply (`--delay-ms`).
+    delay: Duration,
     offer_tls: bool,
     is_tls: bool,
-) -> anyhow::Result<bool> {
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if io.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(false);
-        }
-        let verb = line
-            .get(..4)
-            .map(|v| v.to_ascii_uppercase())
-            .unwrap_or_default();
-        let reply: &[u8] = match &verb[..] {
+}
+
+impl Dialogue<'_> {
+    /// Runs SMTP commands until QUIT/EOF (false) or an accepted STARTTLS (true).
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        io: &mut BufReader<S>,
+    ) -> anyhow::Result<bool> {
+        let Dialogue {
+            counts,
+            delay,
+            offer_tls,
+            is_tls,
+        } = self;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if io.read_until(b'\n', &mut line).await? == 0 {
+                return Ok(false);
+            }
+            let verb = line
+                .get(..4)
+                .map(|v| v.to_ascii_uppercase())
+                .unwrap_or_default();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let reply: &[u8] = match &verb[..] {
             b"EHLO" if offer_tls => {
                 b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 SIZE 100000000\r\n"
             }
@@ -379,6 +491,9 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                 }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 counts.messages.fetch_add(1, Ordering::Relaxed);
                 if is_tls {
                     counts.tls.fetch_add(1, Ordering::Relaxed);
@@ -393,11 +508,12 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
             b"MAIL" | b"RCPT" | b"RSET" | b"NOOP" => b"250 2.0.0 Ok\r\n",
             _ => b"502 5.5.2 not here\r\n",
         };
-        // Pipelined commands: answer each, flush only when no more input
-        // is buffered (RFC 2920 lets the server batch its replies).
-        io.get_mut().write_all(reply).await?;
-        if io.buffer().is_empty() {
-            io.get_mut().flush().await?;
+            // Pipelined commands: answer each, flush only when no more input
+            // is buffered (RFC 2920 lets the server batch its replies).
+            io.get_mut().write_all(reply).await?;
+            if io.buffer().is_empty() {
+                io.get_mut().flush().await?;
+            }
         }
     }
 }
@@ -416,12 +532,26 @@ fn relay_config(args: &[String]) -> anyhow::Result<danerelay::config::Config> {
     }
 }
 
-/// Opens the queue as `serve` does: same directory, same options.
+/// Opens the queue as `serve` does: same directory, same options, sled's cache
+/// `queue.cache_size`.
 fn open_relay_queue(config: &danerelay::config::Config) -> anyhow::Result<danerelay_queue::Queue> {
     std::fs::create_dir_all(&config.queue.path)?;
     let options = danerelay::queue_options(&config.queue);
-    danerelay_queue::Queue::open(&config.queue.path, options)
+    let tuning = danerelay_queue::QueueTuning {
+        cache_capacity: config.queue.cache_size,
+        ..danerelay_queue::QueueTuning::default()
+    };
+    danerelay_queue::Queue::open_tuned(&config.queue.path, options, tuning)
         .with_context(|| format!("open queue {}", config.queue.path.display()))
+}
+
+/// Waits for the background count of the messages queued before open; its duration.
+fn wait_recovered(queue: &danerelay_queue::Queue) -> f64 {
+    let t = Instant::now();
+    while !queue.recovered() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.elapsed().as_secs_f64()
 }
 
 fn prefill(args: &[String]) -> anyhow::Result<()> {
@@ -431,6 +561,7 @@ fn prefill(args: &[String]) -> anyhow::Result<()> {
     let writers = num(args, "--writers", 128)?.max(1);
     let t = Instant::now();
     let queue = open_relay_queue(&config)?;
+    wait_recovered(&queue);
     let open_s = t.elapsed().as_secs_f64();
     let before = queue.counts().total();
     // The same message shape as `load` sends, without the SMTP end-of-data line.
@@ -515,14 +646,17 @@ fn open_time(args: &[String]) -> anyhow::Result<()> {
     // with a fresh sled instance configured as the queue configures it: sled's own open,
     // and a raw scan of the message records (what recovery iterates over). The rest of
     // `Queue::open` is recovery's own work: decoding each record, counting, body checks.
+    // `Queue::open` counts the messages queued before in the background: the counts
+    // are complete once it reports `recovered`.
     let t = Instant::now();
     let queue = open_relay_queue(&config)?;
     let open_s = t.elapsed().as_secs_f64();
+    let recovered_s = open_s + wait_recovered(&queue);
     let counts = queue.counts();
     drop(queue);
     let sled_config = sled::Config::new()
         .path(config.queue.path.join("sled"))
-        .cache_capacity(danerelay_queue::QueueTuning::default().cache_capacity)
+        .cache_capacity(config.queue.cache_size)
         .flush_every_ms(None);
     let t = Instant::now();
     let db = open_retrying(&sled_config)?;
@@ -542,6 +676,7 @@ fn open_time(args: &[String]) -> anyhow::Result<()> {
         "meta_records": records,
         "meta_bytes": bytes,
         "queue_open_s": open_s,
+        "recovered_s": recovered_s,
         "sled_open_s": sled_open_s,
         "meta_scan_s": scan_s,
         "recovery_rest_s": (open_s - sled_open_s - scan_s).max(0.0),

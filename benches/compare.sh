@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # danerelay vs Postfix on this machine, in one run. See README.md "Performance".
 #
-#   sudo benches/compare.sh            # ~14 min with the defaults below (workload 5: ~8)
+#   sudo benches/compare.sh            # ~20 min with the defaults below on a loaded 2-core
+#                                      # VM (workload 5: 7-13)
 #   sudo WORKLOADS=5 benches/compare.sh
+#   sudo QUICK=1 benches/compare.sh    # development: 1 round, 1,000 messages, 20,000
+#                                      # prefilled; ~5 min; writes benches/results/quick.json
+#
+# The run stops with an error (exit status 1, no results file written) as soon as a trial
+# is broken: a load generator that failed or timed out, mail missing at a sink, a DANE
+# delivery that was not verified, prefilled mail lost. Its trials so far are kept in
+# /tmp/danerelay-bench-failed-*.jsonl for diagnosis. Numbers come only from complete runs.
 #
 # Knobs (environment):
-#   WORKLOADS="1 2 3 4 5"  which workloads to run (2 and 4 share one trial; 1 runs paused;
-#                     6, many domains on one MX, is opt-in: WORKLOADS=6, ~3 min)
+#   WORKLOADS="1 2 3 4 5 6 7 8"  which workloads to run (2 and 4 share one trial; 1 runs
+#                     paused; 3 also runs "Postfix tuned": smtp_tls_connection_reuse = yes
+#                     and connection caching always on for dane.bench)
+#   QUICK=1           defaults for development (ROUNDS=1 MESSAGES=1000 SCALE_PREFILL=20000
+#                     QUEUE_BENCH_PREFILL=0 OUT=benches/results/quick.json); any knob set
+#                     explicitly still wins
 #   ROUNDS=3          rounds; each runs every workload on danerelay, then Postfix
-#   MESSAGES=5000     messages per trial (workloads 1-3 and 5)
+#   MESSAGES=5000     messages per trial (every workload; in 8, to the healthy destination)
 #   SESSIONS=50       concurrent client sessions (smtp-source -s, benchtool load --sessions)
 #   SIZE=10240        message size in bytes (smtp-source -l)
 #   TRIAL_TIMEOUT=180 seconds a trial may take before it is abandoned (and reported)
@@ -18,11 +30,18 @@
 #                     while the ingest trial runs (0 = skip workload 5)
 #   SCALE_SIZE=2048   workload 5: size of each prefilled message (disk: ~7.5 GB at 1 M)
 #   SCALE_MAX_GB=15   workload 5 refuses to prefill more than this (estimated)
-#   QUEUE_BENCH_PREFILL=100000  workload 5 extra row: the queue crate's own bench with
+#   QUEUE_BENCH_PREFILL=0  workload 5 extra row (off by default: ~5 min with its build):
+#                     e.g. 100000 runs the queue crate's own bench with
 #                     this many queued (0 = skip)
 #   MANY_DOMAINS=1000 workload 6: recipient domains d0..dN-1.many.bench, all MX mx-many.bench
 #   BASELINE_BIN=     workload 6: another danerelay binary (e.g. a build of main) run in the
 #                     same rounds as "danerelay before"
+#   DEST_DOMAINS=1000 workload 7 (many destinations): domains d0..dN-1.dest.bench, domain i
+#                     with MX mx<i mod DEST_MX>.dest.bench
+#   DEST_MX=10        workload 7: MX hosts (sinks on 127.0.77.20 and up, one process)
+#   SLOW_DELAY_MS=5000  workload 8: the slow destination's delay before every reply
+#   SLOW_EVERY=50     workload 8: one message to the slow destination after every 50 to the
+#                     healthy one (MESSAGES / SLOW_EVERY slow messages)
 #   OUT=benches/results/latest.json
 #   SKIP_INSTALL=1    do not apt-get install missing tools
 #
@@ -31,6 +50,8 @@
 #   .3:25 Postfix (private instance: own config and queue dirs under a temp dir)
 #   .10:25 smtp-sink (MX of plain.bench)   .11:25 benchtool sink with STARTTLS (MX of dane.bench)
 #   .12:25 benchtool sink, plain, started per trial (MX of every d<i>.many.bench, workload 6)
+#   .13:25 benchtool sink --delay-ms 5000, per trial (MX of slow.bench, workload 8)
+#   .20-.29:25 one benchtool sink process, per trial (mx0..mx9.dest.bench, workload 7)
 #   .53:53 unbound (validating; trust anchor = the bench. key)   .54:53 knotd (signed zone bench.)
 # Postfix's smtp client uses the libc resolver, so Postfix runs in a private mount namespace
 # (unshare -m) where /etc/resolv.conf is bind-mounted to "nameserver 127.0.77.53 / options
@@ -47,7 +68,12 @@
 # is never scanned by either scheduler: the figure is what a large parked queue costs.
 set -euo pipefail
 
-WORKLOADS=${WORKLOADS:-1 2 3 4 5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ -n "${QUICK:-}" ]; then
+    : "${ROUNDS:=1}" "${MESSAGES:=1000}" "${SCALE_PREFILL:=20000}" "${QUEUE_BENCH_PREFILL:=0}"
+    : "${OUT:=$ROOT/benches/results/quick.json}"
+fi
+WORKLOADS=${WORKLOADS:-1 2 3 4 5 6 7 8}
 ROUNDS=${ROUNDS:-3}
 MESSAGES=${MESSAGES:-5000}
 SESSIONS=${SESSIONS:-50}
@@ -57,19 +83,26 @@ MAX_SECONDS=${MAX_SECONDS:-3000}
 SCALE_PREFILL=${SCALE_PREFILL:-1000000}
 SCALE_SIZE=${SCALE_SIZE:-2048}
 SCALE_MAX_GB=${SCALE_MAX_GB:-15}
-QUEUE_BENCH_PREFILL=${QUEUE_BENCH_PREFILL:-100000}
+QUEUE_BENCH_PREFILL=${QUEUE_BENCH_PREFILL:-0}
 MANY_DOMAINS=${MANY_DOMAINS:-1000}
 BASELINE_BIN=${BASELINE_BIN:-}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DEST_DOMAINS=${DEST_DOMAINS:-1000}
+DEST_MX=${DEST_MX:-10}
+SLOW_DELAY_MS=${SLOW_DELAY_MS:-5000}
+SLOW_EVERY=${SLOW_EVERY:-50}
 OUT=${OUT:-$ROOT/benches/results/latest.json}
 
 NET=127.0.77
 RELAY=$NET.2 POSTFIX=$NET.3 SINK_PLAIN=$NET.10 SINK_TLS=$NET.11 SINK_MANY=$NET.12
+SINK_SLOW=$NET.13 SINK_DEST0=20
 UNBOUND=$NET.53 KNOT=$NET.54
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 runs() { [[ " $WORKLOADS " == *" $1 "* ]]; } # workload number -> selected?
+[ "$DEST_MX" -ge 1 ] && [ "$DEST_MX" -le 200 ] || die "DEST_MX must be 1..200"
+[ "$SLOW_EVERY" -ge 1 ] && [ $(( MESSAGES / SLOW_EVERY )) -ge 1 ] ||
+    die "SLOW_EVERY must be 1..MESSAGES"
 
 # Bounded: the whole run is re-executed under timeout(1); its TERM runs the cleanup trap.
 # (bash runs the trap only once a foreground command returns: long commands below run
@@ -180,11 +213,13 @@ sink_count() { # plain|tls -> messages received so far
     fi
 }
 sink_tls_count() { cut -d' ' -f2 "$T/sink-tls/count" 2>/dev/null || echo 0; }
+sink_tls_conns() { cut -d' ' -f3 "$T/sink-tls/count" 2>/dev/null || echo 0; }
 
 # ------------------------------------------------------------------ DNS
 log "signing zone bench. and starting knotd + unbound"
-MANY=""
+MANY="" DEST=""
 if runs 6; then MANY=1; fi
+if runs 7; then DEST=1; fi
 mkdir -p "$T/dns"
 (
     cd "$T/dns"
@@ -201,11 +236,18 @@ dane MX 10 mx-dane
 mx-dane A $SINK_TLS
 _25._tcp.mx-dane TLSA 3 1 1 $TLSA
 mx-many A $SINK_MANY
+slow MX 10 mx-slow
+mx-slow A $SINK_SLOW
 EOF
     # Workload 6: many customer domains hosted on one MX (signed, no TLSA: opportunistic).
     if [ -n "$MANY" ]; then
         for i in $(seq 0 $(( MANY_DOMAINS - 1 ))); do echo "d$i.many MX 10 mx-many"; done >>bench.zone
     fi
+    # Workload 7: many domains on DEST_MX shared MX hosts (signed, no TLSA).
+    if [ -n "$DEST" ]; then
+        for k in $(seq 0 $(( DEST_MX - 1 ))); do echo "mx$k.dest A $NET.$(( SINK_DEST0 + k ))"; done
+        for i in $(seq 0 $(( DEST_DOMAINS - 1 ))); do echo "d$i.dest MX 10 mx$(( i % DEST_MX )).dest"; done
+    fi >>bench.zone
     ldns-signzone -f bench.zone.signed bench.zone "$key"
     mv bench.zone.signed bench.zone
     cp "$key.key" anchor.key
@@ -402,6 +444,18 @@ EOF
     if [ "$PAUSED" = true ]; then
         echo 'smtpd_data_restrictions = check_client_access static:HOLD' >>"$PF/etc/main.cf"
     fi
+    # "Postfix tuned" (workload 3): Postfix at its best for DANE. TLS connections are kept
+    # and reused through tlsproxy(8) (Postfix >= 3.4; without it a cached connection is
+    # never TLS), and connection caching is always on for dane.bench rather than only once
+    # a backlog builds up (smtp_connection_cache_on_demand, on by default, stays on).
+    if [ "${PF_TUNED:-}" = 1 ]; then
+        echo 'tlsproxy  unix  -       -       n       -       0       tlsproxy' >>"$PF/etc/master.cf"
+        cat >>"$PF/etc/main.cf" <<EOF
+smtp_tls_connection_reuse = yes
+smtp_connection_cache_on_demand = yes
+smtp_connection_cache_destinations = dane.bench
+EOF
+    fi
 }
 pf_stop() {
     postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
@@ -440,23 +494,25 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 # object. Workloads 1-4 start a fresh instance; workload 5 restarts its empty or prefilled
 # instance ($T/dr-empty, $T/pf-full, ...), so both states pay the same start-up.
 # Workload 1 (ingest, latency) runs with deliveries paused: nothing is waited for.
+# mta: dr, pf, or pft ("Postfix tuned": pf with PF_TUNED=1, workload 3 only).
 trial() { # mta workload(ingest|latency|plain|dane|scale) [state(empty|full) round, workload 5]
-    local mta=$1 w=$2 state=${3:-} round=${4:-0}
+    local mta=$1 w=$2 state=${3:-} round=${4:-0} kind=$1
     local ip sink base t0 t1 t2 n last_n sampler="" mem="0 0" extra="{}" rc=0 paused=""
     case $w in ingest | ingest_kept | latency) paused=paused PAUSED=true ;; *) PAUSED=false ;; esac
+    [ "$mta" = pft ] && kind=pf PF_TUNED=1
     [ "$mta" = dr ] && ip=$RELAY || ip=$POSTFIX
     [ "$w" = dane ] && sink=tls || sink=plain
     if [ -n "$state" ]; then
         DR=$T/dr-$state PF=$T/pf-$state
-        "${mta}_start" keep
+        "${kind}_start" keep
     else
         DR=$T/dr PF=$T/pf
-        "${mta}_start"
+        "${kind}_start"
     fi
     base=$(sink_count "$sink")
-    local tls_base; tls_base=$(sink_tls_count)
+    local tls_base conns_base; tls_base=$(sink_tls_count) conns_base=$(sink_tls_conns)
     if [ "$w" = plain ] || [ "$w" = scale ]; then
-        sample_memory "$mta" >"$T/mem" &
+        sample_memory "$kind" >"$T/mem" &
         sampler=$! SAMPLER=$!
     fi
     t0=$(now)
@@ -488,7 +544,8 @@ trial() { # mta workload(ingest|latency|plain|dane|scale) [state(empty|full) rou
         wait "$sampler" || true
         SAMPLER="" mem=$(cat "$T/mem")
     fi
-    local tls_n=$(( $(sink_tls_count) - tls_base ))
+    local tls_n=$(( $(sink_tls_count) - tls_base )) tls_conns=0
+    [ "$sink" = tls ] && tls_conns=$(( $(sink_tls_conns) - conns_base ))
     local verified=0 sent=0
     if [ "$mta" = dr ]; then
         sent=$(grep -c 'status=sent' "$DR/log" || true)
@@ -503,16 +560,18 @@ trial() { # mta workload(ingest|latency|plain|dane|scale) [state(empty|full) rou
         [ "$w" = dane ] && log "postfix: $verified of $conns TLS connections verified"
         pf_stop
     fi
-    DR=$T/dr PF=$T/pf
+    DR=$T/dr PF=$T/pf PF_TUNED=""
     python3 - "$mta" "$w${state:+_$state}" "$t0" "$t1" "$t2" "$last_n" "$MESSAGES" "$mem" "$sent" \
-        "$verified" "$tls_n" "$rc" "$extra" "$STARTUP_S" "$round" <<'EOF'
+        "$verified" "$tls_n" "$rc" "$extra" "$STARTUP_S" "$round" "$paused" "$tls_conns" <<'EOF'
 import json, sys
-mta, w, t0, t1, t2, n, want, mem, sent, ver, tls_n, rc, extra, startup, rnd = sys.argv[1:]
+mta, w, t0, t1, t2, n, want, mem, sent, ver, tls_n, rc, extra, startup, rnd, paused, tls_c = sys.argv[1:]
 t0, t1, t2, n, want = float(t0), float(t1), float(t2), int(n), int(want)
 rss, pss = (int(x) for x in mem.split())
-r = {"mta": mta, "workload": w, "delivered": n, "submitted_s": t1 - t0,
+r = {"mta": mta, "workload": w, "want": want, "paused": paused != "", "delivered": n,
+     "submitted_s": t1 - t0,
      "ingest_rate": want / (t1 - t0), "e2e_rate": n / (t2 - t0) if n >= want else 0.0,
      "logged_sent": int(sent), "logged_verified": int(ver), "sink_tls": int(tls_n),
+     "sink_connections": int(tls_c),
      "peak_rss_kb": rss, "peak_pss_kb": pss, "load_rc": int(rc), "startup_s": float(startup)}
 r.update({"load": json.loads(extra)} if extra != "{}" else {})
 r.update({"round": int(rnd)} if int(rnd) else {})
@@ -520,18 +579,63 @@ print(json.dumps(r))
 EOF
 }
 
+# A broken run reports nothing: the first trial that is not complete stops the script
+# (its trials so far are kept in /tmp for diagnosis; OUT is not written).
+broken() { # reason
+    local keep; keep=/tmp/danerelay-bench-failed-$(date -u +%Y%m%dT%H%M%S).jsonl
+    cat "$RESULTS" "$T/trial.json" >"$keep" 2>/dev/null || true
+    die "broken run, no results written ($keep has the trials so far): $*"
+}
+# Checks $T/trial.json (written by trial, trial_many or trial_slow) and appends it to RESULTS.
+record_trial() {
+    cat "$T/trial.json" >&2
+    local why
+    why=$(python3 - "$T/trial.json" <<'EOF'
+import json, sys
+t = json.load(open(sys.argv[1]))
+bad = []
+if t.get("load_rc", 0) != 0:
+    bad.append(f"the load generator exited with status {t['load_rc']} (124: TRIAL_TIMEOUT)")
+if not t.get("paused") and t["delivered"] < t["want"]:
+    bad.append(f"only {t['delivered']} of {t['want']} messages reached the sink")
+load = t.get("load")
+if load is not None:
+    want = t["want"] + t.get("alt_want", 0)
+    if load.get("failed_sessions") or load.get("accepted", 0) < want:
+        bad.append(f"load: {load.get('accepted')} of {want} accepted, "
+                   f"{load.get('failed_sessions')} sessions failed")
+    if load.get("alt_accepted", 0) < t.get("alt_want", 0):
+        bad.append(f"load: {load.get('alt_accepted')} of {t['alt_want']} slow messages accepted")
+if t["workload"] == "dane":
+    if t["sink_tls"] < t["delivered"]:
+        bad.append(f"{t['delivered'] - t['sink_tls']} DANE messages arrived without TLS")
+    if t["mta"] == "dr" and t["logged_verified"] < t["want"]:
+        bad.append(f"{t['logged_verified']} of {t['want']} deliveries logged tls=dane-verified")
+    if t["mta"] != "dr" and t["logged_verified"] < 1:
+        bad.append("Postfix logged no verified TLS connection")
+if t["workload"] == "slow_mixed" and t.get("slow_max_open", 0) < 1:
+    bad.append("no connection to the slow destination while the healthy mail was delivered")
+print("; ".join(bad))
+EOF
+    ) || broken "checking $(cat "$T/trial.json")"
+    [ -z "$why" ] || broken "$why"
+    cat "$T/trial.json" >>"$RESULTS"
+}
 run_trial() { # mta workload [state round]
     trial "$@" >"$T/trial.json"
-    cat "$T/trial.json" >>"$RESULTS"
-    cat "$T/trial.json" >&2
+    record_trial
 }
 
-mta_name() { [ "$1" = dr ] && echo danerelay || echo postfix; }
+mta_name() {
+    case $1 in dr) echo danerelay ;; pft) echo "postfix tuned" ;; base) echo "danerelay before" ;;
+        *) echo postfix ;; esac
+}
 
 # ------------------------------------------------------------------ rounds (workloads 1-4)
 RESULTS=$T/trials.jsonl
 : >"$RESULTS"
-log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ) LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $LOAD_START"
 KINDS=()
 if runs 1; then KINDS+=(ingest ingest_kept latency); fi
 if runs 2 || runs 4; then KINDS+=(plain); fi
@@ -539,7 +643,9 @@ if runs 3; then KINDS+=(dane); fi
 if [ ${#KINDS[@]} -gt 0 ]; then
     for round in $(seq "$ROUNDS"); do
         for w in "${KINDS[@]}"; do
-            for mta in dr pf; do
+            mtas="dr pf"
+            [ "$w" = dane ] && mtas="dr pf pft"
+            for mta in $mtas; do
                 log "round $round: $w on $(mta_name $mta)"
                 run_trial "$mta" "$w"
             done
@@ -547,70 +653,157 @@ if [ ${#KINDS[@]} -gt 0 ]; then
     done
 fi
 
-# ------------------------------------------------------------------ workload 6
-# MESSAGES messages, message i to sink@d<i % MANY_DOMAINS>.many.bench (benchtool load, 100 per
-# client session), every domain's MX the one sink at .12, started fresh per trial so that its
-# counters (messages, connections accepted, most open at once) are the trial's own.
-trial_many() { # dr|base|pf
-    local mta=$1 ip t0 t1 t2 n last_n rc=0 extra sink_pid msgs tls conns most
-    PAUSED=false
-    rm -rf "$T/sink-many"
-    mkdir -p "$T/sink-many"
-    "$BENCHTOOL" sink "$SINK_MANY:25" --dir "$T/sink-many" >"$T/sink-many/log" 2>&1 &
-    sink_pid=$!
-    PIDS+=("$sink_pid")
-    for _ in $(seq 100); do grep -q listening "$T/sink-many/log" && break; sleep 0.1; done
-    case $mta in
-        pf) ip=$POSTFIX; pf_start ;;
-        base) ip=$RELAY; DR_BIN=$BASELINE_BIN; dr_start ;;
-        *) ip=$RELAY; DR_BIN=$DANERELAY; dr_start ;;
+# ------------------------------------------------------------------ workloads 6, 7 and 8
+# Starts a benchtool sink on ADDR[,ADDR...] in DIR (fresh, so that its counters are the
+# trial's own: messages, TLS messages, connections accepted, most open at once).
+start_sink() { # dir addrs [sink options...]
+    local dir=$1 addrs=$2
+    shift 2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    "$BENCHTOOL" sink "$addrs" --dir "$dir" "$@" >"$dir/log" 2>&1 &
+    SINK_PID=$!
+    PIDS+=("$SINK_PID")
+    for _ in $(seq 100); do grep -q listening "$dir/log" && return 0; sleep 0.1; done
+    die "sink on $addrs did not start: $(cat "$dir/log")"
+}
+stop_sink() {
+    kill "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+}
+sink_file_count() { cut -d' ' -f1 "$1/count" 2>/dev/null || echo 0; } # dir -> messages
+start_mta() { # dr|base|pf -> sets MTA_IP
+    case $1 in
+        pf) MTA_IP=$POSTFIX; pf_start ;;
+        base) MTA_IP=$RELAY; DR_BIN=$BASELINE_BIN; dr_start ;;
+        *) MTA_IP=$RELAY; DR_BIN=$DANERELAY; dr_start ;;
     esac
-    t0=$(now)
-    extra=$(timeout "$TRIAL_TIMEOUT" "$BENCHTOOL" load "$ip:25" --sessions "$SESSIONS" \
-        --count "$MESSAGES" --size "$SIZE" --per-session 100 --rcpt 'sink@d{}.many.bench' \
-        --domains "$MANY_DOMAINS") || rc=$?
-    t1=$(now)
-    last_n=-1 t2=$t1
-    local deadline=$(( $(date +%s) + TRIAL_TIMEOUT ))
+}
+stop_mta() { # dr|base|pf
+    if [ "$1" = pf ]; then pf_stop; else dr_stop; fi
+    DR_BIN=""
+}
+# Polls COUNT_CMD until it reaches WANT or TRIAL_TIMEOUT passes; sets DONE_N and DONE_T (when
+# the count last moved).
+wait_count() { # want count_cmd...
+    local want=$1 n last_n=-1 deadline=$(( $(date +%s) + TRIAL_TIMEOUT ))
+    shift
+    DONE_T=$(now)
     while :; do
-        n=$(cut -d' ' -f1 "$T/sink-many/count" 2>/dev/null || echo 0)
-        if [ "$n" != "$last_n" ]; then last_n=$n t2=$(now); fi
-        [ "$n" -ge "$MESSAGES" ] && break
-        [ "$(date +%s)" -lt "$deadline" ] || { log "trial $mta/many: only $n/$MESSAGES delivered"; break; }
+        n=$("$@")
+        if [ "$n" != "$last_n" ]; then last_n=$n DONE_T=$(now); fi
+        [ "$n" -ge "$want" ] && break
+        [ "$(date +%s)" -lt "$deadline" ] || { log "only $n/$want delivered"; break; }
         sleep 0.05
     done
+    DONE_N=$last_n
+}
+
+# Workload 6 (many): MESSAGES messages, message i to sink@d<i % MANY_DOMAINS>.many.bench, every
+# domain's MX the one sink at .12. Workload 7 (dest): message i to sink@d<i % DEST_DOMAINS>.dest.bench,
+# domain i's MX mx<i % DEST_MX>.dest.bench, DEST_MX sinks in one process (counters summed).
+# benchtool load, 100 messages per client session, deliveries running.
+trial_many() { # dr|base|pf many|dest
+    local mta=$1 w=$2 t0 t1 rc=0 extra msgs tls conns most addrs domains
+    PAUSED=false
+    if [ "$w" = many ]; then
+        addrs=$SINK_MANY:25 domains=$MANY_DOMAINS
+    else
+        addrs=$(for k in $(seq 0 $(( DEST_MX - 1 ))); do echo "$NET.$(( SINK_DEST0 + k )):25"; done |
+            paste -sd,) domains=$DEST_DOMAINS
+    fi
+    start_sink "$T/sink-$w" "$addrs"
+    start_mta "$mta"
+    t0=$(now)
+    extra=$(timeout "$TRIAL_TIMEOUT" "$BENCHTOOL" load "$MTA_IP:25" --sessions "$SESSIONS" \
+        --count "$MESSAGES" --size "$SIZE" --per-session 100 --rcpt "sink@d{}.$w.bench" \
+        --domains "$domains") || rc=$?
+    t1=$(now)
+    wait_count "$MESSAGES" sink_file_count "$T/sink-$w"
     sleep 0.2 # the sink rewrites its counters every 50 ms
-    read -r msgs tls conns most <"$T/sink-many/count" || true
-    if [ "$mta" = pf ]; then pf_stop; else dr_stop; fi
-    DR_BIN=""
-    kill "$sink_pid" 2>/dev/null || true
-    wait "$sink_pid" 2>/dev/null || true
-    python3 - "$mta" "$t0" "$t1" "$t2" "${msgs:-0}" "$MESSAGES" "${conns:-0}" "${most:-0}" "$rc" \
-        "$extra" "$MANY_DOMAINS" <<'EOF'
+    read -r msgs tls conns most <"$T/sink-$w/count" || true
+    stop_mta "$mta"
+    stop_sink
+    python3 - "$mta" "$w" "$t0" "$t1" "$DONE_T" "${msgs:-0}" "$MESSAGES" "${conns:-0}" "${most:-0}" \
+        "$rc" "$extra" "$domains" <<'EOF'
 import json, sys
-mta, t0, t1, t2, n, want, conns, most, rc, extra, domains = sys.argv[1:]
+mta, w, t0, t1, t2, n, want, conns, most, rc, extra, domains = sys.argv[1:]
 t0, t1, t2, n, want, conns = float(t0), float(t1), float(t2), int(n), int(want), int(conns)
-print(json.dumps({"mta": mta, "workload": "many", "domains": int(domains), "delivered": n,
-    "ingest_rate": want / (t1 - t0), "e2e_rate": n / (t2 - t0) if n >= want else 0.0,
+print(json.dumps({"mta": mta, "workload": w, "domains": int(domains), "want": want,
+    "delivered": n, "ingest_rate": want / (t1 - t0), "e2e_rate": n / (t2 - t0) if n >= want else 0.0,
     "sink_connections": conns, "sink_max_open": int(most),
     "connections_per_message": conns / max(n, 1), "load_rc": int(rc),
     "load": json.loads(extra) if extra else {}}))
 EOF
 }
 
-if runs 6; then
-    MTAS="dr pf"
+# Workload 8 (slow): MESSAGES messages to the healthy destination (plain.bench, smtp-sink),
+# alone, or with one message to slow.bench after every SLOW_EVERY of them (its sink waits
+# SLOW_DELAY_MS before every reply). The figure: the healthy destination's delivered msg/s,
+# from the start of the submission to its last arrival.
+trial_slow() { # dr|pf alone|mixed
+    local mta=$1 mode=$2 t0 t1 rc=0 extra base alt=() alt_want=0 smsgs=0 stls sconns=0 smost=0
+    PAUSED=false
+    if [ "$mode" = mixed ]; then
+        start_sink "$T/sink-slow" "$SINK_SLOW:25" --delay-ms "$SLOW_DELAY_MS"
+        alt=(--alt-rcpt sink@slow.bench --alt-every "$SLOW_EVERY")
+        alt_want=$(( MESSAGES / SLOW_EVERY ))
+    fi
+    start_mta "$mta"
+    base=$(sink_count plain)
+    t0=$(now)
+    extra=$(timeout "$TRIAL_TIMEOUT" "$BENCHTOOL" load "$MTA_IP:25" --sessions "$SESSIONS" \
+        --count "$MESSAGES" --size "$SIZE" --per-session 100 --rcpt sink@plain.bench \
+        "${alt[@]}") || rc=$?
+    t1=$(now)
+    plain_delivered() { echo $(( $(sink_count plain) - base )); }
+    wait_count "$MESSAGES" plain_delivered
+    if [ "$mode" = mixed ]; then
+        read -r smsgs stls sconns smost <"$T/sink-slow/count" || true
+    fi
+    stop_mta "$mta"
+    [ "$mode" = mixed ] && stop_sink
+    python3 - "$mta" "slow_$mode" "$t0" "$t1" "$DONE_T" "$DONE_N" "$MESSAGES" "$alt_want" \
+        "${smsgs:-0}" "${sconns:-0}" "${smost:-0}" "$rc" "$extra" <<'EOF'
+import json, sys
+mta, w, t0, t1, t2, n, want, alt_want, smsgs, sconns, smost, rc, extra = sys.argv[1:]
+t0, t1, t2, n, want = float(t0), float(t1), float(t2), int(n), int(want)
+print(json.dumps({"mta": mta, "workload": w, "want": want, "alt_want": int(alt_want),
+    "delivered": n, "ingest_rate": (want + int(alt_want)) / (t1 - t0),
+    "e2e_rate": n / (t2 - t0) if n >= want else 0.0,
+    "slow_delivered": int(smsgs), "slow_connections": int(sconns), "slow_max_open": int(smost),
+    "load_rc": int(rc), "load": json.loads(extra) if extra else {}}))
+EOF
+}
+
+if runs 6 || runs 7 || runs 8; then
     if [ -n "$BASELINE_BIN" ]; then
         [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not executable"
-        MTAS="base dr pf"
     fi
     for round in $(seq "$ROUNDS"); do
-        for mta in $MTAS; do
-            log "round $round: workload 6 ($MANY_DOMAINS domains, one MX) on $mta"
-            trial_many "$mta" >"$T/trial.json"
-            cat "$T/trial.json" >>"$RESULTS"
-            cat "$T/trial.json" >&2
-        done
+        if runs 6; then
+            for mta in ${BASELINE_BIN:+base} dr pf; do
+                log "round $round: workload 6 ($MANY_DOMAINS domains, one MX) on $(mta_name "$mta")"
+                trial_many "$mta" many >"$T/trial.json"
+                record_trial
+            done
+        fi
+        if runs 7; then
+            for mta in dr pf; do
+                log "round $round: workload 7 ($DEST_DOMAINS domains, $DEST_MX MX hosts) on $(mta_name "$mta")"
+                trial_many "$mta" dest >"$T/trial.json"
+                record_trial
+            done
+        fi
+        if runs 8; then
+            for mta in dr pf; do
+                for mode in alone mixed; do
+                    log "round $round: workload 8 (healthy destination $mode) on $(mta_name "$mta")"
+                    trial_slow "$mta" "$mode" >"$T/trial.json"
+                    record_trial
+                done
+            done
+        fi
     done
 fi
 
@@ -700,12 +893,17 @@ if runs 5 && [ "$SCALE_PREFILL" -gt 0 ]; then
             done
         done
     done
-    # Still all there? (Held mail must not have been delivered or lost.) danerelay's last
-    # start logged "queue open ... messages=N" (with ANSI colours around the field name).
-    sed 's/\x1b\[[0-9;]*m//g' "$T/dr-full/log" | grep -o 'messages=[0-9]*' | tail -1 | cut -d= -f2 \
+    # Still all there? (Held mail must not have been delivered or lost.) danerelay: the
+    # queue's own count once it has recovered (benchtool open-time waits for that).
+    timeout "$(remaining)" "$BENCHTOOL" open-time --config "$T/dr-full/danerelay.toml" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["held"])' \
         >"$SCALE_DIR/dr-held-after" || true
     find "$T/pf-full/queue/hold" -type f | wc -l >"$SCALE_DIR/pf-held-after"
     log "workload 5: held after the trials: danerelay $(cat "$SCALE_DIR/dr-held-after"), postfix $(cat "$SCALE_DIR/pf-held-after")"
+    for m in dr pf; do
+        [ "$(cat "$SCALE_DIR/$m-held-after")" = "$SCALE_PREFILL" ] ||
+            broken "workload 5: $(mta_name $m) holds $(cat "$SCALE_DIR/$m-held-after") of $SCALE_PREFILL prefilled messages"
+    done
     t_rm=$(now)
     remove_tree "$T/pf-full"
     rm -rf "$T/dr-full" "$T/dr-empty" "$T/pf-empty"
@@ -717,16 +915,20 @@ if runs 5 && [ "$QUEUE_BENCH_PREFILL" -gt 0 ]; then
     log "workload 5: queue crate bench, prefill $QUEUE_BENCH_PREFILL (danerelay only)"
     (cd "$ROOT" && QUEUE_BENCH_PREFILL=$QUEUE_BENCH_PREFILL QUEUE_BENCH_ONLY=scale \
         QUEUE_BENCH_DIR=$T timeout "$(remaining)" cargo bench -p danerelay-queue \
-        >"$SCALE_DIR/queue-crate.log" 2>&1) || log "queue crate bench failed"
+        >"$SCALE_DIR/queue-crate.log" 2>&1) ||
+        broken "the queue crate bench failed: $(tail -5 "$SCALE_DIR/queue-crate.log")"
     cat "$SCALE_DIR/queue-crate.log" >&2
 fi
 
 # ------------------------------------------------------------------ table
 mkdir -p "$(dirname "$OUT")"
+EXTRA_PARAMS=$(printf '{"many_domains": %d, "dest_domains": %d, "dest_mx": %d, "slow_delay_ms": %d, "slow_every": %d, "quick": %s, "started": "%s", "load_at_start": "%s"}' \
+    "$MANY_DOMAINS" "$DEST_DOMAINS" "$DEST_MX" "$SLOW_DELAY_MS" "$SLOW_EVERY" \
+    "$([ -n "${QUICK:-}" ] && echo true || echo false)" "$STARTED" "$LOAD_START")
 python3 - "$RESULTS" "$OUT" "$SCALE_DIR" "$SCALE_PREFILL" "$SCALE_SIZE" "$QUEUE_BENCH_PREFILL" \
-    "$MESSAGES" "$SESSIONS" "$SIZE" "$ROUNDS" "$WORKLOADS" <<'EOF'
+    "$MESSAGES" "$SESSIONS" "$SIZE" "$ROUNDS" "$WORKLOADS" "$EXTRA_PARAMS" <<'EOF'
 import json, os, platform, re, statistics, sys, time
-path, out, sdir, prefill, ssize, qprefill, msgs, sess, size, rounds, workloads = sys.argv[1:]
+path, out, sdir, prefill, ssize, qprefill, msgs, sess, size, rounds, workloads, extra = sys.argv[1:]
 prefill, qprefill = int(prefill), int(qprefill)
 trials = [json.loads(l) for l in open(path) if l.strip()]
 def read(name, parse=json.loads):
@@ -749,6 +951,15 @@ def round_ratios(mta):
 def paired(mta):
     r = round_ratios(mta)
     return statistics.median(r) if r else float("nan")
+def slow_ratios(mta):
+    # workload 8: healthy msg/s with the slow destination / alone, per round (in run order).
+    alone, mixed = (vals(mta, w, lambda t: t["e2e_rate"]) for w in ("slow_alone", "slow_mixed"))
+    return [m / a for a, m in zip(alone, mixed) if a]
+def slow_paired(mta):
+    r = slow_ratios(mta)
+    return statistics.median(r) if r else float("nan")
+def per_msg(t):
+    return t["sink_connections"] / max(t["delivered"], 1)
 n = f"{prefill:,}"
 rows = [
   ("1 ingest (smtp-source), deliveries paused, accepted msg/s", "ingest", lambda t: t["ingest_rate"], True),
@@ -760,6 +971,9 @@ rows = [
   ("2 end to end plaintext, delivered msg/s", "plain", lambda t: t["e2e_rate"], True),
   ("3 end to end DANE, delivered msg/s", "dane", lambda t: t["e2e_rate"], True),
   ("3 delivered over TLS at the sink, %", "dane", lambda t: 100.0 * t["sink_tls"] / max(t["delivered"], 1), True),
+  ("3 connections per message at the TLS sink", "dane", per_msg, False),
+  ("3 DANE vs Postfix tuned (TLS reuse, cache), msg/s", "dane", lambda t: t["e2e_rate"], True, "pft"),
+  ("3 vs Postfix tuned: connections per message", "dane", per_msg, False, "pft"),
   ("4 peak RSS during 2 (sum of processes), MiB", "plain", lambda t: t["peak_rss_kb"] / 1024, False),
   ("4 peak PSS during 2 (shared pages split), MiB", "plain", lambda t: t["peak_pss_kb"] / 1024, False),
   ("5 ingest msg/s, empty", "scale_empty", lambda t: t["ingest_rate"], True),
@@ -771,20 +985,29 @@ rows = [
   ("6 many domains, one MX: delivered msg/s", "many", lambda t: t["e2e_rate"], True),
   ("6 many domains, one MX: connections per message", "many", lambda t: t["connections_per_message"], False),
   ("6 many domains, one MX: most open at once", "many", lambda t: t["sink_max_open"], False),
+  ("7 many destinations: delivered msg/s", "dest", lambda t: t["e2e_rate"], True),
+  ("7 many destinations: connections per message", "dest", lambda t: t["connections_per_message"], False),
+  ("7 many destinations: most open at once (all MX)", "dest", lambda t: t["sink_max_open"], False),
+  ("8 healthy destination alone, delivered msg/s", "slow_alone", lambda t: t["e2e_rate"], True),
+  ("8 healthy destination with slow one, msg/s", "slow_mixed", lambda t: t["e2e_rate"], True),
+  ("8 with slow / alone ratio", None, slow_paired, True),
+  ("8 connections open to the slow destination", "slow_mixed", lambda t: t["slow_max_open"], False),
 ]
 table = []
 print()
 print(f"{'workload':50} {'danerelay':>10} {'postfix':>10} {'dr/pf':>7}")
-for name, w, f, higher in rows:
+for name, w, f, higher, *other in rows:
+    pf = other[0] if other else "pf"
     if w is None:
-        d, p = f("dr"), f("pf")
+        d, p = f("dr"), f(pf)
     else:
-        d, p = med("dr", w, f), med("pf", w, f)
-    if d != d and p != p:
+        d, p = med("dr", w, f), med(pf, w, f)
+    if d != d or p != p:
         continue  # not run
     ratio = d / p if p else float("nan")
     prec = 2 if "ratio" in name or "start-up" in name or "per message" in name else 1
-    table.append({"workload": name, "danerelay": d, "postfix": p, "ratio": ratio, "higher_is_better": higher})
+    table.append({"workload": name, "danerelay": d, "postfix": p, "postfix_variant": pf,
+                  "ratio": ratio, "higher_is_better": higher})
     print(f"{name:50} {d:10.{prec}f} {p:10.{prec}f} {ratio:7.2f}")
 dv = [t for t in trials if t["mta"] == "dr" and t["workload"] == "dane"]
 if dv:
@@ -794,7 +1017,7 @@ else:
     share = None
 if any(t["mta"] == "base" for t in trials):
     print("6, danerelay before (BASELINE_BIN) -> after, same rounds:")
-    for name, w, f, higher in rows:
+    for name, w, f, higher, *_ in rows:
         if w == "many":
             b, d = med("base", w, f), med("dr", w, f)
             print(f"  {name:48} {b:10.2f} -> {d:10.2f}  ({d / b if b else float('nan'):.2f}x)")
@@ -817,7 +1040,8 @@ if any(t["workload"].startswith("scale_") for t in trials):
     print(f"(5: queued = {n} messages of {ssize} B on hold; queued/empty = median of per-round ratios;")
     print(f"    danerelay prefill through the queue crate {pr.get('seconds', 0):.0f} s, Postfix clone of one queue file {c.get('seconds', 0):.0f} s;")
     print(f"    danerelay queue open with {n}: sled {o.get('sled_open_s', 0):.1f} s + record scan {o.get('meta_scan_s', 0):.1f} s"
-          f" + the rest of recovery {o.get('recovery_rest_s', 0):.1f} s = Queue::open {o.get('queue_open_s', 0):.1f} s;"
+          f" + the rest {o.get('recovery_rest_s', 0):.1f} s = Queue::open {o.get('queue_open_s', 0):.1f} s,"
+          f" counts complete (background scan over) after {o.get('recovered_s', 0):.1f} s;"
           f" disk {du})")
 queue_crate = None
 text = read("queue-crate.log", str)
@@ -838,7 +1062,9 @@ json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "load": open("/proc/loadavg").read().split()[:3]},
            "params": {"workloads": workloads.split(), "rounds": int(rounds), "messages": int(msgs),
                       "sessions": int(sess), "size": int(size), "scale_prefill": prefill,
-                      "scale_size": int(ssize), "queue_bench_prefill": qprefill},
+                      "scale_size": int(ssize), "queue_bench_prefill": qprefill,
+                      **json.loads(extra)},
+           "slow_ratio_per_round": {m: slow_ratios(m) for m in ("dr", "pf")},
            "table": table, "danerelay_dane_verified_pct": share, "trials": trials,
            "scale": scale, "queue_crate": queue_crate},
           open(out, "w"), indent=1)
