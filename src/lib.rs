@@ -299,6 +299,16 @@ async fn start_delivery(
         };
         tracker.spawn(sender.run(shutdown.clone()));
     }
+    // RFC 8461 §3.3: cached MTA-STS policies are refreshed before they expire.
+    let refresher = sts::Sts::from_config(
+        &config.mta_sts,
+        resolver.clone(),
+        Some(queue.clone()),
+        metrics.clone(),
+    )?;
+    if let Some(refresher) = refresher {
+        tracker.spawn(refresher.run_refresh(shutdown.clone()));
+    }
     let scheduler = delivery::scheduler(
         config,
         queue.clone(),

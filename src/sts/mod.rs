@@ -12,6 +12,7 @@ pub mod enforce;
 pub mod fetch;
 pub mod pkix;
 pub mod policy;
+pub mod refresh;
 pub mod report;
 
 use std::sync::Arc;

@@ -212,3 +212,35 @@ async fn malformed_or_ambiguous_txt_records_mean_no_policy_and_no_fetch() {
     assert_eq!(lab.fetches(R::NoPolicy), 1);
     assert_eq!(server.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_policies_are_refreshed_before_expiry_and_expired_ones_dropped() {
+    let lab = Lab::new();
+    lab.publish("p.test", "1", "127.0.43.9");
+    let Some(server) = lab.server("p.test", "127.0.43.9", &policy("enforce", &["mx.p.test"]))
+    else {
+        return;
+    };
+    let sts = lab.sts(Some(lab.queue()), T);
+    let now = SystemTime::now();
+    sts.policy_for("p.test", now, false).await.active.unwrap();
+    assert_eq!(server.requests(), 1);
+    // Far from expiry (max_age 86400, margin a quarter of it): nothing to do.
+    let pass = sts.refresh_cached(now + Duration::from_secs(3600)).await;
+    assert_eq!(pass, danerelay::sts::refresh::Pass::default());
+    assert_eq!(server.requests(), 1);
+    // Within the margin, with no mail going to p.test: fetched again, and
+    // the fresh copy is what the cache holds from then on.
+    let late = now + Duration::from_secs(86400 - 3600);
+    let pass = sts.refresh_cached(late).await;
+    assert_eq!((pass.refreshed, pass.dropped), (1, 0));
+    assert_eq!(server.requests(), 2);
+    let cached = sts.cached("p.test").unwrap();
+    assert!(!cached.refresh_due(danerelay::sts::unix(late)));
+    // Long after even the refreshed copy expired: dropped, not fetched.
+    let gone = late + Duration::from_secs(2 * 86400);
+    let pass = sts.refresh_cached(gone).await;
+    assert_eq!((pass.refreshed, pass.dropped), (0, 1));
+    assert_eq!(server.requests(), 2);
+    assert!(sts.cached("p.test").is_none());
+}
