@@ -17,6 +17,7 @@
 //! Every answer is logged at debug with its status (target `danerelay::dns`).
 //! `FakeDns` (tests and the `test-util` feature only) answers from a table.
 
+mod addresses;
 mod anchor;
 mod auto;
 mod cache;
@@ -37,6 +38,7 @@ use tracing::{debug, warn};
 
 use crate::config::{DnsConfig, DnssecMode};
 
+pub use addresses::host_addresses;
 pub use auto::{ActiveMode, AutoResolver, Settled, READY_WAIT};
 pub use cache::{CacheOptions, CachingLookup};
 #[cfg(any(test, feature = "test-util"))]

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use super::policy::{parse_policy, Policy, PolicyError};
 use crate::dane::provider::ring_provider;
-use crate::dns::{DnsLookup, RecordType};
+use crate::dns::DnsLookup;
 use crate::metrics::StsFetchResult;
 
 /// RFC 8461 §3.3: "senders ... may wish to limit the size of the policy
@@ -177,21 +177,12 @@ impl Fetcher {
 /// A then AAAA addresses of the policy host (DNSSEC status irrelevant: the
 /// certificate authenticates it, §3.3).
 async fn resolve(dns: &dyn DnsLookup, host: &str) -> Result<Vec<IpAddr>, FetchError> {
-    let mut addresses = Vec::new();
-    let mut error = None;
-    for rtype in [RecordType::A, RecordType::Aaaa] {
-        match dns.lookup(host, rtype).await {
-            Ok(a) => addresses.extend(a.addresses()),
-            Err(e) => error = Some(e.to_string()),
-        }
-    }
-    if addresses.is_empty() {
-        return Err(FetchError::Dns {
+    crate::dns::host_addresses(dns, host)
+        .await
+        .map_err(|detail| FetchError::Dns {
             host: host.to_string(),
-            detail: error.unwrap_or_else(|| "no A or AAAA record".into()),
-        });
-    }
-    Ok(addresses)
+            detail,
+        })
 }
 
 /// One HTTP/1.1 GET over `io`; the body when the answer is a 200 with

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
-use crate::dns::{normalize_name, DnsLookup, RecordType};
+use crate::dns::DnsLookup;
 
 /// Why a POST did not succeed (all retried until the 24 h limit).
 #[derive(Debug, thiserror::Error)]
@@ -147,23 +147,10 @@ async fn post_inner(
 }
 
 async fn resolve(dns: &dyn DnsLookup, host: &str) -> Result<Vec<std::net::IpAddr>, PostError> {
-    if let Ok(ip) = host.parse() {
-        return Ok(vec![ip]);
-    }
-    let name = normalize_name(host);
-    let mut out = Vec::new();
-    let mut error = None;
-    for rtype in [RecordType::A, RecordType::Aaaa] {
-        match dns.lookup(&name, rtype).await {
-            Ok(a) => out.extend(a.addresses()),
-            Err(e) => error = Some(e.to_string()),
-        }
-    }
-    if out.is_empty() {
-        return Err(PostError::Resolve {
+    crate::dns::host_addresses(dns, host)
+        .await
+        .map_err(|detail| PostError::Resolve {
             host: host.into(),
-            detail: error.unwrap_or_else(|| "no addresses".into()),
-        });
-    }
-    Ok(out)
+            detail,
+        })
 }
