@@ -315,6 +315,15 @@ impl Queue {
     /// Extends a lease to `now + QueueOptions::lease` (a long delivery, e.g. a 25 MiB DATA
     /// on a slow link, calls this before the lease runs out so nobody else picks it up).
     pub fn extend_lease(&self, lease: &mut Leased, now: SystemTime) -> Result<(), QueueError> {
+        lease.lease_until = self.renew_lease(lease, now)?;
+        Ok(())
+    }
+
+    /// [`Queue::extend_lease`] for a lease held behind a shared reference (a message
+    /// waiting in a destination's mailbox): the record's lease runs to `now +
+    /// QueueOptions::lease`, which is returned. Fails with `LeaseLost` once the message was
+    /// completed or given back, so a late renewal never revives a finished lease.
+    pub fn renew_lease(&self, lease: &Leased, now: SystemTime) -> Result<SystemTime, QueueError> {
         let until = later(now, self.store.opts.lease);
         let until_ms = to_ms(until);
         let token = lease.token;
@@ -325,8 +334,12 @@ impl Queue {
         if let Some(l) = lock(&self.store.health.live).get_mut(&lease.id) {
             l.until_ms = until_ms;
         }
-        lease.lease_until = until;
-        Ok(())
+        Ok(until)
+    }
+
+    /// How long a lease lasts (`QueueOptions::lease`).
+    pub fn lease_duration(&self) -> std::time::Duration {
+        self.store.opts.lease
     }
 
     /// Records that the delay warning DSN for this message was sent; `false` if it already was

@@ -79,6 +79,8 @@ pub struct Scheduler {
     shaper: Shaper,
     /// Destinations held by hand, and the drain switch (`gate`).
     gate: Gate,
+    /// Messages out now, whose leases `keeper` renews while they wait.
+    flights: keeper::Flights,
 }
 
 /// One leased message while its groups are out.
@@ -139,6 +141,7 @@ impl Scheduler {
             wake: Arc::new(Notify::new()),
             clock: Arc::new(SystemClock),
             gate: Gate::default(),
+            flights: keeper::Flights::default(),
         }
     }
 
@@ -178,6 +181,8 @@ impl Scheduler {
                 }
             }
         });
+        let (queue, clock) = (self.queue.clone(), self.clock.clone());
+        tokio::spawn(self.flights.clone().run(queue, clock, shutdown.clone()));
         let wake = self.wake.clone();
         self.queue.on_due(move || wake.notify_one());
         let slots = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
@@ -295,6 +300,7 @@ impl Scheduler {
                 _slot: slot,
                 leased,
             });
+            self.flights.add(&flight);
             if per_domain.is_empty() {
                 // Nothing open: complete with no outcomes so the queue tidies up.
                 tasks.spawn(self.clone().finalize(flight));
@@ -462,6 +468,8 @@ impl Scheduler {
     }
 }
 
+#[path = "lease_keeper.rs"]
+mod keeper;
 #[path = "scheduler_worker.rs"]
 mod worker;
 

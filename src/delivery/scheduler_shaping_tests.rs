@@ -268,3 +268,45 @@ async fn a_long_rate_wait_gives_the_connection_permit_back() {
     stop.cancel();
     handle.await.unwrap();
 }
+
+/// Mail held back by a route's `message_rate` waits in its mailbox longer
+/// than a lease lasts: the lease keeper renews it, so no message is leased
+/// a second time and delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_waiting_longer_than_a_lease_is_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = QueueOptions {
+        retry: vec![Duration::from_secs(60)],
+        max_age: Duration::from_secs(3600),
+        lease: Duration::from_secs(1),
+    };
+    let w = World {
+        queue: Queue::open(dir.path(), opts).unwrap(),
+        mx: FakeMx::start(Duration::ZERO).await,
+        metrics: Metrics::new(),
+        clock: PausedClock::new(),
+        _dir: dir,
+    };
+    let r = Route {
+        message_rate: Some(Rate::parse("1/sec").unwrap().unwrap()),
+        ..route("dest.test")
+    };
+    for i in 0..5 {
+        send(&w, &[&format!("user{i}@dest.test")]);
+    }
+    let (stop, handle) = spawn(scheduler_with(&w, (16, 8, None), vec![r], dns()));
+    until("all delivered", || w.mx.messages().len() >= 5).await;
+    // Long enough for any lease that ran out to be leased and sent again.
+    real_sleep(Duration::from_millis(1500)).await;
+    let mut rcpts: Vec<String> =
+        w.mx.messages()
+            .iter()
+            .flat_map(|m| m.rcpts.clone())
+            .collect();
+    rcpts.sort();
+    let want: Vec<String> = (0..5).map(|i| format!("user{i}@dest.test")).collect();
+    assert_eq!(rcpts, want, "each message exactly once");
+    assert_eq!(w.queue.counts().total(), 0);
+    stop.cancel();
+    handle.await.unwrap();
+}
