@@ -1,7 +1,9 @@
 //! The scheduler task: owns the queue's due list. It sleeps until
 //! `Queue::next_due` or until the queue's `on_due` hook fires (a tokio
-//! `Notify`: no polling), leases what is due (at most `delivery.concurrency`
-//! messages at a time), and splits each message's recipients by recipient
+//! `Notify`: no polling), leases what is due (at most
+//! `delivery.concurrency` × [`ACTIVE_PER_CONNECTION`] messages out at a time,
+//! so one destination sitting on its connections does not stop the others),
+//! and splits each message's recipients by recipient
 //! domain. Each domain is then grouped by destination — its MX host set or
 //! next hop (`site`; a task per domain, so a failing MX lookup stalls no
 //! one) — and its share goes to that destination's mailbox.
@@ -51,6 +53,12 @@ use super::site::{DomainPolicy, Site};
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// Back-off after a queue error.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// Messages out at once per connection permit (Postfix's active queue in
+/// spirit): a destination that sits on its connections — slow, tarpitting,
+/// rate-limited — holds at most its mailbox's share, while the rest of the
+/// `delivery.concurrency × ACTIVE_PER_CONNECTION` slots keep leasing mail
+/// for everyone else. Waiting leases are renewed (`keeper`).
+const ACTIVE_PER_CONNECTION: usize = 8;
 
 /// Caps, grace and reporting.
 #[derive(Debug, Clone)]
@@ -185,7 +193,8 @@ impl Scheduler {
         tokio::spawn(self.flights.clone().run(queue, clock, shutdown.clone()));
         let wake = self.wake.clone();
         self.queue.on_due(move || wake.notify_one());
-        let slots = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let active = self.options.concurrency.max(1) * ACTIVE_PER_CONNECTION;
+        let slots = Arc::new(Semaphore::new(active));
         let hard = CancellationToken::new();
         let tasks = TaskTracker::new();
         info!(

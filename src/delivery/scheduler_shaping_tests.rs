@@ -310,3 +310,45 @@ async fn mail_waiting_longer_than_a_lease_is_delivered_once() {
     stop.cancel();
     handle.await.unwrap();
 }
+
+/// The same with a backlog at the slow destination several times
+/// `delivery.concurrency`: its waiting mail holds only its share of the
+/// active slots, so the healthy destination's mail is still leased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_destinations_backlog_beyond_the_concurrency_does_not_block_others() {
+    let healthy = FakeMx::start(Duration::ZERO).await;
+    let slow = FakeMx::listen_on(
+        &format!("127.0.0.3:{}", healthy.port),
+        Script {
+            data_delay: Duration::from_secs(60),
+            ..Script::by_local_part()
+        },
+    )
+    .await;
+    let w = world_with(Duration::from_secs(60), healthy).await;
+    let dns = dns();
+    dns.mx("slow.test", Security::Insecure, &[(10, "mx.slow.test")]);
+    dns.a("mx.slow.test", Security::Insecure, &["127.0.0.3"]);
+    dns.nodata(
+        "mx.slow.test",
+        crate::dns::RecordType::Aaaa,
+        Security::Insecure,
+    );
+    for i in 0..12 {
+        send(&w, &[&format!("user{i}@slow.test")]);
+    }
+    // Concurrency 4: the slow destination's 12 messages are three times it.
+    let (stop, handle) = spawn(scheduler_with(&w, (4, 2, None), Vec::new(), dns));
+    let busy = || slow.transcript.lock().unwrap().data_started;
+    until("the slow destination holds its connections", || busy() == 2).await;
+    for i in 0..5 {
+        send(&w, &[&format!("user{i}@dest.test")]);
+    }
+    until("the healthy destination's mail delivered", || {
+        w.mx.messages().len() == 5
+    })
+    .await;
+    assert_eq!(slow.transcript.lock().unwrap().received.len(), 0);
+    stop.cancel();
+    handle.await.unwrap();
+}
