@@ -9,17 +9,16 @@
 //! peer answered (2xx/4xx/5xx) keeps that answer for this attempt.
 
 use std::io::Read;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, info_span, Instrument};
 
 use crate::config::{InsecureMxPolicy, Route, TlsLevel};
-use crate::dane::{self, DanePolicy, Decision};
+use crate::dane::{self, DanePolicy};
 use crate::delivery::routing::{match_route, plan_route_with_port, CandidateHost};
 use crate::dns::DnsLookup;
-use crate::metrics::{DaneResult, DeliveryOutcome, DeliveryTls, Metrics, TlsHandshake};
+use crate::metrics::{DeliveryOutcome, DeliveryTls, Metrics};
 use crate::smtp::client::{BlockingBody, Client, Envelope, RcptResult};
 use tokio::net::TcpStream;
 
@@ -31,8 +30,6 @@ use super::outcome::{
     client_throttles, for_rcpt, from_error, throttles, try_next_host, AttemptError, Outcome,
 };
 use super::session::{self, Peer, SessionOptions, TlsOutcome};
-use super::tls_report::{session_result, Seen};
-use crate::sts::{HostRule, SessionFailure};
 
 /// The default of `delivery.max_hosts`, in the spirit of Postfix's
 /// `smtp_mx_address_limit` (there 5 addresses; here 5 *hosts*, each with all
@@ -341,43 +338,21 @@ impl Engine {
         keep: &mut Option<Reusable>,
     ) -> bool {
         let tls = host_tls(self.dns.as_ref(), policy, nexthop, host, sts).await;
-        let (decision, rule) = (tls.decision, tls.rule);
-        if let Some(label) = dane_label(policy, host, &decision) {
+        let at = AtHost {
+            host,
+            nexthop,
+            sts,
+            decision: &tls.decision,
+            rule: tls.rule,
+        };
+        if let Some(label) = dane_label(policy, host, at.decision) {
             self.metrics.dane_result(label);
         }
-        if rule == HostRule::Skip {
-            let domain = sts.map_or("", |s| s.active.domain.as_str());
-            info!(mx = %host.name, %domain, "host skipped: not an MX host of the MTA-STS policy (RFC 8461 §4.1)");
-            mta_sts::host_result(
-                self.options.sts.as_ref(),
-                sts,
-                host,
-                None,
-                Some(SessionFailure::MxMismatch),
-            );
-            *last = Some(AttemptError::StsMxMismatch {
-                host: host.name.clone(),
-                domain: domain.to_string(),
-            });
+        if let Some(refused) = self.refused_before_connecting(&at) {
+            *last = Some(refused);
             return false;
         }
-        if let Decision::Defer(reason) = &decision {
-            self.report_tls(nexthop, host, None, (&decision, rule), Seen::Skipped);
-            info!(mx = %host.name, %reason, "host skipped");
-            *last = Some(match reason {
-                dane::DeferReason::TlsaLookupFailed(detail) => AttemptError::TlsaLookup {
-                    host: host.name.clone(),
-                    detail: detail.clone(),
-                },
-                other => AttemptError::Dane {
-                    host: host.name.clone(),
-                    detail: other.to_string(),
-                },
-            });
-            return false;
-        }
-        let addresses: Vec<IpAddr> = host.addresses.clone();
-        for address in addresses {
+        for address in host.addresses.iter().copied() {
             if all_done(results) {
                 return true;
             }
@@ -388,39 +363,10 @@ impl Engine {
             };
             let relay = peer.relay();
             let opened = Instant::now();
-            let session = match session::open(&peer, &decision, &self.options.session).await {
+            let session = match session::open(&peer, at.decision, &self.options.session).await {
                 Ok(s) => s,
                 Err(e) => {
-                    self.report_tls(
-                        nexthop,
-                        host,
-                        Some(address),
-                        (&decision, rule),
-                        Seen::Failed(&e),
-                    );
-                    if matches!(e, AttemptError::Dane { .. }) {
-                        self.metrics.dane_result(DaneResult::Mismatch);
-                    }
-                    if rule == HostRule::Authenticate {
-                        let failure = match &e {
-                            AttemptError::StsCertificate { failure, .. } => {
-                                Some(SessionFailure::Certificate(failure.clone()))
-                            }
-                            AttemptError::TlsRequired { .. } => {
-                                Some(SessionFailure::StartTlsNotSupported)
-                            }
-                            _ => None,
-                        };
-                        if failure.is_some() {
-                            mta_sts::host_result(
-                                self.options.sts.as_ref(),
-                                sts,
-                                host,
-                                Some(address),
-                                failure,
-                            );
-                        }
-                    }
+                    self.open_failed(&at, address, &e);
                     info!(%relay, error = ?e, "host not usable");
                     let next = try_next_host(&e);
                     *last = Some(e);
@@ -430,34 +376,14 @@ impl Engine {
                     return true;
                 }
             };
-            self.report_tls(
-                nexthop,
-                host,
-                Some(address),
-                (&decision, rule),
-                Seen::Opened(&session),
-            );
-            if session.tls.dane_match().is_some() {
-                self.metrics.dane_result(DaneResult::Ok);
-            }
-            if rule != HostRule::NotApplied {
-                let failure = mta_sts::testing_failure(rule, sts, host, &session.tls);
-                mta_sts::host_result(self.options.sts.as_ref(), sts, host, Some(address), failure);
-            }
-            if let Some(info) = session.tls.info() {
-                self.metrics.tls_handshake(if info.resumed {
-                    TlsHandshake::Resumed
-                } else {
-                    TlsHandshake::Full
-                });
-            }
+            self.opened(&at, address, &session);
             let mut s = Reusable {
                 client: session.client,
                 relay,
                 tls: session.tls,
                 opened,
                 host: host.clone(),
-                key: super::reuse::ReuseKey::new(policy.level, host, &decision)
+                key: super::reuse::ReuseKey::new(policy.level, host, at.decision)
                     .map(|k| k.with_sts(sts)),
             };
             self.run_jobs(&mut s, jobs, results, last).await;
@@ -468,29 +394,6 @@ impl Engine {
             }
         }
         false
-    }
-
-    /// Counts one session for TLS-RPT, under MX routing only: with a
-    /// configured next hop the recipient domain's policy was not in play.
-    fn report_tls(
-        &self,
-        nexthop: Option<&str>,
-        host: &CandidateHost,
-        address: Option<IpAddr>,
-        (decision, rule): (&Decision, HostRule),
-        seen: Seen<'_>,
-    ) {
-        let (Some(recorder), Some(domain)) = (&self.tls_rpt, nexthop) else {
-            return;
-        };
-        // Under an MTA-STS policy the session is counted once, as `sts`
-        // (`sts_result`), not also as `no-policy-found`.
-        if rule != HostRule::NotApplied {
-            return;
-        }
-        if let Some(result) = session_result(domain, host, address, decision, seen) {
-            recorder.record(result);
-        }
     }
 
     /// Every job's open recipients over one session.
@@ -609,6 +512,10 @@ pub fn report_level(level: TlsLevel) -> TlsLevel {
 fn all_done(results: &Results) -> bool {
     results.iter().all(|r| r.iter().all(Option::is_some))
 }
+
+#[path = "attempt_host.rs"]
+mod host;
+use host::AtHost;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
