@@ -216,6 +216,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until every port in `ports` accepts connections; false as soon as
+/// `child` has exited instead (a port taken between [`free_port`] and the
+/// relay's bind, by a parallel test's connection: the caller picks others).
+pub fn wait_for_ports_or_exit(child: &mut Child, ports: &[u16]) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for &port in ports {
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            assert!(Instant::now() < deadline, "nothing listens on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    true
+}
+
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {

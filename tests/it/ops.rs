@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::{danerelay, free_port, http_get, wait_for_port, Server};
+use crate::cli::{danerelay, free_port, http_get, wait_for_ports_or_exit, Server};
 use crate::support::require_python;
 
 struct Relay {
@@ -41,26 +41,30 @@ fn start(dir: &Path, extra: &[&str]) -> Relay {
 }
 
 fn start_with(dir: &Path, extra: &[&str], grace: &str, toml: &str) -> Relay {
-    let (smtp, http) = (free_port(), free_port());
-    let file = config(dir, smtp, http, grace, toml);
-    let mut args: Vec<&str> = extra.to_vec();
-    args.extend(["serve", "--config", file.to_str().unwrap()]);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("relay.log"))
-        .unwrap();
-    let server = Server(
-        danerelay()
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(http);
-    wait_for_port(smtp);
-    Relay { server, smtp, http }
+    for _ in 0..3 {
+        let (smtp, http) = (free_port(), free_port());
+        let file = config(dir, smtp, http, grace, toml);
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["serve", "--config", file.to_str().unwrap()]);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("relay.log"))
+            .unwrap();
+        let mut server = Server(
+            danerelay()
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        if wait_for_ports_or_exit(&mut server.0, &[http, smtp]) {
+            return Relay { server, smtp, http };
+        }
+    }
+    let log = std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
+    panic!("the relay exited at start three times:\n{log}");
 }
 
 /// A line-oriented SMTP conversation over a plain socket.
